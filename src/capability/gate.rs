@@ -1,0 +1,233 @@
+//! The gate: the one place where a host call's effect is checked.
+//!
+//! A call passes only if the skill *declared* a capability covering the
+//! target, that declaration was approved (it was there when the skill was
+//! first seen, or the operator granted it since), and the policy (with the
+//! operator's grants) decides `allow`. `ask` goes to an [`Approver`] if one
+//! is attached; with nobody to answer it is a denial that says how to grant.
+//! Every decision — allowed, asked, denied — is written to the audit log.
+//! Messages name the capability and target, never a secret's value.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::{CapabilityKind, CapabilityRule, Decision, Policy, ScopeBase, Target};
+use crate::skill::SkillIdentity;
+use crate::store::{AuditEntry, Store};
+
+/// Why the gate refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The skill's manifest does not declare a capability covering the target.
+    #[error("skill `{skill}` did not declare `{capability}` for `{target}`; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])")]
+    NotDeclared {
+        skill: String,
+        capability: CapabilityKind,
+        target: String,
+        example: String,
+    },
+    /// The declaration is newer than what the operator approved.
+    #[error("skill `{skill}` {version} declares `{rule}`, which it did not have when first loaded, so it is not granted yet; grant it with `keel grant {skill} {rule}`")]
+    NotApproved {
+        skill: String,
+        version: String,
+        rule: String,
+    },
+    /// The policy denies it.
+    #[error("`{capability}` on `{target}` is denied for skill `{skill}` by {reason}")]
+    Denied {
+        skill: String,
+        capability: CapabilityKind,
+        target: String,
+        reason: String,
+    },
+    /// The policy asks, and nobody answered yes.
+    #[error("`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; grant it with `keel grant {skill} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml")]
+    AskUnanswered {
+        skill: String,
+        capability: CapabilityKind,
+        target: String,
+        reason: String,
+        why: &'static str,
+        suggested: String,
+    },
+}
+
+/// A request for a person to approve one effect.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub skill: String,
+    pub tool: String,
+    pub capability: CapabilityKind,
+    pub target: String,
+    /// The rule `always` would grant.
+    pub rule: String,
+}
+
+/// Something that can answer `ask` decisions (the console, later the HTTP
+/// API and chat adapters).
+pub trait Approver: Send + Sync {
+    /// Returns whether the effect is approved; `timeout` is how long the
+    /// caller will wait.
+    fn approve(&self, request: &ApprovalRequest, timeout: Duration) -> bool;
+}
+
+/// The capability gate. One per kernel.
+pub struct Gate {
+    policy: ArcSwap<Policy>,
+    store: Arc<Store>,
+    workspace: std::path::PathBuf,
+    approver: ArcSwap<Option<Arc<dyn Approver>>>,
+}
+
+impl Gate {
+    pub fn new(policy: Policy, store: Arc<Store>, workspace: std::path::PathBuf) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            store,
+            workspace,
+            approver: ArcSwap::from_pointee(None),
+        }
+    }
+
+    /// Replaces the policy (config reload).
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Attaches (or removes) the approver that answers `ask`.
+    pub fn set_approver(&self, approver: Option<Arc<dyn Approver>>) {
+        self.approver.store(Arc::new(approver));
+    }
+
+    /// The operator's grants for a skill, parsed. A grant that no longer
+    /// parses (written by another keel version) is skipped.
+    pub fn grants(&self, skill: &str) -> Vec<CapabilityRule> {
+        let base = ScopeBase {
+            workspace: &self.workspace,
+        };
+        self.store
+            .grants(Some(skill))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|g| CapabilityRule::parse(&g.capability, &base).ok())
+            .collect()
+    }
+
+    /// Checks one effect. Returns the declared rule that covers the target
+    /// (its scope is where file operations are rooted).
+    pub fn check(
+        &self,
+        skill: &SkillIdentity,
+        tool: &str,
+        kind: CapabilityKind,
+        target: &Target<'_>,
+    ) -> Result<CapabilityRule, GateError> {
+        let target_text = target.to_string();
+        let result = self.decide(skill, tool, kind, target, &target_text);
+        let (decision, reason) = match &result {
+            Ok((_, reason)) => ("allow", reason.clone()),
+            Err(e @ GateError::AskUnanswered { .. }) => ("ask", e.to_string()),
+            Err(e) => ("deny", e.to_string()),
+        };
+        // An audit failure must not turn a denial into an allowance, nor
+        // block an allowed effect; it is logged instead.
+        if let Err(e) = self.store.audit(&AuditEntry {
+            skill: &skill.name,
+            version: &skill.version.to_string(),
+            tool,
+            capability: kind.name(),
+            target: &target_text,
+            decision,
+            reason: &reason,
+        }) {
+            tracing::warn!(skill = %skill.name, error = %e, "could not write the audit log");
+        }
+        result.map(|(rule, _)| rule)
+    }
+
+    fn decide(
+        &self,
+        skill: &SkillIdentity,
+        tool: &str,
+        kind: CapabilityKind,
+        target: &Target<'_>,
+        target_text: &str,
+    ) -> Result<(CapabilityRule, String), GateError> {
+        let Some(declared) = skill.declared.iter().find(|r| r.covers(kind, target)) else {
+            return Err(GateError::NotDeclared {
+                skill: skill.name.clone(),
+                capability: kind,
+                target: target_text.to_string(),
+                example: self.suggest_scope(kind, target),
+            });
+        };
+        let grants = self.grants(&skill.name);
+        if skill.pending.iter().any(|p| p == &declared.text)
+            && !grants.iter().any(|g| g.covers(kind, target))
+        {
+            return Err(GateError::NotApproved {
+                skill: skill.name.clone(),
+                version: skill.version.to_string(),
+                rule: declared.text.clone(),
+            });
+        }
+        let policy = self.policy.load();
+        let d = policy.decide(&skill.name, &grants, kind, target);
+        match d.decision {
+            Decision::Allow => Ok((declared.clone(), d.reason)),
+            Decision::Deny => Err(GateError::Denied {
+                skill: skill.name.clone(),
+                capability: kind,
+                target: target_text.to_string(),
+                reason: d.reason,
+            }),
+            Decision::Ask => {
+                let suggested = declared.text.clone();
+                let approver = self.approver.load();
+                let why = match approver.as_ref() {
+                    Some(a) => {
+                        let req = ApprovalRequest {
+                            skill: skill.name.clone(),
+                            tool: tool.to_string(),
+                            capability: kind,
+                            target: target_text.to_string(),
+                            rule: suggested.clone(),
+                        };
+                        if a.approve(&req, Duration::from_secs(60)) {
+                            return Ok((declared.clone(), format!("{} (approved)", d.reason)));
+                        }
+                        "the request was not approved"
+                    }
+                    None => "nobody can answer here",
+                };
+                Err(GateError::AskUnanswered {
+                    skill: skill.name.clone(),
+                    capability: kind,
+                    target: target_text.to_string(),
+                    reason: d.reason,
+                    why,
+                    suggested,
+                })
+            }
+        }
+    }
+
+    fn suggest_scope(&self, kind: CapabilityKind, target: &Target<'_>) -> String {
+        match target {
+            Target::Path(p) => match p.strip_prefix(&self.workspace) {
+                Ok(rel) => format!("./{}", rel.display()),
+                Err(_) => p.display().to_string(),
+            },
+            Target::None => kind.name().to_string(),
+            other => other.to_string(),
+        }
+    }
+}

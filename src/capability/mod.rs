@@ -1,0 +1,626 @@
+//! Capabilities: what a script may touch, and the rules that decide it.
+//!
+//! A capability is a kind (`fs.read`, `net.http`, …) plus a scope (a path, a
+//! host, a program name, …). Skills *declare* capabilities in their manifest;
+//! the operator's policy *decides*. Everything here is pure: parsing rules,
+//! matching a concrete target against a rule, and combining rules into a
+//! decision. The one place where a host call is checked is [`gate`], which
+//! calls into this module.
+//!
+//! Invariants:
+//! - Strings are parsed once, at the edge, into [`CapabilityRule`]s; matching
+//!   never re-parses.
+//! - Path rules hold absolute, normalised paths; path targets are canonical
+//!   (symlinks resolved) before they are matched, and matching is by path
+//!   component, so `./notes` never covers `./notes-evil`.
+//! - Deny beats ask beats allow.
+
+pub mod gate;
+pub mod net;
+pub mod paths;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use net::{Host, HostRule, NetError};
+
+/// The kinds of capability keel knows. The names are the contract used in
+/// manifests, policy and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CapabilityKind {
+    /// Read files beneath a path.
+    FsRead,
+    /// Create, write, append and remove files beneath a path.
+    FsWrite,
+    /// Make HTTP requests to a host.
+    NetHttp,
+    /// Run a program (argv only, never a shell).
+    Exec,
+    /// Read an environment variable (and pass it to subprocesses).
+    Env,
+    /// The skill's own key-value namespace.
+    Kv,
+    /// Call another tool.
+    ToolsCall,
+    /// Ask the configured model (later issue).
+    Llm,
+    /// Long-term memory (later issue).
+    Memory,
+    /// Send chat messages (later issue).
+    ChatSend,
+    /// Create schedules (later issue).
+    Schedule,
+    /// Spawn sub-agents (later issue).
+    AgentSpawn,
+}
+
+/// What kind of scope a capability takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    /// A file-system path; a directory covers everything beneath it.
+    Path,
+    /// A host, `host:port`, `*.domain`, an IP or a CIDR.
+    Host,
+    /// A name or a `*` pattern (program, variable, tool, channel).
+    Name,
+    /// No scope at all.
+    None,
+}
+
+impl CapabilityKind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [CapabilityKind; 12] = [
+        Self::FsRead,
+        Self::FsWrite,
+        Self::NetHttp,
+        Self::Exec,
+        Self::Env,
+        Self::Kv,
+        Self::ToolsCall,
+        Self::Llm,
+        Self::Memory,
+        Self::ChatSend,
+        Self::Schedule,
+        Self::AgentSpawn,
+    ];
+
+    /// The name used in manifests, policy and the audit log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FsRead => "fs.read",
+            Self::FsWrite => "fs.write",
+            Self::NetHttp => "net.http",
+            Self::Exec => "exec",
+            Self::Env => "env",
+            Self::Kv => "kv",
+            Self::ToolsCall => "tools.call",
+            Self::Llm => "llm",
+            Self::Memory => "memory",
+            Self::ChatSend => "chat.send",
+            Self::Schedule => "schedule",
+            Self::AgentSpawn => "agent.spawn",
+        }
+    }
+
+    /// The kind of scope this capability takes.
+    pub fn scope_kind(self) -> ScopeKind {
+        match self {
+            Self::FsRead | Self::FsWrite => ScopeKind::Path,
+            Self::NetHttp => ScopeKind::Host,
+            Self::Exec | Self::Env | Self::ToolsCall | Self::ChatSend => ScopeKind::Name,
+            Self::Kv | Self::Llm | Self::Memory | Self::Schedule | Self::AgentSpawn => {
+                ScopeKind::None
+            }
+        }
+    }
+
+    /// Parses a capability name, suggesting the closest known one on error.
+    pub fn parse(name: &str) -> Result<Self, CapabilityError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| CapabilityError::UnknownKind {
+                name: name.to_string(),
+                suggestion: did_you_mean(name, Self::ALL.iter().map(|k| k.name())),
+            })
+    }
+}
+
+impl fmt::Display for CapabilityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The scope part of a rule, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Matches every target of the kind (`exec:*`, `kv`, `fs.read:*`).
+    Any,
+    /// An absolute, normalised path; `glob` is set when it holds `*`.
+    Path { path: PathBuf, glob: bool },
+    /// A host rule for `net.http`.
+    Host(HostRule),
+    /// A name, possibly with `*` wildcards.
+    Name(String),
+}
+
+/// A capability with its scope: one line of a manifest's `[capabilities]`,
+/// one policy rule, or one grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapabilityRule {
+    pub kind: CapabilityKind,
+    pub scope: Scope,
+    /// The rule as written, for messages and the audit log.
+    pub text: String,
+}
+
+impl fmt::Display for CapabilityRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A concrete thing a host call wants to touch.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A canonical absolute path.
+    Path(&'a Path),
+    /// A host and port (an IP host here means the IP itself is the target).
+    Host { host: &'a Host, port: u16 },
+    /// A program, variable or tool name.
+    Name(&'a str),
+    /// Capabilities without a scope.
+    None,
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Path(p) => write!(f, "{}", p.display()),
+            Target::Host { host, port } => match host {
+                Host::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}"),
+                _ => write!(f, "{host}:{port}"),
+            },
+            Target::Name(n) => f.write_str(n),
+            Target::None => Ok(()),
+        }
+    }
+}
+
+/// Errors from parsing capability names and rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapabilityError {
+    /// The capability name is not one keel knows.
+    #[error("unknown capability `{name}`{}; known capabilities: {}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default(), CapabilityKind::ALL.map(|k| k.name()).join(", "))]
+    UnknownKind {
+        name: String,
+        suggestion: Option<String>,
+    },
+    /// The capability takes a scope but none was given.
+    #[error("capability `{kind}` needs a scope ({hint}); write e.g. `{example}`")]
+    MissingScope {
+        kind: CapabilityKind,
+        hint: &'static str,
+        example: &'static str,
+    },
+    /// The capability takes no scope but one was given.
+    #[error("capability `{kind}` takes no scope, but `{scope}` was given; write just `{kind}`")]
+    UnexpectedScope { kind: CapabilityKind, scope: String },
+    /// The scope could not be parsed.
+    #[error("invalid scope `{scope}` for `{kind}`: {reason}")]
+    InvalidScope {
+        kind: CapabilityKind,
+        scope: String,
+        reason: String,
+    },
+}
+
+/// Where relative path scopes are anchored.
+#[derive(Debug, Clone)]
+pub struct ScopeBase<'a> {
+    /// The workspace root, absolute and canonical.
+    pub workspace: &'a Path,
+}
+
+impl CapabilityRule {
+    /// Parses `kind[:scope]`, the form used by policy rules and `keel grant`.
+    pub fn parse(text: &str, base: &ScopeBase<'_>) -> Result<Self, CapabilityError> {
+        let text = text.trim();
+        // The kind never contains ':', so the first ':' separates the scope
+        // (host:port scopes keep their own colon).
+        let (kind, scope) = match text.split_once(':') {
+            Some((k, s)) => (k, Some(s)),
+            None => (text, None),
+        };
+        let kind = CapabilityKind::parse(kind)?;
+        Self::with_scope(kind, scope, base)
+    }
+
+    /// Builds a rule from a kind and an optional scope string, as found in a
+    /// manifest's `[capabilities]` table.
+    pub fn with_scope(
+        kind: CapabilityKind,
+        scope: Option<&str>,
+        base: &ScopeBase<'_>,
+    ) -> Result<Self, CapabilityError> {
+        let text = match scope {
+            Some(s) => format!("{kind}:{s}"),
+            None => kind.name().to_string(),
+        };
+        let scope = match (kind.scope_kind(), scope) {
+            (ScopeKind::None, None) => Scope::Any,
+            (ScopeKind::None, Some("*")) => Scope::Any,
+            (ScopeKind::None, Some(s)) => {
+                return Err(CapabilityError::UnexpectedScope {
+                    kind,
+                    scope: s.to_string(),
+                });
+            }
+            (sk, None) => {
+                let (hint, example) = match sk {
+                    ScopeKind::Path => ("a path", "fs.read:./notes"),
+                    ScopeKind::Host => ("a host", "net.http:api.example.com"),
+                    _ => ("a name or pattern", "exec:git"),
+                };
+                return Err(CapabilityError::MissingScope {
+                    kind,
+                    hint,
+                    example,
+                });
+            }
+            (_, Some("*")) if kind != CapabilityKind::NetHttp => Scope::Any,
+            (ScopeKind::Path, Some(s)) => parse_path_scope(kind, s, base)?,
+            (ScopeKind::Host, Some(s)) => {
+                Scope::Host(
+                    net::parse_host_rule(s).map_err(|e| CapabilityError::InvalidScope {
+                        kind,
+                        scope: s.to_string(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            (ScopeKind::Name, Some(s)) => {
+                if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(CapabilityError::InvalidScope {
+                        kind,
+                        scope: s.to_string(),
+                        reason: "a name must be non-empty and hold no spaces".into(),
+                    });
+                }
+                Scope::Name(s.to_string())
+            }
+        };
+        Ok(Self { kind, scope, text })
+    }
+
+    /// Does this rule cover the target? Host rules match by name and port
+    /// here; the address check happens in the gate after resolution.
+    pub fn covers(&self, kind: CapabilityKind, target: &Target<'_>) -> bool {
+        if kind != self.kind {
+            return false;
+        }
+        match (&self.scope, target) {
+            (Scope::Any, _) => true,
+            (Scope::Path { path, glob: false }, Target::Path(p)) => p.starts_with(path),
+            (Scope::Path { path, glob: true }, Target::Path(p)) => {
+                match (path.to_str(), p.to_str()) {
+                    (Some(pat), Some(p)) => glob_match(pat, p),
+                    _ => false,
+                }
+            }
+            (Scope::Host(rule), Target::Host { host, port }) => {
+                net::rule_matches_name(rule, host, *port)
+            }
+            (Scope::Name(pat), Target::Name(n)) => glob_match(pat, n),
+            _ => false,
+        }
+    }
+}
+
+fn parse_path_scope(
+    kind: CapabilityKind,
+    s: &str,
+    base: &ScopeBase<'_>,
+) -> Result<Scope, CapabilityError> {
+    if s.is_empty() || s.contains('\0') {
+        return Err(CapabilityError::InvalidScope {
+            kind,
+            scope: s.to_string(),
+            reason: "a path must be non-empty".into(),
+        });
+    }
+    if s.starts_with('~') {
+        // `~` is a shell convention; keel never expands it, so a rule that
+        // looks like it names the home directory must not silently name a
+        // folder called `~` in the workspace instead.
+        return Err(CapabilityError::InvalidScope {
+            kind,
+            scope: s.to_string(),
+            reason: "`~` is not expanded; write the absolute path instead".into(),
+        });
+    }
+    let glob = s.contains('*');
+    let joined = base.workspace.join(s);
+    let path = if glob {
+        paths::normalize_lexically(&joined)
+    } else {
+        paths::canonicalize_lenient(&joined)
+    };
+    Ok(Scope::Path { path, glob })
+}
+
+/// `*` matches any run of characters (including none, and including `/`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// The closest candidate by edit distance, if it is close enough to be a typo.
+pub fn did_you_mean<'a>(input: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .map(|c| (edit_distance(input, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The operator's answer for one kind of effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Decision {
+    Allow,
+    Ask,
+    Deny,
+}
+
+impl Decision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Ask => "ask",
+            Decision::Deny => "deny",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "allow" => Some(Self::Allow),
+            "ask" => Some(Self::Ask),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Allow, ask and deny rules at one level (global or one skill).
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub allow: Vec<CapabilityRule>,
+    pub ask: Vec<CapabilityRule>,
+    pub deny: Vec<CapabilityRule>,
+}
+
+/// The operator's policy: global rules, per-skill rules, and a default.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub default: Decision,
+    pub global: RuleSet,
+    pub skills: std::collections::BTreeMap<String, RuleSet>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default: Decision::Ask,
+            global: RuleSet::default(),
+            skills: Default::default(),
+        }
+    }
+}
+
+/// A decision with the rule that produced it, for messages and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDecision {
+    pub decision: Decision,
+    /// `policy deny fs.write:./notes/locked`, `grant exec:git`, `default`, …
+    pub reason: String,
+}
+
+impl Policy {
+    /// Decides a target for a skill. `grants` are the operator's persisted
+    /// grants for this skill: a grant answers `ask` (and the default) with
+    /// yes, but never overrides a `deny`.
+    pub fn decide(
+        &self,
+        skill: &str,
+        grants: &[CapabilityRule],
+        kind: CapabilityKind,
+        target: &Target<'_>,
+    ) -> PolicyDecision {
+        let sets = std::iter::once(&self.global).chain(self.skills.get(skill));
+        let mut ask = None;
+        let mut allow = None;
+        for set in sets {
+            if let Some(r) = set.deny.iter().find(|r| r.covers(kind, target)) {
+                return PolicyDecision {
+                    decision: Decision::Deny,
+                    reason: format!("policy deny `{r}`"),
+                };
+            }
+            if ask.is_none() {
+                ask = set.ask.iter().find(|r| r.covers(kind, target));
+            }
+            if allow.is_none() {
+                allow = set.allow.iter().find(|r| r.covers(kind, target));
+            }
+        }
+        if let Some(g) = grants.iter().find(|r| r.covers(kind, target)) {
+            return PolicyDecision {
+                decision: Decision::Allow,
+                reason: format!("grant `{g}`"),
+            };
+        }
+        if let Some(r) = ask {
+            return PolicyDecision {
+                decision: Decision::Ask,
+                reason: format!("policy ask `{r}`"),
+            };
+        }
+        if let Some(r) = allow {
+            return PolicyDecision {
+                decision: Decision::Allow,
+                reason: format!("policy allow `{r}`"),
+            };
+        }
+        PolicyDecision {
+            decision: self.default,
+            reason: format!("policy default `{}`", self.default),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        (dir, root)
+    }
+
+    fn rule(s: &str, ws: &Path) -> CapabilityRule {
+        CapabilityRule::parse(s, &ScopeBase { workspace: ws }).unwrap()
+    }
+
+    #[test]
+    fn unknown_capability_suggests_the_closest_name() {
+        let err = CapabilityKind::parse("fs.raed").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("did you mean `fs.read`"), "{msg}");
+        assert!(msg.contains("net.http"), "{msg}");
+        assert!(CapabilityKind::parse("bogus").unwrap_err().to_string().contains("known capabilities"));
+    }
+
+    #[test]
+    fn scope_presence_is_checked_per_kind() {
+        let (_d, ws) = base();
+        let b = ScopeBase { workspace: &ws };
+        assert!(matches!(
+            CapabilityRule::parse("fs.read", &b),
+            Err(CapabilityError::MissingScope { .. })
+        ));
+        assert!(matches!(
+            CapabilityRule::parse("kv:foo", &b),
+            Err(CapabilityError::UnexpectedScope { .. })
+        ));
+        assert_eq!(CapabilityRule::parse("kv", &b).unwrap().scope, Scope::Any);
+        assert!(CapabilityRule::parse("fs.read:~/x", &b).is_err());
+        assert!(CapabilityRule::parse("exec:a b", &b).is_err());
+    }
+
+    #[test]
+    fn directory_scope_covers_beneath_but_not_a_shared_prefix() {
+        let (_d, ws) = base();
+        let r = rule("fs.read:./notes", &ws);
+        let inside = ws.join("notes/a/b.txt");
+        let itself = ws.join("notes");
+        let evil = ws.join("notes-evil/x");
+        assert!(r.covers(CapabilityKind::FsRead, &Target::Path(&inside)));
+        assert!(r.covers(CapabilityKind::FsRead, &Target::Path(&itself)));
+        assert!(!r.covers(CapabilityKind::FsRead, &Target::Path(&evil)));
+        assert!(!r.covers(CapabilityKind::FsWrite, &Target::Path(&inside)));
+        // `..` in a rule is normalised, not kept as a string prefix.
+        let r2 = rule("fs.read:./a/../notes", &ws);
+        assert!(r2.covers(CapabilityKind::FsRead, &Target::Path(&inside)));
+    }
+
+    #[test]
+    fn name_patterns_use_wildcards() {
+        let (_d, ws) = base();
+        let r = rule("env:*TOKEN*", &ws);
+        assert!(r.covers(CapabilityKind::Env, &Target::Name("GITHUB_TOKEN")));
+        assert!(r.covers(CapabilityKind::Env, &Target::Name("TOKEN")));
+        assert!(!r.covers(CapabilityKind::Env, &Target::Name("HOME")));
+        assert!(rule("exec:*", &ws).covers(CapabilityKind::Exec, &Target::Name("git")));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn deny_beats_ask_beats_allow_and_grants_answer_ask_only() {
+        let (_d, ws) = base();
+        let mut p = Policy::default();
+        p.default = Decision::Deny;
+        p.global.allow.push(rule("fs.read:./notes", &ws));
+        p.global.ask.push(rule("exec:*", &ws));
+        p.global.deny.push(rule("env:*TOKEN*", &ws));
+        p.global.deny.push(rule("fs.read:./notes/locked", &ws));
+        p.skills.insert(
+            "notes".into(),
+            RuleSet {
+                allow: vec![rule("exec:git", &ws), rule("env:GH_TOKEN", &ws)],
+                ..Default::default()
+            },
+        );
+        let note = ws.join("notes/a.txt");
+        let locked = ws.join("notes/locked/a.txt");
+        let d = |skill: &str, grants: &[CapabilityRule], k, t: Target<'_>| {
+            p.decide(skill, grants, k, &t).decision
+        };
+        assert_eq!(d("x", &[], CapabilityKind::FsRead, Target::Path(&note)), Decision::Allow);
+        assert_eq!(d("x", &[], CapabilityKind::FsRead, Target::Path(&locked)), Decision::Deny);
+        // Ask (global) beats allow (per skill).
+        assert_eq!(d("notes", &[], CapabilityKind::Exec, Target::Name("git")), Decision::Ask);
+        // Deny (global) beats allow (per skill).
+        assert_eq!(d("notes", &[], CapabilityKind::Env, Target::Name("GH_TOKEN")), Decision::Deny);
+        // A grant answers ask, not deny.
+        let g = [rule("exec:git", &ws), rule("env:GH_TOKEN", &ws)];
+        assert_eq!(d("notes", &g, CapabilityKind::Exec, Target::Name("git")), Decision::Allow);
+        assert_eq!(d("notes", &g, CapabilityKind::Env, Target::Name("GH_TOKEN")), Decision::Deny);
+        assert_eq!(d("x", &[], CapabilityKind::Kv, Target::None), Decision::Deny);
+    }
+}

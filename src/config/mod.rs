@@ -1,0 +1,378 @@
+//! `keel.toml`: the operator's configuration.
+//!
+//! Parsing is pure: [`Config::parse`] takes the file's text and the directory
+//! it was found in, and returns a validated [`Config`] or an error naming the
+//! line and the key. Nothing else reads the environment or the file system
+//! while parsing; the CLI hands in what it found. With no file at all,
+//! [`Config::default_for`] gives built-in defaults that start cleanly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::capability::{
+    CapabilityError, CapabilityRule, Decision, Policy, RuleSet, ScopeBase, paths,
+};
+
+/// Errors from reading `keel.toml`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has a key of the wrong type or name.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A policy rule is not a valid capability rule.
+    #[error("{path}: policy rule `{rule}` in `{list}`: {source}")]
+    Rule {
+        path: PathBuf,
+        list: String,
+        rule: String,
+        source: CapabilityError,
+    },
+    /// A value is out of range or otherwise invalid.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Sandbox limits for one skill's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory cap per engine state, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline per tool call.
+    pub timeout: std::time::Duration,
+    /// Instruction/operation budget per call (Luau: interrupt checks, which
+    /// fire on every loop iteration and call; Rhai: operations).
+    pub max_operations: u64,
+    /// Maximum nesting of script function calls.
+    pub max_call_depth: usize,
+    /// Engine states kept per skill version, so that calls waiting on I/O do
+    /// not queue behind each other.
+    pub max_instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 * 1024 * 1024,
+            timeout: std::time::Duration::from_secs(30),
+            max_operations: 100_000_000,
+            max_call_depth: 128,
+            max_instances: 4,
+        }
+    }
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from, if anywhere.
+    pub source: Option<PathBuf>,
+    /// The workspace root: absolute and canonical.
+    pub workspace: PathBuf,
+    /// Folders searched for skills, in order (before the user's data dir
+    /// and the built-in skills).
+    pub skill_paths: Vec<PathBuf>,
+    /// Whether the skills compiled into the binary are offered.
+    pub builtin_skills: bool,
+    /// Whether to watch skill folders and reload on change.
+    pub watch: bool,
+    pub limits: Limits,
+    pub skill_limits: BTreeMap<String, Limits>,
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Defaults for a workspace with no `keel.toml`.
+    pub fn default_for(workspace: &Path) -> Self {
+        let workspace = paths::canonicalize_lenient(workspace);
+        Self {
+            source: None,
+            skill_paths: vec![workspace.join("skills"), workspace.join("scripts")],
+            workspace,
+            builtin_skills: true,
+            watch: true,
+            limits: Limits::default(),
+            skill_limits: BTreeMap::new(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// Limits for one skill: its own section if any, else the global ones.
+    pub fn limits_for(&self, skill: &str) -> Limits {
+        self.skill_limits.get(skill).copied().unwrap_or(self.limits)
+    }
+
+    /// Reads and parses `path`. `dir` anchors relative paths (the file's
+    /// folder is the default workspace).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Self::parse(&text, path, &dir)
+    }
+
+    /// Parses the text of a `keel.toml` found at `path`, in folder `dir`.
+    pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: toml_error_line(text, &e),
+            message: e.message().to_string(),
+        })?;
+        let workspace = match &raw.workspace {
+            Some(w) => paths::canonicalize_lenient(&dir.join(w)),
+            None => paths::canonicalize_lenient(dir),
+        };
+        let mut cfg = Self::default_for(&workspace);
+        cfg.source = Some(path.to_path_buf());
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(s) = raw.skills {
+            if let Some(p) = s.paths {
+                cfg.skill_paths = p.iter().map(|p| workspace.join(p)).collect();
+            }
+            cfg.builtin_skills = s.builtin.unwrap_or(true);
+            cfg.watch = s.watch.unwrap_or(true);
+        }
+        if let Some(l) = raw.limits {
+            let base = RawLimits {
+                memory_mb: l.memory_mb,
+                timeout_ms: l.timeout_ms,
+                max_operations: l.max_operations,
+                max_call_depth: l.max_call_depth,
+                max_instances: l.max_instances,
+            };
+            cfg.limits = base
+                .apply(Limits::default())
+                .map_err(|m| invalid(format!("[limits]: {m}")))?;
+            for (name, raw) in l.skills {
+                let lim = raw
+                    .apply(cfg.limits)
+                    .map_err(|m| invalid(format!("[limits.skills.{name}]: {m}")))?;
+                cfg.skill_limits.insert(name, lim);
+            }
+        }
+        if let Some(p) = raw.policy {
+            let base = ScopeBase {
+                workspace: &workspace,
+            };
+            let rules = |list: &str, rules: Vec<String>| -> Result<Vec<CapabilityRule>, ConfigError> {
+                rules
+                    .into_iter()
+                    .map(|r| {
+                        CapabilityRule::parse(&r, &base).map_err(|source| ConfigError::Rule {
+                            path: path.to_path_buf(),
+                            list: list.to_string(),
+                            rule: r.clone(),
+                            source,
+                        })
+                    })
+                    .collect()
+            };
+            let set = |prefix: &str, raw: RawRuleSet| -> Result<RuleSet, ConfigError> {
+                Ok(RuleSet {
+                    allow: rules(&format!("{prefix}allow"), raw.allow)?,
+                    ask: rules(&format!("{prefix}ask"), raw.ask)?,
+                    deny: rules(&format!("{prefix}deny"), raw.deny)?,
+                })
+            };
+            if let Some(d) = &p.default {
+                cfg.policy.default = Decision::parse(d).ok_or_else(|| {
+                    invalid(format!(
+                        "[policy] default = \"{d}\" is not a decision; use \"allow\", \"ask\" or \"deny\""
+                    ))
+                })?;
+            }
+            cfg.policy.global = set(
+                "policy.",
+                RawRuleSet {
+                    allow: p.allow,
+                    ask: p.ask,
+                    deny: p.deny,
+                },
+            )?;
+            for (name, raw) in p.skills {
+                let s = set(&format!("policy.skills.{name}."), raw)?;
+                cfg.policy.skills.insert(name, s);
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// The 1-based line a TOML error points at.
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> usize {
+    e.span()
+        .map(|s| text.get(..s.start).unwrap_or(text).matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workspace: Option<String>,
+    skills: Option<RawSkills>,
+    limits: Option<RawLimitsSection>,
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSkills {
+    paths: Option<Vec<String>>,
+    builtin: Option<bool>,
+    watch: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimitsSection {
+    memory_mb: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_operations: Option<u64>,
+    max_call_depth: Option<usize>,
+    max_instances: Option<usize>,
+    #[serde(default)]
+    skills: BTreeMap<String, RawLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mb: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_operations: Option<u64>,
+    max_call_depth: Option<usize>,
+    max_instances: Option<usize>,
+}
+
+impl RawLimits {
+    fn apply(self, mut l: Limits) -> Result<Limits, String> {
+        if let Some(m) = self.memory_mb {
+            if !(1..=4096).contains(&m) {
+                return Err(format!("memory_mb = {m} is out of range; use 1..=4096"));
+            }
+            l.memory_bytes = (m as usize) * 1024 * 1024;
+        }
+        if let Some(t) = self.timeout_ms {
+            if !(1..=3_600_000).contains(&t) {
+                return Err(format!("timeout_ms = {t} is out of range; use 1..=3600000"));
+            }
+            l.timeout = std::time::Duration::from_millis(t);
+        }
+        if let Some(o) = self.max_operations {
+            if o == 0 {
+                return Err("max_operations = 0 would stop every call; use at least 1000".into());
+            }
+            l.max_operations = o;
+        }
+        if let Some(d) = self.max_call_depth {
+            if !(1..=10_000).contains(&d) {
+                return Err(format!("max_call_depth = {d} is out of range; use 1..=10000"));
+            }
+            l.max_call_depth = d;
+        }
+        if let Some(i) = self.max_instances {
+            if !(1..=256).contains(&i) {
+                return Err(format!("max_instances = {i} is out of range; use 1..=256"));
+            }
+            l.max_instances = i;
+        }
+        Ok(l)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    default: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    ask: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    skills: BTreeMap<String, RawRuleSet>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuleSet {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    ask: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let r = Config::parse(text, &dir.join("keel.toml"), &dir);
+        drop(d);
+        r
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let cfg = parse(
+            r#"
+[policy]
+default = "ask"
+allow = ["fs.read:./notes", "kv", "net.http:api.example.com"]
+ask   = ["exec:*"]
+deny  = ["env:*TOKEN*", "fs.write:./notes/locked"]
+[policy.skills.notes]
+allow = ["fs.write:./notes"]
+[limits]
+timeout_ms = 500
+[limits.skills.slow]
+timeout_ms = 9000
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.policy.global.allow.len(), 3);
+        assert_eq!(cfg.policy.skills["notes"].allow.len(), 1);
+        assert_eq!(cfg.limits.timeout.as_millis(), 500);
+        assert_eq!(cfg.limits_for("slow").timeout.as_millis(), 9000);
+        assert_eq!(cfg.limits_for("other").timeout.as_millis(), 500);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let e = parse("[policy]\ndefault = \"ask\"\nallow = [\"fs.raed:./x\"]\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("fs.raed") && m.contains("did you mean `fs.read`"), "{m}");
+        let e = parse("[policy]\ndefault = \"maybe\"\n").unwrap_err().to_string();
+        assert!(e.contains("\"maybe\"") && e.contains("allow"), "{e}");
+        let e = parse("\n\n[polcy]\n").unwrap_err().to_string();
+        assert!(e.contains(":3:") && e.contains("polcy"), "{e}");
+        let e = parse("[limits]\nmemory_mb = 0\n").unwrap_err().to_string();
+        assert!(e.contains("memory_mb = 0"), "{e}");
+    }
+}

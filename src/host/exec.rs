@@ -1,0 +1,870 @@
+//! `keel.exec`: run a program, gated by `exec`.
+//!
+//! A program is run from an argv list, never through a shell: arguments
+//! reach it byte for byte, so `;`, `|`, `$(...)` and backticks mean nothing
+//! special. The program is checked before anything else happens:
+//!
+//! - a bare name (`git`) is checked by name, then looked up on the `PATH`
+//!   the kernel was given (empty and relative entries are skipped, so the
+//!   current directory is never searched);
+//! - a path must be absolute; it is canonicalised and the canonical path is
+//!   what the gate checks, so a rule has to name the exact file
+//!   (`exec:/usr/bin/git`), and a symlink cannot smuggle in another program.
+//!
+//! The child starts with an empty environment plus only the variables the
+//! skill declared (`env:NAME` or `env:*`) and the policy allows outright —
+//! a variable whose policy says `ask` is not passed, because prompting for
+//! every variable on every run would be noise nobody can judge.
+//!
+//! Output is read on separate threads, so a child that writes a lot to both
+//! streams cannot deadlock against keel; each stream keeps at most
+//! [`MAX_OUTPUT`] bytes and the rest is read and dropped. Every run has a
+//! time limit (the script's `timeout_ms`, capped by the call's deadline); a
+//! child still running then is killed and reaped.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::{Args, CallCtx, HostError, HostFn, json_type, opt, p};
+use crate::capability::{CapabilityKind, CapabilityRule, Decision, Scope, Target};
+
+/// The most bytes kept from each of stdout and stderr.
+pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+
+pub const FUNCTIONS: &[HostFn] = &[HostFn {
+    namespace: "exec",
+    name: "run",
+    params: &[
+        p("argv", "{string}"),
+        opt(
+            "opts",
+            "{ cwd: string?, stdin: string?, timeout_ms: number? }",
+        ),
+    ],
+    returns: "{ status: number, success: boolean, stdout: string, stderr: string, truncated: boolean, signal: number? }",
+    capability: Some(CapabilityKind::Exec),
+    doc: "Runs a program with arguments, without a shell: `argv[1]` is the program (a name \
+          looked up on PATH, or an absolute path) and the rest are passed to it unchanged. \
+          The skill needs `exec` for the program (`exec:git`, or the exact canonical path \
+          for an absolute one). Options: `cwd` (a directory the skill may read; default the \
+          workspace), `stdin` (a string written to the program's input), `timeout_ms` (the \
+          program is killed when it runs out; never beyond the call's deadline). The \
+          program sees only the environment variables the skill declared with `env` and \
+          the policy allows. Returns `status` (the exit code, -1 if killed by a signal, \
+          with `signal` set), `success`, `stdout` and `stderr` (text, at most 4 MiB each) \
+          and `truncated` (true if output was cut). A non-zero exit is a result, not an \
+          error.",
+    luau_example: r#"local r = keel.exec.run({ "git", "log", "-1", "--format=%s" }, { cwd = "./repo", timeout_ms = 5000 })
+if not r.success then error("git failed: " .. r.stderr) end
+print(r.stdout)"#,
+    rhai_example: r#"let r = keel::exec::run(["git", "log", "-1", "--format=%s"], #{ cwd: "./repo", timeout_ms: 5000 });
+if !r.success { throw `git failed: ${r.stderr}`; }
+print(r.stdout);"#,
+    call: run,
+}];
+
+fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
+    let (argv, mut opts) = parse_argv(args.get(0))?;
+    if let Some(extra) = args.opt_object(1)? {
+        opts.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let opts = parse_run_options(&opts)?;
+    let prog = argv[0].as_str();
+    let what = format!("exec `{prog}`");
+
+    let program = resolve_program(ctx, prog)?;
+    let cwd = match &opts.cwd {
+        Some(cwd) => checked_cwd(ctx, cwd)?,
+        None => ctx.kernel.workspace().to_path_buf(),
+    };
+    let env = child_env(ctx);
+
+    let remaining = ctx.remaining()?;
+    let requested = opts.timeout.unwrap_or(Duration::MAX);
+    let limit = requested.min(remaining);
+    let call_bound = remaining <= requested;
+
+    let mut cmd = Command::new(&program);
+    #[cfg(unix)]
+    {
+        // The program sees the name it was called by, as from a shell.
+        use std::os::unix::process::CommandExt as _;
+        cmd.arg0(prog);
+    }
+    cmd.args(&argv[1..]).env_clear().envs(env).current_dir(&cwd);
+
+    tracing::debug!(
+        skill = %ctx.skill.name,
+        program = %program.display(),
+        cwd = %cwd.display(),
+        "exec"
+    );
+    let outcome = run_child(
+        &mut cmd,
+        opts.stdin.map(String::into_bytes),
+        limit,
+        MAX_OUTPUT,
+    )
+    .map_err(|e| match e {
+        RunError::TimedOut { .. } if call_bound => HostError::Deadline,
+        RunError::TimedOut { after_exit } => HostError::Failed(format!(
+            "{what}: timed out after {} ms{}",
+            limit.as_millis(),
+            if after_exit {
+                ": the program exited, but a process it started kept its output open"
+            } else {
+                " (the program was killed)"
+            }
+        )),
+        RunError::Spawn(e) => HostError::Failed(format!(
+            "{what}: could not start `{}`: {e}",
+            program.display()
+        )),
+        RunError::Io(msg) => HostError::Failed(format!("{what}: {msg}")),
+    })?;
+    tracing::debug!(
+        skill = %ctx.skill.name,
+        program = %program.display(),
+        status = ?outcome.status.code(),
+        "exec finished"
+    );
+    Ok(outcome.into_json())
+}
+
+// ---------------------------------------------------------------------------
+// Arguments and options
+
+/// The argv list, and any options written in the same table
+/// (`keel.exec.run{ "git", "status", cwd = "./sub" }`).
+fn parse_argv(v: Option<&Value>) -> Result<(Vec<String>, Map<String, Value>), HostError> {
+    let mut opts = Map::new();
+    let items: Vec<&Value> = match v {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(Value::Object(map)) => {
+            // A Luau table with both list items and named fields.
+            let mut positional: Vec<(usize, &Value)> = Vec::new();
+            for (k, v) in map {
+                match k.parse::<usize>() {
+                    Ok(i) if i >= 1 => positional.push((i, v)),
+                    _ => {
+                        opts.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            positional.sort_by_key(|(i, _)| *i);
+            if positional.iter().enumerate().any(|(n, (i, _))| *i != n + 1) {
+                return Err(HostError::BadArgument(
+                    "argument 1 must be a list of strings without holes (the program and its \
+                     arguments)"
+                        .to_string(),
+                ));
+            }
+            positional.into_iter().map(|(_, v)| v).collect()
+        }
+        other => {
+            return Err(HostError::BadArgument(format!(
+                "argument 1 must be a list of strings (the program and its arguments, \
+                 e.g. {{ \"git\", \"status\" }}), got {}",
+                other.map_or("nothing", json_type)
+            )));
+        }
+    };
+    if items.is_empty() {
+        return Err(HostError::BadArgument(
+            "argument 1 must name at least the program, e.g. { \"git\", \"status\" }".to_string(),
+        ));
+    }
+    let argv = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| arg_string(i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    if argv[0].is_empty() {
+        return Err(HostError::BadArgument(
+            "the program name (argv item 1) is empty".to_string(),
+        ));
+    }
+    Ok((argv, opts))
+}
+
+/// One argv item: a string, or a number written as a script would print it.
+fn arg_string(i: usize, v: &Value) -> Result<String, HostError> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            // Luau numbers are floats; `2` should still be "2", not "2.0".
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => (f as i64).to_string(),
+            _ => n.to_string(),
+        },
+        other => {
+            return Err(HostError::BadArgument(format!(
+                "argv item {} must be a string, got {}",
+                i + 1,
+                json_type(other)
+            )));
+        }
+    };
+    if s.contains('\0') {
+        return Err(HostError::BadArgument(format!(
+            "argv item {} contains a NUL byte, which no program can receive",
+            i + 1
+        )));
+    }
+    Ok(s)
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct RunOptions {
+    cwd: Option<String>,
+    stdin: Option<String>,
+    timeout: Option<Duration>,
+}
+
+const OPTION_NAMES: &[&str] = &["cwd", "stdin", "timeout_ms"];
+
+fn parse_run_options(opts: &Map<String, Value>) -> Result<RunOptions, HostError> {
+    let mut out = RunOptions::default();
+    for (k, v) in opts {
+        if v.is_null() {
+            continue;
+        }
+        match (k.as_str(), v) {
+            ("cwd", Value::String(s)) => out.cwd = Some(s.clone()),
+            ("stdin", Value::String(s)) => out.stdin = Some(s.clone()),
+            ("timeout_ms", Value::Number(n)) => match n.as_f64() {
+                Some(ms) if ms.is_finite() && ms >= 1.0 => {
+                    out.timeout = Some(Duration::from_millis(ms.min(86_400_000.0) as u64));
+                }
+                _ => {
+                    return Err(HostError::BadArgument(format!(
+                        "option `timeout_ms` must be a positive number of \
+                         milliseconds, got {n}"
+                    )));
+                }
+            },
+            ("cwd" | "stdin", other) => {
+                return Err(HostError::BadArgument(format!(
+                    "option `{k}` must be a string, got {}",
+                    json_type(other)
+                )));
+            }
+            ("timeout_ms", other) => {
+                return Err(HostError::BadArgument(format!(
+                    "option `timeout_ms` must be a positive number of milliseconds, \
+                     got {}",
+                    json_type(other)
+                )));
+            }
+            _ => {
+                let hint = crate::capability::did_you_mean(k, OPTION_NAMES.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return Err(HostError::BadArgument(format!(
+                    "unknown option `{k}`{hint}; known options: {}",
+                    OPTION_NAMES.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+
+/// Checks the program with the gate and finds the file to run.
+fn resolve_program(ctx: &CallCtx, prog: &str) -> Result<PathBuf, HostError> {
+    if !prog.contains('/') {
+        ctx.check(CapabilityKind::Exec, Target::Name(prog))?;
+        let path_var = ctx.kernel.env().get("PATH").map(String::as_str);
+        return find_on_path(prog, path_var).ok_or_else(|| {
+            HostError::Failed(match path_var {
+                Some(_) => format!("exec `{prog}`: program `{prog}` not found on PATH"),
+                None => format!(
+                    "exec `{prog}`: program `{prog}` not found on PATH (keel's environment \
+                     has no PATH; give an absolute path instead)"
+                ),
+            })
+        });
+    }
+    let path = Path::new(prog);
+    if !path.is_absolute() {
+        return Err(HostError::BadArgument(format!(
+            "program `{prog}` must be a bare name looked up on PATH (\"git\") or an \
+             absolute path (\"/usr/bin/git\")"
+        )));
+    }
+    match path.canonicalize() {
+        Ok(canonical) => {
+            let Some(name) = canonical.to_str() else {
+                return Err(HostError::Failed(format!(
+                    "exec `{prog}`: its canonical path is not valid UTF-8, so no rule can name it"
+                )));
+            };
+            ctx.check(CapabilityKind::Exec, Target::Name(name))?;
+            if !is_executable_file(&canonical) {
+                return Err(HostError::Failed(format!(
+                    "exec `{prog}`: `{name}` is not an executable file"
+                )));
+            }
+            Ok(canonical)
+        }
+        Err(_) => {
+            // Ask the gate before saying "not found", so a skill cannot probe
+            // which files exist outside what it was granted.
+            let lexical = crate::capability::paths::normalize_lexically(path);
+            ctx.check(
+                CapabilityKind::Exec,
+                Target::Name(lexical.to_str().unwrap_or(prog)),
+            )?;
+            Err(HostError::Failed(format!(
+                "exec `{prog}`: program `{prog}` not found"
+            )))
+        }
+    }
+}
+
+/// The first executable regular file named `name` in the `PATH` entries.
+/// Empty and relative entries are skipped: they would search the kernel's
+/// current directory, which is nobody's intent for a sandboxed skill.
+fn find_on_path(name: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    path_var?
+        .split(':')
+        .map(Path::new)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file()
+    }
+}
+
+/// The working directory: inside something the skill may read, and existing.
+fn checked_cwd(ctx: &CallCtx, cwd: &str) -> Result<PathBuf, HostError> {
+    let path = ctx.resolve_path(cwd)?;
+    ctx.check(CapabilityKind::FsRead, Target::Path(&path))?;
+    if !path.is_dir() {
+        return Err(HostError::Failed(format!(
+            "cwd `{cwd}` is not an existing directory"
+        )));
+    }
+    Ok(path)
+}
+
+/// The environment for the child: declared variables that exist and that
+/// the gate allows without asking anyone.
+fn child_env(ctx: &CallCtx) -> Vec<(String, String)> {
+    let candidates = declared_env_candidates(&ctx.skill.declared, ctx.kernel.env());
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    // The policy is consulted first only to skip variables that would
+    // prompt; the gate still decides (and audits) every variable passed on.
+    let gate = ctx.kernel.gate();
+    let policy = gate.policy();
+    let grants = gate.grants(&ctx.skill.name);
+    candidates
+        .into_iter()
+        .filter(|(name, _)| {
+            let target = Target::Name(name);
+            policy
+                .decide(&ctx.skill.name, &grants, CapabilityKind::Env, &target)
+                .decision
+                == Decision::Allow
+                && ctx.check(CapabilityKind::Env, target).is_ok()
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Variables of `env` covered by a declared `env` rule.
+fn declared_env_candidates<'a>(
+    declared: &[CapabilityRule],
+    env: &'a BTreeMap<String, String>,
+) -> Vec<(&'a str, &'a str)> {
+    let rules: Vec<&CapabilityRule> = declared
+        .iter()
+        .filter(|r| r.kind == CapabilityKind::Env && matches!(r.scope, Scope::Any | Scope::Name(_)))
+        .collect();
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    env.iter()
+        .filter(|(k, _)| {
+            rules
+                .iter()
+                .any(|r| r.covers(CapabilityKind::Env, &Target::Name(k)))
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Running
+
+/// Output of one stream, capped.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Capture {
+    data: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capture {
+    /// Keeps what fits under `cap`; remembers that the rest was dropped.
+    fn push(&mut self, chunk: &[u8], cap: usize) {
+        let room = cap.saturating_sub(self.data.len());
+        if chunk.len() > room {
+            self.truncated = true;
+        }
+        self.data.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    status: ExitStatus,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl Outcome {
+    fn signal(&self) -> Option<i32> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt as _;
+            self.status.signal()
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
+    fn into_json(self) -> Value {
+        let mut out = json!({
+            "status": self.status.code().unwrap_or(-1),
+            "success": self.status.success(),
+            "stdout": self.stdout.text(),
+            "stderr": self.stderr.text(),
+            "truncated": self.stdout.truncated || self.stderr.truncated,
+        });
+        if let (Some(sig), Value::Object(map)) = (self.signal(), &mut out) {
+            map.insert("signal".into(), sig.into());
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+enum RunError {
+    /// The limit passed; `after_exit` if the program had exited but its
+    /// output was still held open by something it started.
+    TimedOut {
+        after_exit: bool,
+    },
+    Spawn(std::io::Error),
+    Io(String),
+}
+
+/// Runs `cmd` to completion or until `limit`, feeding it `stdin` and
+/// capturing up to `cap` bytes of each output stream.
+fn run_child(
+    cmd: &mut Command,
+    stdin: Option<Vec<u8>>,
+    limit: Duration,
+    cap: usize,
+) -> Result<Outcome, RunError> {
+    let deadline = Instant::now() + limit;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+
+    let readers = (|| {
+        let out = spawn_reader(child.stdout.take(), cap, "keel-exec-stdout")?;
+        let err = spawn_reader(child.stderr.take(), cap, "keel-exec-stderr")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // On its own thread: a child that does not read its input must
+            // not stop us reading its output. A broken pipe just means the
+            // child did not want the rest.
+            thread::Builder::new()
+                .name("keel-exec-stdin".into())
+                .spawn(move || {
+                    let _ = pipe.write_all(&input);
+                })?;
+        }
+        Ok::<_, std::io::Error>((out, err))
+    })();
+    let (out_rx, err_rx) = match readers {
+        Ok(r) => r,
+        Err(e) => {
+            kill_and_reap(&mut child);
+            return Err(RunError::Io(format!(
+                "could not start the output readers: {e}"
+            )));
+        }
+    };
+
+    let status = wait_until(&mut child, deadline)?;
+    let stdout = receive_until(&out_rx, deadline)?;
+    let stderr = receive_until(&err_rx, deadline)?;
+    Ok(Outcome {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    cap: usize,
+    name: &str,
+) -> std::io::Result<mpsc::Receiver<Capture>> {
+    let (tx, rx) = mpsc::channel();
+    match pipe {
+        None => {
+            let _ = tx.send(Capture::default());
+        }
+        Some(mut pipe) => {
+            thread::Builder::new().name(name.into()).spawn(move || {
+                let _ = tx.send(read_capped(&mut pipe, cap));
+            })?;
+        }
+    }
+    Ok(rx)
+}
+
+/// Reads to the end, keeping at most `cap` bytes; the rest is drained so
+/// the writer never blocks on a full pipe.
+fn read_capped(r: &mut impl Read, cap: usize) -> Capture {
+    let mut capture = Capture::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => capture.push(&buf[..n], cap),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    capture
+}
+
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, RunError> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(e) => {
+                kill_and_reap(child);
+                return Err(RunError::Io(format!("could not wait for the program: {e}")));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill_and_reap(child);
+            return Err(RunError::TimedOut { after_exit: false });
+        }
+        thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}
+
+fn receive_until(rx: &mpsc::Receiver<Capture>, deadline: Instant) -> Result<Capture, RunError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(c) => Ok(c),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(RunError::TimedOut { after_exit: true }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(RunError::Io(
+            "the output reader stopped unexpectedly".into(),
+        )),
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(r: Result<impl std::fmt::Debug, HostError>) -> String {
+        match r {
+            Err(HostError::BadArgument(m)) => m,
+            other => panic!("expected BadArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn argv_is_a_list_of_strings() {
+        let (argv, opts) = parse_argv(Some(&json!(["git", "status", "-s"]))).unwrap();
+        assert_eq!(argv, ["git", "status", "-s"]);
+        assert!(opts.is_empty());
+        let (argv, _) = parse_argv(Some(&json!(["sleep", 2.0, 1.5, -3]))).unwrap();
+        assert_eq!(argv, ["sleep", "2", "1.5", "-3"]);
+    }
+
+    #[test]
+    fn a_mixed_table_holds_argv_and_options() {
+        let (argv, opts) = parse_argv(
+            Some(&json!({ "1": "git", "2": "status", "cwd": "./sub", "10": "x", "3": "a", "4": "b", "5": "c", "6": "d", "7": "e", "8": "f", "9": "g" })),
+        )
+        .unwrap();
+        assert_eq!(
+            argv,
+            ["git", "status", "a", "b", "c", "d", "e", "f", "g", "x"]
+        );
+        assert_eq!(opts.get("cwd"), Some(&json!("./sub")));
+        let m = bad(parse_argv(Some(&json!({ "1": "git", "3": "x" }))));
+        assert!(m.contains("without holes"), "{m}");
+    }
+
+    #[test]
+    fn bad_argv_is_explained() {
+        assert!(bad(parse_argv(None)).contains("got nothing"));
+        assert!(bad(parse_argv(Some(&json!("git status")))).contains("got string"));
+        assert!(bad(parse_argv(Some(&json!([])))).contains("at least the program"));
+        assert!(bad(parse_argv(Some(&json!({ "cwd": "x" })))).contains("at least the program"));
+        assert!(
+            bad(parse_argv(Some(&json!(["git", true]))))
+                .contains("argv item 2 must be a string, got boolean")
+        );
+        assert!(bad(parse_argv(Some(&json!(["", "x"])))).contains("empty"));
+        assert!(bad(parse_argv(Some(&json!(["a", "b\u{0}c"])))).contains("NUL"));
+    }
+
+    #[test]
+    fn shell_metacharacters_are_ordinary_arguments() {
+        let args = [";", "$(id)", "`id`", "|", "a b", "*", "&&", ">x"];
+        let mut input = vec![json!("echo")];
+        input.extend(args.iter().map(|a| json!(a)));
+        let (argv, _) = parse_argv(Some(&Value::Array(input))).unwrap();
+        assert_eq!(&argv[1..], args);
+    }
+
+    #[test]
+    fn options_are_parsed_and_checked() {
+        let m = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let o = parse_run_options(&m(
+            json!({ "cwd": "./sub", "stdin": "hi", "timeout_ms": 250, "unused": null }),
+        ));
+        assert_eq!(
+            o.unwrap(),
+            RunOptions {
+                cwd: Some("./sub".into()),
+                stdin: Some("hi".into()),
+                timeout: Some(Duration::from_millis(250)),
+            }
+        );
+        assert!(
+            bad(parse_run_options(&m(json!({ "cwd": 1 }))))
+                .contains("`cwd` must be a string, got number")
+        );
+        assert!(bad(parse_run_options(&m(json!({ "timeout_ms": 0 })))).contains("positive"));
+        assert!(bad(parse_run_options(&m(json!({ "timeout_ms": "5" })))).contains("got string"));
+        assert!(
+            bad(parse_run_options(&m(json!({ "stdn": "x" })))).contains("did you mean `stdin`")
+        );
+    }
+
+    #[cfg(unix)]
+    fn write_file(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, "#!/bin/sh\necho fake\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn path_lookup_finds_the_first_executable_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        for dir in [&a, &b, &c] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        write_file(&a.join("tool"), 0o644); // not executable
+        std::fs::create_dir(b.join("tool")).unwrap(); // a directory
+        write_file(&c.join("tool"), 0o755);
+        let path = format!("{}:{}:{}", a.display(), b.display(), c.display());
+        assert_eq!(find_on_path("tool", Some(&path)), Some(c.join("tool")));
+        assert_eq!(find_on_path("missing", Some(&path)), None);
+        assert_eq!(find_on_path("tool", None), None);
+        // Empty and relative entries (the current directory) are never searched.
+        let rel = format!(":.:{}", a.display());
+        write_file(&a.join("tool"), 0o755);
+        assert_eq!(find_on_path("tool", Some(&rel)), Some(a.join("tool")));
+        assert_eq!(find_on_path("tool", Some("::.")), None);
+    }
+
+    #[test]
+    fn output_beyond_the_cap_is_dropped_and_flagged() {
+        let mut c = Capture::default();
+        c.push(b"hello", 8);
+        assert!(!c.truncated);
+        c.push(b"world", 8);
+        assert_eq!(c.data, b"hellowor");
+        assert!(c.truncated);
+        c.push(b"more", 8);
+        assert_eq!(c.data, b"hellowor");
+        let mut exact = Capture::default();
+        exact.push(b"12345678", 8);
+        assert!(!exact.truncated);
+        let mut r = std::io::Cursor::new(vec![b'x'; 200_000]);
+        let c = read_capped(&mut r, 100_000);
+        assert_eq!(c.data.len(), 100_000);
+        assert!(c.truncated);
+    }
+
+    #[test]
+    fn only_declared_variables_are_candidates() {
+        let ws = std::env::temp_dir();
+        let base = crate::capability::ScopeBase { workspace: &ws };
+        let rule = |s: &str| CapabilityRule::parse(s, &base).unwrap();
+        let env: BTreeMap<String, String> = [
+            ("HOME", "/h"),
+            ("GH_TOKEN", "t"),
+            ("PATH", "/bin"),
+            ("LANG", "C"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let names = |declared: &[CapabilityRule]| -> Vec<String> {
+            declared_env_candidates(declared, &env)
+                .into_iter()
+                .map(|(k, _)| k.to_string())
+                .collect()
+        };
+        assert!(names(&[rule("exec:git")]).is_empty());
+        assert_eq!(
+            names(&[rule("env:PATH"), rule("env:NOPE"), rule("exec:*")]),
+            ["PATH"]
+        );
+        assert_eq!(names(&[rule("env:*TOKEN")]), ["GH_TOKEN"]);
+        assert_eq!(names(&[rule("env:*")]).len(), 4);
+    }
+
+    #[cfg(unix)]
+    fn sh(script: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(script).arg("sh").args(args);
+        cmd
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_child_gets_its_arguments_unchanged_and_its_output_captured() {
+        let args = [";", "$(id)", "`id`", "|", "a b"];
+        let out = run_child(
+            &mut sh(r#"printf '%s\n' "$@"; echo err >&2; exit 3"#, &args),
+            None,
+            Duration::from_secs(20),
+            MAX_OUTPUT,
+        )
+        .unwrap();
+        assert_eq!(out.stdout.text(), ";\n$(id)\n`id`\n|\na b\n");
+        assert_eq!(out.stderr.text(), "err\n");
+        let v = out.into_json();
+        assert_eq!(v["status"], 3);
+        assert_eq!(v["success"], false);
+        assert_eq!(v["truncated"], false);
+        assert!(v.get("signal").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn stdin_is_written_and_closed() {
+        let out = run_child(
+            &mut sh("cat", &[]),
+            Some(b"piped in".to_vec()),
+            Duration::from_secs(20),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(out.stdout.text(), "piped in");
+        assert!(out.status.success());
+        // Without stdin the child reads end-of-file at once instead of hanging.
+        let out = run_child(&mut sh("cat", &[]), None, Duration::from_secs(20), 1024).unwrap();
+        assert_eq!(out.stdout.text(), "");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn chatty_children_do_not_deadlock_and_are_truncated() {
+        // Both streams far beyond a pipe buffer and beyond the cap.
+        let script = "i=0; while [ $i -lt 3000 ]; do echo 0123456789012345678901234567890123456789; echo 0123456789012345678901234567890123456789 >&2; i=$((i+1)); done";
+        let out = run_child(&mut sh(script, &[]), None, Duration::from_secs(60), 10_000).unwrap();
+        assert_eq!(out.stdout.data.len(), 10_000);
+        assert_eq!(out.stderr.data.len(), 10_000);
+        assert!(out.stdout.truncated && out.stderr.truncated);
+        assert_eq!(out.into_json()["truncated"], true);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_child_past_its_limit_is_killed() {
+        let started = Instant::now();
+        let err = run_child(
+            &mut sh("exec sleep 30", &[]),
+            None,
+            Duration::from_millis(200),
+            1024,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, RunError::TimedOut { after_exit: false }),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_signal_is_reported_with_status_minus_one() {
+        let out = run_child(
+            &mut sh("kill -9 $$", &[]),
+            None,
+            Duration::from_secs(20),
+            1024,
+        )
+        .unwrap();
+        let v = out.into_json();
+        assert_eq!(v["status"], -1);
+        assert_eq!(v["signal"], 9);
+        assert_eq!(v["success"], false);
+    }
+}

@@ -1,0 +1,286 @@
+//! The host API: every function a script can call, each declared once.
+//!
+//! A [`HostFn`] names its namespace, its parameters, the capability it needs
+//! and a documented example in each language. The Luau and Rhai bindings
+//! (`script::lua`, `script::rhai`) are generated from [`namespaces`], so both
+//! languages see the same functions with the same argument shapes, and the
+//! reference docs and editor definitions (`keel docs`) come from the same
+//! list. A new namespace is a new file here plus one line in [`namespaces`].
+//!
+//! Host functions are synchronous Rust: they run on the engine's own thread,
+//! which is never a runtime worker, so blocking I/O here stalls only the call
+//! that asked for it. Anything that waits honours the call's deadline.
+//! Host functions never check capabilities themselves beyond naming the
+//! target: they call [`CallCtx::check`], which goes to the one gate.
+
+pub mod env;
+pub mod exec;
+pub mod fs;
+pub mod http;
+pub mod json;
+pub mod kv;
+pub mod log;
+pub mod time;
+pub mod tools;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::capability::{CapabilityKind, CapabilityRule, Target};
+use crate::kernel::Kernel;
+use crate::skill::SkillIdentity;
+
+/// One parameter of a host function, for binding arity and for docs.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    pub name: &'static str,
+    /// A Luau-style type for docs and editor definitions (`string`, `{string}`, `any`).
+    pub ty: &'static str,
+    pub optional: bool,
+}
+
+/// Shorthand for a required parameter.
+pub const fn p(name: &'static str, ty: &'static str) -> Param {
+    Param {
+        name,
+        ty,
+        optional: false,
+    }
+}
+
+/// Shorthand for an optional parameter.
+pub const fn opt(name: &'static str, ty: &'static str) -> Param {
+    Param {
+        name,
+        ty,
+        optional: true,
+    }
+}
+
+/// The implementation of a host function.
+pub type HostImpl = fn(&CallCtx, Args) -> Result<Value, HostError>;
+
+/// A host function, declared once and bound into both engines.
+#[derive(Debug)]
+pub struct HostFn {
+    /// `fs` in `keel.fs.read`.
+    pub namespace: &'static str,
+    /// `read` in `keel.fs.read`.
+    pub name: &'static str,
+    pub params: &'static [Param],
+    /// A Luau-style type for docs.
+    pub returns: &'static str,
+    /// The capability this function checks, if any.
+    pub capability: Option<CapabilityKind>,
+    pub doc: &'static str,
+    pub luau_example: &'static str,
+    pub rhai_example: &'static str,
+    pub call: HostImpl,
+}
+
+impl HostFn {
+    /// The fewest arguments the function takes.
+    pub fn min_args(&self) -> usize {
+        self.params.iter().filter(|p| !p.optional).count()
+    }
+}
+
+/// Every namespace, in documentation order. The one list the engines bind.
+pub fn namespaces() -> [(&'static str, &'static [HostFn]); 9] {
+    [
+        ("fs", fs::FUNCTIONS),
+        ("http", http::FUNCTIONS),
+        ("exec", exec::FUNCTIONS),
+        ("env", env::FUNCTIONS),
+        ("kv", kv::FUNCTIONS),
+        ("json", json::FUNCTIONS),
+        ("time", time::FUNCTIONS),
+        ("log", log::FUNCTIONS),
+        ("tools", tools::FUNCTIONS),
+    ]
+}
+
+/// An error from a host function.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The gate refused the effect. Catchable by the script.
+    #[error("{0}")]
+    Denied(String),
+    /// An argument had the wrong shape. Catchable.
+    #[error("{0}")]
+    BadArgument(String),
+    /// The effect was tried and failed (file missing, connection refused…).
+    /// Catchable.
+    #[error("{0}")]
+    Failed(String),
+    /// The call's deadline passed while the host function waited. Not
+    /// catchable: the engine turns it into a sandbox kill.
+    #[error("the call's deadline passed")]
+    Deadline,
+}
+
+/// Arguments as JSON values, with helpers that produce clear errors.
+pub struct Args {
+    pub func: &'static str,
+    pub values: Vec<Value>,
+}
+
+impl Args {
+    pub fn get(&self, i: usize) -> Option<&Value> {
+        self.values.get(i).filter(|v| !v.is_null())
+    }
+
+    fn bad(&self, i: usize, what: &str) -> HostError {
+        let got = match self.values.get(i) {
+            None | Some(Value::Null) => "nothing".to_string(),
+            Some(v) => json_type(v).to_string(),
+        };
+        HostError::BadArgument(format!(
+            "{}: argument {} must be {what}, got {got}",
+            self.func,
+            i + 1
+        ))
+    }
+
+    pub fn str(&self, i: usize) -> Result<&str, HostError> {
+        self.get(i)
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.bad(i, "a string"))
+    }
+
+    pub fn opt_str(&self, i: usize) -> Result<Option<&str>, HostError> {
+        match self.get(i) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.bad(i, "a string")),
+        }
+    }
+
+    pub fn any(&self, i: usize) -> Value {
+        self.values.get(i).cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn object(&self, i: usize) -> Result<&serde_json::Map<String, Value>, HostError> {
+        self.get(i)
+            .and_then(Value::as_object)
+            .ok_or_else(|| self.bad(i, "a table of options"))
+    }
+
+    pub fn opt_object(&self, i: usize) -> Result<Option<&serde_json::Map<String, Value>>, HostError> {
+        match self.get(i) {
+            None => Ok(None),
+            Some(Value::Array(a)) if a.is_empty() => Ok(None),
+            Some(v) => v
+                .as_object()
+                .map(Some)
+                .ok_or_else(|| self.bad(i, "a table of options")),
+        }
+    }
+
+    pub fn number(&self, i: usize) -> Result<f64, HostError> {
+        self.get(i)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| self.bad(i, "a number"))
+    }
+}
+
+/// The JSON type name of a value, for messages.
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nil",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "table",
+    }
+}
+
+/// Everything a host function may use, for the duration of one tool call.
+///
+/// The engine holds a `CallCtx` only while a call runs; between calls (and
+/// during a skill's load phase) there is none, so host calls fail with
+/// "no capabilities during load". That is how scripts never keep a handle on
+/// kernel state.
+#[derive(Clone)]
+pub struct CallCtx {
+    pub kernel: Kernel,
+    /// The skill whose code runs *as a tool*: the authority for every check.
+    pub skill: SkillIdentity,
+    /// The tool being called (`notes.add`).
+    pub tool: String,
+    pub deadline: Instant,
+    /// Nesting of `tools.call`, to bound recursion between skills.
+    pub depth: u32,
+}
+
+impl CallCtx {
+    /// Time left before the deadline, or `HostError::Deadline`.
+    pub fn remaining(&self) -> Result<Duration, HostError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(HostError::Deadline)
+        } else {
+            Ok(left)
+        }
+    }
+
+    /// Asks the gate whether this call may touch `target` with `kind`;
+    /// returns the declared rule that covers it.
+    pub fn check(
+        &self,
+        kind: CapabilityKind,
+        target: Target<'_>,
+    ) -> Result<CapabilityRule, HostError> {
+        self.kernel
+            .gate()
+            .check(&self.skill, &self.tool, kind, &target)
+            .map_err(|e| HostError::Denied(e.to_string()))
+    }
+
+    /// A path as a script wrote it, made absolute against the workspace and
+    /// resolved the way the kernel would resolve it.
+    pub fn resolve_path(&self, path: &str) -> Result<PathBuf, HostError> {
+        if path.is_empty() || path.contains('\0') {
+            return Err(HostError::BadArgument(format!(
+                "invalid path {path:?}: a path must be non-empty"
+            )));
+        }
+        let joined = self.kernel.workspace().join(path);
+        Ok(crate::capability::paths::canonicalize_lenient(&joined))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_host_function_is_documented_in_both_languages() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (ns, fns) in namespaces() {
+            for f in fns {
+                assert_eq!(f.namespace, ns, "{} is listed under the wrong namespace", f.name);
+                assert!(seen.insert((ns, f.name)), "{ns}.{} declared twice", f.name);
+                assert!(!f.doc.is_empty(), "{ns}.{} has no doc", f.name);
+                assert!(
+                    f.luau_example.contains(&format!("keel.{ns}.{}", f.name)),
+                    "{ns}.{}: Luau example must call it",
+                    f.name
+                );
+                assert!(
+                    f.rhai_example.contains(&format!("keel::{ns}::{}", f.name)),
+                    "{ns}.{}: Rhai example must call it",
+                    f.name
+                );
+                // Optional parameters come last, so arity ranges are contiguous.
+                let first_opt = f.params.iter().position(|p| p.optional);
+                if let Some(i) = first_opt {
+                    assert!(f.params[i..].iter().all(|p| p.optional), "{ns}.{}", f.name);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The kernel: owns the store, the gate, the skill set and the event bus.
+//!
+//! [`Kernel`] is a cheap handle (`Arc` inside). It is built once with
+//! [`Kernel::builder`], handed to each front end (CLI, console, later the
+//! gateway), and lent to host functions only for the duration of a call,
+//! inside a `CallCtx`. Tool calls run on blocking threads (engines never run
+//! on a runtime worker), so a slow script never stalls the runtime.
+
+mod reload;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+pub use reload::{ReloadOutcome, ReloadReport};
+
+use crate::capability::gate::Gate;
+use crate::capability::{ScopeBase, did_you_mean};
+use crate::config::Config;
+use crate::host::CallCtx;
+use crate::skill::{self, SearchPath, SkillManifest, SkillSet};
+use crate::store::{Store, StoreError};
+use crate::tool::{ToolError, ToolName, validate_args};
+
+/// How deep `keel.tools.call` chains may nest.
+pub const MAX_TOOL_DEPTH: u32 = 8;
+
+/// Errors from building a kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No tokio runtime was given or found.
+    #[error("keel needs a tokio runtime: build the kernel inside one or pass .runtime(handle)")]
+    NoRuntime,
+}
+
+/// Something that happened in the kernel that a front end may show.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum KernelEvent {
+    /// A reload finished; the report lists what changed and what failed.
+    Reloaded(Arc<ReloadReport>),
+}
+
+/// The kernel handle.
+#[derive(Clone)]
+pub struct Kernel(Arc<KernelInner>);
+
+struct KernelInner {
+    config: Config,
+    data_dir: PathBuf,
+    store: Arc<Store>,
+    gate: Gate,
+    env: BTreeMap<String, String>,
+    runtime: tokio::runtime::Handle,
+    skills: ArcSwap<SkillSet>,
+    events: tokio::sync::broadcast::Sender<KernelEvent>,
+    reload_lock: std::sync::Mutex<()>,
+}
+
+/// Builds a [`Kernel`].
+pub struct KernelBuilder {
+    config: Config,
+    data_dir: Option<PathBuf>,
+    env: BTreeMap<String, String>,
+    runtime: Option<tokio::runtime::Handle>,
+    in_memory: bool,
+}
+
+impl KernelBuilder {
+    /// Where `keel.db` and user skills live.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The environment scripts may be granted (`env:*`, `exec` children).
+    pub fn env(mut self, env: BTreeMap<String, String>) -> Self {
+        self.env = env;
+        self
+    }
+
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Keep state in memory only (for `keel check` and tests).
+    pub fn in_memory(mut self) -> Self {
+        self.in_memory = true;
+        self
+    }
+
+    pub fn build(self) -> Result<Kernel, KernelError> {
+        let runtime = match self.runtime {
+            Some(h) => h,
+            None => tokio::runtime::Handle::try_current().map_err(|_| KernelError::NoRuntime)?,
+        };
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| self.config.workspace.join(".keel"));
+        let store = Arc::new(if self.in_memory {
+            Store::in_memory()?
+        } else {
+            Store::open(&data_dir)?
+        });
+        let gate = Gate::new(
+            self.config.policy.clone(),
+            store.clone(),
+            self.config.workspace.clone(),
+        );
+        let (events, _) = tokio::sync::broadcast::channel(64);
+        let kernel = Kernel(Arc::new(KernelInner {
+            config: self.config,
+            data_dir,
+            store,
+            gate,
+            env: self.env,
+            runtime,
+            skills: ArcSwap::from_pointee(SkillSet::default()),
+            events,
+            reload_lock: std::sync::Mutex::new(()),
+        }));
+        let set = kernel.build_skill_set(None);
+        kernel.0.skills.store(Arc::new(set));
+        Ok(kernel)
+    }
+}
+
+impl Kernel {
+    pub fn builder(config: Config) -> KernelBuilder {
+        KernelBuilder {
+            config,
+            data_dir: None,
+            env: BTreeMap::new(),
+            runtime: None,
+            in_memory: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn workspace(&self) -> &Path {
+        &self.0.config.workspace
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.0.data_dir
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.0.store
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.0.gate
+    }
+
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.0.env
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.0.runtime
+    }
+
+    /// The current skill set.
+    pub fn skills(&self) -> Arc<SkillSet> {
+        self.0.skills.load_full()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<KernelEvent> {
+        self.0.events.subscribe()
+    }
+
+    /// Where skills are looked for: the configured folders, the user's data
+    /// dir, then the built-in skills.
+    pub fn search_path(&self) -> SearchPath {
+        let mut dirs = self.0.config.skill_paths.clone();
+        dirs.push(self.0.data_dir.join("skills"));
+        SearchPath {
+            dirs,
+            builtin: self.0.config.builtin_skills,
+        }
+    }
+
+    fn scope_base(&self) -> ScopeBase<'_> {
+        ScopeBase {
+            workspace: &self.0.config.workspace,
+        }
+    }
+
+    /// Declared capabilities of `m` that were not there when the skill was
+    /// first seen; records the first sighting.
+    fn pending_capabilities(&self, m: &SkillManifest) -> Vec<String> {
+        let declared: Vec<String> = m.capabilities.iter().map(|c| c.text.clone()).collect();
+        match self.0.store.baseline(&m.name) {
+            Ok(Some(base)) => declared.into_iter().filter(|d| !base.contains(d)).collect(),
+            Ok(None) => {
+                if let Err(e) = self.0.store.set_baseline(&m.name, &declared) {
+                    tracing::warn!(skill = %m.name, error = %e, "could not record the skill's capabilities");
+                }
+                Vec::new()
+            }
+            Err(e) => {
+                // Without the record, treat everything as new: fail closed.
+                tracing::warn!(skill = %m.name, error = %e, "could not read the skill's approved capabilities");
+                declared
+            }
+        }
+    }
+
+    fn build_skill_set(&self, previous: Option<&SkillSet>) -> SkillSet {
+        let (candidates, failures) = skill::discover(&self.search_path(), &self.scope_base());
+        self.assemble(candidates, failures, previous)
+    }
+
+    fn assemble(
+        &self,
+        candidates: Vec<skill::Candidate>,
+        failures: Vec<skill::SkillFailure>,
+        previous: Option<&SkillSet>,
+    ) -> SkillSet {
+        SkillSet::build(
+            candidates,
+            failures,
+            previous,
+            &|name| self.0.config.limits_for(name),
+            &|m| self.pending_capabilities(m),
+        )
+    }
+
+    /// Calls a tool by name from outside any script (CLI, console, API).
+    pub async fn call_tool(&self, name: &str, args: Value) -> Result<Value, ToolError> {
+        let k = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || k.call_tool_blocking(&name, args, None))
+            .await
+            .map_err(|e| ToolError::Internal(format!("tool call task failed: {e}")))?
+    }
+
+    /// Calls a tool on the current (blocking) thread. `parent` is the call
+    /// that asked, for `keel.tools.call`: the callee runs under its *own*
+    /// skill's authority, within the parent's deadline.
+    pub fn call_tool_blocking(
+        &self,
+        name: &str,
+        args: Value,
+        parent: Option<&CallCtx>,
+    ) -> Result<Value, ToolError> {
+        let parsed = ToolName::parse(name)?;
+        let set = self.skills();
+        let Some(entry) = set.tools.get(name) else {
+            return Err(ToolError::UnknownTool {
+                name: name.to_string(),
+                suggestion: did_you_mean(name, set.tools.keys().map(String::as_str)),
+            });
+        };
+        validate_args(name, entry.spec(), &args)?;
+        let depth = parent.map_or(0, |p| p.depth + 1);
+        if depth > MAX_TOOL_DEPTH {
+            return Err(ToolError::TooDeep {
+                tool: name.to_string(),
+                max: MAX_TOOL_DEPTH,
+            });
+        }
+        let skill = entry.skill.clone();
+        let mut deadline = Instant::now() + skill.limits.timeout;
+        if let Some(p) = parent {
+            deadline = deadline.min(p.deadline);
+        }
+        let ctx = CallCtx {
+            kernel: self.clone(),
+            skill: skill.identity.clone(),
+            tool: name.to_string(),
+            deadline,
+            depth,
+        };
+        let script_err = |source| ToolError::Script {
+            tool: name.to_string(),
+            skill: skill.id.to_string(),
+            source,
+        };
+        let mut instance = skill.pool.acquire(&skill, deadline).map_err(script_err)?;
+        let result = instance.call(&parsed.tool, args, &ctx);
+        skill.pool.release(instance);
+        result.map_err(script_err)
+    }
+
+    /// Waits (bounded) for a tool call; used where a blocking caller needs
+    /// to give up after a while.
+    pub fn default_timeout(&self) -> Duration {
+        self.0.config.limits.timeout
+    }
+}

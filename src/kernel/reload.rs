@@ -1,0 +1,202 @@
+//! Reloading skills: build the new set on the side, validate what changed,
+//! then swap.
+//!
+//! A changed or new skill version is compiled and its load phase run in a
+//! fresh engine before the swap. A version that fails to parse, compile, load
+//! or resolve never replaces the working one: the previous candidate from the
+//! same place is put back and the failure is reported (file, line, message).
+//! Skills that depend on a changed skill get new versions too, since their
+//! engines hold the old dependency's code. Calls in flight keep their own
+//! `Arc` of the old version and finish on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{Kernel, KernelEvent};
+use crate::script;
+use crate::skill::{Candidate, Origin, SkillFailure, SkillSet};
+
+/// What happened to one skill in a reload.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// A new skill was loaded.
+    Added { skill: String },
+    /// A changed skill now serves its new version.
+    Reloaded { skill: String },
+    /// A skill was removed (its files are gone).
+    Removed { skill: String },
+    /// The new version failed; `kept` is the version still serving, if any.
+    Failed {
+        origin: Origin,
+        error: String,
+        kept: Option<String>,
+    },
+}
+
+/// The result of one reload.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadReport {
+    pub outcomes: Vec<ReloadOutcome>,
+}
+
+impl ReloadReport {
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, ReloadOutcome::Failed { .. }))
+    }
+}
+
+impl std::fmt::Display for ReloadOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Added { skill } => write!(f, "loaded {skill}"),
+            Self::Reloaded { skill } => write!(f, "reloaded {skill}"),
+            Self::Removed { skill } => write!(f, "unloaded {skill}"),
+            Self::Failed { error, kept, .. } => match kept {
+                Some(k) => write!(f, "reload failed, still serving {k}: {error}"),
+                None => write!(f, "load failed: {error}"),
+            },
+        }
+    }
+}
+
+fn by_origin(set: &SkillSet) -> BTreeMap<Origin, &Candidate> {
+    set.candidates
+        .iter()
+        .map(|c| (c.source.origin.clone(), c))
+        .collect()
+}
+
+fn label(c: &Candidate) -> String {
+    format!("{}@{}", c.manifest.name, c.manifest.version)
+}
+
+impl Kernel {
+    /// Rescans every skill, validates what changed, swaps the new set in and
+    /// reports. Reloads are serialised.
+    pub fn reload(&self) -> Arc<ReloadReport> {
+        let _serial = self
+            .0
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let old = self.skills();
+        let old_by_origin = by_origin(&old);
+        let (mut candidates, scan_failures) =
+            crate::skill::discover(&self.search_path(), &self.scope_base());
+
+        let mut report = ReloadReport::default();
+        let mut kept_failures: Vec<SkillFailure> = Vec::new();
+        // A skill whose manifest no longer parses keeps its old version.
+        for f in scan_failures {
+            let kept = old_by_origin.get(&f.origin).map(|c| {
+                candidates.push((*c).clone());
+                label(c)
+            });
+            report.outcomes.push(ReloadOutcome::Failed {
+                origin: f.origin.clone(),
+                error: f.error.clone(),
+                kept,
+            });
+            kept_failures.push(f);
+        }
+
+        // Validate new and changed versions; put back the old candidate for
+        // each that fails, and go again (its dependents must be rebuilt on
+        // the old one). Each round removes at least one changed candidate,
+        // so this ends.
+        let mut validated: BTreeSet<(Origin, u64)> = BTreeSet::new();
+        let mut set;
+        loop {
+            set = self.assemble(candidates.clone(), kept_failures.clone(), Some(&old));
+            let mut reverted = false;
+            for skill in set.skills.values() {
+                let unchanged = old
+                    .skills
+                    .get(&skill.id)
+                    .is_some_and(|o| Arc::ptr_eq(o, skill));
+                let key = (skill.source.origin.clone(), skill.source.fingerprint);
+                if unchanged || validated.contains(&key) && skill.pool.live() > 0 {
+                    continue;
+                }
+                match script::instantiate(skill) {
+                    Ok(instance) => {
+                        skill.pool.offer(instance);
+                        validated.insert(key);
+                    }
+                    Err(e) => {
+                        let origin = skill.source.origin.clone();
+                        let error = e.to_string();
+                        let old_c = old_by_origin.get(&origin).copied();
+                        let is_same = old_c.is_some_and(|c| c.source.fingerprint == skill.source.fingerprint);
+                        candidates.retain(|c| c.source.origin != origin);
+                        let kept = match old_c {
+                            // The failing version is the old one (its
+                            // dependency changed under it): nothing to keep.
+                            Some(c) if !is_same => {
+                                candidates.push(c.clone());
+                                Some(label(c))
+                            }
+                            _ => None,
+                        };
+                        report.outcomes.push(ReloadOutcome::Failed {
+                            origin: origin.clone(),
+                            error: error.clone(),
+                            kept,
+                        });
+                        kept_failures.push(SkillFailure {
+                            skill: Some(skill.id.to_string()),
+                            origin,
+                            error,
+                        });
+                        reverted = true;
+                        break;
+                    }
+                }
+            }
+            if !reverted {
+                break;
+            }
+        }
+
+        // What changed, by origin.
+        let new_by_origin = by_origin(&set);
+        for (origin, c) in &new_by_origin {
+            match old_by_origin.get(origin) {
+                None => report.outcomes.push(ReloadOutcome::Added { skill: label(c) }),
+                Some(o) if o.source.fingerprint != c.source.fingerprint => {
+                    report.outcomes.push(ReloadOutcome::Reloaded { skill: label(c) })
+                }
+                Some(_) => {}
+            }
+        }
+        for (origin, c) in &old_by_origin {
+            if !new_by_origin.contains_key(origin) {
+                let failed_here = report.outcomes.iter().any(
+                    |o| matches!(o, ReloadOutcome::Failed { origin: fo, .. } if fo == origin),
+                );
+                if !failed_here {
+                    report.outcomes.push(ReloadOutcome::Removed { skill: label(c) });
+                }
+            }
+        }
+        self.0.skills.store(Arc::new(set));
+        let report = Arc::new(report);
+        if !report.is_empty() {
+            for o in &report.outcomes {
+                match o {
+                    ReloadOutcome::Failed { .. } => tracing::warn!("{o}"),
+                    _ => tracing::info!("{o}"),
+                }
+            }
+            let _ = self.0.events.send(KernelEvent::Reloaded(report.clone()));
+        }
+        report
+    }
+}

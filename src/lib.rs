@@ -1,0 +1,35 @@
+//! keel: an agent kernel you extend with capability-gated Luau and Rhai skills.
+//!
+//! # Layout
+//!
+//! - [`kernel`] — the [`Kernel`](kernel::Kernel): owns the store, the gate,
+//!   the skill set and the event bus; tool calls and reloads start here.
+//! - [`capability`] — capability names and scopes, policy (deny > ask >
+//!   allow), and [`capability::gate`], the one place effects are checked.
+//! - [`host`] — the host API, each function declared once with its
+//!   capability and bound into both engines.
+//! - [`script`] — the engines (Luau, Rhai) behind one trait; sandbox limits.
+//! - [`skill`] — manifests, discovery, dependency resolution, the loaded set,
+//!   built-in skills, file watching.
+//! - [`tool`] — tool names, argument validation, call errors.
+//! - [`store`] — SQLite: grants, audit log, key-value data.
+//! - [`config`] — `keel.toml`.
+//! - [`repl`] — the console.
+//! - [`docs`] — the host API reference and editor definitions, generated
+//!   from the host declarations.
+//!
+//! The one rule: every effect a script can cause passes through a host
+//! function, and every host function checks its capability at the gate.
+
+pub mod capability;
+pub mod config;
+pub mod docs;
+pub mod host;
+pub mod kernel;
+pub mod repl;
+pub mod script;
+pub mod skill;
+pub mod store;
+pub mod tool;
+
+pub use kernel::Kernel;

@@ -1,0 +1,117 @@
+//! Plain-text renderings shared by the console and the CLI.
+
+use std::fmt::Write;
+
+use crate::capability::{CapabilityRule, Decision, Host, Policy, Scope, Target};
+use crate::capability::net::HostPattern;
+use crate::skill::SkillSet;
+use crate::store::{AuditRecord, GrantRecord};
+
+pub fn format_skills(set: &SkillSet) -> String {
+    let mut s = String::new();
+    if set.skills.is_empty() {
+        s.push_str("no skills loaded\n");
+    }
+    for sk in set.skills.values() {
+        let m = &sk.manifest;
+        let _ = writeln!(
+            s,
+            "{:<24} {:<6} {:>2} tool{} {}{}",
+            sk.id.to_string(),
+            m.language.name(),
+            m.tools.len(),
+            if m.tools.len() == 1 { " " } else { "s" },
+            sk.source.origin,
+            if sk.identity.pending.is_empty() {
+                String::new()
+            } else {
+                format!("  (not granted yet: {})", sk.identity.pending.join(", "))
+            }
+        );
+    }
+    for f in &set.failures {
+        let _ = writeln!(
+            s,
+            "FAILED {}: {}",
+            f.skill.clone().unwrap_or_else(|| f.origin.to_string()),
+            f.error
+        );
+    }
+    s
+}
+
+pub fn format_tools(set: &SkillSet) -> String {
+    let mut s = String::new();
+    if set.tools.is_empty() {
+        s.push_str("no tools\n");
+    }
+    for (name, e) in &set.tools {
+        let _ = writeln!(s, "{name:<28} {}", e.spec().description);
+    }
+    s
+}
+
+pub fn format_grants(grants: &[GrantRecord]) -> String {
+    if grants.is_empty() {
+        return "no grants (grant with `keel grant SKILL CAPABILITY`)\n".into();
+    }
+    grants
+        .iter()
+        .map(|g| format!("{:<20} {}\n", g.skill, g.capability))
+        .collect()
+}
+
+pub fn format_audit(log: &[AuditRecord]) -> String {
+    if log.is_empty() {
+        return "the audit log is empty\n".into();
+    }
+    let mut s = String::new();
+    for r in log {
+        let _ = writeln!(
+            s,
+            "{} {:<5} {}@{} {} {} {} — {}",
+            r.at_ms, r.decision, r.skill, r.version, r.tool, r.capability, r.target, r.reason
+        );
+    }
+    s
+}
+
+/// What the policy says about a declared capability, for `keel check`.
+pub fn decision_for_rule(
+    policy: &Policy,
+    skill: &str,
+    grants: &[CapabilityRule],
+    rule: &CapabilityRule,
+) -> String {
+    let host;
+    let target = match &rule.scope {
+        Scope::Any => Target::None,
+        Scope::Path { path, glob: false } => Target::Path(path),
+        Scope::Name(n) if !n.contains('*') => Target::Name(n),
+        Scope::Host(h) => match h.pattern() {
+            HostPattern::Exact(name) => {
+                host = Host::Name(name.clone());
+                Target::Host {
+                    host: &host,
+                    port: h.port().unwrap_or(443),
+                }
+            }
+            HostPattern::Ip(ip) => {
+                host = Host::Ip(*ip);
+                Target::Host {
+                    host: &host,
+                    port: h.port().unwrap_or(443),
+                }
+            }
+            _ => return "depends on the target (pattern)".into(),
+        },
+        _ => return "depends on the target (pattern)".into(),
+    };
+    let d = policy.decide(skill, grants, rule.kind, &target);
+    let word = match d.decision {
+        Decision::Allow => "allow",
+        Decision::Ask => "ask",
+        Decision::Deny => "DENY",
+    };
+    format!("{word} ({})", d.reason)
+}

@@ -1,0 +1,425 @@
+//! The console: `/` commands over the kernel, with reload results shown as
+//! they happen.
+//!
+//! On a terminal it uses reedline (history in the data dir, completion of
+//! commands and tool names); on a pipe it reads plain lines, so scripts and
+//! CI can drive it. Commands are parsed into [`ConsoleCommand`] once and run
+//! by [`execute`]; a line without `/` is meant for the agent, which a later
+//! part of keel plugs in here.
+
+mod format;
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::Value;
+
+pub use format::{decision_for_rule, format_audit, format_grants, format_skills, format_tools};
+
+use crate::capability::{CapabilityRule, ScopeBase};
+use crate::kernel::{Kernel, KernelEvent};
+
+/// A parsed console command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsoleCommand {
+    Skills,
+    Tools,
+    Call { tool: String, args: Value },
+    Reload { skill: Option<String> },
+    Grants,
+    Grant { skill: String, capability: String },
+    Revoke { skill: String, capability: String },
+    Audit { limit: usize },
+    Help,
+    Quit,
+    /// A line for the agent (no model is wired in yet).
+    Message(String),
+}
+
+/// Every command, for help and completion.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("/skills", "list skills and load failures"),
+    ("/tools", "list tools"),
+    ("/call", "TOOL {json}  call a tool"),
+    ("/reload", "[SKILL]  rescan skills (and restart SKILL's engines)"),
+    ("/grants", "list grants"),
+    ("/grant", "SKILL CAPABILITY  grant a capability"),
+    ("/revoke", "SKILL CAPABILITY  remove a grant"),
+    ("/audit", "[N]  show the newest N audit entries"),
+    ("/help", "this help"),
+    ("/quit", "leave (also Ctrl-D)"),
+];
+
+/// Parses one console line.
+pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(Some(ConsoleCommand::Message(line.to_string())));
+    };
+    let (cmd, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let args = args.trim();
+    let two = |what: &str| -> Result<(String, String), String> {
+        let mut it = args.split_whitespace();
+        match (it.next(), it.next(), it.next()) {
+            (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
+            _ => Err(format!("usage: /{what} SKILL CAPABILITY (e.g. /{what} notes fs.read:./notes)")),
+        }
+    };
+    let cmd = match cmd {
+        "skills" => ConsoleCommand::Skills,
+        "tools" => ConsoleCommand::Tools,
+        "call" => {
+            let (tool, json) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+            if tool.is_empty() {
+                return Err("usage: /call TOOL {json} (e.g. /call notes.add {\"text\": \"hi\"})".into());
+            }
+            let json = json.trim();
+            let args = if json.is_empty() {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_str(json).map_err(|e| format!("arguments are not valid JSON: {e}"))?
+            };
+            ConsoleCommand::Call {
+                tool: tool.to_string(),
+                args,
+            }
+        }
+        "reload" => ConsoleCommand::Reload {
+            skill: (!args.is_empty()).then(|| args.to_string()),
+        },
+        "grants" => ConsoleCommand::Grants,
+        "grant" => {
+            let (skill, capability) = two("grant")?;
+            ConsoleCommand::Grant { skill, capability }
+        }
+        "revoke" => {
+            let (skill, capability) = two("revoke")?;
+            ConsoleCommand::Revoke { skill, capability }
+        }
+        "audit" => ConsoleCommand::Audit {
+            limit: if args.is_empty() {
+                20
+            } else {
+                args.parse()
+                    .map_err(|_| format!("usage: /audit [N], got `{args}`"))?
+            },
+        },
+        "help" | "?" => ConsoleCommand::Help,
+        "quit" | "exit" | "q" => ConsoleCommand::Quit,
+        other => {
+            let names = COMMANDS.iter().map(|(c, _)| &c[1..]);
+            let hint = crate::capability::did_you_mean(other, names)
+                .map(|s| format!(" (did you mean /{s}?)"))
+                .unwrap_or_default();
+            return Err(format!("unknown command /{other}{hint}; type /help"));
+        }
+    };
+    Ok(Some(cmd))
+}
+
+/// What a command produced.
+pub enum Outcome {
+    Text(String),
+    Quit,
+}
+
+/// Runs one command against the kernel.
+pub fn execute(kernel: &Kernel, rt: &tokio::runtime::Runtime, cmd: ConsoleCommand) -> Outcome {
+    let text = match cmd {
+        ConsoleCommand::Quit => return Outcome::Quit,
+        ConsoleCommand::Skills => format_skills(&kernel.skills()),
+        ConsoleCommand::Tools => format_tools(&kernel.skills()),
+        ConsoleCommand::Call { tool, args } => {
+            let started = std::time::Instant::now();
+            match rt.block_on(kernel.call_tool(&tool, args)) {
+                Ok(v) => format!(
+                    "{}\n({} ms)\n",
+                    serde_json::to_string_pretty(&v).unwrap_or_default(),
+                    started.elapsed().as_millis()
+                ),
+                Err(e) => format!("error: {e}\n"),
+            }
+        }
+        ConsoleCommand::Reload { skill } => {
+            let report = kernel.reload();
+            if let Some(name) = &skill {
+                match kernel.skills().latest(name) {
+                    Some(s) => {
+                        s.pool.clear_idle();
+                        format!("{} restarts on its next call\n", s.id)
+                    }
+                    None => format!("no skill named `{name}` is loaded\n"),
+                }
+            } else if report.is_empty() {
+                "no changes\n".into()
+            } else {
+                String::new()
+            }
+        }
+        ConsoleCommand::Grants => match kernel.store().grants(None) {
+            Ok(g) => format_grants(&g),
+            Err(e) => format!("error: {e}\n"),
+        },
+        ConsoleCommand::Grant { skill, capability } => {
+            grant_or_revoke(kernel, &skill, &capability, true)
+        }
+        ConsoleCommand::Revoke { skill, capability } => {
+            grant_or_revoke(kernel, &skill, &capability, false)
+        }
+        ConsoleCommand::Audit { limit } => match kernel.store().audit_log(limit) {
+            Ok(l) => format_audit(&l),
+            Err(e) => format!("error: {e}\n"),
+        },
+        ConsoleCommand::Help => {
+            let mut s = String::from("commands:\n");
+            for (c, d) in COMMANDS {
+                s.push_str(&format!("  {c:<9} {d}\n"));
+            }
+            s
+        }
+        ConsoleCommand::Message(_) => "no model is configured yet: use /call TOOL {json} to run tools (type /help)\n".into(),
+    };
+    Outcome::Text(text)
+}
+
+fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) -> String {
+    let rule = match CapabilityRule::parse(
+        capability,
+        &ScopeBase {
+            workspace: kernel.workspace(),
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let r = if grant {
+        kernel.store().grant(skill, &rule.text)
+    } else {
+        kernel.store().revoke(skill, &rule.text)
+    };
+    match (r, grant) {
+        (Ok(_), true) => format!("granted {skill} {}\n", rule.text),
+        (Ok(true), false) => format!("revoked {skill} {}\n", rule.text),
+        (Ok(false), false) => format!("`{skill}` has no grant `{}`\n", rule.text),
+        (Err(e), _) => format!("error: {e}\n"),
+    }
+}
+
+/// Renders a kernel event for the console.
+pub fn render_event(e: &KernelEvent) -> String {
+    match e {
+        KernelEvent::Reloaded(report) => report
+            .outcomes
+            .iter()
+            .map(|o| format!("[reload] {o}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+/// Completes commands and tool names from the current skill set.
+struct ConsoleCompleter {
+    kernel: Kernel,
+}
+
+impl reedline::Completer for ConsoleCompleter {
+    fn complete(&mut self, line: &str, pos: usize) -> reedline::CompletionResult {
+        let before = &line[..pos.min(line.len())];
+        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let word = &before[start..];
+        let span = reedline::Span::new(start, pos);
+        let suggest = |value: &str, description: Option<String>| reedline::Suggestion {
+            value: value.to_string(),
+            description,
+            span,
+            append_whitespace: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        if start == 0 {
+            for (c, d) in COMMANDS {
+                if c.starts_with(word) {
+                    out.push(suggest(c, Some(d.to_string())));
+                }
+            }
+        } else if before.starts_with("/call ") && !before[6..start].contains(char::is_whitespace) || before.starts_with("/reload ") {
+            let set = self.kernel.skills();
+            if before.starts_with("/reload ") {
+                for s in set.skills.values() {
+                    if s.manifest.name.starts_with(word) && !out.iter().any(|x: &reedline::Suggestion| x.value == s.manifest.name) {
+                        out.push(suggest(&s.manifest.name, None));
+                    }
+                }
+            } else {
+                for (name, e) in &set.tools {
+                    if name.starts_with(word) {
+                        out.push(suggest(name, Some(e.spec().description.clone())));
+                    }
+                }
+            }
+        }
+        reedline::CompletionResult::fresh(out)
+    }
+}
+
+/// Runs the console until `/quit` or end of input.
+pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let watcher = if kernel.config().watch {
+        match crate::skill::watch::watch(kernel) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("keel: not watching skill folders for changes: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let set = kernel.skills();
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let banner = format!(
+        "keel {} — {} skill{}, {} tool{}{}. Type /help.\n{}",
+        env!("CARGO_PKG_VERSION"),
+        set.skills.len(),
+        if set.skills.len() == 1 { "" } else { "s" },
+        set.tools.len(),
+        if set.tools.len() == 1 { "" } else { "s" },
+        if set.failures.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed to load (see /skills)", set.failures.len())
+        },
+        match &watcher {
+            Some(w) if !w.watched.is_empty() => format!(
+                "watching {} for edits\n",
+                w.watched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            _ => String::new(),
+        }
+    );
+    print!("{banner}");
+    let mut events = kernel.subscribe();
+    if interactive {
+        run_reedline(kernel, rt, events)
+    } else {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        rt.spawn(async move {
+            while let Ok(e) = events.recv().await {
+                if tx.send(render_event(&e)).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout();
+        for line in stdin.lock().lines() {
+            while let Ok(msg) = rx.try_recv() {
+                let _ = writeln!(out, "{msg}");
+            }
+            let line = line?;
+            match parse(&line) {
+                Ok(None) => continue,
+                Ok(Some(cmd)) => match execute(kernel, rt, cmd) {
+                    Outcome::Quit => break,
+                    Outcome::Text(t) => {
+                        let _ = write!(out, "{t}");
+                    }
+                },
+                Err(e) => {
+                    let _ = writeln!(out, "{e}");
+                }
+            }
+            while let Ok(msg) = rx.try_recv() {
+                let _ = writeln!(out, "{msg}");
+            }
+            let _ = out.flush();
+        }
+        Ok(())
+    }
+}
+
+fn run_reedline(
+    kernel: &Kernel,
+    rt: &tokio::runtime::Runtime,
+    mut events: tokio::sync::broadcast::Receiver<KernelEvent>,
+) -> anyhow::Result<()> {
+    use reedline::{
+        ColumnarMenu, DefaultPrompt, DefaultPromptSegment, Emacs, ExternalPrinter, FileBackedHistory,
+        KeyCode, KeyModifiers, MenuBuilder, Reedline, ReedlineEvent, ReedlineMenu, Signal,
+        default_emacs_keybindings,
+    };
+    let printer = ExternalPrinter::<String>::new(64);
+    let sender = printer.sender();
+    rt.spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if sender.send(render_event(&e)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut keys = default_emacs_keybindings();
+    keys.add_binding(
+        KeyModifiers::NONE,
+        KeyCode::Tab,
+        ReedlineEvent::UntilFound(vec![
+            ReedlineEvent::Menu("completion_menu".into()),
+            ReedlineEvent::MenuNext,
+        ]),
+    );
+    let mut editor = Reedline::create()
+        .with_completer(Box::new(ConsoleCompleter {
+            kernel: kernel.clone(),
+        }))
+        .with_menu(ReedlineMenu::EngineCompleter(Box::new(
+            ColumnarMenu::default().with_name("completion_menu"),
+        )))
+        .with_edit_mode(Box::new(Emacs::new(keys)))
+        .with_external_printer(printer);
+    if let Ok(h) = FileBackedHistory::with_file(1000, kernel.data_dir().join("history.txt")) {
+        editor = editor.with_history(Box::new(h));
+    }
+    let prompt = DefaultPrompt::new(
+        DefaultPromptSegment::Basic("keel".into()),
+        DefaultPromptSegment::Empty,
+    );
+    loop {
+        match editor.read_line(&prompt)? {
+            Signal::Success(line) => match parse(&line) {
+                Ok(None) => {}
+                Ok(Some(cmd)) => match execute(kernel, rt, cmd) {
+                    Outcome::Quit => break,
+                    Outcome::Text(t) => print!("{t}"),
+                },
+                Err(e) => println!("{e}"),
+            },
+            Signal::CtrlC => {}
+            Signal::CtrlD => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_with_clear_errors() {
+        assert_eq!(parse("  ").unwrap(), None);
+        assert_eq!(
+            parse("/call notes.add {\"text\": \"hi\"}").unwrap(),
+            Some(ConsoleCommand::Call {
+                tool: "notes.add".into(),
+                args: serde_json::json!({"text": "hi"})
+            })
+        );
+        assert!(parse("/call notes.add {bad").unwrap_err().contains("not valid JSON"));
+        assert!(parse("/grant notes").unwrap_err().contains("usage"));
+        assert!(parse("/skils").unwrap_err().contains("did you mean /skills"));
+        assert_eq!(parse("/audit 5").unwrap(), Some(ConsoleCommand::Audit { limit: 5 }));
+        assert_eq!(parse("hello").unwrap(), Some(ConsoleCommand::Message("hello".into())));
+    }
+}

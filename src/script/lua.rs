@@ -1,0 +1,515 @@
+//! Luau through mlua, sandboxed.
+//!
+//! A state is built with Luau's sandbox on (no `io`, no `os.execute`, no
+//! bytecode loading, read-only globals and metatables), and with these doors
+//! closed before the sandbox seals the globals:
+//! - `require` is replaced by one that reaches only the skill's own files
+//!   (`require("./util")`) and its declared dependencies (`require("text")`);
+//!   mlua's own `require` would read any file relative to the working dir.
+//! - `getfenv`/`setfenv`/`loadstring` are removed: no call can reach another
+//!   module's environment or compile text at run time.
+//! - `print` goes to the log (stdout belongs to the CLI's JSON output).
+//! - `pcall`/`xpcall` are replaced by wrappers that re-raise sandbox kills,
+//!   memory errors and host panics, so those cannot be swallowed.
+//!
+//! Every module gets its own environment table (reads fall through to the
+//! sealed globals), holding its own `require` bound to its own skill, so a
+//! dependency's code resolves *its* dependencies, not its caller's.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use mlua::{
+    Error as LuaError, Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table,
+    Value as LuaValue, VmState,
+};
+use serde_json::Value;
+
+use super::{CallGuard, Instance, LimitKind, ScriptError, panic_message};
+use crate::config::Limits;
+use crate::host::{self, Args, CallCtx, HostError, HostFn};
+use crate::skill::{Language, LoadedSkill};
+
+/// A Luau engine state for one skill version.
+pub struct LuaInstance {
+    lua: Lua,
+    module: Table,
+    guard: Arc<CallGuard>,
+    limits: Limits,
+    broken: bool,
+}
+
+/// The error value an interrupt raises; carries which limit it was.
+#[derive(Debug)]
+struct LimitHit(LimitKind);
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sandbox limit reached: {:?}", self.0)
+    }
+}
+impl std::error::Error for LimitHit {}
+
+fn limit_error(kind: LimitKind) -> LuaError {
+    LuaError::external(LimitHit(kind))
+}
+
+fn json_options() -> mlua::serde::ser::Options {
+    mlua::serde::ser::Options::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+}
+
+/// JSON → Lua. `null` becomes `nil`.
+pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
+    lua.to_value_with(v, json_options())
+}
+
+/// Lua → JSON, with a message that says what could not be converted.
+pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
+    lua.from_value::<Value>(v).map_err(|e| e.to_string())
+}
+
+fn root_cause(e: &LuaError) -> &LuaError {
+    match e {
+        LuaError::CallbackError { cause, .. } => root_cause(cause),
+        LuaError::WithContext { cause, .. } => root_cause(cause),
+        other => other,
+    }
+}
+
+fn is_memory_error(e: &LuaError) -> bool {
+    matches!(root_cause(e), LuaError::MemoryError(_))
+}
+
+/// The first `file:line` in a Luau traceback that points into a script.
+fn location_from_traceback(tb: &str) -> Option<String> {
+    tb.lines().find_map(|l| {
+        let l = l.trim();
+        if l.starts_with('[') || l.is_empty() || l.starts_with("stack traceback") {
+            return None;
+        }
+        let (file, rest) = l.split_once(':')?;
+        let line: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        (!line.is_empty()).then(|| format!("{file}:{line}"))
+    })
+}
+
+/// A script-facing message: `file:line: message`, without the traceback.
+pub fn error_message(e: &LuaError) -> String {
+    match e {
+        LuaError::CallbackError { traceback, cause } => {
+            let msg = error_message(cause);
+            match location_from_traceback(traceback) {
+                // Errors raised by `error()` already carry their position.
+                Some(loc) if !msg.starts_with(&loc) => format!("{loc}: {msg}"),
+                _ => msg,
+            }
+        }
+        LuaError::RuntimeError(s) => s.clone(),
+        LuaError::SyntaxError { message, .. } => message.clone(),
+        LuaError::MemoryError(_) => "not enough memory".into(),
+        LuaError::WithContext { context, cause } => format!("{context}: {}", error_message(cause)),
+        LuaError::ExternalError(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl LuaInstance {
+    pub fn new(skill: &Arc<LoadedSkill>) -> Result<Self, ScriptError> {
+        let limits = skill.limits;
+        let load_err = |e: LuaError| ScriptError::Load {
+            message: error_message(&e),
+        };
+        let lua = Lua::new_with(
+            StdLib::ALL_SAFE,
+            LuaOptions::default(),
+        )
+        .map_err(load_err)?;
+        let guard = Arc::new(CallGuard::default());
+        install_sandbox(&lua, &guard, &limits).map_err(load_err)?;
+        lua.set_memory_limit(limits.memory_bytes).map_err(load_err)?;
+
+        // The load phase runs under the same limits as a call, with no
+        // CallCtx: host functions refuse, so top-level code has no effects.
+        guard.arm(std::time::Instant::now() + limits.timeout, limits.max_operations);
+        let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
+        let loaded = catch_unwind(AssertUnwindSafe(|| load_module(&lua, skill, &entry)));
+        let module = match loaded {
+            Ok(Ok(LuaValue::Table(t))) => t,
+            Ok(Ok(other)) => {
+                return Err(ScriptError::Load {
+                    message: format!(
+                        "{}: the entry script must return a table of tool functions (`local M = {{}} ... return M`), but it returned {}",
+                        skill.source.display_path(&entry),
+                        other.type_name()
+                    ),
+                });
+            }
+            Ok(Err(e)) => {
+                if let Some(kind) = guard.killed() {
+                    return Err(ScriptError::Limit {
+                        kind,
+                        message: format!("while loading: {}", kind.describe(&limits)),
+                    });
+                }
+                return Err(classify_load_error(&e));
+            }
+            Err(p) => {
+                return Err(ScriptError::Load {
+                    message: format!("panic while loading: {}", panic_message(&*p)),
+                });
+            }
+        };
+        for t in &skill.manifest.tools {
+            match module.raw_get::<LuaValue>(t.name.as_str()) {
+                Ok(LuaValue::Function(_)) => {}
+                _ => {
+                    return Err(ScriptError::Load {
+                        message: format!(
+                            "{}: tool `{}` is declared in the manifest, but the module has no function `{}` (add `function M.{}(args) ... end`)",
+                            skill.source.display_path(&entry),
+                            t.name,
+                            t.name,
+                            t.name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            lua,
+            module,
+            guard,
+            limits,
+            broken: false,
+        })
+    }
+}
+
+fn classify_load_error(e: &LuaError) -> ScriptError {
+    match root_cause(e) {
+        LuaError::SyntaxError { message, .. } => ScriptError::Compile {
+            message: message.clone(),
+        },
+        _ => ScriptError::Load {
+            message: error_message(e),
+        },
+    }
+}
+
+impl Instance for LuaInstance {
+    fn call(&mut self, tool: &str, args: Value, ctx: &CallCtx) -> Result<Value, ScriptError> {
+        self.guard.arm(ctx.deadline, self.limits.max_operations);
+        self.lua.set_app_data(ctx.clone());
+        let result = catch_unwind(AssertUnwindSafe(|| -> Result<Value, ScriptError> {
+            let f: Function = self.module.raw_get(tool).map_err(|e| ScriptError::Runtime {
+                message: error_message(&e),
+            })?;
+            let argv = to_lua(&self.lua, &args).map_err(|e| ScriptError::Runtime {
+                message: error_message(&e),
+            })?;
+            let out = f.call::<LuaValue>(argv).map_err(|e| {
+                if is_memory_error(&e) {
+                    self.guard.kill(LimitKind::Memory);
+                }
+                ScriptError::Runtime {
+                    message: error_message(&e),
+                }
+            })?;
+            from_lua(&self.lua, out).map_err(|e| ScriptError::Result {
+                message: format!("the tool's result cannot be turned into JSON: {e}"),
+            })
+        }));
+        self.lua.remove_app_data::<CallCtx>();
+        if let Some(kind) = self.guard.killed() {
+            self.broken = true;
+            return Err(ScriptError::Limit {
+                kind,
+                message: kind.describe(&self.limits),
+            });
+        }
+        match result {
+            Ok(r) => r,
+            Err(p) => {
+                self.broken = true;
+                Err(ScriptError::Limit {
+                    kind: LimitKind::HostPanic,
+                    message: format!("engine panicked: {}", panic_message(&*p)),
+                })
+            }
+        }
+    }
+
+    fn memory_used(&self) -> usize {
+        self.lua.used_memory()
+    }
+
+    fn reusable(&self) -> bool {
+        !self.broken
+    }
+}
+
+/// Closes the doors, installs `keel`, and seals the globals.
+fn install_sandbox(lua: &Lua, guard: &Arc<CallGuard>, limits: &Limits) -> mlua::Result<()> {
+    let g = guard.clone();
+    let max_depth = limits.max_call_depth;
+    lua.set_interrupt(move |lua| {
+        if let Err(k) = g.tick() {
+            return Err(limit_error(k));
+        }
+        // Depth is checked at the clock's cadence: a runaway recursion
+        // overshoots by at most that many frames before it is stopped.
+        if g.clock_due() && lua.inspect_stack(max_depth, |_| ()).is_some() {
+            g.kill(LimitKind::CallDepth);
+            return Err(limit_error(LimitKind::CallDepth));
+        }
+        Ok(VmState::Continue)
+    });
+
+    let globals = lua.globals();
+    for name in ["require", "getfenv", "setfenv", "loadstring", "load", "dofile", "loadfile"] {
+        globals.raw_set(name, LuaValue::Nil)?;
+    }
+    globals.raw_set(
+        "print",
+        lua.create_function(|lua, args: MultiValue| {
+            let parts: Vec<String> = args
+                .iter()
+                .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
+                .collect();
+            let skill = lua
+                .app_data_ref::<CallCtx>()
+                .map(|c| c.skill.name.clone())
+                .unwrap_or_default();
+            tracing::info!(skill = %skill, "{}", parts.join("\t"));
+            Ok(())
+        })?,
+    )?;
+
+    let g = guard.clone();
+    globals.raw_set(
+        "pcall",
+        lua.create_function(move |lua, (f, args): (LuaValue, MultiValue)| {
+            protected_call(lua, &g, f, args, None)
+        })?,
+    )?;
+    let g = guard.clone();
+    globals.raw_set(
+        "xpcall",
+        lua.create_function(move |lua, (f, handler, args): (LuaValue, Function, MultiValue)| {
+            protected_call(lua, &g, f, args, Some(handler))
+        })?,
+    )?;
+
+    let keel = lua.create_table()?;
+    for (ns, fns) in host::namespaces() {
+        let t = lua.create_table()?;
+        for f in fns {
+            t.raw_set(f.name, bind(lua, guard, f)?)?;
+        }
+        keel.raw_set(ns, t)?;
+    }
+    globals.raw_set("keel", keel)?;
+    lua.sandbox(true)
+}
+
+/// `pcall`/`xpcall` that let sandbox kills through.
+fn protected_call(
+    lua: &Lua,
+    guard: &CallGuard,
+    f: LuaValue,
+    args: MultiValue,
+    handler: Option<Function>,
+) -> mlua::Result<MultiValue> {
+    let result = match f {
+        LuaValue::Function(func) => func.call::<MultiValue>(args),
+        other => Err(LuaError::RuntimeError(format!(
+            "attempt to call a {} value",
+            other.type_name()
+        ))),
+    };
+    match result {
+        Ok(mut rets) => {
+            rets.push_front(LuaValue::Boolean(true));
+            Ok(rets)
+        }
+        Err(e) => {
+            if is_memory_error(&e) {
+                guard.kill(LimitKind::Memory);
+            }
+            if let Some(kind) = guard.killed() {
+                return Err(limit_error(kind));
+            }
+            let msg = LuaValue::String(lua.create_string(error_message(&e))?);
+            let value = match handler {
+                Some(h) => match h.call::<LuaValue>(msg) {
+                    Ok(v) => v,
+                    Err(e2) => {
+                        if let Some(kind) = guard.killed() {
+                            return Err(limit_error(kind));
+                        }
+                        LuaValue::String(lua.create_string(error_message(&e2))?)
+                    }
+                },
+                None => msg,
+            };
+            Ok(MultiValue::from_iter([LuaValue::Boolean(false), value]))
+        }
+    }
+}
+
+/// Binds one host function: convert arguments, find the call's context, call,
+/// convert the result. Panics and deadline expiry become sandbox kills.
+fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<Function> {
+    let g = guard.clone();
+    lua.create_function(move |lua, args: MultiValue| {
+        let full = format!("keel.{}.{}", f.namespace, f.name);
+        if args.len() < f.min_args() || args.len() > f.params.len() {
+            let sig: Vec<String> = f
+                .params
+                .iter()
+                .map(|p| format!("{}{}: {}", p.name, if p.optional { "?" } else { "" }, p.ty))
+                .collect();
+            return Err(LuaError::RuntimeError(format!(
+                "{full} takes ({}) but got {} argument(s)",
+                sig.join(", "),
+                args.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for (i, v) in args.into_iter().enumerate() {
+            values.push(from_lua(lua, v).map_err(|e| {
+                LuaError::RuntimeError(format!("{full}: argument {} cannot be passed: {e}", i + 1))
+            })?);
+        }
+        let Some(ctx) = lua.app_data_ref::<CallCtx>() else {
+            return Err(LuaError::RuntimeError(format!(
+                "{full} is not available while the skill loads; call it from a tool function"
+            )));
+        };
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            (f.call)(
+                &ctx,
+                Args {
+                    func: f.name,
+                    values,
+                },
+            )
+        }));
+        drop(ctx);
+        match out {
+            Ok(Ok(v)) => to_lua(lua, &v),
+            Ok(Err(HostError::Deadline)) => {
+                g.kill(LimitKind::Deadline);
+                Err(limit_error(LimitKind::Deadline))
+            }
+            Ok(Err(e)) => Err(LuaError::RuntimeError(format!("{full}: {e}"))),
+            Err(p) => {
+                tracing::error!(function = %full, panic = %panic_message(&*p), "host function panicked");
+                g.kill(LimitKind::HostPanic);
+                Err(limit_error(LimitKind::HostPanic))
+            }
+        }
+    })
+}
+
+const LOADED_KEY: &str = "keel.loaded";
+
+/// Loads (once per state) a module of `skill`: its file `rel`, in a fresh
+/// environment whose `require` is bound to `skill`.
+fn load_module(lua: &Lua, skill: &Arc<LoadedSkill>, rel: &str) -> mlua::Result<LuaValue> {
+    let loaded: Table = match lua.named_registry_value::<LuaValue>(LOADED_KEY)? {
+        LuaValue::Table(t) => t,
+        _ => {
+            let t = lua.create_table()?;
+            lua.set_named_registry_value(LOADED_KEY, &t)?;
+            t
+        }
+    };
+    let key = format!("{}/{rel}", skill.id);
+    match loaded.raw_get::<LuaValue>(key.as_str())? {
+        LuaValue::Nil => {}
+        LuaValue::Boolean(false) => {
+            return Err(LuaError::RuntimeError(format!(
+                "require cycle: `{rel}` of skill `{}` is still loading",
+                skill.id
+            )));
+        }
+        v => return Ok(v),
+    }
+    let Some(src) = skill.source.files.get(rel) else {
+        return Err(LuaError::RuntimeError(format!(
+            "skill `{}` has no file `{rel}`",
+            skill.id
+        )));
+    };
+    loaded.raw_set(key.as_str(), false)?;
+    let env = lua.create_table()?;
+    let meta = lua.create_table()?;
+    meta.raw_set("__index", lua.globals())?;
+    env.set_metatable(Some(meta))?;
+    env.raw_set("require", require_fn(lua, skill.clone())?)?;
+    let value = lua
+        .load(&**src)
+        .set_name(format!("@{}", skill.source.display_path(rel)))
+        .set_environment(env)
+        .call::<LuaValue>(());
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => {
+            loaded.raw_set(key.as_str(), LuaValue::Nil)?;
+            return Err(e);
+        }
+    };
+    // A module that returns nothing is still loaded (as `true`).
+    let stored = if value.is_nil() {
+        LuaValue::Boolean(true)
+    } else {
+        value.clone()
+    };
+    loaded.raw_set(key.as_str(), stored.clone())?;
+    Ok(stored)
+}
+
+fn require_fn(lua: &Lua, skill: Arc<LoadedSkill>) -> mlua::Result<Function> {
+    lua.create_function(move |lua, name: String| {
+        if let Some(path) = name.strip_prefix("./") {
+            let ok = !path.is_empty()
+                && path
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            if !ok {
+                return Err(LuaError::RuntimeError(format!(
+                    "require(\"{name}\"): a path must stay inside the skill's folder (no `..`)"
+                )));
+            }
+            for candidate in [path.to_string(), format!("{path}.luau"), format!("{path}.lua")] {
+                if skill.source.files.contains_key(&candidate)
+                    && Language::from_path(std::path::Path::new(&candidate)) == Some(Language::Luau)
+                {
+                    return load_module(lua, &skill, &candidate);
+                }
+            }
+            return Err(LuaError::RuntimeError(format!(
+                "require(\"{name}\"): skill `{}` has no file `{path}.luau`",
+                skill.manifest.name
+            )));
+        }
+        if let Some(dep) = skill.deps.get(&name) {
+            if dep.manifest.language != Language::Luau {
+                return Err(LuaError::RuntimeError(format!(
+                    "require(\"{name}\"): `{}` is a Rhai skill; Luau code can call its tools with keel.tools.call",
+                    dep.id
+                )));
+            }
+            let entry = dep.manifest.entry.to_string_lossy().replace('\\', "/");
+            return load_module(lua, dep, &entry);
+        }
+        let deps: Vec<&str> = skill.deps.keys().map(String::as_str).collect();
+        Err(LuaError::RuntimeError(format!(
+            "require(\"{name}\"): not found; require reaches only this skill's own files (\"./name\") and its declared dependencies ({})",
+            if deps.is_empty() { "none".to_string() } else { deps.join(", ") }
+        )))
+    })
+}

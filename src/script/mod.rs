@@ -1,0 +1,322 @@
+//! The engines: Luau ([`lua`]) and Rhai ([`rhai`]) behind one trait.
+//!
+//! Each loaded skill version owns an [`InstancePool`] of engine states
+//! ([`Instance`]s). A state serves one call at a time; a second concurrent
+//! call to the same skill gets a second state (up to `max_instances`), so a
+//! call waiting on I/O never queues another behind it. States are never
+//! shared between skills.
+//!
+//! Sandbox limits live in a [`CallGuard`] that the engine's interrupt
+//! (Luau) or progress callback (Rhai) reads on every check. Once a limit is
+//! hit the guard is *sticky*: every later check fails too, so a script's
+//! `pcall`/`try` cannot swallow the kill. A state that was killed is dropped,
+//! never reused.
+
+pub mod lua;
+pub mod rhai;
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::config::Limits;
+use crate::host::CallCtx;
+use crate::skill::{Language, LoadedSkill};
+
+/// Which sandbox limit ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// The wall-clock deadline passed.
+    Deadline,
+    /// The engine's memory cap was reached.
+    Memory,
+    /// The instruction/operation budget ran out.
+    Operations,
+    /// Script calls nested too deeply.
+    CallDepth,
+    /// A host function panicked; the call is ended rather than letting the
+    /// script carry on over a broken invariant.
+    HostPanic,
+}
+
+impl LimitKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Deadline,
+            2 => Self::Memory,
+            3 => Self::Operations,
+            4 => Self::CallDepth,
+            5 => Self::HostPanic,
+            _ => return None,
+        })
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Deadline => 1,
+            Self::Memory => 2,
+            Self::Operations => 3,
+            Self::CallDepth => 4,
+            Self::HostPanic => 5,
+        }
+    }
+
+    /// A message naming the limit and the setting that raises it.
+    pub fn describe(self, limits: &Limits) -> String {
+        match self {
+            Self::Deadline => format!(
+                "stopped: wall-clock deadline of {} ms reached (limits.timeout_ms in keel.toml)",
+                limits.timeout.as_millis()
+            ),
+            Self::Memory => format!(
+                "stopped: memory limit of {} MiB reached (limits.memory_mb in keel.toml)",
+                limits.memory_bytes / (1024 * 1024)
+            ),
+            Self::Operations => format!(
+                "stopped: operation budget of {} exhausted (limits.max_operations in keel.toml)",
+                limits.max_operations
+            ),
+            Self::CallDepth => format!(
+                "stopped: call depth over {} (limits.max_call_depth in keel.toml)",
+                limits.max_call_depth
+            ),
+            Self::HostPanic => "stopped: a host function panicked (a keel bug; please report it)".into(),
+        }
+    }
+}
+
+/// Per-state limit bookkeeping, shared between the calling thread and the
+/// engine's interrupt callback.
+#[derive(Debug)]
+pub struct CallGuard {
+    epoch: Instant,
+    killed: AtomicU8,
+    /// Deadline, in nanoseconds since `epoch`.
+    deadline_ns: AtomicU64,
+    ops: AtomicU64,
+    max_ops: AtomicU64,
+}
+
+impl Default for CallGuard {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            killed: AtomicU8::new(0),
+            deadline_ns: AtomicU64::new(u64::MAX),
+            ops: AtomicU64::new(0),
+            max_ops: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// How many checks pass between clock reads: reading the clock on every
+/// check would triple the cost of a loop iteration.
+pub const CLOCK_EVERY: u64 = 64;
+
+impl CallGuard {
+    /// Arms the guard for one call.
+    pub fn arm(&self, deadline: Instant, max_ops: u64) {
+        let ns = deadline.saturating_duration_since(self.epoch).as_nanos();
+        self.deadline_ns.store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.ops.store(0, Ordering::Relaxed);
+        self.max_ops.store(max_ops, Ordering::Relaxed);
+        self.killed.store(0, Ordering::Relaxed);
+    }
+
+    /// The limit that killed the current call, if any.
+    pub fn killed(&self) -> Option<LimitKind> {
+        LimitKind::from_u8(self.killed.load(Ordering::Relaxed))
+    }
+
+    /// Marks the call as killed; the first reason wins.
+    pub fn kill(&self, kind: LimitKind) {
+        let _ = self
+            .killed
+            .compare_exchange(0, kind.to_u8(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// One check, from the engine's interrupt. Cheap on the fast path: two
+    /// relaxed loads and a store; the clock is read every [`CLOCK_EVERY`].
+    #[inline]
+    pub fn tick(&self) -> Result<(), LimitKind> {
+        if let Some(k) = self.killed() {
+            return Err(k);
+        }
+        let n = self.ops.load(Ordering::Relaxed) + 1;
+        self.ops.store(n, Ordering::Relaxed);
+        if n > self.max_ops.load(Ordering::Relaxed) {
+            self.kill(LimitKind::Operations);
+            return Err(LimitKind::Operations);
+        }
+        if n % CLOCK_EVERY == 0 && self.past_deadline() {
+            self.kill(LimitKind::Deadline);
+            return Err(LimitKind::Deadline);
+        }
+        Ok(())
+    }
+
+    fn past_deadline(&self) -> bool {
+        let now = self.epoch.elapsed().as_nanos();
+        now >= u128::from(self.deadline_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether a `tick` is due to read the clock (used by engines that check
+    /// call depth at the same cadence).
+    #[inline]
+    pub fn clock_due(&self) -> bool {
+        self.ops.load(Ordering::Relaxed) % CLOCK_EVERY == 0
+    }
+}
+
+/// An error from loading or calling a script.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScriptError {
+    /// The script failed to compile. `message` starts with `file:line:`.
+    #[error("{message}")]
+    Compile { message: String },
+    /// The load phase (top-level code) failed.
+    #[error("{message}")]
+    Load { message: String },
+    /// The tool raised an error.
+    #[error("{message}")]
+    Runtime { message: String },
+    /// A sandbox limit ended the call; it could not be caught.
+    #[error("{message}")]
+    Limit { kind: LimitKind, message: String },
+    /// The result could not be turned into JSON.
+    #[error("{message}")]
+    Result { message: String },
+    /// Every engine state of the skill stayed busy until the deadline.
+    #[error("every engine of this skill is busy ({max} calls in flight); try again or raise limits.max_instances")]
+    Busy { max: usize },
+}
+
+/// One engine state of one skill version.
+pub trait Instance: Send {
+    /// Calls the tool's handler with validated arguments.
+    fn call(&mut self, tool: &str, args: Value, ctx: &CallCtx) -> Result<Value, ScriptError>;
+    /// Bytes the state holds (Luau: exact; Rhai: not tracked, 0).
+    fn memory_used(&self) -> usize;
+    /// Whether the state may serve another call (not killed by a limit).
+    fn reusable(&self) -> bool;
+}
+
+/// Creates a fresh engine state for a skill: compile, then the load phase
+/// (top-level code, with no capabilities).
+pub fn instantiate(skill: &Arc<LoadedSkill>) -> Result<Box<dyn Instance>, ScriptError> {
+    match skill.manifest.language {
+        Language::Luau => Ok(Box::new(lua::LuaInstance::new(skill)?)),
+        Language::Rhai => Ok(Box::new(rhai::RhaiInstance::new(skill)?)),
+    }
+}
+
+/// The engine states of one skill version.
+pub struct InstancePool {
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    max: usize,
+}
+
+struct PoolState {
+    idle: Vec<Box<dyn Instance>>,
+    live: usize,
+}
+
+impl InstancePool {
+    pub fn new(max: usize) -> Self {
+        Self {
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                live: 0,
+            }),
+            freed: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Engine states currently alive (idle or serving).
+    pub fn live(&self) -> usize {
+        self.lock().live
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes an idle state, or makes one, or waits for one until `deadline`.
+    pub fn acquire(
+        &self,
+        skill: &Arc<LoadedSkill>,
+        deadline: Instant,
+    ) -> Result<Box<dyn Instance>, ScriptError> {
+        let mut st = self.lock();
+        loop {
+            if let Some(i) = st.idle.pop() {
+                return Ok(i);
+            }
+            if st.live < self.max {
+                st.live += 1;
+                drop(st);
+                return instantiate(skill).inspect_err(|_| {
+                    self.lock().live -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ScriptError::Busy { max: self.max });
+            }
+            st = self
+                .freed
+                .wait_timeout(st, left.min(Duration::from_millis(100)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Adds a state made elsewhere (a reload's validation run), so the first
+    /// call after a reload finds a warm engine.
+    pub fn offer(&self, instance: Box<dyn Instance>) {
+        let mut st = self.lock();
+        if st.live < self.max {
+            st.live += 1;
+            st.idle.push(instance);
+        }
+    }
+
+    /// Drops idle states, so the next call starts a fresh one (`/reload SKILL`).
+    pub fn clear_idle(&self) {
+        let mut st = self.lock();
+        let n = st.idle.len();
+        st.idle.clear();
+        st.live -= n;
+    }
+
+    /// Returns a state after a call; a killed state is dropped.
+    pub fn release(&self, instance: Box<dyn Instance>) {
+        let mut st = self.lock();
+        if instance.reusable() {
+            st.idle.push(instance);
+        } else {
+            st.live -= 1;
+            drop(st);
+            drop(instance);
+        }
+        self.freed.notify_one();
+    }
+}
+
+/// Renders a panic payload for messages.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}

@@ -1,0 +1,442 @@
+//! Rhai, with its limits.
+//!
+//! Each state has its own `Engine` built with `Engine::new_raw()` (no file
+//! module resolver, no `print` to stdout) plus the standard packages, the
+//! `keel::…` host modules and a module resolver that reaches only the skill's
+//! own files (`import "./util" as util;`) and its declared dependencies
+//! (`import "text" as text;`). Operation, call-depth, string, array and map
+//! limits are set from the skill's [`Limits`]; the wall-clock deadline and
+//! sticky kills come from the [`CallGuard`] through `on_progress`, whose
+//! termination `try`/`catch` cannot intercept.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{
+    AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncRegistration, Module, ModuleResolver,
+    Position, Scope, Shared,
+};
+use serde_json::Value;
+
+use super::{CallGuard, Instance, LimitKind, ScriptError, panic_message};
+use crate::config::Limits;
+use crate::host::{self, Args, CallCtx, HostError, HostFn};
+use crate::skill::{Language, LoadedSkill};
+
+type CtxSlot = Arc<Mutex<Option<CallCtx>>>;
+
+/// A Rhai engine state for one skill version.
+pub struct RhaiInstance {
+    engine: Engine,
+    ast: AST,
+    scope: Scope<'static>,
+    guard: Arc<CallGuard>,
+    ctx: CtxSlot,
+    limits: Limits,
+    broken: bool,
+}
+
+/// JSON → Rhai. `null` becomes `()`.
+pub fn to_dynamic(v: &Value) -> Result<Dynamic, String> {
+    rhai::serde::to_dynamic(v).map_err(|e| e.to_string())
+}
+
+/// Rhai → JSON.
+pub fn from_dynamic(v: &Dynamic) -> Result<Value, String> {
+    rhai::serde::from_dynamic::<Value>(v).map_err(|e| e.to_string())
+}
+
+fn source_name(skill: &LoadedSkill, rel: &str) -> String {
+    skill.source.display_path(rel)
+}
+
+/// A script-facing message with `file:line:` in front when known.
+fn error_message(e: &EvalAltResult) -> String {
+    let pos = e.position();
+    let inner = match e {
+        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        EvalAltResult::ErrorInFunctionCall(name, src, inner, _) => {
+            let msg = error_message(inner);
+            if src.is_empty() || msg.contains(':') {
+                return msg;
+            }
+            return format!("{src}: in `{name}`: {msg}");
+        }
+        EvalAltResult::ErrorInModule(_, inner, _) => return error_message(inner),
+        other => {
+            let s = other.to_string();
+            // Rhai appends " (line N, position M)"; keel puts it in front.
+            match s.rfind(" (line ") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+    };
+    match (pos.line(), e_source(e)) {
+        (Some(line), Some(src)) => format!("{src}:{line}: {inner}"),
+        (Some(line), None) => format!("line {line}: {inner}"),
+        _ => inner,
+    }
+}
+
+fn e_source(e: &EvalAltResult) -> Option<String> {
+    match e {
+        EvalAltResult::ErrorInFunctionCall(_, src, _, _) if !src.is_empty() => Some(src.clone()),
+        _ => None,
+    }
+}
+
+fn with_source(src: &str, e: &EvalAltResult) -> String {
+    let msg = error_message(e);
+    if msg.starts_with("line ") {
+        format!("{src}:{}", &msg[5..])
+    } else if msg.contains(src) {
+        msg
+    } else {
+        format!("{src}: {msg}")
+    }
+}
+
+impl RhaiInstance {
+    pub fn new(skill: &Arc<LoadedSkill>) -> Result<Self, ScriptError> {
+        let limits = skill.limits;
+        let guard = Arc::new(CallGuard::default());
+        let ctx: CtxSlot = Arc::new(Mutex::new(None));
+        let engine = build_engine(skill, &guard, &ctx, &limits);
+        let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
+        let display = source_name(skill, &entry);
+        let src = skill
+            .source
+            .files
+            .get(&entry)
+            .ok_or_else(|| ScriptError::Load {
+                message: format!("{display}: entry script is missing"),
+            })?;
+        let mut ast = engine.compile(&**src).map_err(|e| ScriptError::Compile {
+            message: with_source(&display, &EvalAltResult::from(e)),
+        })?;
+        ast.set_source(display.clone());
+        for t in &skill.manifest.tools {
+            if !ast
+                .iter_functions()
+                .any(|f| f.name == t.name && f.params.len() == 1)
+            {
+                return Err(ScriptError::Load {
+                    message: format!(
+                        "{display}: tool `{}` is declared in the manifest, but the script has no `fn {}(args)`",
+                        t.name, t.name
+                    ),
+                });
+            }
+        }
+        // Load phase: top-level statements (imports included) run once,
+        // under the limits, with no CallCtx.
+        guard.arm(std::time::Instant::now() + limits.timeout, limits.max_operations);
+        let mut scope = Scope::new();
+        let run = catch_unwind(AssertUnwindSafe(|| engine.run_ast_with_scope(&mut scope, &ast)));
+        match run {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if let Some(kind) = guard.killed() {
+                    return Err(ScriptError::Limit {
+                        kind,
+                        message: format!("while loading: {}", kind.describe(&limits)),
+                    });
+                }
+                return Err(ScriptError::Load {
+                    message: with_source(&display, &e),
+                });
+            }
+            Err(p) => {
+                return Err(ScriptError::Load {
+                    message: format!("panic while loading: {}", panic_message(&*p)),
+                });
+            }
+        }
+        Ok(Self {
+            engine,
+            ast,
+            scope,
+            guard,
+            ctx,
+            limits,
+            broken: false,
+        })
+    }
+}
+
+impl Instance for RhaiInstance {
+    fn call(&mut self, tool: &str, args: Value, ctx: &CallCtx) -> Result<Value, ScriptError> {
+        self.guard.arm(ctx.deadline, self.limits.max_operations);
+        *self.ctx.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.clone());
+        let result = catch_unwind(AssertUnwindSafe(|| -> Result<Value, ScriptError> {
+            let arg = to_dynamic(&args).map_err(|message| ScriptError::Runtime { message })?;
+            let out = self
+                .engine
+                .call_fn_with_options::<Dynamic>(
+                    CallFnOptions::new().eval_ast(false).rewind_scope(true),
+                    &mut self.scope,
+                    &self.ast,
+                    tool,
+                    (arg,),
+                )
+                .map_err(|e| ScriptError::Runtime {
+                    message: error_message(&e),
+                })?;
+            from_dynamic(&out).map_err(|e| ScriptError::Result {
+                message: format!("the tool's result cannot be turned into JSON: {e}"),
+            })
+        }));
+        *self.ctx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(kind) = self.guard.killed() {
+            self.broken = true;
+            return Err(ScriptError::Limit {
+                kind,
+                message: kind.describe(&self.limits),
+            });
+        }
+        match result {
+            Ok(Err(ScriptError::Runtime { message })) if message.contains("Too many operations") => {
+                self.broken = true;
+                Err(ScriptError::Limit {
+                    kind: LimitKind::Operations,
+                    message: LimitKind::Operations.describe(&self.limits),
+                })
+            }
+            Ok(Err(ScriptError::Runtime { message }))
+                if message.contains("Stack overflow") || message.contains("too deeply nested") =>
+            {
+                Err(ScriptError::Limit {
+                    kind: LimitKind::CallDepth,
+                    message: format!("{} ({message})", LimitKind::CallDepth.describe(&self.limits)),
+                })
+            }
+            Ok(Err(ScriptError::Runtime { message })) if message.contains("too large") => {
+                Err(ScriptError::Limit {
+                    kind: LimitKind::Memory,
+                    message: format!("{} ({message})", LimitKind::Memory.describe(&self.limits)),
+                })
+            }
+            Ok(r) => r,
+            Err(p) => {
+                self.broken = true;
+                Err(ScriptError::Limit {
+                    kind: LimitKind::HostPanic,
+                    message: format!("engine panicked: {}", panic_message(&*p)),
+                })
+            }
+        }
+    }
+
+    fn memory_used(&self) -> usize {
+        0
+    }
+
+    fn reusable(&self) -> bool {
+        !self.broken
+    }
+}
+
+fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, ctx: &CtxSlot, limits: &Limits) -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(StandardPackage::new().as_shared_module());
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_depth);
+    engine.set_max_expr_depths(256, 128);
+    // Data limits stand in for a memory cap: Rhai has no allocator hook.
+    let bytes = limits.memory_bytes;
+    engine.set_max_string_size(bytes / 4);
+    engine.set_max_array_size((bytes / 64).max(1024));
+    engine.set_max_map_size((bytes / 128).max(1024));
+    engine.set_max_modules(256);
+    let g = guard.clone();
+    engine.on_progress(move |_| match g.tick() {
+        Ok(()) => None,
+        Err(kind) => Some(Dynamic::from(format!("{kind:?}"))),
+    });
+    let log_ctx = ctx.clone();
+    engine.on_print(move |s| {
+        let skill = log_ctx
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.skill.name.clone()))
+            .unwrap_or_default();
+        tracing::info!(skill = %skill, "{s}");
+    });
+    engine.on_debug(|s, _, _| tracing::debug!("{s}"));
+
+    let mut keel = Module::new();
+    for (ns, fns) in host::namespaces() {
+        let mut m = Module::new();
+        for f in fns {
+            register(&mut m, f, guard, ctx);
+        }
+        keel.set_sub_module(ns, m);
+    }
+    engine.register_static_module("keel", keel.into());
+    engine.set_module_resolver(SkillResolver {
+        root: skill.clone(),
+        cache: Mutex::new(HashMap::new()),
+    });
+    engine
+}
+
+/// Calls a host function from Rhai with the current call's context.
+fn invoke(f: &'static HostFn, guard: &CallGuard, ctx: &CtxSlot, args: &[Dynamic]) -> Result<Dynamic, Box<EvalAltResult>> {
+    let full = format!("keel::{}::{}", f.namespace, f.name);
+    let rt = |msg: String| -> Box<EvalAltResult> {
+        Box::new(EvalAltResult::ErrorRuntime(msg.into(), Position::NONE))
+    };
+    let mut values = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        values.push(from_dynamic(a).map_err(|e| rt(format!("{full}: argument {} cannot be passed: {e}", i + 1)))?);
+    }
+    let ctx = ctx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(ctx) = ctx else {
+        return Err(rt(format!(
+            "{full} is not available while the skill loads; call it from a tool function"
+        )));
+    };
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        (f.call)(
+            &ctx,
+            Args {
+                func: f.name,
+                values,
+            },
+        )
+    }));
+    match out {
+        Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{full}: {e}"))),
+        Ok(Err(HostError::Deadline)) => {
+            guard.kill(LimitKind::Deadline);
+            Err(Box::new(EvalAltResult::ErrorTerminated(
+                Dynamic::from("Deadline"),
+                Position::NONE,
+            )))
+        }
+        Ok(Err(e)) => Err(rt(format!("{full}: {e}"))),
+        Err(p) => {
+            tracing::error!(function = %full, panic = %panic_message(&*p), "host function panicked");
+            guard.kill(LimitKind::HostPanic);
+            Err(Box::new(EvalAltResult::ErrorTerminated(
+                Dynamic::from("HostPanic"),
+                Position::NONE,
+            )))
+        }
+    }
+}
+
+/// Registers `f` once per arity it accepts.
+fn register(m: &mut Module, f: &'static HostFn, guard: &Arc<CallGuard>, ctx: &CtxSlot) {
+    for arity in f.min_args()..=f.params.len() {
+        let g = guard.clone();
+        let c = ctx.clone();
+        let reg = FuncRegistration::new(f.name);
+        match arity {
+            0 => {
+                reg.set_into_module(m, move || invoke(f, &g, &c, &[]));
+            }
+            1 => {
+                reg.set_into_module(m, move |a: Dynamic| invoke(f, &g, &c, &[a]));
+            }
+            2 => {
+                reg.set_into_module(m, move |a: Dynamic, b: Dynamic| invoke(f, &g, &c, &[a, b]));
+            }
+            3 => {
+                reg.set_into_module(m, move |a: Dynamic, b: Dynamic, d: Dynamic| {
+                    invoke(f, &g, &c, &[a, b, d])
+                });
+            }
+            // No host function takes more than three parameters: more than
+            // two take an options table (see CONVENTIONS.md).
+            _ => {}
+        }
+    }
+}
+
+/// Resolves `import` to the skill's own files and its dependencies only.
+struct SkillResolver {
+    root: Arc<LoadedSkill>,
+    cache: Mutex<HashMap<String, Shared<Module>>>,
+}
+
+impl SkillResolver {
+    /// The skill whose source is importing (by the AST's source name).
+    fn importer(&self, source: Option<&str>) -> Arc<LoadedSkill> {
+        let Some(src) = source else {
+            return self.root.clone();
+        };
+        self.root
+            .closure()
+            .into_iter()
+            .find(|s| s.source.files.keys().any(|rel| s.source.display_path(rel) == src))
+            .unwrap_or_else(|| self.root.clone())
+    }
+}
+
+impl ModuleResolver for SkillResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let importer = self.importer(source);
+        let fail = |msg: String| Box::new(EvalAltResult::ErrorInModule(path.to_string(), Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)), pos));
+        let (skill, rel) = if let Some(p) = path.strip_prefix("./") {
+            let ok = !p.is_empty() && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            if !ok {
+                return Err(fail(format!(
+                    "import \"{path}\": a path must stay inside the skill's folder (no `..`)"
+                )));
+            }
+            let rel = [p.to_string(), format!("{p}.rhai")]
+                .into_iter()
+                .find(|c| {
+                    importer.source.files.contains_key(c)
+                        && Language::from_path(std::path::Path::new(c)) == Some(Language::Rhai)
+                })
+                .ok_or_else(|| fail(format!("import \"{path}\": skill `{}` has no file `{p}.rhai`", importer.manifest.name)))?;
+            (importer.clone(), rel)
+        } else if let Some(dep) = importer.deps.get(path) {
+            if dep.manifest.language != Language::Rhai {
+                return Err(fail(format!(
+                    "import \"{path}\": `{}` is a Luau skill; Rhai code can call its tools with keel::tools::call",
+                    dep.id
+                )));
+            }
+            (dep.clone(), dep.manifest.entry.to_string_lossy().replace('\\', "/"))
+        } else {
+            let deps: Vec<&str> = importer.deps.keys().map(String::as_str).collect();
+            return Err(fail(format!(
+                "import \"{path}\": not found; import reaches only this skill's own files (\"./name\") and its declared dependencies ({})",
+                if deps.is_empty() { "none".to_string() } else { deps.join(", ") }
+            )));
+        };
+        let display = source_name(&skill, &rel);
+        if let Some(m) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&display) {
+            return Ok(m.clone());
+        }
+        let src = skill
+            .source
+            .files
+            .get(&rel)
+            .ok_or_else(|| fail(format!("{display}: missing")))?;
+        let mut ast = engine
+            .compile(&**src)
+            .map_err(|e| fail(with_source(&display, &EvalAltResult::from(e))))?;
+        ast.set_source(display.clone());
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| fail(with_source(&display, &e)))?;
+        let module: Shared<Module> = module.into();
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(display, module.clone());
+        Ok(module)
+    }
+}

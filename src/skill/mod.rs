@@ -1,0 +1,542 @@
+//! Skills: finding them, resolving their dependencies, and the loaded set.
+//!
+//! A [`SkillSet`] is an immutable snapshot: every skill that resolved, every
+//! one that failed (with its reason), and the tool table. The kernel holds the
+//! current snapshot in an `ArcSwap`; a reload builds a new one on the side and
+//! swaps it in whole, so a call sees either the old world or the new one.
+//! Building reads manifests and script text only — engines start lazily, on a
+//! skill's first call — so listing a hundred skills costs no engine start.
+//!
+//! Sources are read into memory when a skill is found. A version that is
+//! serving keeps its own copy of its text, so an edit on disk (even a broken,
+//! half-written one) never changes what an existing version runs.
+
+pub mod builtin;
+pub mod manifest;
+pub mod resolve;
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use semver::Version;
+
+use crate::capability::{CapabilityRule, ScopeBase};
+use crate::config::Limits;
+use crate::script::InstancePool;
+pub use manifest::{Language, ManifestError, SkillManifest, ToolSpec};
+pub use resolve::{NodeId, ResolveError};
+
+/// Most script files one skill may hold.
+pub const MAX_FILES: usize = 1000;
+/// Largest script file, in bytes.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Who a skill is, for the gate: the authority under which its tools run.
+#[derive(Debug)]
+pub struct SkillInfo {
+    pub name: String,
+    pub version: Version,
+    /// Capabilities the manifest declares.
+    pub declared: Vec<CapabilityRule>,
+    /// Declared capabilities (as written) that were not there when the
+    /// skill was first seen: they need an explicit grant.
+    pub pending: Vec<String>,
+}
+
+/// Shared handle to a [`SkillInfo`].
+pub type SkillIdentity = Arc<SkillInfo>;
+
+/// Where a skill came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "lowercase")]
+pub enum Origin {
+    /// A folder with `skill.toml`.
+    Folder(PathBuf),
+    /// A one-file skill (a script with a leading manifest comment).
+    File(PathBuf),
+    /// Compiled into the binary.
+    Builtin(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Folder(p) | Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Builtin(n) => write!(f, "<builtin>/{n}"),
+        }
+    }
+}
+
+/// A skill's files, read into memory.
+#[derive(Debug)]
+pub struct SkillSource {
+    pub origin: Origin,
+    /// The manifest file (`skill.toml`, or the script itself), for errors.
+    pub manifest_path: PathBuf,
+    /// The folder script paths are relative to (for display).
+    pub dir: PathBuf,
+    /// Script files by relative path (`/`-separated).
+    pub files: BTreeMap<String, Arc<str>>,
+    /// The manifest text.
+    pub manifest_text: String,
+    /// A hash of the manifest and every file, to tell edits apart.
+    pub fingerprint: u64,
+}
+
+impl SkillSource {
+    /// A script's path for messages (`skills/notes/main.luau`).
+    pub fn display_path(&self, rel: &str) -> String {
+        match &self.origin {
+            Origin::Builtin(n) => format!("<builtin>/{n}/{rel}"),
+            _ => self.dir.join(rel).display().to_string(),
+        }
+    }
+}
+
+/// A skill found on disk whose manifest parsed.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub manifest: Arc<SkillManifest>,
+    pub source: Arc<SkillSource>,
+}
+
+/// A skill that could not be loaded, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkillFailure {
+    /// `name@version` when the manifest got that far.
+    pub skill: Option<String>,
+    pub origin: Origin,
+    /// `file:line: message` where a file and line are known.
+    pub error: String,
+}
+
+/// A resolved skill version, ready to be called (its engines start lazily).
+pub struct LoadedSkill {
+    pub id: NodeId,
+    pub identity: SkillIdentity,
+    pub manifest: Arc<SkillManifest>,
+    pub source: Arc<SkillSource>,
+    /// The version each dependency resolved to.
+    pub deps: BTreeMap<String, Arc<LoadedSkill>>,
+    pub limits: Limits,
+    pub pool: InstancePool,
+}
+
+impl std::fmt::Debug for LoadedSkill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedSkill").field("id", &self.id).finish()
+    }
+}
+
+impl LoadedSkill {
+    /// True when this version can stand in for `other` unchanged: same
+    /// sources, same limits, and dependencies that are the very same loaded
+    /// versions. Warm engines are kept across a reload only then.
+    fn same_as(&self, c: &Candidate, deps: &BTreeMap<String, Arc<LoadedSkill>>, limits: &Limits) -> bool {
+        self.source.fingerprint == c.source.fingerprint
+            && self.source.origin == c.source.origin
+            && &self.limits == limits
+            && self.deps.len() == deps.len()
+            && self
+                .deps
+                .iter()
+                .zip(deps.iter())
+                .all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b))
+    }
+
+    /// Every skill this one can reach through dependencies, itself included.
+    pub fn closure(self: &Arc<Self>) -> Vec<Arc<LoadedSkill>> {
+        let mut out: Vec<Arc<LoadedSkill>> = Vec::new();
+        let mut stack = vec![self.clone()];
+        while let Some(s) = stack.pop() {
+            if out.iter().any(|o| Arc::ptr_eq(o, &s)) {
+                continue;
+            }
+            stack.extend(s.deps.values().cloned());
+            out.push(s);
+        }
+        out
+    }
+}
+
+/// A tool in the tool table.
+#[derive(Debug, Clone)]
+pub struct ToolEntry {
+    pub skill: Arc<LoadedSkill>,
+    pub index: usize,
+}
+
+impl ToolEntry {
+    pub fn spec(&self) -> &ToolSpec {
+        &self.skill.manifest.tools[self.index]
+    }
+}
+
+/// An immutable snapshot of every skill keel knows.
+#[derive(Debug, Default)]
+pub struct SkillSet {
+    pub skills: BTreeMap<NodeId, Arc<LoadedSkill>>,
+    pub failures: Vec<SkillFailure>,
+    /// Candidates that lost to an earlier one with the same name and version.
+    pub shadowed: Vec<(NodeId, Origin)>,
+    /// `skill.tool` → the tool of the highest loaded version of that skill.
+    pub tools: BTreeMap<String, ToolEntry>,
+    /// What the set was built from, to rebuild after a reload.
+    pub candidates: Vec<Candidate>,
+}
+
+impl SkillSet {
+    /// Resolves candidates into a set. Loaded versions from `previous` that
+    /// are unchanged are reused, engines and all. `baseline(name, declared)`
+    /// returns the declared capabilities that were not approved when the
+    /// skill was first seen.
+    pub fn build(
+        candidates: Vec<Candidate>,
+        mut failures: Vec<SkillFailure>,
+        previous: Option<&SkillSet>,
+        limits_for: &dyn Fn(&str) -> Limits,
+        pending_for: &dyn Fn(&SkillManifest) -> Vec<String>,
+    ) -> SkillSet {
+        // First candidate for a (name, version) wins: search order is
+        // precedence, so ./skills can override a built-in skill.
+        let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
+        let mut shadowed = Vec::new();
+        let mut kept = Vec::new();
+        for c in candidates {
+            let id = NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
+            if by_id.contains_key(&id) {
+                shadowed.push((id, c.source.origin.clone()));
+            } else {
+                by_id.insert(id, c.clone());
+                kept.push(c);
+            }
+        }
+        let nodes: Vec<resolve::SkillNode> = by_id
+            .values()
+            .map(|c| resolve::SkillNode {
+                name: c.manifest.name.clone(),
+                version: c.manifest.version.clone(),
+                dependencies: c.manifest.dependencies.clone(),
+            })
+            .collect();
+        let resolution = resolve::resolve(&nodes);
+        for (id, err) in &resolution.failed {
+            failures.push(SkillFailure {
+                skill: Some(id.to_string()),
+                origin: by_id[id].source.origin.clone(),
+                error: format!("{}: {err}", by_id[id].source.manifest_path.display()),
+            });
+        }
+        let mut skills: BTreeMap<NodeId, Arc<LoadedSkill>> = BTreeMap::new();
+        for id in &resolution.load_order {
+            let c = &by_id[id];
+            let deps: BTreeMap<String, Arc<LoadedSkill>> = resolution.resolved[id]
+                .iter()
+                .filter_map(|(name, dep)| skills.get(dep).map(|s| (name.clone(), s.clone())))
+                .collect();
+            let limits = limits_for(&c.manifest.name);
+            let reused = previous
+                .and_then(|p| p.skills.get(id))
+                .filter(|old| old.same_as(c, &deps, &limits));
+            let loaded = match reused {
+                Some(old) => old.clone(),
+                None => Arc::new(LoadedSkill {
+                    id: id.clone(),
+                    identity: Arc::new(SkillInfo {
+                        name: c.manifest.name.clone(),
+                        version: c.manifest.version.clone(),
+                        declared: c.manifest.capabilities.clone(),
+                        pending: pending_for(&c.manifest),
+                    }),
+                    manifest: c.manifest.clone(),
+                    source: c.source.clone(),
+                    deps,
+                    pool: InstancePool::new(limits.max_instances),
+                    limits,
+                }),
+            };
+            skills.insert(id.clone(), loaded);
+        }
+        // The highest loaded version of each name offers its tools.
+        let mut tools = BTreeMap::new();
+        for s in skills.values() {
+            for (index, t) in s.manifest.tools.iter().enumerate() {
+                // BTreeMap iterates versions ascending, so later wins.
+                tools.insert(
+                    format!("{}.{}", s.manifest.name, t.name),
+                    ToolEntry {
+                        skill: s.clone(),
+                        index,
+                    },
+                );
+            }
+        }
+        SkillSet {
+            skills,
+            failures,
+            shadowed,
+            tools,
+            candidates: kept,
+        }
+    }
+
+    /// The highest loaded version of a skill.
+    pub fn latest(&self, name: &str) -> Option<&Arc<LoadedSkill>> {
+        self.skills
+            .iter()
+            .rev()
+            .find(|(id, _)| id.name == name)
+            .map(|(_, s)| s)
+    }
+
+    /// Skill names that depend, directly or not, on `name` (for reloads).
+    pub fn dependents_of(&self, names: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut out = names.clone();
+        loop {
+            let before = out.len();
+            for c in &self.candidates {
+                if c.manifest.dependencies.keys().any(|d| out.contains(d)) {
+                    out.insert(c.manifest.name.clone());
+                }
+            }
+            if out.len() == before {
+                return out;
+            }
+        }
+    }
+}
+
+/// Where skills are looked for, in order of precedence.
+#[derive(Debug, Clone)]
+pub struct SearchPath {
+    pub dirs: Vec<PathBuf>,
+    pub builtin: bool,
+}
+
+/// Finds every skill in the search path. Each bad one is a failure; every
+/// good one is a candidate.
+pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, Vec<SkillFailure>) {
+    let mut candidates = Vec::new();
+    let mut failures = Vec::new();
+    let mut push = |r: Result<Candidate, SkillFailure>| match r {
+        Ok(c) => candidates.push(c),
+        Err(f) => failures.push(f),
+    };
+    for dir in &search.dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for path in entries {
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                if path.join("skill.toml").is_file() {
+                    push(load_folder(&path, base));
+                }
+            } else if Language::from_path(&path).is_some()
+                && let Some(r) = load_file(&path, base)
+            {
+                push(r);
+            }
+        }
+    }
+    if search.builtin {
+        for b in builtin::SKILLS {
+            push(load_builtin(b, base));
+        }
+    }
+    (candidates, failures)
+}
+
+fn fingerprint(manifest: &str, files: &BTreeMap<String, Arc<str>>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    manifest.hash(&mut h);
+    for (k, v) in files {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{}: file is {} bytes; the limit is {MAX_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Loads a folder skill: its manifest and every script file beneath it.
+pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillFailure> {
+    let origin = Origin::Folder(dir.to_path_buf());
+    let fail = |skill: Option<String>, error: String| SkillFailure {
+        skill,
+        origin: origin.clone(),
+        error,
+    };
+    let manifest_path = dir.join("skill.toml");
+    let text = read_text(&manifest_path).map_err(|e| fail(None, e))?;
+    let manifest = SkillManifest::parse(&text, &manifest_path, None, base)
+        .map_err(|e| fail(None, e.to_string()))?;
+    let id = format!("{}@{}", manifest.name, manifest.version);
+    let mut files = BTreeMap::new();
+    collect_scripts(dir, dir, 0, &mut files).map_err(|e| fail(Some(id.clone()), e))?;
+    let entry = rel_key(&manifest.entry);
+    if !files.contains_key(&entry) {
+        return Err(fail(
+            Some(id),
+            format!(
+                "{}: entry script `{entry}` does not exist in {}",
+                manifest_path.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(Candidate {
+        source: Arc::new(SkillSource {
+            origin,
+            fingerprint: fingerprint(&text, &files),
+            manifest_path,
+            dir: dir.to_path_buf(),
+            files,
+            manifest_text: text,
+        }),
+        manifest: Arc::new(manifest),
+    })
+}
+
+fn rel_key(p: &Path) -> String {
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn collect_scripts(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut BTreeMap<String, Arc<str>>,
+) -> Result<(), String> {
+    if depth > 8 {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        // Never follow links out of a skill's folder when reading its code.
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            collect_scripts(root, &path, depth + 1, out)?;
+        } else if ft.is_file() && Language::from_path(&path).is_some() {
+            if out.len() >= MAX_FILES {
+                return Err(format!(
+                    "{}: more than {MAX_FILES} script files",
+                    root.display()
+                ));
+            }
+            let text = read_text(&path)?;
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            out.insert(rel_key(rel), Arc::from(text));
+        }
+    }
+    Ok(())
+}
+
+/// Loads a one-file skill; `None` when the script has no manifest comment
+/// (a helper file, not a skill).
+pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, SkillFailure>> {
+    let origin = Origin::File(path.to_path_buf());
+    let text = match read_text(path) {
+        Ok(t) => t,
+        Err(error) => {
+            return Some(Err(SkillFailure {
+                skill: None,
+                origin,
+                error,
+            }));
+        }
+    };
+    let language = Language::from_path(path)?;
+    let manifest_text = manifest::extract_comment_manifest(&text, language)?;
+    let file_name = PathBuf::from(path.file_name()?);
+    Some(
+        SkillManifest::parse(&manifest_text, path, Some(&file_name), base)
+            .map_err(|e| SkillFailure {
+                skill: None,
+                origin: origin.clone(),
+                error: e.to_string(),
+            })
+            .and_then(|m| {
+                if m.entry != file_name {
+                    return Err(SkillFailure {
+                        skill: Some(format!("{}@{}", m.name, m.version)),
+                        origin: origin.clone(),
+                        error: format!(
+                            "{}: a one-file skill's entry is the file itself; remove `entry`",
+                            path.display()
+                        ),
+                    });
+                }
+                let mut files = BTreeMap::new();
+                files.insert(rel_key(&file_name), Arc::from(text.as_str()));
+                Ok(Candidate {
+                    source: Arc::new(SkillSource {
+                        fingerprint: fingerprint(&manifest_text, &files),
+                        origin: origin.clone(),
+                        manifest_path: path.to_path_buf(),
+                        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                        files,
+                        manifest_text,
+                    }),
+                    manifest: Arc::new(m),
+                })
+            }),
+    )
+}
+
+fn load_builtin(b: &builtin::BuiltinSkill, base: &ScopeBase<'_>) -> Result<Candidate, SkillFailure> {
+    let origin = Origin::Builtin(b.name.to_string());
+    let manifest_path = PathBuf::from(format!("<builtin>/{}/skill.toml", b.name));
+    let manifest = SkillManifest::parse(b.manifest, &manifest_path, None, base).map_err(|e| {
+        SkillFailure {
+            skill: None,
+            origin: origin.clone(),
+            error: e.to_string(),
+        }
+    })?;
+    let files: BTreeMap<String, Arc<str>> = b
+        .files
+        .iter()
+        .map(|(k, v)| (k.to_string(), Arc::from(*v)))
+        .collect();
+    Ok(Candidate {
+        source: Arc::new(SkillSource {
+            fingerprint: fingerprint(b.manifest, &files),
+            origin,
+            manifest_path,
+            dir: PathBuf::from(format!("<builtin>/{}", b.name)),
+            files,
+            manifest_text: b.manifest.to_string(),
+        }),
+        manifest: Arc::new(manifest),
+    })
+}

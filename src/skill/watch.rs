@@ -1,0 +1,84 @@
+//! Hot reload: watch the skill folders and reload on change.
+//!
+//! Events are debounced (editors write in several steps, or write a temp
+//! file and rename it into place), editor droppings are ignored, and then the
+//! kernel reloads. A reload never replaces a working version with a broken
+//! one, so a half-written file costs at most one reported failure, followed
+//! by a good reload when the write completes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+
+use crate::kernel::Kernel;
+
+/// How long the file system must be quiet before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct SkillWatcher {
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    pub watched: Vec<PathBuf>,
+}
+
+/// Files that editors create beside the real one: swap files, backups,
+/// vim's `4913` probe, and hidden temp files.
+pub fn is_editor_noise(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return true;
+    };
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with(".tmp")
+        || name == "4913"
+}
+
+fn relevant(res: &DebounceEventResult) -> bool {
+    match res {
+        Ok(events) => events.iter().any(|e| {
+            !matches!(e.kind, notify::EventKind::Access(_))
+                && e.paths.iter().any(|p| !is_editor_noise(p))
+        }),
+        // A watcher error (e.g. overflow) may have hidden real changes.
+        Err(_) => true,
+    }
+}
+
+/// Starts watching every existing folder in the kernel's search path.
+pub fn watch(kernel: &Kernel) -> Result<SkillWatcher, notify::Error> {
+    let k = kernel.clone();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
+        if relevant(&res) {
+            k.reload();
+        }
+    })?;
+    let mut watched = Vec::new();
+    for dir in kernel.search_path().dirs {
+        if dir.is_dir() {
+            debouncer.watch(&dir, RecursiveMode::Recursive)?;
+            watched.push(dir);
+        }
+    }
+    Ok(SkillWatcher {
+        _debouncer: debouncer,
+        watched,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editor_droppings_are_ignored() {
+        for noise in [".main.luau.swp", "main.luau~", "4913", ".#main.luau", "x.tmp"] {
+            assert!(is_editor_noise(Path::new(noise)), "{noise}");
+        }
+        assert!(!is_editor_noise(Path::new("skills/notes/main.luau")));
+        assert!(!is_editor_noise(Path::new("skill.toml")));
+    }
+}

@@ -1,0 +1,116 @@
+//! Tools: names, argument validation, and the errors a call can end with.
+//!
+//! The tool table itself lives in the skill set (`skill::SkillSet::tools`);
+//! this module holds what every caller of a tool shares: parsing a tool name
+//! once into a [`ToolName`], checking arguments against the tool's JSON Schema
+//! before any engine is entered, and [`ToolError`].
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::script::ScriptError;
+use crate::skill::ToolSpec;
+
+/// `skill.tool`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ToolName {
+    pub skill: String,
+    pub tool: String,
+}
+
+impl ToolName {
+    pub fn parse(s: &str) -> Result<Self, ToolError> {
+        match s.split_once('.') {
+            Some((skill, tool))
+                if crate::skill::manifest::valid_skill_name(skill)
+                    && crate::skill::manifest::valid_tool_name(tool) =>
+            {
+                Ok(Self {
+                    skill: skill.to_string(),
+                    tool: tool.to_string(),
+                })
+            }
+            _ => Err(ToolError::BadName {
+                name: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ToolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.skill, self.tool)
+    }
+}
+
+/// Why a tool call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The name is not `skill.tool`.
+    #[error("`{name}` is not a tool name; write SKILL.TOOL, e.g. `notes.add` (see `keel tools`)")]
+    BadName { name: String },
+    /// No loaded skill offers this tool.
+    #[error("no tool `{name}`{}; see `keel tools`", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownTool {
+        name: String,
+        suggestion: Option<String>,
+    },
+    /// The arguments do not match the tool's JSON Schema.
+    #[error("invalid arguments for `{tool}`: {}", errors.join("; "))]
+    InvalidArguments { tool: String, errors: Vec<String> },
+    /// The script failed or a sandbox limit ended it.
+    #[error("{tool} ({skill}): {source}")]
+    Script {
+        tool: String,
+        /// `name@version` of the skill that ran.
+        skill: String,
+        source: ScriptError,
+    },
+    /// `tools.call` chains nested too deeply.
+    #[error("`{tool}`: tool calls nested more than {max} deep (a skill calling itself through keel.tools.call?)")]
+    TooDeep { tool: String, max: u32 },
+    /// keel itself failed (a bug or a shutdown).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Checks arguments against the tool's schema, listing every violation
+/// with where it is (`/text: 1 is not of type "string"`).
+pub fn validate_args(name: &str, spec: &ToolSpec, args: &Value) -> Result<(), ToolError> {
+    if spec.validator.is_valid(args) {
+        return Ok(());
+    }
+    let errors: Vec<String> = spec
+        .validator
+        .iter_errors(args)
+        .take(10)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    Err(ToolError::InvalidArguments {
+        tool: name.to_string(),
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_parse_once() {
+        let n = ToolName::parse("notes.add").unwrap();
+        assert_eq!((n.skill.as_str(), n.tool.as_str()), ("notes", "add"));
+        for bad in ["notes", "notes.", ".add", "Notes.add", "notes.add.x", "notes.a-b"] {
+            assert!(ToolName::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
