@@ -138,11 +138,8 @@ impl Args {
             None | Some(Value::Null) => "nothing".to_string(),
             Some(v) => json_type(v).to_string(),
         };
-        HostError::BadArgument(format!(
-            "{}: argument {} must be {what}, got {got}",
-            self.func,
-            i + 1
-        ))
+        // The binding prefixes the full name (`keel.fs.read: `).
+        HostError::BadArgument(format!("argument {} must be {what}, got {got}", i + 1))
     }
 
     pub fn str(&self, i: usize) -> Result<&str, HostError> {

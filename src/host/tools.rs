@@ -35,7 +35,10 @@ fn call(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     match ctx.kernel.call_tool_blocking(name, tool_args, Some(ctx)) {
         Ok(v) => Ok(v),
         // The callee ran out of the caller's own time: the caller's deadline.
-        Err(ToolError::Script { source: crate::script::ScriptError::Limit { kind: LimitKind::Deadline, .. }, .. })
+        Err(ToolError::Script {
+            error: crate::script::ScriptError::Limit { kind: LimitKind::Deadline, .. },
+            ..
+        })
             if ctx.remaining().is_err() =>
         {
             Err(HostError::Deadline)

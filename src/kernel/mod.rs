@@ -11,7 +11,7 @@ mod reload;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
@@ -285,20 +285,14 @@ impl Kernel {
             deadline,
             depth,
         };
-        let script_err = |source| ToolError::Script {
+        let script_err = |error| ToolError::Script {
             tool: name.to_string(),
             skill: skill.id.to_string(),
-            source,
+            error,
         };
         let mut instance = skill.pool.acquire(&skill, deadline).map_err(script_err)?;
         let result = instance.call(&parsed.tool, args, &ctx);
         skill.pool.release(instance);
         result.map_err(script_err)
-    }
-
-    /// Waits (bounded) for a tool call; used where a blocking caller needs
-    /// to give up after a while.
-    pub fn default_timeout(&self) -> Duration {
-        self.0.config.limits.timeout
     }
 }

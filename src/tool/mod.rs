@@ -61,12 +61,12 @@ pub enum ToolError {
     #[error("invalid arguments for `{tool}`: {}", errors.join("; "))]
     InvalidArguments { tool: String, errors: Vec<String> },
     /// The script failed or a sandbox limit ended it.
-    #[error("{tool} ({skill}): {source}")]
+    #[error("{tool} ({skill}): {error}")]
     Script {
         tool: String,
         /// `name@version` of the skill that ran.
         skill: String,
-        source: ScriptError,
+        error: ScriptError,
     },
     /// `tools.call` chains nested too deeply.
     #[error("`{tool}`: tool calls nested more than {max} deep (a skill calling itself through keel.tools.call?)")]
