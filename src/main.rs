@@ -8,10 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use keel::capability::{CapabilityRule, ScopeBase, Target};
+use keel::capability::{CapabilityRule, ScopeBase};
 use keel::config::Config;
-use keel::skill::{Language, Origin, SkillSet, manifest::valid_skill_name};
-use keel::{Kernel, script};
+use keel::skill::{Origin, SkillSet, manifest::valid_skill_name};
+use keel::Kernel;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "An agent kernel you extend with capability-gated Luau and Rhai skills", disable_help_subcommand = true)]
@@ -351,7 +351,7 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
     let mut checked = 0;
     for s in set.skills.values().filter(|s| in_scope(&s.source.origin)) {
         checked += 1;
-        match script::instantiate(s) {
+        match kernel.instantiate(s) {
             Ok(_) => println!(
                 "ok {} ({}, {} tool{}) {}",
                 s.id,
@@ -384,7 +384,6 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
         println!("{problems} problem{}", if problems == 1 { "" } else { "s" });
         return Ok(ExitCode::from(1));
     }
-    let _ = Target::None;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -428,6 +427,5 @@ fn skill_new(name: &str, lang: Lang) -> Result<ExitCode> {
         "created {}\ntry it: keel call {name}.hello '{{\"name\": \"world\"}}'",
         dir.display()
     );
-    let _ = Language::Luau;
     Ok(ExitCode::SUCCESS)
 }

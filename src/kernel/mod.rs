@@ -29,6 +29,45 @@ use crate::tool::{ToolError, ToolName, validate_args};
 /// How deep `keel.tools.call` chains may nest.
 pub const MAX_TOOL_DEPTH: u32 = 8;
 
+/// Stack size of engine threads. Rhai recurses on the native stack (one
+/// frame set per script call level), and nested `tools.call` chains add
+/// engines on the same thread; a runaway must hit the call-depth limit, never
+/// the thread's guard page. Only the pages a call touches are committed.
+pub const ENGINE_STACK: usize = 64 * 1024 * 1024;
+
+/// Most engine threads at once (calls beyond wait for a thread).
+pub const MAX_ENGINE_THREADS: usize = 256;
+
+/// The threads tool calls run on: a runtime used only for blocking tasks,
+/// so threads (with their big stacks) are reused across calls.
+struct EngineThreads(Option<tokio::runtime::Runtime>);
+
+impl EngineThreads {
+    fn new() -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(MAX_ENGINE_THREADS)
+            .thread_stack_size(ENGINE_STACK)
+            .thread_name("keel-engine")
+            .build()?;
+        Ok(Self(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle())
+    }
+}
+
+impl Drop for EngineThreads {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; the kernel may be dropped on a runtime
+        // thread, where blocking is not allowed.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Errors from building a kernel.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -39,6 +78,9 @@ pub enum KernelError {
     /// No tokio runtime was given or found.
     #[error("keel needs a tokio runtime: build the kernel inside one or pass .runtime(handle)")]
     NoRuntime,
+    /// The engine threads could not be started.
+    #[error("cannot start engine threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Something that happened in the kernel that a front end may show.
@@ -60,6 +102,7 @@ struct KernelInner {
     gate: Gate,
     env: BTreeMap<String, String>,
     runtime: tokio::runtime::Handle,
+    engines: EngineThreads,
     skills: ArcSwap<SkillSet>,
     events: tokio::sync::broadcast::Sender<KernelEvent>,
     reload_lock: std::sync::Mutex<()>,
@@ -124,6 +167,7 @@ impl KernelBuilder {
             gate,
             env: self.env,
             runtime,
+            engines: EngineThreads::new().map_err(KernelError::Threads)?,
             skills: ArcSwap::from_pointee(SkillSet::default()),
             events,
             reload_lock: std::sync::Mutex::new(()),
@@ -239,11 +283,47 @@ impl Kernel {
         )
     }
 
+    /// Runs `f` on an engine thread (big stack) and waits for it. Safe to
+    /// call from any thread, including a runtime's.
+    pub fn on_engine_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ToolError> {
+        let Some(engines) = self.0.engines.handle() else {
+            return Err(ToolError::Internal("the kernel is shutting down".into()));
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        engines.spawn_blocking(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv()
+            .map_err(|_| ToolError::Internal("an engine thread panicked".into()))
+    }
+
+    /// Creates a fresh engine for a skill (compile + load phase) on an
+    /// engine thread: validation for reloads and `keel check`.
+    pub fn instantiate(
+        &self,
+        skill: &Arc<crate::skill::LoadedSkill>,
+    ) -> Result<Box<dyn crate::script::Instance>, crate::script::ScriptError> {
+        let s = skill.clone();
+        self.on_engine_thread(move || crate::script::instantiate(&s))
+            .unwrap_or_else(|e| {
+                Err(crate::script::ScriptError::Load {
+                    message: e.to_string(),
+                })
+            })
+    }
+
     /// Calls a tool by name from outside any script (CLI, console, API).
     pub async fn call_tool(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         let k = self.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || k.call_tool_blocking(&name, args, None))
+        let Some(engines) = self.0.engines.handle() else {
+            return Err(ToolError::Internal("the kernel is shutting down".into()));
+        };
+        engines
+            .spawn_blocking(move || k.call_tool_blocking(&name, args, None))
             .await
             .map_err(|e| ToolError::Internal(format!("tool call task failed: {e}")))?
     }

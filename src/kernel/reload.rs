@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{Kernel, KernelEvent};
-use crate::script;
 use crate::skill::{Candidate, Origin, SkillFailure, SkillSet};
 
 /// What happened to one skill in a reload.
@@ -125,7 +124,7 @@ impl Kernel {
                 if unchanged || validated.contains(&key) && skill.pool.live() > 0 {
                     continue;
                 }
-                match script::instantiate(skill) {
+                match self.instantiate(skill) {
                     Ok(instance) => {
                         skill.pool.offer(instance);
                         validated.insert(key);

@@ -27,9 +27,13 @@ use crate::skill::{Language, LoadedSkill};
 
 type CtxSlot = Arc<Mutex<Option<CallCtx>>>;
 
+/// The name the loaded entry module is registered under.
+const SKILL_MODULE: &str = "__skill";
+
 /// A Rhai engine state for one skill version.
 pub struct RhaiInstance {
     engine: Engine,
+    /// Forwarders from tool names to the entry module's functions.
     ast: AST,
     scope: Scope<'static>,
     guard: Arc<CallGuard>,
@@ -104,7 +108,7 @@ impl RhaiInstance {
         let limits = skill.limits;
         let guard = Arc::new(CallGuard::default());
         let ctx: CtxSlot = Arc::new(Mutex::new(None));
-        let engine = build_engine(skill, &guard, &ctx, &limits);
+        let mut engine = build_engine(skill, &guard, &ctx, &limits);
         let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
         let display = source_name(skill, &entry);
         let src = skill
@@ -114,9 +118,13 @@ impl RhaiInstance {
             .ok_or_else(|| ScriptError::Load {
                 message: format!("{display}: entry script is missing"),
             })?;
-        let mut ast = engine.compile(&**src).map_err(|e| ScriptError::Compile {
-            message: with_source(&display, &EvalAltResult::from(e)),
-        })?;
+        // Imports are resolved now and embedded in the AST, so tool
+        // functions can use `text::upper` when called later on their own.
+        let mut ast = engine
+            .compile_into_self_contained(&Scope::new(), &**src)
+            .map_err(|e| ScriptError::Compile {
+                message: with_source(&display, &e),
+            })?;
         ast.set_source(display.clone());
         for t in &skill.manifest.tools {
             if !ast
@@ -132,12 +140,15 @@ impl RhaiInstance {
             }
         }
         // Load phase: top-level statements (imports included) run once,
-        // under the limits, with no CallCtx.
+        // under the limits, with no CallCtx. Evaluating the script as a
+        // module encapsulates its imports with its functions, so a tool
+        // function still sees `text::upper` when it is called on its own.
         guard.arm(std::time::Instant::now() + limits.timeout, limits.max_operations);
-        let mut scope = Scope::new();
-        let run = catch_unwind(AssertUnwindSafe(|| engine.run_ast_with_scope(&mut scope, &ast)));
-        match run {
-            Ok(Ok(())) => {}
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            Module::eval_ast_as_new(Scope::new(), &ast, &engine)
+        }));
+        let module = match run {
+            Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 if let Some(kind) = guard.killed() {
                     return Err(ScriptError::Limit {
@@ -154,11 +165,22 @@ impl RhaiInstance {
                     message: format!("panic while loading: {}", panic_message(&*p)),
                 });
             }
-        }
+        };
+        engine.register_static_module(SKILL_MODULE, module.into());
+        // One forwarding function per tool: `fn add(args) { __skill::add(args) }`.
+        let dispatch: String = skill
+            .manifest
+            .tools
+            .iter()
+            .map(|t| format!("fn {0}(args) {{ {SKILL_MODULE}::{0}(args) }}\n", t.name))
+            .collect();
+        let dispatch = engine.compile(&dispatch).map_err(|e| ScriptError::Load {
+            message: format!("{display}: {e}"),
+        })?;
         Ok(Self {
             engine,
-            ast,
-            scope,
+            ast: dispatch,
+            scope: Scope::new(),
             guard,
             ctx,
             limits,
@@ -427,8 +449,8 @@ impl ModuleResolver for SkillResolver {
             .get(&rel)
             .ok_or_else(|| fail(format!("{display}: missing")))?;
         let mut ast = engine
-            .compile(&**src)
-            .map_err(|e| fail(with_source(&display, &EvalAltResult::from(e))))?;
+            .compile_into_self_contained(&Scope::new(), &**src)
+            .map_err(|e| fail(with_source(&display, &e)))?;
         ast.set_source(display.clone());
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| fail(with_source(&display, &e)))?;
