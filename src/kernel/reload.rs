@@ -115,7 +115,12 @@ impl Kernel {
         loop {
             set = self.assemble(candidates.clone(), kept_failures.clone(), Some(&old));
             let mut reverted = false;
-            for skill in set.skills.values() {
+            // Dependencies first: a dependency's closure is strictly smaller
+            // than any dependent's, so a failure is pinned on the skill that
+            // changed, not on the unchanged skill that loads it.
+            let mut order: Vec<_> = set.skills.values().cloned().collect();
+            order.sort_by_key(|s| s.closure().len());
+            for skill in &order {
                 let unchanged = old
                     .skills
                     .get(&skill.id)
@@ -124,40 +129,61 @@ impl Kernel {
                 if unchanged || validated.contains(&key) && skill.pool.live() > 0 {
                     continue;
                 }
-                match self.instantiate(skill) {
+                let error = match self.instantiate(skill) {
                     Ok(instance) => {
                         skill.pool.offer(instance);
                         validated.insert(key);
+                        continue;
                     }
-                    Err(e) => {
-                        let origin = skill.source.origin.clone();
-                        let error = e.to_string();
-                        let old_c = old_by_origin.get(&origin).copied();
-                        let is_same = old_c.is_some_and(|c| c.source.fingerprint == skill.source.fingerprint);
-                        candidates.retain(|c| c.source.origin != origin);
-                        let kept = match old_c {
-                            // The failing version is the old one (its
-                            // dependency changed under it): nothing to keep.
-                            Some(c) if !is_same => {
-                                candidates.push(c.clone());
-                                Some(label(c))
+                    Err(e) => e.to_string(),
+                };
+                // Put back the previous version of every changed skill this
+                // one loads (itself included); if none changed, it cannot
+                // load at all and is dropped.
+                let mut kept = None;
+                let mut changed_any = false;
+                for s in skill.closure() {
+                    let origin = &s.source.origin;
+                    match old_by_origin.get(origin).copied() {
+                        Some(c) if c.source.fingerprint != s.source.fingerprint => {
+                            changed_any = true;
+                            candidates.retain(|x| &x.source.origin != origin);
+                            candidates.push(c.clone());
+                            if Arc::ptr_eq(&s, skill) {
+                                kept = Some(label(c));
                             }
-                            _ => None,
-                        };
-                        report.outcomes.push(ReloadOutcome::Failed {
-                            origin: origin.clone(),
-                            error: error.clone(),
-                            kept,
-                        });
-                        kept_failures.push(SkillFailure {
-                            skill: Some(skill.id.to_string()),
-                            origin,
-                            error,
-                        });
-                        reverted = true;
-                        break;
+                        }
+                        None if Arc::ptr_eq(&s, skill) => {
+                            changed_any = true;
+                            candidates.retain(|x| &x.source.origin != origin);
+                        }
+                        _ => {}
                     }
                 }
+                // Always make progress: with nothing to put back, the skill
+                // itself is left out.
+                if !changed_any {
+                    let origin = &skill.source.origin;
+                    candidates.retain(|x| &x.source.origin != origin);
+                }
+                let origin = skill.source.origin.clone();
+                report.outcomes.push(ReloadOutcome::Failed {
+                    origin: origin.clone(),
+                    error: error.clone(),
+                    kept: kept.clone(),
+                });
+                if kept.is_none() && changed_any && old_by_origin.contains_key(&origin) {
+                    // Unchanged itself, broken by a dependency that was put
+                    // back: the next round loads it again on the old one.
+                } else {
+                    kept_failures.push(SkillFailure {
+                        skill: Some(skill.id.to_string()),
+                        origin,
+                        error,
+                    });
+                }
+                reverted = true;
+                break;
             }
             if !reverted {
                 break;
