@@ -1,17 +1,31 @@
+//! Escape attempts against the capability gate, tried for real: real files
+//! and symlinks in a temp workspace, real HTTP servers on 127.0.0.1, real
+//! subprocesses. Each refusal is checked for a message that names the
+//! capability and the target and says how to grant it, and for what it must
+//! never contain (secrets, file contents). Each test also shows that the
+//! allowed route works, so a gate that refuses everything fails here too.
+
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------
+// Fixtures
 
 const LUAU_PROBE: &str = r#"
 local M = {}
 function M.fs_read(a) return keel.fs.read(a.path) end
 function M.fs_write(a) keel.fs.write(a.path, a.content) return "written" end
+function M.fs_append(a) keel.fs.append(a.path, a.content) return "appended" end
 function M.fs_remove(a) return keel.fs.remove(a.path) end
 function M.fs_mkdir(a) keel.fs.mkdir(a.path) return "made" end
 function M.fs_list(a) return keel.fs.list(a.path) end
 function M.http_get(a) return keel.http.get(a.url) end
 function M.run(a) return keel.exec.run(a.argv) end
+function M.run_in(a) return keel.exec.run(a.argv, { cwd = a.cwd }) end
 function M.env_get(a) return keel.env.get(a.name) end
 return M
 "#;
@@ -19,16 +33,19 @@ return M
 const RHAI_PROBE: &str = r#"
 fn fs_read(a) { keel::fs::read(a.path) }
 fn fs_write(a) { keel::fs::write(a.path, a.content); "written" }
+fn fs_append(a) { keel::fs::append(a.path, a.content); "appended" }
 fn fs_remove(a) { keel::fs::remove(a.path) }
 fn fs_mkdir(a) { keel::fs::mkdir(a.path); "made" }
 fn fs_list(a) { keel::fs::list(a.path) }
 fn http_get(a) { keel::http::get(a.url) }
 fn run(a) { keel::exec::run(a.argv) }
+fn run_in(a) { keel::exec::run(a.argv, #{ cwd: a.cwd }) }
 fn env_get(a) { keel::env::get(a.name) }
 "#;
 
 const PROBE_TOOLS: &[&str] = &[
-    "fs_read", "fs_write", "fs_remove", "fs_mkdir", "fs_list", "http_get", "run", "env_get",
+    "fs_read", "fs_write", "fs_append", "fs_remove", "fs_mkdir", "fs_list", "http_get", "run",
+    "run_in", "env_get",
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +53,17 @@ enum Lang {
     Luau,
     Rhai,
 }
+
 const BOTH: [Lang; 2] = [Lang::Luau, Lang::Rhai];
+
+impl Lang {
+    fn entry(self) -> &'static str {
+        match self {
+            Lang::Luau => "main.luau",
+            Lang::Rhai => "main.rhai",
+        }
+    }
+}
 
 fn manifest(name: &str, entry: &str, deps: &str, caps: &str, tools: &[&str]) -> String {
     let mut s = format!(
@@ -52,32 +79,549 @@ fn manifest(name: &str, entry: &str, deps: &str, caps: &str, tools: &[&str]) -> 
     s
 }
 
-/// A workspace with the probe skill `p` in `lang`, declaring `caps`.
+/// A workspace with the probe skill `p` written in `lang`, declaring `caps`.
 fn probe(lang: Lang, caps: &str, policy: &str) -> Ws {
-    let (entry, src) = match lang {
-        Lang::Luau => ("main.luau", LUAU_PROBE),
-        Lang::Rhai => ("main.rhai", RHAI_PROBE),
+    let src = match lang {
+        Lang::Luau => LUAU_PROBE,
+        Lang::Rhai => RHAI_PROBE,
     };
     Ws::new()
-        .skill("p", &manifest("p", entry, "", caps, PROBE_TOOLS), &[(entry, src)])
+        .skill("p", &manifest("p", lang.entry(), "", caps, PROBE_TOOLS), &[(lang.entry(), src)])
         .policy(policy)
 }
 
+/// Asserts the call was refused with every fragment and none of `never`;
+/// returns the message. `lang` is in the panic message.
+fn refused(lang: Lang, c: &Called, must: &[&str], never: &[&str]) -> String {
+    assert_ne!(c.status, 0, "[{lang:?}] call should have been refused but returned {}", c.stdout);
+    let e = c.err();
+    for f in must {
+        assert!(e.contains(f), "[{lang:?}] error lacks {f:?}: {e}");
+    }
+    for f in never {
+        assert!(!e.contains(f), "[{lang:?}] error must not contain {f:?}: {e}");
+    }
+    e.to_string()
+}
+
+fn ok(lang: Lang, c: &Called) -> Value {
+    assert_eq!(c.status, 0, "[{lang:?}] call failed: {}", c.stderr);
+    c.ok()
+}
+
+/// A second temp dir: "somewhere outside the workspace".
+fn outside() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().canonicalize().expect("canonical");
+    std::fs::write(p.join("secret.txt"), "OUTSIDE-SECRET").expect("write");
+    (d, p)
+}
+
+fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `keel call` with extra environment variables in keel's own process.
+fn call_env(ws: &Ws, tool: &str, args: Value, env: &[(&str, &str)]) -> Called {
+    let mut cmd = ws.keel();
+    cmd.args(["call", tool, &args.to_string()]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run keel");
+    Called {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The audit log as JSON text (`keel audit --json`).
+fn audit(ws: &Ws) -> String {
+    let c = ws.run(&["audit", "--json"]);
+    assert_eq!(c.status, 0, "keel audit failed: {}", c.stderr);
+    c.stdout
+}
+
+// ---------------------------------------------------------------------------
+// Paths
+
+const FS_CAPS: &str = "\"fs.read\" = [\"./notes\"]\n\"fs.write\" = [\"./notes\"]";
+const FS_POLICY: &str = "[policy]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n";
+
+fn fs_ws(lang: Lang) -> Ws {
+    probe(lang, FS_CAPS, FS_POLICY)
+        .file("notes/a.txt", "NOTE-A")
+        .file("secret.txt", "WS-SECRET")
+}
+
 #[test]
-fn scratch() {
+fn fs_allowed_paths_work() {
     for lang in BOTH {
+        let ws = fs_ws(lang);
+        assert_eq!(ok(lang, &ws.call("p.fs_read", json!({"path": "./notes/a.txt"}))), json!("NOTE-A"));
+        assert_eq!(ok(lang, &ws.call("p.fs_read", json!({"path": "notes/a.txt"}))), json!("NOTE-A"));
+        // An absolute path inside the declared folder is fine too.
+        let abs = s(&ws.path("notes/a.txt"));
+        assert_eq!(ok(lang, &ws.call("p.fs_read", json!({"path": abs}))), json!("NOTE-A"));
+        ok(lang, &ws.call("p.fs_mkdir", json!({"path": "./notes/sub/deeper"})));
+        assert!(ws.path("notes/sub/deeper").is_dir());
+        ok(lang, &ws.call("p.fs_write", json!({"path": "./notes/sub/new.txt", "content": "NEW"})));
+        assert_eq!(std::fs::read_to_string(ws.path("notes/sub/new.txt")).unwrap(), "NEW");
+        ok(lang, &ws.call("p.fs_append", json!({"path": "./notes/sub/new.txt", "content": "+"})));
+        assert_eq!(std::fs::read_to_string(ws.path("notes/sub/new.txt")).unwrap(), "NEW+");
+        let listed = ok(lang, &ws.call("p.fs_list", json!({"path": "./notes"})));
+        assert!(listed.to_string().contains("a.txt"), "{listed}");
+        assert_eq!(ok(lang, &ws.call("p.fs_remove", json!({"path": "./notes/sub/new.txt"}))), json!(true));
+        assert!(!ws.path("notes/sub/new.txt").exists());
+        // A symlink that stays inside the folder is judged by where it points: fine.
+        symlink("a.txt", ws.path("notes/inner-link.txt"));
+        assert_eq!(ok(lang, &ws.call("p.fs_read", json!({"path": "./notes/inner-link.txt"}))), json!("NOTE-A"));
+    }
+}
+
+#[test]
+fn fs_dotdot_paths_are_refused() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let (_keep, out) = outside();
+        let root = s(&ws.root);
+        let secret = format!("{root}/secret.txt");
+        for path in ["./notes/../secret.txt", "notes/../secret.txt", "./notes/./../secret.txt"] {
+            let c = ws.call("p.fs_read", json!({"path": path}));
+            refused(lang, &c, &["`fs.read`", &secret, "[capabilities]", "skill.toml", "skill `p`"], &["WS-SECRET"]);
+        }
+        // `../secret.txt` relative to the workspace: whatever is there, not ours to read.
+        let parent = ws.root.parent().unwrap().join("secret.txt");
+        let c = ws.call("p.fs_read", json!({"path": "../secret.txt"}));
+        refused(lang, &c, &["`fs.read`", &s(&parent)], &[]);
+        // A real file in a sibling folder, reached by climbing out of the workspace.
+        if out.parent() == ws.root.parent() {
+            let name = out.file_name().unwrap().to_string_lossy().to_string();
+            for path in [format!("../{name}/secret.txt"), format!("./notes/../../{name}/secret.txt")] {
+                let c = ws.call("p.fs_read", json!({"path": path}));
+                refused(lang, &c, &["`fs.read`", &s(&out.join("secret.txt"))], &["OUTSIDE-SECRET"]);
+            }
+        }
+        // Writing through `..` creates nothing outside the folder.
+        let c = ws.call("p.fs_write", json!({"path": "./notes/../pwned.txt", "content": "x"}));
+        refused(lang, &c, &["`fs.write`", &format!("{root}/pwned.txt")], &[]);
+        assert!(!ws.path("pwned.txt").exists());
+        let c = ws.call("p.fs_write", json!({"path": "./notes/../secret.txt", "content": "clobbered"}));
+        refused(lang, &c, &["`fs.write`"], &[]);
+        assert_eq!(std::fs::read_to_string(ws.path("secret.txt")).unwrap(), "WS-SECRET");
+    }
+}
+
+#[test]
+fn fs_absolute_paths_outside_are_refused() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let (_keep, out) = outside();
+        let target = s(&out.join("secret.txt"));
+        let c = ws.call("p.fs_read", json!({"path": target}));
+        let e = refused(lang, &c, &["`fs.read`", &target, "\"fs.read\" = ["], &["OUTSIDE-SECRET"]);
+        assert!(e.contains(&format!("[\"{target}\"]")), "[{lang:?}] the hint should name the path: {e}");
+        let c = ws.call("p.fs_read", json!({"path": "/etc/passwd"}));
+        refused(lang, &c, &["`fs.read`", "/etc/passwd"], &["root:"]);
+        let c = ws.call("p.fs_list", json!({"path": "/"}));
+        refused(lang, &c, &["`fs.read`", "`/`"], &[]);
+        let c = ws.call("p.fs_write", json!({"path": s(&out.join("new.txt")), "content": "x"}));
+        refused(lang, &c, &["`fs.write`", &s(&out.join("new.txt"))], &[]);
+        assert!(!out.join("new.txt").exists());
+    }
+}
+
+#[test]
+fn fs_symlinked_file_pointing_outside_is_refused() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let (_keep, out) = outside();
+        symlink(out.join("secret.txt"), ws.path("notes/abs-link.txt"));
+        symlink("../secret.txt", ws.path("notes/rel-link.txt"));
+        let c = ws.call("p.fs_read", json!({"path": "./notes/abs-link.txt"}));
+        refused(lang, &c, &["`fs.read`", &s(&out.join("secret.txt"))], &["OUTSIDE-SECRET"]);
+        let c = ws.call("p.fs_read", json!({"path": "./notes/rel-link.txt"}));
+        refused(lang, &c, &["`fs.read`", &s(&ws.path("secret.txt"))], &["WS-SECRET"]);
+        // Writing or appending through the link must not touch the target.
+        let c = ws.call("p.fs_write", json!({"path": "./notes/abs-link.txt", "content": "clobbered"}));
+        refused(lang, &c, &["`fs.write`", &s(&out.join("secret.txt"))], &[]);
+        let c = ws.call("p.fs_append", json!({"path": "./notes/rel-link.txt", "content": "clobbered"}));
+        refused(lang, &c, &["`fs.write`"], &[]);
+        // Removing the link may or may not be allowed; the target must survive either way.
+        let _ = ws.call("p.fs_remove", json!({"path": "./notes/abs-link.txt"}));
+        assert_eq!(std::fs::read_to_string(out.join("secret.txt")).unwrap(), "OUTSIDE-SECRET");
+        assert_eq!(std::fs::read_to_string(ws.path("secret.txt")).unwrap(), "WS-SECRET");
+    }
+}
+
+#[test]
+fn fs_symlinked_folder_pointing_outside_is_refused() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let (_keep, out) = outside();
+        symlink(&out, ws.path("notes/out"));
+        let c = ws.call("p.fs_read", json!({"path": "./notes/out/secret.txt"}));
+        refused(lang, &c, &["`fs.read`", &s(&out.join("secret.txt"))], &["OUTSIDE-SECRET"]);
+        let c = ws.call("p.fs_list", json!({"path": "./notes/out"}));
+        refused(lang, &c, &["`fs.read`", &s(&out)], &["secret.txt"]);
+        let c = ws.call("p.fs_write", json!({"path": "./notes/out/new.txt", "content": "x"}));
+        refused(lang, &c, &["`fs.write`", &s(&out.join("new.txt"))], &[]);
+        assert!(!out.join("new.txt").exists());
+        let c = ws.call("p.fs_mkdir", json!({"path": "./notes/out/newdir"}));
+        refused(lang, &c, &["`fs.write`"], &[]);
+        assert!(!out.join("newdir").exists());
+        let c = ws.call("p.fs_remove", json!({"path": "./notes/out/secret.txt"}));
+        refused(lang, &c, &["`fs.write`"], &[]);
+        assert!(out.join("secret.txt").exists());
+    }
+}
+
+#[test]
+fn fs_shared_prefix_folder_is_not_inside() {
+    for lang in BOTH {
+        let ws = fs_ws(lang).file("notes-evil/x", "EVIL-X");
+        let c = ws.call("p.fs_read", json!({"path": "./notes-evil/x"}));
+        refused(lang, &c, &["`fs.read`", &s(&ws.path("notes-evil/x"))], &["EVIL-X"]);
+        let c = ws.call("p.fs_write", json!({"path": "./notes-evil/y", "content": "x"}));
+        refused(lang, &c, &["`fs.write`", &s(&ws.path("notes-evil/y"))], &[]);
+        assert!(!ws.path("notes-evil/y").exists());
+        let c = ws.call("p.fs_list", json!({"path": "./notes-evil"}));
+        refused(lang, &c, &["`fs.read`"], &[]);
+    }
+}
+
+#[test]
+fn fs_tilde_is_not_expanded_and_is_undeclared() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let c = ws.call("p.fs_read", json!({"path": "~/.ssh/id_rsa"}));
+        // Judged as a folder named `~` in the workspace, which was never declared.
+        let e = refused(lang, &c, &["`fs.read`", &format!("{}/~/.ssh/id_rsa", ws.root.display())], &[]);
+        if let Ok(home) = std::env::var("HOME") {
+            if !home.is_empty() && home != "/" && !ws.root.starts_with(&home) {
+                assert!(!e.contains(&format!("{home}/.ssh")), "[{lang:?}] `~` was expanded: {e}");
+            }
+        }
+        let c = ws.call("p.fs_write", json!({"path": "~/.bashrc", "content": "x"}));
+        refused(lang, &c, &["`fs.write`"], &[]);
+        assert!(!ws.path("~").exists());
+    }
+}
+
+#[test]
+fn fs_write_through_dangling_symlink_creates_nothing_outside() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let (_keep, out) = outside();
+        symlink(out.join("created.txt"), ws.path("notes/dangle-abs"));
+        let name = out.file_name().unwrap().to_string_lossy().to_string();
+        // notes/ -> workspace -> its parent -> the outside folder.
+        symlink(format!("../../{name}/created-rel.txt"), ws.path("notes/dangle-rel"));
+        symlink("../created-ws.txt", ws.path("notes/dangle-ws"));
+        for (link, target) in [
+            ("./notes/dangle-abs", out.join("created.txt")),
+            ("./notes/dangle-rel", out.join("created-rel.txt")),
+            ("./notes/dangle-ws", ws.path("created-ws.txt")),
+        ] {
+            let c = ws.call("p.fs_write", json!({"path": link, "content": "ESCAPED"}));
+            assert_ne!(c.status, 0, "[{lang:?}] write through {link} succeeded: {}", c.stdout);
+            assert!(!target.exists(), "[{lang:?}] write through {link} created {}", target.display());
+            let c = ws.call("p.fs_append", json!({"path": link, "content": "ESCAPED"}));
+            assert_ne!(c.status, 0, "[{lang:?}] append through {link} succeeded: {}", c.stdout);
+            assert!(!target.exists(), "[{lang:?}] append through {link} created {}", target.display());
+            let c = ws.call("p.fs_mkdir", json!({"path": format!("{link}/sub")}));
+            assert_ne!(c.status, 0, "[{lang:?}] mkdir through {link} succeeded: {}", c.stdout);
+            assert!(!target.exists(), "[{lang:?}] mkdir through {link} created {}", target.display());
+        }
+    }
+}
+
+#[test]
+fn fs_policy_deny_on_a_subfolder_beats_the_allow_even_through_a_symlink() {
+    for lang in BOTH {
+        let policy = "[policy]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\ndeny = [\"fs.read:./notes/locked\"]\n";
+        let ws = probe(lang, FS_CAPS, policy)
+            .file("notes/open.txt", "OPEN")
+            .file("notes/locked/x", "LOCKED-X");
+        symlink("locked", ws.path("notes/alias"));
+        symlink("locked/x", ws.path("notes/alias-x"));
+        assert_eq!(ok(lang, &ws.call("p.fs_read", json!({"path": "./notes/open.txt"}))), json!("OPEN"));
+        let locked = s(&ws.path("notes/locked/x"));
+        for path in ["./notes/locked/x", "./notes/alias/x", "./notes/alias-x", "./notes/open.txt/../locked/x"] {
+            let c = ws.call("p.fs_read", json!({"path": path}));
+            refused(
+                lang,
+                &c,
+                &["`fs.read`", &locked, "denied", "skill `p`", "policy deny `fs.read:./notes/locked`"],
+                &["LOCKED-X"],
+            );
+        }
+        let c = ws.call("p.fs_list", json!({"path": "./notes/alias"}));
+        refused(lang, &c, &["`fs.read`", "policy deny"], &["\"x\""]);
+    }
+}
+
+#[test]
+fn fs_remove_and_mkdir_outside_are_refused() {
+    for lang in BOTH {
+        let ws = fs_ws(lang).file("elsewhere/keep.txt", "KEEP");
+        let (_keep, out) = outside();
+        for path in [
+            "./secret.txt".to_string(),
+            "./notes/../secret.txt".to_string(),
+            "./elsewhere/keep.txt".to_string(),
+            s(&out.join("secret.txt")),
+        ] {
+            let c = ws.call("p.fs_remove", json!({"path": path}));
+            refused(lang, &c, &["`fs.write`", "did not declare", "[capabilities]"], &[]);
+        }
+        assert!(ws.path("secret.txt").exists());
+        assert!(ws.path("elsewhere/keep.txt").exists());
+        assert!(out.join("secret.txt").exists());
+        // The declared root itself cannot be removed either.
+        let c = ws.call("p.fs_remove", json!({"path": "./notes"}));
+        assert_ne!(c.status, 0, "[{lang:?}] removing the declared root succeeded");
+        assert!(ws.path("notes/a.txt").exists());
+        for (path, made) in [
+            ("./newdir".to_string(), ws.path("newdir")),
+            ("./notes/../newdir2".to_string(), ws.path("newdir2")),
+            ("./notes-x/y".to_string(), ws.path("notes-x")),
+            (s(&out.join("newdir")), out.join("newdir")),
+        ] {
+            let c = ws.call("p.fs_mkdir", json!({"path": path}));
+            refused(lang, &c, &["`fs.write`", &s(&made)], &[]);
+            assert!(!made.exists(), "[{lang:?}] mkdir {path} created it");
+        }
+    }
+}
+
+#[test]
+#[ignore = "BUG: a write through a dangling symlink in ./notes is refused (safely) with cap-std's bare \"a path led outside of the filesystem\", which names neither `fs.write` nor where the link points"]
+fn fs_dangling_symlink_refusal_names_the_capability_and_the_link_target() {
+    for lang in BOTH {
+        let ws = fs_ws(lang);
+        let (_keep, out) = outside();
+        symlink(out.join("created.txt"), ws.path("notes/dangle"));
+        let c = ws.call("p.fs_write", json!({"path": "./notes/dangle", "content": "x"}));
+        refused(lang, &c, &["`fs.write`", "notes/dangle", &s(&out.join("created.txt"))], &[]);
+        assert!(!out.join("created.txt").exists());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+fn http_ws(lang: Lang, server: &TestServer) -> Ws {
+    let host = format!("127.0.0.1:{}", server.port);
+    probe(
+        lang,
+        &format!("\"net.http\" = [\"{host}\"]"),
+        &format!("[policy]\nallow = [\"net.http:{host}\"]\n"),
+    )
+}
+
+#[test]
+fn http_allowed_server_works() {
+    let server = TestServer::start();
+    for lang in BOTH {
+        let ws = http_ws(lang, &server);
+        let r = ok(lang, &ws.call("p.http_get", json!({"url": server.url("/text")})));
+        assert_eq!(r["status"], json!(200), "[{lang:?}] {r}");
+        assert_eq!(r["body"], json!("hello"), "[{lang:?}] {r}");
+        // A redirect that stays on the allowed server is followed.
+        let url = server.url(&format!("/redirect?to={}", server.url("/json")));
+        let r = ok(lang, &ws.call("p.http_get", json!({"url": url})));
+        assert_eq!(r["body"], json!("{\"ok\":true}"), "[{lang:?}] {r}");
+    }
+}
+
+#[test]
+fn http_redirect_to_an_undeclared_port_is_refused() {
+    let allowed = TestServer::start();
+    let other = TestServer::start();
+    for lang in BOTH {
+        let ws = http_ws(lang, &allowed);
+        // The second server is reachable when asked directly by a skill that may.
+        let direct = http_ws(lang, &other);
+        assert_eq!(ok(lang, &direct.call("p.http_get", json!({"url": other.url("/text")})))["body"], json!("hello"));
+        let url = allowed.url(&format!("/redirect?to={}", other.url("/text")));
+        let c = ws.call("p.http_get", json!({"url": url}));
+        refused(
+            lang,
+            &c,
+            &["`net.http`", &format!("127.0.0.1:{}", other.port), "skill `p`", "[capabilities]"],
+            &["hello"],
+        );
+    }
+}
+
+#[test]
+fn http_redirect_to_cloud_metadata_is_refused() {
+    let server = TestServer::start();
+    for lang in BOTH {
+        let ws = http_ws(lang, &server);
+        for to in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::ffff:169.254.169.254]/latest/meta-data/",
+            "http://2852039166/latest/meta-data/",
+        ] {
+            let url = server.url(&format!("/redirect?to={to}"));
+            let c = ws.call("p.http_get", json!({"url": url}));
+            refused(lang, &c, &["`net.http`", "169.254.169.254"], &[]);
+        }
+    }
+}
+
+#[test]
+fn http_non_http_schemes_are_refused() {
+    let server = TestServer::start();
+    for lang in BOTH {
+        let ws = http_ws(lang, &server);
+        for (url, scheme) in [
+            ("file:///etc/passwd".to_string(), "\"file\""),
+            (format!("ftp://127.0.0.1:{}/x", server.port), "\"ftp\""),
+            ("gopher://127.0.0.1:70/_x".to_string(), "\"gopher\""),
+        ] {
+            let c = ws.call("p.http_get", json!({"url": url}));
+            refused(lang, &c, &[scheme, "http:// and https://"], &["root:"]);
+        }
+        // A redirect to file:// is refused the same way.
+        let url = server.url("/redirect?to=file:///etc/passwd");
+        let c = ws.call("p.http_get", json!({"url": url}));
+        refused(lang, &c, &["redirect", "\"file\"", "http:// and https://"], &["root:"]);
+    }
+}
+
+#[test]
+fn http_credentials_in_the_url_are_refused_without_echoing_the_password() {
+    let server = TestServer::start();
+    for lang in BOTH {
+        let ws = http_ws(lang, &server);
+        let url = format!("http://user:hunter2pass@127.0.0.1:{}/text", server.port);
+        let c = ws.call("p.http_get", json!({"url": url}));
+        refused(lang, &c, &["credentials", "Authorization"], &["hunter2pass"]);
+        // Through a redirect, too.
+        let to = format!("http://admin:hunter2pass@127.0.0.1:{}/text", server.port);
+        let c = ws.call("p.http_get", json!({"url": server.url(&format!("/redirect?to={to}"))}));
+        refused(lang, &c, &["credentials"], &["hunter2pass"]);
+        assert!(!audit(&ws).contains("hunter2pass"), "[{lang:?}] the audit log holds the password");
+    }
+}
+
+#[test]
+fn http_a_name_that_resolves_to_loopback_needs_a_rule_naming_the_address() {
+    let server = TestServer::start();
+    for lang in BOTH {
+        let port = server.port;
         let ws = probe(
             lang,
-            "\"fs.read\" = [\"./notes\"]\n\"fs.write\" = [\"./notes\"]",
-            "[policy]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n",
-        )
-        .file("notes/a.txt", "hi")
-        .file("secret.txt", "TOPSECRET");
-        println!("{:?}", ws.call("p.fs_read", json!({"path": "./notes/a.txt"})));
-        println!("{:?}", ws.call("p.fs_read", json!({"path": "./notes/../secret.txt"})));
-        println!("{:?}", ws.call("p.fs_read", json!({"path": "~/.ssh/id_rsa"})));
-        println!("{:?}", ws.call("p.run", json!({"argv": ["echo", "hi"]})));
-        println!("{:?}", ws.call("p.env_get", json!({"name": "HOME"})));
+            &format!("\"net.http\" = [\"localhost:{port}\"]"),
+            &format!("[policy]\nallow = [\"net.http:localhost:{port}\"]\n"),
+        );
+        let c = ws.call("p.http_get", json!({"url": format!("http://localhost:{port}/text")}));
+        let e = refused(lang, &c, &["localhost", "non-public", "net.http:"], &["hello"]);
+        assert!(e.contains("127.0.0.1") || e.contains("::1"), "[{lang:?}] names no address: {e}");
+        // With the address named in the manifest and the policy, it works.
+        let ws = probe(
+            lang,
+            &format!("\"net.http\" = [\"localhost:{port}\", \"127.0.0.1:{port}\"]"),
+            &format!("[policy]\nallow = [\"net.http:localhost:{port}\", \"net.http:127.0.0.1:{port}\"]\n"),
+        );
+        let r = ok(lang, &ws.call("p.http_get", json!({"url": format!("http://localhost:{port}/text")})));
+        assert_eq!(r["body"], json!("hello"), "[{lang:?}] {r}");
+        // Named in the manifest but not in the policy: the address is still refused.
+        let ws = probe(
+            lang,
+            &format!("\"net.http\" = [\"localhost:{port}\", \"127.0.0.1:{port}\"]"),
+            &format!("[policy]\nallow = [\"net.http:localhost:{port}\"]\n"),
+        );
+        let c = ws.call("p.http_get", json!({"url": format!("http://localhost:{port}/text")}));
+        refused(lang, &c, &["`net.http`", &format!("127.0.0.1:{port}"), "keel grant"], &["hello"]);
     }
-    panic!();
+}
+
+#[test]
+fn http_alternative_loopback_spellings_are_refused() {
+    let server = TestServer::start();
+    let port = server.port;
+    for lang in BOTH {
+        let ws = probe(lang, "\"net.http\" = [\"example.com\"]", "[policy]\nallow = [\"net.http:example.com\"]\n");
+        for url in [
+            format!("http://2130706433:{port}/text"),
+            format!("http://0x7f.1:{port}/text"),
+            format!("http://0177.0.0.1:{port}/text"),
+            format!("http://127.1:{port}/text"),
+            format!("http://[::ffff:127.0.0.1]:{port}/text"),
+            format!("http://[::ffff:7f00:1]:{port}/text"),
+        ] {
+            let c = ws.call("p.http_get", json!({"url": url}));
+            refused(lang, &c, &["`net.http`", &format!("`127.0.0.1:{port}`"), "skill `p`"], &["hello"]);
+        }
+        // `example.com@127.0.0.1` is credentials, not the host example.com.
+        let c = ws.call("p.http_get", json!({"url": format!("http://example.com@127.0.0.1:{port}/text")}));
+        refused(lang, &c, &["credentials"], &["hello"]);
+    }
+}
+
+#[test]
+fn http_star_never_reaches_loopback_or_metadata() {
+    let server = TestServer::start();
+    let port = server.port;
+    for lang in BOTH {
+        let ws = probe(lang, "\"net.http\" = [\"*\"]", "[policy]\nallow = [\"net.http:*\"]\n");
+        for url in [
+            server.url("/text"),
+            format!("http://localhost:{port}/text"),
+            format!("http://[::1]:{port}/text"),
+            format!("http://0x7f000001:{port}/text"),
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            format!("http://0.0.0.0:{port}/text"),
+        ] {
+            let c = ws.call("p.http_get", json!({"url": url}));
+            refused(lang, &c, &["non-public", "net.http:"], &["hello"]);
+        }
+    }
+}
+
+#[test]
+fn http_query_string_secrets_stay_out_of_errors_and_the_audit_log() {
+    let allowed = TestServer::start();
+    let other = TestServer::start();
+    for lang in BOTH {
+        let ws = http_ws(lang, &allowed);
+        // Undeclared host.
+        let c = ws.call("p.http_get", json!({"url": other.url("/text?token=s3cr3t")}));
+        refused(lang, &c, &["`net.http`", &format!("127.0.0.1:{}", other.port)], &["s3cr3t"]);
+        // Redirect to an undeclared host with a secret in the query.
+        let to = other.url("/x?token=s3cr3t");
+        let c = ws.call("p.http_get", json!({"url": allowed.url(&format!("/redirect?to={to}"))}));
+        refused(lang, &c, &["`net.http`"], &["s3cr3t"]);
+        // Redirect to a non-http scheme.
+        let c = ws.call("p.http_get", json!({"url": allowed.url("/redirect?to=ftp://h/x?token=s3cr3t")}));
+        refused(lang, &c, &["\"ftp\""], &["s3cr3t"]);
+        // Allowed host, refused connection (nothing listens on the closed port).
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let ws2 = probe(
+            lang,
+            &format!("\"net.http\" = [\"127.0.0.1:{closed}\"]"),
+            &format!("[policy]\nallow = [\"net.http:127.0.0.1:{closed}\"]\n"),
+        );
+        let c = ws2.call("p.http_get", json!({"url": format!("http://127.0.0.1:{closed}/x?token=s3cr3t")}));
+        refused(lang, &c, &[], &["s3cr3t"]);
+        assert!(!audit(&ws2).contains("s3cr3t"), "[{lang:?}] audit holds the query");
+        // An allowed request with a secret in the query succeeds (404 here).
+        let r = ok(lang, &ws.call("p.http_get", json!({"url": allowed.url("/text?token=s3cr3t")})));
+        assert_eq!(r["status"], json!(404), "[{lang:?}] {r}");
+        let log = audit(&ws);
+        assert!(log.contains("net.http"), "[{lang:?}] audit has no net.http entry: {log}");
+        assert!(!log.contains("s3cr3t"), "[{lang:?}] audit holds the query: {log}");
+    }
 }
