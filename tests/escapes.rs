@@ -504,7 +504,7 @@ fn http_credentials_in_the_url_are_refused_without_echoing_the_password() {
         let ws = http_ws(lang, &server);
         let url = format!("http://user:hunter2pass@127.0.0.1:{}/text", server.port);
         let c = ws.call("p.http_get", json!({"url": url}));
-        refused(lang, &c, &["credentials", "Authorization"], &["hunter2pass"]);
+        refused(lang, &c, &["credentials", "header"], &["hunter2pass"]);
         // Through a redirect, too.
         let to = format!("http://admin:hunter2pass@127.0.0.1:{}/text", server.port);
         let c = ws.call("p.http_get", json!({"url": server.url(&format!("/redirect?to={to}"))}));
@@ -623,5 +623,209 @@ fn http_query_string_secrets_stay_out_of_errors_and_the_audit_log() {
         let log = audit(&ws);
         assert!(log.contains("net.http"), "[{lang:?}] audit has no net.http entry: {log}");
         assert!(!log.contains("s3cr3t"), "[{lang:?}] audit holds the query: {log}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// exec
+
+/// Writes an executable fixture into the workspace that prints each argument
+/// on its own line between angle brackets; returns its canonical path.
+fn argv_fixture(ws: &Ws) -> String {
+    ws.write("bin/argv.sh", "#!/bin/sh\nfor a in \"$@\"; do printf '<%s>\\n' \"$a\"; done\n");
+    let p = ws.path("bin/argv.sh");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    s(&p.canonicalize().expect("canonical"))
+}
+
+/// The canonical path of `env`, as exec rules must name it.
+fn env_program() -> String {
+    s(&Path::new("/usr/bin/env").canonicalize().expect("/usr/bin/env"))
+}
+
+#[test]
+fn exec_an_undeclared_program_is_refused() {
+    for lang in BOTH {
+        let ws = probe(lang, "\"exec\" = [\"echo\"]", "[policy]\nallow = [\"exec:echo\"]\n");
+        let r = ok(lang, &ws.call("p.run", json!({"argv": ["echo", "hi"]})));
+        assert_eq!(r["stdout"], json!("hi\n"), "[{lang:?}] {r}");
+        for argv in [json!(["sh", "-c", "touch pwned"]), json!(["/bin/sh", "-c", "touch pwned"])] {
+            let prog = argv[0].as_str().unwrap().to_string();
+            let shown = if prog.starts_with('/') { s(&Path::new(&prog).canonicalize().unwrap()) } else { prog };
+            let c = ws.call("p.run", json!({"argv": argv}));
+            refused(lang, &c, &["`exec`", &format!("`{shown}`"), "did not declare", "[capabilities]", "skill.toml"], &[]);
+        }
+        assert!(!ws.path("pwned").exists());
+        // A relative program path is not a way around the PATH lookup.
+        ws.write("echo", "#!/bin/sh\ntouch pwned\n");
+        let c = ws.call("p.run", json!({"argv": ["./echo"]}));
+        refused(lang, &c, &["absolute path"], &[]);
+        assert!(!ws.path("pwned").exists());
+    }
+}
+
+#[test]
+fn exec_declared_but_not_allowed_is_refused_with_a_grant_hint() {
+    for lang in BOTH {
+        // Default policy: ask, and nobody can answer a `keel call`.
+        let ws = probe(lang, "\"exec\" = [\"echo\"]", "");
+        let c = ws.call("p.run", json!({"argv": ["echo", "hi"]}));
+        refused(lang, &c, &["`exec`", "`echo`", "skill `p`", "keel grant p exec:echo"], &[]);
+        // Default deny: refused; an operator grant then lets it through.
+        let ws = probe(lang, "\"exec\" = [\"echo\"]", "[policy]\ndefault = \"deny\"\n");
+        let c = ws.call("p.run", json!({"argv": ["echo", "hi"]}));
+        refused(lang, &c, &["`exec`", "`echo`", "skill `p`", "denied"], &[]);
+        let g = ws.run(&["grant", "p", "exec:echo"]);
+        assert_eq!(g.status, 0, "{}", g.stderr);
+        let r = ok(lang, &ws.call("p.run", json!({"argv": ["echo", "hi"]})));
+        assert_eq!(r["stdout"], json!("hi\n"), "[{lang:?}] {r}");
+    }
+}
+
+#[test]
+#[ignore = "BUG: under `[policy] default = \"deny\"` a declared exec is refused with \"`exec` on `echo` is denied for skill `p` by policy default `deny`\" and no hint, although `keel grant p exec:echo` does let it through"]
+fn exec_refused_by_the_default_deny_says_how_to_grant() {
+    for lang in BOTH {
+        let ws = probe(lang, "\"exec\" = [\"echo\"]", "[policy]\ndefault = \"deny\"\n");
+        let c = ws.call("p.run", json!({"argv": ["echo", "hi"]}));
+        refused(lang, &c, &["`exec`", "`echo`", "keel grant p exec:echo"], &[]);
+    }
+}
+
+#[test]
+fn exec_shell_metacharacters_reach_the_program_literally() {
+    let nasty = [
+        "; rm -rf victim",
+        "$(touch pwned1)",
+        "`touch pwned2`",
+        "| cat /etc/passwd",
+        "&& echo hi",
+        "> clobber.txt",
+        "$HOME",
+        "*",
+        "a b\tc",
+    ];
+    for lang in BOTH {
+        let ws = probe(lang, "", "");
+        let fixture = argv_fixture(&ws);
+        let ws = probe_rewrite(
+            ws,
+            lang,
+            &format!("\"exec\" = [\"printf\", \"{fixture}\"]"),
+            &format!("[policy]\nallow = [\"exec:printf\", \"exec:{fixture}\"]\n"),
+        );
+        std::fs::create_dir_all(ws.path("victim")).unwrap();
+        ws.write("victim/keep.txt", "KEEP");
+
+        let mut argv = vec![json!("printf"), json!("%s\\n")];
+        argv.extend(nasty.iter().map(|a| json!(a)));
+        let r = ok(lang, &ws.call("p.run", json!({"argv": argv})));
+        let want: String = nasty.iter().map(|a| format!("{a}\n")).collect();
+        assert_eq!(r["stdout"], json!(want), "[{lang:?}] {r}");
+
+        let mut argv = vec![json!(fixture)];
+        argv.extend(nasty.iter().map(|a| json!(a)));
+        let r = ok(lang, &ws.call("p.run", json!({"argv": argv})));
+        let want: String = nasty.iter().map(|a| format!("<{a}>\n")).collect();
+        assert_eq!(r["stdout"], json!(want), "[{lang:?}] {r}");
+
+        assert!(ws.path("victim/keep.txt").exists(), "[{lang:?}] rm ran");
+        for f in ["pwned1", "pwned2", "clobber.txt"] {
+            assert!(!ws.path(f).exists(), "[{lang:?}] a shell ran: {f} exists");
+        }
+    }
+}
+
+#[test]
+fn exec_the_child_environment_is_cleared() {
+    const SECRET: (&str, &str) = ("SECRET_TOKEN", "xyz-child-secret");
+    let env = env_program();
+    for lang in BOTH {
+        let caps = format!("\"exec\" = [\"env\", \"{env}\"]");
+        let allow_exec = format!("\"exec:env\", \"exec:{env}\"");
+        // Nothing declared: the child sees nothing at all.
+        let ws = probe(lang, &caps, &format!("[policy]\nallow = [{allow_exec}]\n"));
+        for prog in ["env", env.as_str()] {
+            let r = ok(lang, &call_env(&ws, "p.run", json!({"argv": [prog]}), &[SECRET]));
+            assert_eq!(r["stdout"], json!(""), "[{lang:?}] {prog} saw an environment: {r}");
+        }
+        // Declared, but the policy does not allow it outright.
+        let ws = probe(lang, &format!("{caps}\n\"env\" = [\"SECRET_TOKEN\"]"), &format!("[policy]\nallow = [{allow_exec}]\n"));
+        let r = ok(lang, &call_env(&ws, "p.run", json!({"argv": [env]}), &[SECRET]));
+        assert!(!r.to_string().contains("xyz-child-secret"), "[{lang:?}] {r}");
+        // Allowed by policy but not declared by the skill.
+        let ws = probe(lang, &caps, &format!("[policy]\nallow = [{allow_exec}, \"env:SECRET_TOKEN\"]\n"));
+        let r = ok(lang, &call_env(&ws, "p.run", json!({"argv": [env]}), &[SECRET]));
+        assert!(!r.to_string().contains("xyz-child-secret"), "[{lang:?}] {r}");
+        // Declared, allowed for the skill, but a global deny wins.
+        let ws = probe(
+            lang,
+            &format!("{caps}\n\"env\" = [\"SECRET_TOKEN\"]"),
+            &format!("[policy]\nallow = [{allow_exec}]\ndeny = [\"env:*TOKEN*\"]\n\n[policy.skills.p]\nallow = [\"env:SECRET_TOKEN\"]\n"),
+        );
+        let r = ok(lang, &call_env(&ws, "p.run", json!({"argv": [env]}), &[SECRET]));
+        assert!(!r.to_string().contains("xyz-child-secret"), "[{lang:?}] {r}");
+        // Declared and allowed: passed on, and only that.
+        let ws = probe(
+            lang,
+            &format!("{caps}\n\"env\" = [\"SECRET_TOKEN\"]"),
+            &format!("[policy]\nallow = [{allow_exec}, \"env:SECRET_TOKEN\"]\n"),
+        );
+        let r = ok(lang, &call_env(&ws, "p.run", json!({"argv": [env]}), &[SECRET, ("OTHER_VAR", "other")]));
+        assert_eq!(r["stdout"], json!("SECRET_TOKEN=xyz-child-secret\n"), "[{lang:?}] {r}");
+    }
+}
+
+#[test]
+fn exec_an_absolute_path_must_be_declared_by_that_exact_path() {
+    let env = env_program();
+    for lang in BOTH {
+        // Declared by name: the absolute path is another program.
+        let ws = probe(lang, "\"exec\" = [\"env\"]", "[policy]\nallow = [\"exec:*\"]\n");
+        let c = ws.call("p.run", json!({"argv": [env]}));
+        refused(lang, &c, &["`exec`", &format!("`{env}`"), "did not declare"], &[]);
+        // Declared by path: the bare name is another program.
+        let ws = probe(lang, &format!("\"exec\" = [\"{env}\"]"), "[policy]\nallow = [\"exec:*\"]\n");
+        assert_eq!(ok(lang, &ws.call("p.run", json!({"argv": [env]})))["success"], json!(true));
+        let c = ws.call("p.run", json!({"argv": ["env"]}));
+        refused(lang, &c, &["`exec`", "`env`", "did not declare"], &[]);
+        // `..` spellings resolve to the file they name.
+        let dotted = format!("/usr/bin/../bin/{}", Path::new(&env).file_name().unwrap().to_string_lossy());
+        if Path::new(&dotted).canonicalize().ok().map(|p| s(&p)) == Some(env.clone()) {
+            assert_eq!(ok(lang, &ws.call("p.run", json!({"argv": [dotted]})))["success"], json!(true));
+        }
+        // A symlink declared by its own path does not smuggle in its target.
+        let ws = probe(lang, "", "");
+        let link = ws.path("bin/myenv");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        symlink(&env, &link);
+        let ws = probe_rewrite(ws, lang, &format!("\"exec\" = [\"{}\"]", link.display()), "[policy]\nallow = [\"exec:*\"]\n");
+        let c = ws.call("p.run", json!({"argv": [s(&link)]}));
+        refused(lang, &c, &["`exec`", &format!("`{env}`"), "did not declare"], &[]);
+    }
+}
+
+/// Rewrites the probe skill's manifest and the policy in an existing workspace.
+fn probe_rewrite(ws: Ws, lang: Lang, caps: &str, policy: &str) -> Ws {
+    ws.write("skills/p/skill.toml", &manifest("p", lang.entry(), "", caps, PROBE_TOOLS));
+    ws.policy(policy)
+}
+
+#[test]
+fn exec_cwd_must_be_readable_by_the_skill() {
+    for lang in BOTH {
+        let ws = probe(
+            lang,
+            "\"exec\" = [\"pwd\"]\n\"fs.read\" = [\"./notes\"]",
+            "[policy]\nallow = [\"exec:pwd\", \"fs.read:./notes\"]\n",
+        )
+        .file("notes/a.txt", "x");
+        let r = ok(lang, &ws.call("p.run_in", json!({"argv": ["pwd"], "cwd": "./notes"})));
+        assert_eq!(r["stdout"], json!(format!("{}\n", ws.path("notes").display())), "[{lang:?}] {r}");
+        for cwd in ["/", "./notes/..", "/etc"] {
+            let c = ws.call("p.run_in", json!({"argv": ["pwd"], "cwd": cwd}));
+            refused(lang, &c, &["`fs.read`", "did not declare"], &[]);
+        }
     }
 }

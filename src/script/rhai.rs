@@ -273,6 +273,20 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, ctx: &CtxSlot,
     engine.set_max_array_size((bytes / 64).max(1024));
     engine.set_max_map_size((bytes / 128).max(1024));
     engine.set_max_modules(256);
+    // `call` is a reserved word in Rhai (function-pointer calls), but the
+    // host API's contract is `keel::tools::call(...)`. After `::` it can
+    // only be a path segment, so the tokenizer hands it on as a name there.
+    let after_path = std::sync::atomic::AtomicBool::new(false);
+    engine.on_parse_token(move |token, _, _| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let was_path = after_path.swap(matches!(token, rhai::Token::DoubleColon), Relaxed);
+        match token {
+            rhai::Token::Reserved(name) if was_path && name.as_str() == "call" => {
+                rhai::Token::Identifier(name)
+            }
+            other => other,
+        }
+    });
     let g = guard.clone();
     engine.on_progress(move |_| match g.tick() {
         Ok(()) => None,
