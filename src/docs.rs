@@ -124,7 +124,10 @@ mod tests {
                 std::fs::write(&path, &want).unwrap();
             }
             let have = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(have == want, "{rel} is out of date; run `KEEL_UPDATE_DOCS=1 cargo test docs`");
+            assert!(
+                have == want,
+                "{rel} is out of date; run `KEEL_UPDATE_DOCS=1 cargo test docs`"
+            );
         }
     }
 }

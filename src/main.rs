@@ -8,13 +8,18 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use keel::Kernel;
 use keel::capability::{CapabilityRule, ScopeBase};
 use keel::config::Config;
 use keel::skill::{Origin, SkillSet, manifest::valid_skill_name};
-use keel::Kernel;
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "An agent kernel you extend with capability-gated Luau and Rhai skills", disable_help_subcommand = true)]
+#[command(
+    name = "keel",
+    version,
+    about = "An agent kernel you extend with capability-gated Luau and Rhai skills",
+    disable_help_subcommand = true
+)]
 struct Cli {
     /// Configuration file (default: ./keel.toml if it exists).
     #[arg(long, global = true, value_name = "PATH")]
@@ -245,7 +250,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("revoked {skill} {}", rule.text);
                 Ok(ExitCode::SUCCESS)
             } else {
-                bail!("skill `{skill}` has no grant `{}` (see `keel grants`)", rule.text)
+                bail!(
+                    "skill `{skill}` has no grant `{}` (see `keel grants`)",
+                    rule.text
+                )
             }
         }
         Some(Command::Grants { json }) => {
@@ -282,7 +290,9 @@ fn parse_grant(kernel: &Kernel, skill: &str, capability: &str) -> Result<Capabil
         },
     )?;
     if kernel.skills().latest(skill).is_none() {
-        eprintln!("note: no skill named `{skill}` is loaded right now; the grant applies when it is");
+        eprintln!(
+            "note: no skill named `{skill}` is loaded right now; the grant applies when it is"
+        );
     }
     Ok(rule)
 }
@@ -378,7 +388,12 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
         }
     }
     if checked == 0 && problems == 0 {
-        println!("no skills found{}", scope.map(|p| format!(" in {}", p.display())).unwrap_or_default());
+        println!(
+            "no skills found{}",
+            scope
+                .map(|p| format!(" in {}", p.display()))
+                .unwrap_or_default()
+        );
     }
     if problems > 0 {
         println!("{problems} problem{}", if problems == 1 { "" } else { "s" });
@@ -395,7 +410,10 @@ fn skill_new(name: &str, lang: Lang) -> Result<ExitCode> {
     }
     let dir = PathBuf::from("skills").join(name);
     if dir.exists() {
-        bail!("{} already exists; pick another name or edit it", dir.display());
+        bail!(
+            "{} already exists; pick another name or edit it",
+            dir.display()
+        );
     }
     let (entry, script) = match lang {
         Lang::Luau => (

@@ -45,7 +45,9 @@ allow = ["fs.read:./notes", "fs.write:./notes", "kv"]
 "#;
 
 fn ws() -> Ws {
-    Ws::new().skill("notes", NOTES, &[("main.luau", NOTES_SRC)]).policy(POLICY)
+    Ws::new()
+        .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
+        .policy(POLICY)
 }
 
 #[test]
@@ -58,54 +60,107 @@ fn list_commands_print_one_json_document() {
     assert_eq!(tools[0]["parameters"]["required"], json!(["text"]));
     let skills: Value = serde_json::from_str(&ws.run(&["skills", "--json"]).stdout).expect("JSON");
     assert_eq!(skills["skills"][0]["name"], "notes");
-    assert_eq!(skills["skills"][0]["capabilities"], json!(["fs.read:./notes", "fs.write:./notes", "kv"]));
+    assert_eq!(
+        skills["skills"][0]["capabilities"],
+        json!(["fs.read:./notes", "fs.write:./notes", "kv"])
+    );
     assert_eq!(skills["failures"], json!([]));
 }
 
 #[test]
 fn call_prints_json_and_persists_state() {
     let ws = ws();
-    assert_eq!(ws.call("notes.add", json!({"text": "a"})).ok(), json!({"count": 1}));
-    assert_eq!(ws.call("notes.add", json!({"text": "b"})).ok(), json!({"count": 2}));
-    assert_eq!(std::fs::read_to_string(ws.path("notes/all.md")).unwrap(), "a\nb\n");
+    assert_eq!(
+        ws.call("notes.add", json!({"text": "a"})).ok(),
+        json!({"count": 1})
+    );
+    assert_eq!(
+        ws.call("notes.add", json!({"text": "b"})).ok(),
+        json!({"count": 2})
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path("notes/all.md")).unwrap(),
+        "a\nb\n"
+    );
     // Default arguments are {}.
-    ws.run(&["call", "notes.add"]).err_contains(&["invalid arguments for `notes.add`", "\"text\" is a required property"]);
+    ws.run(&["call", "notes.add"]).err_contains(&[
+        "invalid arguments for `notes.add`",
+        "\"text\" is a required property",
+    ]);
 }
 
 #[test]
 fn the_audit_log_records_allowed_and_denied_effects() {
-    let ws = ws().policy("[policy]\ndefault = \"deny\"\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n");
-    ws.call("notes.add", json!({"text": "a"}))
-        .err_contains(&["`kv`", "denied for skill `notes`", "policy default `deny`"]);
+    let ws = ws().policy(
+        "[policy]\ndefault = \"deny\"\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n",
+    );
+    ws.call("notes.add", json!({"text": "a"})).err_contains(&[
+        "`kv`",
+        "denied for skill `notes`",
+        "policy default `deny`",
+    ]);
     let out = ws.run(&["audit", "--json", "--limit", "10"]);
     let log: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON");
     let decisions: Vec<(String, String)> = log
         .iter()
-        .map(|r| (r["capability"].as_str().unwrap().into(), r["decision"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["capability"].as_str().unwrap().into(),
+                r["decision"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(decisions.contains(&("kv".into(), "deny".into())), "{decisions:?}");
-    assert!(decisions.contains(&("fs.write".into(), "allow".into())), "{decisions:?}");
-    assert!(log.iter().all(|r| r["skill"] == "notes" && r["tool"] == "notes.add"));
-    assert_eq!(ws.run(&["audit", "--json", "--limit", "1"]).stdout.matches("\"id\"").count(), 1);
+    assert!(
+        decisions.contains(&("kv".into(), "deny".into())),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions.contains(&("fs.write".into(), "allow".into())),
+        "{decisions:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|r| r["skill"] == "notes" && r["tool"] == "notes.add")
+    );
+    assert_eq!(
+        ws.run(&["audit", "--json", "--limit", "1"])
+            .stdout
+            .matches("\"id\"")
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn grant_and_revoke_answer_ask_and_persist() {
-    let ws = ws().policy("[policy]\ndefault = \"ask\"\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n");
-    ws.call("notes.add", json!({"text": "a"}))
-        .err_contains(&["needs approval", "nobody can answer here", "keel grant notes kv"]);
+    let ws = ws().policy(
+        "[policy]\ndefault = \"ask\"\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n",
+    );
+    ws.call("notes.add", json!({"text": "a"})).err_contains(&[
+        "needs approval",
+        "nobody can answer here",
+        "keel grant notes kv",
+    ]);
     assert_eq!(ws.run(&["grant", "notes", "kv"]).status, 0);
-    assert_eq!(ws.call("notes.add", json!({"text": "a"})).ok(), json!({"count": 1}));
+    assert_eq!(
+        ws.call("notes.add", json!({"text": "a"})).ok(),
+        json!({"count": 1})
+    );
     let grants: Value = serde_json::from_str(&ws.run(&["grants", "--json"]).stdout).unwrap();
     assert_eq!(grants[0]["capability"], "kv");
     assert_eq!(ws.run(&["revoke", "notes", "kv"]).status, 0);
-    ws.call("notes.add", json!({"text": "a"})).err_contains(&["needs approval"]);
-    ws.run(&["revoke", "notes", "kv"]).err_contains(&["has no grant `kv`"]);
-    ws.run(&["grant", "notes", "fs.raed:./x"]).err_contains(&["did you mean `fs.read`"]);
+    ws.call("notes.add", json!({"text": "a"}))
+        .err_contains(&["needs approval"]);
+    ws.run(&["revoke", "notes", "kv"])
+        .err_contains(&["has no grant `kv`"]);
+    ws.run(&["grant", "notes", "fs.raed:./x"])
+        .err_contains(&["did you mean `fs.read`"]);
     // A deny in policy beats a grant.
-    let ws2 = ws.policy("[policy]\ndeny = [\"kv\"]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n");
+    let ws2 = ws
+        .policy("[policy]\ndeny = [\"kv\"]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\n");
     assert_eq!(ws2.run(&["grant", "notes", "kv"]).status, 0);
-    ws2.call("notes.add", json!({"text": "a"})).err_contains(&["policy deny `kv`"]);
+    ws2.call("notes.add", json!({"text": "a"}))
+        .err_contains(&["policy deny `kv`"]);
 }
 
 #[test]
@@ -113,48 +168,102 @@ fn check_compiles_and_reports_file_and_line() {
     let ws = ws();
     let out = ws.run(&["check"]);
     assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("ok notes@1.2.0 (luau, 1 tool)"), "{}", out.stdout);
-    assert!(out.stdout.contains("kv") && out.stdout.contains("allow (policy allow `kv`)"), "{}", out.stdout);
-    ws.write("skills/notes/main.luau", "local M = {}\nfunction M.add(\nreturn M\n");
+    assert!(
+        out.stdout.contains("ok notes@1.2.0 (luau, 1 tool)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("kv") && out.stdout.contains("allow (policy allow `kv`)"),
+        "{}",
+        out.stdout
+    );
+    ws.write(
+        "skills/notes/main.luau",
+        "local M = {}\nfunction M.add(\nreturn M\n",
+    );
     let out = ws.run(&["check"]);
     assert_eq!(out.status, 1);
-    assert!(out.stdout.contains("skills/notes/main.luau:3:"), "{}", out.stdout);
-    ws.write("skills/broken/skill.toml", "[skill]\nname = \"broken\"\nversion = \"x\"\nentry = \"m.luau\"\n");
+    assert!(
+        out.stdout.contains("skills/notes/main.luau:3:"),
+        "{}",
+        out.stdout
+    );
+    ws.write(
+        "skills/broken/skill.toml",
+        "[skill]\nname = \"broken\"\nversion = \"x\"\nentry = \"m.luau\"\n",
+    );
     let out = ws.run(&["check", "skills/broken"]);
     assert_eq!(out.status, 1);
-    assert!(out.stdout.contains("skills/broken/skill.toml:3: invalid version `x`"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("skills/broken/skill.toml:3: invalid version `x`"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let ws = ws();
-    assert_eq!(ws.call("notes.add", json!({"text": "keep"})).ok(), json!({"count": 1}));
+    assert_eq!(
+        ws.call("notes.add", json!({"text": "keep"})).ok(),
+        json!({"count": 1})
+    );
     // Malformed JSON arguments.
-    ws.run(&["call", "notes.add", "{text:"]).err_contains(&["not valid JSON"]);
+    ws.run(&["call", "notes.add", "{text:"])
+        .err_contains(&["not valid JSON"]);
     // Schema violation.
-    ws.call("notes.add", json!({"text": 5})).err_contains(&["/text: 5 is not of type \"string\""]);
+    ws.call("notes.add", json!({"text": 5}))
+        .err_contains(&["/text: 5 is not of type \"string\""]);
     // Unknown tool, with a suggestion.
-    ws.call("notes.ad", json!({})).err_contains(&["no tool `notes.ad`", "did you mean `notes.add`"]);
+    ws.call("notes.ad", json!({}))
+        .err_contains(&["no tool `notes.ad`", "did you mean `notes.add`"]);
     // Malformed keel.toml, unknown capability in policy.
     std::fs::write(ws.path("keel.toml"), "[policy\n").unwrap();
-    ws.call("notes.add", json!({"text": "x"})).err_contains(&["keel.toml:1"]);
-    std::fs::write(ws.path("keel.toml"), "[policy]\nallow = [\"fs.wirte:./notes\"]\n").unwrap();
-    ws.call("notes.add", json!({"text": "x"})).err_contains(&["fs.wirte", "did you mean `fs.write`"]);
+    ws.call("notes.add", json!({"text": "x"}))
+        .err_contains(&["keel.toml:1"]);
+    std::fs::write(
+        ws.path("keel.toml"),
+        "[policy]\nallow = [\"fs.wirte:./notes\"]\n",
+    )
+    .unwrap();
+    ws.call("notes.add", json!({"text": "x"}))
+        .err_contains(&["fs.wirte", "did you mean `fs.write`"]);
     // A broken manifest, an unknown capability, invalid semver: the skill
     // fails alone, with file and line.
     let ws = ws.policy(POLICY);
     ws.write("skills/bad1/skill.toml", "[skill]\nname = \"bad1\"\nversion = \"1.0.0\"\nentry = \"m.luau\"\n[capabilities]\n\"fs.reed\" = [\"./x\"]\n");
     ws.write("skills/bad1/m.luau", "return {}");
-    ws.write("skills/bad2/skill.toml", "[skill]\nname = \"bad2\"\nversion = \"1.0\"\nentry = \"m.luau\"\n");
+    ws.write(
+        "skills/bad2/skill.toml",
+        "[skill]\nname = \"bad2\"\nversion = \"1.0\"\nentry = \"m.luau\"\n",
+    );
     ws.write("skills/bad3/skill.toml", "[skill\nname = \"bad3\"\n");
     let out = ws.run(&["skills"]);
     assert_eq!(out.status, 1);
-    assert!(out.stdout.contains("bad1/skill.toml:6: unknown capability `fs.reed` (did you mean `fs.read`?)"), "{}", out.stdout);
-    assert!(out.stdout.contains("bad2/skill.toml:3: invalid version `1.0`"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("bad1/skill.toml:6: unknown capability `fs.reed` (did you mean `fs.read`?)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("bad2/skill.toml:3: invalid version `1.0`"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("bad3/skill.toml:1:"), "{}", out.stdout);
     // Nothing else changed: the good skill still serves, with its data.
-    assert_eq!(ws.call("notes.add", json!({"text": "again"})).ok(), json!({"count": 2}));
-    assert_eq!(std::fs::read_to_string(ws.path("notes/all.md")).unwrap(), "keep\nagain\n");
+    assert_eq!(
+        ws.call("notes.add", json!({"text": "again"})).ok(),
+        json!({"count": 2})
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path("notes/all.md")).unwrap(),
+        "keep\nagain\n"
+    );
 }
 
 #[test]
@@ -163,11 +272,15 @@ fn skill_new_scaffolds_a_working_skill_in_each_language() {
     for (name, lang) in [("hello-lua", "luau"), ("hello-rhai", "rhai")] {
         let out = ws.run(&["skill", "new", name, "--lang", lang]);
         assert_eq!(out.status, 0, "{}", out.stderr);
-        let r = ws.call(&format!("{name}.hello"), json!({"name": "world"})).ok();
+        let r = ws
+            .call(&format!("{name}.hello"), json!({"name": "world"}))
+            .ok();
         assert_eq!(r, json!({"greeting": "Hello, world!"}));
     }
-    ws.run(&["skill", "new", "hello-lua"]).err_contains(&["already exists"]);
-    ws.run(&["skill", "new", "Bad Name"]).err_contains(&["not a valid skill name"]);
+    ws.run(&["skill", "new", "hello-lua"])
+        .err_contains(&["already exists"]);
+    ws.run(&["skill", "new", "Bad Name"])
+        .err_contains(&["not a valid skill name"]);
 }
 
 #[test]
@@ -205,7 +318,10 @@ fn the_console_runs_commands_from_a_pipe() {
         "allow",
         "/reload",
     ] {
-        assert!(text.contains(want), "console output lacks {want:?}:\n{text}");
+        assert!(
+            text.contains(want),
+            "console output lacks {want:?}:\n{text}"
+        );
     }
 }
 
@@ -215,5 +331,9 @@ fn version_and_help() {
     let out = ws.run(&["--version"]);
     assert!(out.stdout.starts_with("keel "), "{}", out.stdout);
     let out = ws.run(&["help"]);
-    assert!(out.stdout.contains("call") && out.stdout.contains("skills"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("call") && out.stdout.contains("skills"),
+        "{}",
+        out.stdout
+    );
 }

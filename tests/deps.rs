@@ -44,8 +44,7 @@ parameters = {{ type = "object", properties = {{ s = {{ type = "string" }} }}, r
     )
 }
 
-const APP_SRC: &str =
-    "local text = require('text')\nlocal M = {}\nfunction M.shout(a) return text.upper(a.s) end\nreturn M\n";
+const APP_SRC: &str = "local text = require('text')\nlocal M = {}\nfunction M.shout(a) return text.upper(a.s) end\nreturn M\n";
 
 fn skills_json(ws: &Ws) -> Value {
     let out = ws.run(&["skills", "--json"]);
@@ -55,14 +54,32 @@ fn skills_json(ws: &Ws) -> Value {
 #[test]
 fn the_highest_matching_version_is_chosen_and_majors_live_side_by_side() {
     let ws = Ws::new()
-        .skill("text", &lib("text", "1.2.0", ""), &[("main.luau", &lib_src("1.2.0"))])
-        .skill("text-1.4.1", &lib("text", "1.4.1", ""), &[("main.luau", &lib_src("1.4.1"))])
-        .skill("text-2.0.0", &lib("text", "2.0.0", ""), &[("main.luau", &lib_src("2.0.0"))])
+        .skill(
+            "text",
+            &lib("text", "1.2.0", ""),
+            &[("main.luau", &lib_src("1.2.0"))],
+        )
+        .skill(
+            "text-1.4.1",
+            &lib("text", "1.4.1", ""),
+            &[("main.luau", &lib_src("1.4.1"))],
+        )
+        .skill(
+            "text-2.0.0",
+            &lib("text", "2.0.0", ""),
+            &[("main.luau", &lib_src("2.0.0"))],
+        )
         .skill("old", &app("old", "^1.0"), &[("main.luau", APP_SRC)])
         .skill("new", &app("new", "^2"), &[("main.luau", APP_SRC)])
         .policy("");
-    assert_eq!(ws.call("old.shout", json!({"s": "hi"})).ok(), json!("HI v1.4.1"));
-    assert_eq!(ws.call("new.shout", json!({"s": "hi"})).ok(), json!("HI v2.0.0"));
+    assert_eq!(
+        ws.call("old.shout", json!({"s": "hi"})).ok(),
+        json!("HI v1.4.1")
+    );
+    assert_eq!(
+        ws.call("new.shout", json!({"s": "hi"})).ok(),
+        json!("HI v2.0.0")
+    );
     // The tool table offers the highest version of a skill's own tools.
     assert_eq!(ws.call("text.version", json!({})).ok(), json!("2.0.0"));
     let s = skills_json(&ws);
@@ -85,9 +102,21 @@ fn missing_unsatisfiable_and_cyclic_dependencies_fail_alone() {
         )
     };
     let ws = Ws::new()
-        .skill("text", &lib("text", "1.2.0", ""), &[("main.luau", &lib_src("1.2.0"))])
-        .skill("needs-missing", &app("needsmissing", "^1").replace("text = ", "nothere = "), &[("main.luau", APP_SRC)])
-        .skill("needs-three", &app("needsthree", "^3.0"), &[("main.luau", APP_SRC)])
+        .skill(
+            "text",
+            &lib("text", "1.2.0", ""),
+            &[("main.luau", &lib_src("1.2.0"))],
+        )
+        .skill(
+            "needs-missing",
+            &app("needsmissing", "^1").replace("text = ", "nothere = "),
+            &[("main.luau", APP_SRC)],
+        )
+        .skill(
+            "needs-three",
+            &app("needsthree", "^3.0"),
+            &[("main.luau", APP_SRC)],
+        )
         .skill("a", &cyc("a", "b"), &[("main.luau", "return {}")])
         .skill("b", &cyc("b", "a"), &[("main.luau", "return {}")])
         .skill("fine", &app("fine", "^1"), &[("main.luau", APP_SRC)])
@@ -96,10 +125,16 @@ fn missing_unsatisfiable_and_cyclic_dependencies_fail_alone() {
     assert_eq!(out.status, 1, "failures make `keel skills` exit non-zero");
     let s = &out.stdout;
     assert!(s.contains("dependency `nothere` is not installed"), "{s}");
-    assert!(s.contains("no installed version of `text` satisfies `^3.0` (installed: 1.2.0)"), "{s}");
+    assert!(
+        s.contains("no installed version of `text` satisfies `^3.0` (installed: 1.2.0)"),
+        "{s}"
+    );
     assert!(s.contains("a@1.0.0 -> b@1.0.0 -> a@1.0.0"), "{s}");
     // Everything else still loads and works.
-    assert_eq!(ws.call("fine.shout", json!({"s": "x"})).ok(), json!("X v1.2.0"));
+    assert_eq!(
+        ws.call("fine.shout", json!({"s": "x"})).ok(),
+        json!("X v1.2.0")
+    );
     ws.call("needsthree.shout", json!({"s": "x"}))
         .err_contains(&["no tool `needsthree.shout`"]);
 }
@@ -120,8 +155,10 @@ fn require_reaches_only_declared_dependencies_and_own_files() {
             ],
         )
         .policy("");
-    ws.call("sneaky.go", json!({}))
-        .err_contains(&["require(\"text\"): not found", "declared dependencies (none)"]);
+    ws.call("sneaky.go", json!({})).err_contains(&[
+        "require(\"text\"): not found",
+        "declared dependencies (none)",
+    ]);
     assert_eq!(ws.call("sneaky.own", json!({})).ok(), json!(42));
 }
 
@@ -146,11 +183,18 @@ description = "x"
 parameters = { type = "object", properties = { s = { type = "string" } }, required = ["s"] }
 "#;
     let ws = Ws::new()
-        .skill("rtext", rlib, &[("main.rhai", "fn upper(s) { s.to_upper() + \"!\" }")])
+        .skill(
+            "rtext",
+            rlib,
+            &[("main.rhai", "fn upper(s) { s.to_upper() + \"!\" }")],
+        )
         .skill(
             "rapp",
             rapp,
-            &[("main.rhai", "import \"rtext\" as t;\nfn shout(args) { t::upper(args.s) }\n")],
+            &[(
+                "main.rhai",
+                "import \"rtext\" as t;\nfn shout(args) { t::upper(args.s) }\n",
+            )],
         )
         .policy("");
     assert_eq!(ws.call("rapp.shout", json!({"s": "hi"})).ok(), json!("HI!"));

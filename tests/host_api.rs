@@ -156,8 +156,14 @@ fn setup(server: &TestServer) -> Ws {
         ))
 }
 
-fn call(k: &keel::Kernel, rt: &tokio::runtime::Runtime, tool: &str, args: Value) -> Result<Value, String> {
-    rt.block_on(k.call_tool(tool, args)).map_err(|e| e.to_string())
+fn call(
+    k: &keel::Kernel,
+    rt: &tokio::runtime::Runtime,
+    tool: &str,
+    args: Value,
+) -> Result<Value, String> {
+    rt.block_on(k.call_tool(tool, args))
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -167,20 +173,48 @@ fn every_namespace_works_from_both_languages() {
     let rt = runtime();
     let mut env = BTreeMap::new();
     env.insert("KEEL_TEST_VAR".to_string(), "visible".to_string());
-    env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
+    env.insert(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_default(),
+    );
     let k = ws.kernel_with_env(&rt, env);
     for skill in ["lua", "rhai"] {
-        let r = call(&k, &rt, &format!("{skill}.all"), json!({"url": server.url("")}))
-            .unwrap_or_else(|e| panic!("{skill}: {e}"));
+        let r = call(
+            &k,
+            &rt,
+            &format!("{skill}.all"),
+            json!({"url": server.url("")}),
+        )
+        .unwrap_or_else(|e| panic!("{skill}: {e}"));
         assert_eq!(r["text"], "one+two", "{skill}");
         assert_eq!(r["names"], "f.txt", "{skill}");
-        assert_eq!((r["existed"].clone(), r["removed"].clone(), r["gone"].clone()), (json!(true), json!(true), json!(true)), "{skill}");
+        assert_eq!(
+            (
+                r["existed"].clone(),
+                r["removed"].clone(),
+                r["gone"].clone()
+            ),
+            (json!(true), json!(true), json!(true)),
+            "{skill}"
+        );
         assert_eq!(r["kv"], json!({"n": 1, "list": [1, 2, 3]}), "{skill}");
         assert_eq!(r["keys"], json!(["k"]), "{skill}");
-        assert_eq!((r["deleted"].clone(), r["missing"].clone()), (json!(true), json!(true)), "{skill}");
-        assert_eq!((r["status"].clone(), r["body"].clone()), (json!(200), json!("hello")), "{skill}");
+        assert_eq!(
+            (r["deleted"].clone(), r["missing"].clone()),
+            (json!(true), json!(true)),
+            "{skill}"
+        );
+        assert_eq!(
+            (r["status"].clone(), r["body"].clone()),
+            (json!(200), json!("hello")),
+            "{skill}"
+        );
         assert_eq!(r["json_ok"], true, "{skill}");
-        assert_eq!((r["out"].clone(), r["code"].clone()), (json!("hi there\n"), json!(0)), "{skill}");
+        assert_eq!(
+            (r["out"].clone(), r["code"].clone()),
+            (json!("hi there\n"), json!(0)),
+            "{skill}"
+        );
         assert_eq!(r["env"], "visible", "{skill}");
         assert_eq!(r["enc"], "{\"a\":1}", "{skill}");
         assert_eq!(r["dec"]["b"][0], true, "{skill}");
@@ -199,7 +233,10 @@ fn every_namespace_is_refused_without_its_capability() {
     // fswrite: declared, but the policy only allows fs.write under ./data —
     // use a skill-level deny to show the policy side.
     let cases = [
-        ("fs", vec!["did not declare `fs.read`", "other/x.txt", "[capabilities]"]),
+        (
+            "fs",
+            vec!["did not declare `fs.read`", "other/x.txt", "[capabilities]"],
+        ),
         ("kv", vec![]),
         ("http", vec!["127.0.0.1", "net.http"]),
         ("exec", vec!["did not declare `exec` for `ls`"]),
@@ -207,8 +244,17 @@ fn every_namespace_is_refused_without_its_capability() {
     ];
     for skill in ["lua", "rhai"] {
         for (what, fragments) in &cases {
-            let url = if *what == "http" { other.url("") } else { server.url("") };
-            let r = call(&k, &rt, &format!("{skill}.denied"), json!({"what": what, "url": url}));
+            let url = if *what == "http" {
+                other.url("")
+            } else {
+                server.url("")
+            };
+            let r = call(
+                &k,
+                &rt,
+                &format!("{skill}.denied"),
+                json!({"what": what, "url": url}),
+            );
             if *what == "kv" {
                 // kv is declared and allowed: it works (the control case).
                 assert_eq!(r, Ok(Value::Null), "{skill} kv");
@@ -220,12 +266,27 @@ fn every_namespace_is_refused_without_its_capability() {
             }
         }
         // tools.call for a tool the skill did not declare.
-        let e = call(&k, &rt, &format!("{skill}.denied"), json!({"what": "tools"})).expect_err("tools");
+        let e = call(
+            &k,
+            &rt,
+            &format!("{skill}.denied"),
+            json!({"what": "tools"}),
+        )
+        .expect_err("tools");
         assert!(e.contains("did not declare `tools.call`"), "{skill}: {e}");
         // A denial is an ordinary, catchable script error.
-        let r = call(&k, &rt, &format!("{skill}.denied"), json!({"what": "catch"})).expect("catch");
+        let r = call(
+            &k,
+            &rt,
+            &format!("{skill}.denied"),
+            json!({"what": "catch"}),
+        )
+        .expect("catch");
         assert_eq!(r["ok"], false, "{skill}");
-        assert!(r["err"].as_str().unwrap_or("").contains("fs.read"), "{skill}: {r}");
+        assert!(
+            r["err"].as_str().unwrap_or("").contains("fs.read"),
+            "{skill}: {r}"
+        );
     }
     // Policy side: declared but denied.
     let ws2 = ws.policy(&format!(
@@ -234,8 +295,12 @@ fn every_namespace_is_refused_without_its_capability() {
     ));
     let k2 = ws2.kernel(&rt);
     for skill in ["lua", "rhai"] {
-        let e = call(&k2, &rt, &format!("{skill}.denied"), json!({"what": "kv"})).expect_err("kv denied");
-        assert!(e.contains("`kv`") && e.contains("policy deny `kv`"), "{skill}: {e}");
+        let e = call(&k2, &rt, &format!("{skill}.denied"), json!({"what": "kv"}))
+            .expect_err("kv denied");
+        assert!(
+            e.contains("`kv`") && e.contains("policy deny `kv`"),
+            "{skill}: {e}"
+        );
     }
 }
 

@@ -30,7 +30,8 @@ fn src(word: &str) -> String {
 }
 
 fn call(k: &keel::Kernel, rt: &tokio::runtime::Runtime, tool: &str) -> Result<Value, String> {
-    rt.block_on(k.call_tool(tool, json!({}))).map_err(|e| e.to_string())
+    rt.block_on(k.call_tool(tool, json!({})))
+        .map_err(|e| e.to_string())
 }
 
 /// Polls until `f` holds, for at most 10 s (the watcher is asynchronous).
@@ -47,7 +48,9 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
-    let ws = Ws::new().skill("greet", MANIFEST, &[("main.luau", &src("one"))]).policy("");
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("one"))])
+        .policy("");
     let rt = runtime();
     let k = ws.kernel(&rt);
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
@@ -55,14 +58,20 @@ fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
     ws.write("skills/greet/main.luau", &src("two"));
     let report = k.reload();
     assert!(
-        report.outcomes.iter().any(|o| matches!(o, ReloadOutcome::Reloaded { skill } if skill == "greet@1.0.0")),
+        report
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, ReloadOutcome::Reloaded { skill } if skill == "greet@1.0.0")),
         "{report:?}"
     );
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("two")));
 
     // A syntax error on line 2: the old version keeps serving, and the
     // failure names the file and the line.
-    ws.write("skills/greet/main.luau", "local M = {}\nfunction M.hi( return 'three' end\nreturn M\n");
+    ws.write(
+        "skills/greet/main.luau",
+        "local M = {}\nfunction M.hi( return 'three' end\nreturn M\n",
+    );
     let report = k.reload();
     let failure = report
         .outcomes
@@ -76,10 +85,16 @@ fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
     assert_eq!(failure.1.as_deref(), Some("greet@1.0.0"));
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("two")));
     let listed = keel::repl::format_skills(&k.skills());
-    assert!(listed.contains("main.luau:2"), "the failure shows in /skills: {listed}");
+    assert!(
+        listed.contains("main.luau:2"),
+        "the failure shows in /skills: {listed}"
+    );
 
     // A broken manifest: same.
-    ws.write("skills/greet/skill.toml", &MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0\""));
+    ws.write(
+        "skills/greet/skill.toml",
+        &MANIFEST.replace("version = \"1.0.0\"", "version = \"1.0\""),
+    );
     let report = k.reload();
     assert!(report.failed(), "{report:?}");
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("two")));
@@ -94,7 +109,9 @@ fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
 
 #[test]
 fn a_load_error_at_top_level_keeps_the_old_version() {
-    let ws = Ws::new().skill("greet", MANIFEST, &[("main.luau", &src("one"))]).policy("");
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("one"))])
+        .policy("");
     let rt = runtime();
     let k = ws.kernel(&rt);
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
@@ -104,15 +121,23 @@ fn a_load_error_at_top_level_keeps_the_old_version() {
     assert!(format!("{report:?}").contains("boom at load"), "{report:?}");
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
     // A tool declared but missing from the script is a load error too.
-    ws.write("skills/greet/main.luau", "local M = {} function M.hi() return 'x' end return M\n");
+    ws.write(
+        "skills/greet/main.luau",
+        "local M = {} function M.hi() return 'x' end return M\n",
+    );
     let report = k.reload();
-    assert!(format!("{report:?}").contains("no function `slow`"), "{report:?}");
+    assert!(
+        format!("{report:?}").contains("no function `slow`"),
+        "{report:?}"
+    );
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
 }
 
 #[test]
 fn a_call_in_flight_finishes_on_the_old_version() {
-    let ws = Ws::new().skill("greet", MANIFEST, &[("main.luau", &src("old"))]).policy("");
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("old"))])
+        .policy("");
     let rt = runtime();
     let k = ws.kernel(&rt);
     let k2 = k.clone();
@@ -146,13 +171,30 @@ name = "go"
 description = "uses text"
 "#;
     let ws = Ws::new()
-        .skill("text", lib, &[("main.luau", "return { word = function() return 'alpha' end }")])
-        .skill("app", app, &[("main.luau", "local t = require('text') return { go = function() return t.word() end }")])
+        .skill(
+            "text",
+            lib,
+            &[(
+                "main.luau",
+                "return { word = function() return 'alpha' end }",
+            )],
+        )
+        .skill(
+            "app",
+            app,
+            &[(
+                "main.luau",
+                "local t = require('text') return { go = function() return t.word() end }",
+            )],
+        )
         .policy("");
     let rt = runtime();
     let k = ws.kernel(&rt);
     assert_eq!(call(&k, &rt, "app.go"), Ok(json!("alpha")));
-    ws.write("skills/text/main.luau", "return { word = function() return 'beta' end }");
+    ws.write(
+        "skills/text/main.luau",
+        "return { word = function() return 'beta' end }",
+    );
     k.reload();
     assert_eq!(call(&k, &rt, "app.go"), Ok(json!("beta")));
     // A dependency edit that breaks the dependent (removes what it uses)
@@ -172,56 +214,95 @@ fn capability_escalation_in_an_edit_is_not_granted() {
     };
     let src = "local M = {} function M.read(a) return keel.fs.read(a.path) end return M";
     let ws = Ws::new()
-        .skill("reader", &manifest("\"fs.read\" = [\"./public\"]"), &[("main.luau", src)])
+        .skill(
+            "reader",
+            &manifest("\"fs.read\" = [\"./public\"]"),
+            &[("main.luau", src)],
+        )
         .file("public/a.txt", "public")
         .file("private/b.txt", "private")
         // The operator allows everything by default: only the first-seen
         // rule keeps an escalated manifest in check.
         .policy("[policy]\ndefault = \"allow\"\n");
-    assert_eq!(ws.call("reader.read", json!({"path": "public/a.txt"})).ok(), json!("public"));
+    assert_eq!(
+        ws.call("reader.read", json!({"path": "public/a.txt"})).ok(),
+        json!("public")
+    );
     ws.write(
         "skills/reader/skill.toml",
         &manifest("\"fs.read\" = [\"./public\", \"./private\"]"),
     );
     ws.call("reader.read", json!({"path": "private/b.txt"}))
-        .err_contains(&["fs.read:./private", "not granted", "keel grant reader fs.read:./private"]);
+        .err_contains(&[
+            "fs.read:./private",
+            "not granted",
+            "keel grant reader fs.read:./private",
+        ]);
     // The old capability still works.
-    assert_eq!(ws.call("reader.read", json!({"path": "public/a.txt"})).ok(), json!("public"));
+    assert_eq!(
+        ws.call("reader.read", json!({"path": "public/a.txt"})).ok(),
+        json!("public")
+    );
     let skills = ws.run(&["skills"]);
-    assert!(skills.stdout.contains("not granted yet: fs.read:./private"), "{}", skills.stdout);
+    assert!(
+        skills.stdout.contains("not granted yet: fs.read:./private"),
+        "{}",
+        skills.stdout
+    );
     // After an explicit grant it works.
     assert_eq!(ws.run(&["grant", "reader", "fs.read:./private"]).status, 0);
-    assert_eq!(ws.call("reader.read", json!({"path": "private/b.txt"})).ok(), json!("private"));
+    assert_eq!(
+        ws.call("reader.read", json!({"path": "private/b.txt"}))
+            .ok(),
+        json!("private")
+    );
 }
 
 #[test]
 fn the_watcher_picks_up_edits_additions_and_deletions() {
-    let ws = Ws::new().skill("greet", MANIFEST, &[("main.luau", &src("one"))]).policy("");
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("one"))])
+        .policy("");
     let rt = runtime();
     let k = ws.kernel(&rt);
     let _watcher = keel::skill::watch::watch(&k).expect("watch");
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
 
     ws.write("skills/greet/main.luau", &src("two"));
-    eventually("edit to be served", || call(&k, &rt, "greet.hi") == Ok(json!("two")));
+    eventually("edit to be served", || {
+        call(&k, &rt, "greet.hi") == Ok(json!("two"))
+    });
 
     // Editors that write a temp file and rename it into place.
     let tmp = ws.path("skills/greet/.main.luau.tmp");
     std::fs::write(&tmp, src("three")).expect("write tmp");
     std::fs::rename(&tmp, ws.path("skills/greet/main.luau")).expect("rename");
-    eventually("renamed-in file to be served", || call(&k, &rt, "greet.hi") == Ok(json!("three")));
+    eventually("renamed-in file to be served", || {
+        call(&k, &rt, "greet.hi") == Ok(json!("three"))
+    });
 
     // Half-written file: the working version keeps serving throughout.
-    std::fs::write(ws.path("skills/greet/main.luau"), "local M = {}\nfunction M.hi()").expect("half");
+    std::fs::write(
+        ws.path("skills/greet/main.luau"),
+        "local M = {}\nfunction M.hi()",
+    )
+    .expect("half");
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("three")));
     ws.write("skills/greet/main.luau", &src("four"));
-    eventually("completed write to be served", || call(&k, &rt, "greet.hi") == Ok(json!("four")));
+    eventually("completed write to be served", || {
+        call(&k, &rt, "greet.hi") == Ok(json!("four"))
+    });
 
     // Adding a skill folder loads it; deleting one unloads it.
-    ws.write("skills/extra/skill.toml", &MANIFEST.replace("\"greet\"", "\"extra\""));
+    ws.write(
+        "skills/extra/skill.toml",
+        &MANIFEST.replace("\"greet\"", "\"extra\""),
+    );
     ws.write("skills/extra/main.luau", &src("extra"));
-    eventually("new skill to load", || call(&k, &rt, "extra.hi") == Ok(json!("extra")));
+    eventually("new skill to load", || {
+        call(&k, &rt, "extra.hi") == Ok(json!("extra"))
+    });
     std::fs::remove_dir_all(ws.path("skills/extra")).expect("rm");
     eventually("deleted skill to unload", || {
         call(&k, &rt, "extra.hi").is_err_and(|e| e.contains("no tool `extra.hi`"))

@@ -121,7 +121,10 @@ fn ws() -> Ws {
         .skill(
             "other",
             OTHER_MANIFEST,
-            &[("main.luau", "local M = {} function M.ping() return 'pong' end return M")],
+            &[(
+                "main.luau",
+                "local M = {} function M.ping() return 'pong' end return M",
+            )],
         )
         .policy("[limits]\ntimeout_ms = 700\nmemory_mb = 32\n")
 }
@@ -179,22 +182,37 @@ fn other_skills_keep_answering_while_one_runs_away() {
         let rspinning = tokio::spawn(async move { k.call_tool("rrun.spin", json!({})).await });
         // Both runaways are busy for 3 s; other calls answer meanwhile.
         for _ in 0..20 {
-            let pong = tokio::time::timeout(Duration::from_secs(2), kernel.call_tool("other.ping", json!({})))
-                .await
-                .expect("other.ping must not wait behind the runaway")
-                .expect("ping");
+            let pong = tokio::time::timeout(
+                Duration::from_secs(2),
+                kernel.call_tool("other.ping", json!({})),
+            )
+            .await
+            .expect("other.ping must not wait behind the runaway")
+            .expect("ping");
             assert_eq!(pong, json!("pong"));
         }
         // The runaway skill itself serves a second call on another engine.
-        let ok = tokio::time::timeout(Duration::from_secs(2), kernel.call_tool("runaway.ok", json!({})))
-            .await
-            .expect("second engine")
-            .expect("ok");
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            kernel.call_tool("runaway.ok", json!({})),
+        )
+        .await
+        .expect("second engine")
+        .expect("ok");
         assert_eq!(ok, json!("ok"));
-        assert!(!spinning.is_finished(), "the runaway should still be running");
-        let err = spinning.await.expect("join").expect_err("runaway must fail");
+        assert!(
+            !spinning.is_finished(),
+            "the runaway should still be running"
+        );
+        let err = spinning
+            .await
+            .expect("join")
+            .expect_err("runaway must fail");
         assert!(err.to_string().contains("deadline"), "{err}");
-        let err = rspinning.await.expect("join").expect_err("runaway must fail");
+        let err = rspinning
+            .await
+            .expect("join")
+            .expect_err("runaway must fail");
         assert!(err.to_string().contains("deadline"), "{err}");
     });
 }

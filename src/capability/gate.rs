@@ -22,7 +22,9 @@ use crate::store::{AuditEntry, Store};
 #[non_exhaustive]
 pub enum GateError {
     /// The skill's manifest does not declare a capability covering the target.
-    #[error("skill `{skill}` did not declare `{capability}` for `{target}`; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])")]
+    #[error(
+        "skill `{skill}` did not declare `{capability}` for `{target}`; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])"
+    )]
     NotDeclared {
         skill: String,
         capability: CapabilityKind,
@@ -30,7 +32,9 @@ pub enum GateError {
         example: String,
     },
     /// The declaration is newer than what the operator approved.
-    #[error("skill `{skill}` {version} declares `{rule}`, which it did not have when first loaded, so it is not granted yet; grant it with `keel grant {skill} {rule}`")]
+    #[error(
+        "skill `{skill}` {version} declares `{rule}`, which it did not have when first loaded, so it is not granted yet; grant it with `keel grant {skill} {rule}`"
+    )]
     NotApproved {
         skill: String,
         version: String,
@@ -45,7 +49,9 @@ pub enum GateError {
         reason: String,
     },
     /// The policy asks, and nobody answered yes.
-    #[error("`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; grant it with `keel grant {skill} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml")]
+    #[error(
+        "`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; grant it with `keel grant {skill} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml"
+    )]
     AskUnanswered {
         skill: String,
         capability: CapabilityKind,

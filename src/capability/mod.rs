@@ -541,7 +541,12 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("did you mean `fs.read`"), "{msg}");
         assert!(msg.contains("net.http"), "{msg}");
-        assert!(CapabilityKind::parse("bogus").unwrap_err().to_string().contains("known capabilities"));
+        assert!(
+            CapabilityKind::parse("bogus")
+                .unwrap_err()
+                .to_string()
+                .contains("known capabilities")
+        );
     }
 
     #[test]
@@ -593,8 +598,10 @@ mod tests {
     #[test]
     fn deny_beats_ask_beats_allow_and_grants_answer_ask_only() {
         let (_d, ws) = base();
-        let mut p = Policy::default();
-        p.default = Decision::Deny;
+        let mut p = Policy {
+            default: Decision::Deny,
+            ..Default::default()
+        };
         p.global.allow.push(rule("fs.read:./notes", &ws));
         p.global.ask.push(rule("exec:*", &ws));
         p.global.deny.push(rule("env:*TOKEN*", &ws));
@@ -611,16 +618,37 @@ mod tests {
         let d = |skill: &str, grants: &[CapabilityRule], k, t: Target<'_>| {
             p.decide(skill, grants, k, &t).decision
         };
-        assert_eq!(d("x", &[], CapabilityKind::FsRead, Target::Path(&note)), Decision::Allow);
-        assert_eq!(d("x", &[], CapabilityKind::FsRead, Target::Path(&locked)), Decision::Deny);
+        assert_eq!(
+            d("x", &[], CapabilityKind::FsRead, Target::Path(&note)),
+            Decision::Allow
+        );
+        assert_eq!(
+            d("x", &[], CapabilityKind::FsRead, Target::Path(&locked)),
+            Decision::Deny
+        );
         // Ask (global) beats allow (per skill).
-        assert_eq!(d("notes", &[], CapabilityKind::Exec, Target::Name("git")), Decision::Ask);
+        assert_eq!(
+            d("notes", &[], CapabilityKind::Exec, Target::Name("git")),
+            Decision::Ask
+        );
         // Deny (global) beats allow (per skill).
-        assert_eq!(d("notes", &[], CapabilityKind::Env, Target::Name("GH_TOKEN")), Decision::Deny);
+        assert_eq!(
+            d("notes", &[], CapabilityKind::Env, Target::Name("GH_TOKEN")),
+            Decision::Deny
+        );
         // A grant answers ask, not deny.
         let g = [rule("exec:git", &ws), rule("env:GH_TOKEN", &ws)];
-        assert_eq!(d("notes", &g, CapabilityKind::Exec, Target::Name("git")), Decision::Allow);
-        assert_eq!(d("notes", &g, CapabilityKind::Env, Target::Name("GH_TOKEN")), Decision::Deny);
-        assert_eq!(d("x", &[], CapabilityKind::Kv, Target::None), Decision::Deny);
+        assert_eq!(
+            d("notes", &g, CapabilityKind::Exec, Target::Name("git")),
+            Decision::Allow
+        );
+        assert_eq!(
+            d("notes", &g, CapabilityKind::Env, Target::Name("GH_TOKEN")),
+            Decision::Deny
+        );
+        assert_eq!(
+            d("x", &[], CapabilityKind::Kv, Target::None),
+            Decision::Deny
+        );
     }
 }

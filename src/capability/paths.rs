@@ -57,8 +57,14 @@ mod tests {
 
     #[test]
     fn lexical_normalisation_handles_dots_and_the_root() {
-        assert_eq!(normalize_lexically(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
-        assert_eq!(normalize_lexically(Path::new("/../../etc")), PathBuf::from("/etc"));
+        assert_eq!(
+            normalize_lexically(Path::new("/a/./b/../c")),
+            PathBuf::from("/a/c")
+        );
+        assert_eq!(
+            normalize_lexically(Path::new("/../../etc")),
+            PathBuf::from("/etc")
+        );
     }
 
     #[test]

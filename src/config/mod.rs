@@ -38,7 +38,7 @@ pub enum ConfigError {
         path: PathBuf,
         list: String,
         rule: String,
-        source: CapabilityError,
+        source: Box<CapabilityError>,
     },
     /// A value is out of range or otherwise invalid.
     #[error("{path}: {message}")]
@@ -175,19 +175,20 @@ impl Config {
             let base = ScopeBase {
                 workspace: &workspace,
             };
-            let rules = |list: &str, rules: Vec<String>| -> Result<Vec<CapabilityRule>, ConfigError> {
-                rules
-                    .into_iter()
-                    .map(|r| {
-                        CapabilityRule::parse(&r, &base).map_err(|source| ConfigError::Rule {
-                            path: path.to_path_buf(),
-                            list: list.to_string(),
-                            rule: r.clone(),
-                            source,
+            let rules =
+                |list: &str, rules: Vec<String>| -> Result<Vec<CapabilityRule>, ConfigError> {
+                    rules
+                        .into_iter()
+                        .map(|r| {
+                            CapabilityRule::parse(&r, &base).map_err(|source| ConfigError::Rule {
+                                path: path.to_path_buf(),
+                                list: list.to_string(),
+                                rule: r.clone(),
+                                source: Box::new(source),
+                            })
                         })
-                    })
-                    .collect()
-            };
+                        .collect()
+                };
             let set = |prefix: &str, raw: RawRuleSet| -> Result<RuleSet, ConfigError> {
                 Ok(RuleSet {
                     allow: rules(&format!("{prefix}allow"), raw.allow)?,
@@ -287,7 +288,9 @@ impl RawLimits {
         }
         if let Some(d) = self.max_call_depth {
             if !(1..=10_000).contains(&d) {
-                return Err(format!("max_call_depth = {d} is out of range; use 1..=10000"));
+                return Err(format!(
+                    "max_call_depth = {d} is out of range; use 1..=10000"
+                ));
             }
             l.max_call_depth = d;
         }
@@ -367,8 +370,13 @@ timeout_ms = 9000
     fn errors_name_the_line_and_the_fix() {
         let e = parse("[policy]\ndefault = \"ask\"\nallow = [\"fs.raed:./x\"]\n").unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("fs.raed") && m.contains("did you mean `fs.read`"), "{m}");
-        let e = parse("[policy]\ndefault = \"maybe\"\n").unwrap_err().to_string();
+        assert!(
+            m.contains("fs.raed") && m.contains("did you mean `fs.read`"),
+            "{m}"
+        );
+        let e = parse("[policy]\ndefault = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"maybe\"") && e.contains("allow"), "{e}");
         let e = parse("\n\n[polcy]\n").unwrap_err().to_string();
         assert!(e.contains(":3:") && e.contains("polcy"), "{e}");

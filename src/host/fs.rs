@@ -158,7 +158,12 @@ impl Beneath {
 }
 
 /// Re-judges an opened file by where it really is.
-fn verify_opened(ctx: &CallCtx, kind: CapabilityKind, b: &Beneath, fd: i32) -> Result<(), HostError> {
+fn verify_opened(
+    ctx: &CallCtx,
+    kind: CapabilityKind,
+    b: &Beneath,
+    fd: i32,
+) -> Result<(), HostError> {
     let real = std::fs::read_link(format!("/proc/self/fd/{fd}"));
     if let Ok(real) = real
         && real != b.target
@@ -171,12 +176,17 @@ fn verify_opened(ctx: &CallCtx, kind: CapabilityKind, b: &Beneath, fd: i32) -> R
 fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
     let b = beneath(ctx, CapabilityKind::FsRead, path)?;
-    let file = b.dir.open(b.rel_or_dot()).map_err(|e| failed("read", path, e))?;
+    let file = b
+        .dir
+        .open(b.rel_or_dot())
+        .map_err(|e| failed("read", path, e))?;
     let mut file = file.into_std();
     verify_opened(ctx, CapabilityKind::FsRead, &b, file.as_raw_fd())?;
     let meta = file.metadata().map_err(|e| failed("read", path, e))?;
     if meta.is_dir() {
-        return Err(HostError::Failed(format!("read {path:?}: is a folder (use keel.fs.list)")));
+        return Err(HostError::Failed(format!(
+            "read {path:?}: is a folder (use keel.fs.list)"
+        )));
     }
     let mut buf = Vec::new();
     (&mut file)
@@ -228,7 +238,10 @@ fn append(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
     let b = beneath(ctx, CapabilityKind::FsRead, path)?;
-    let entries = b.dir.read_dir(b.rel_or_dot()).map_err(|e| failed("list", path, e))?;
+    let entries = b
+        .dir
+        .read_dir(b.rel_or_dot())
+        .map_err(|e| failed("list", path, e))?;
     let mut out = Vec::new();
     for e in entries {
         let e = e.map_err(|e| failed("list", path, e))?;
@@ -261,7 +274,9 @@ fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
     let b = beneath(ctx, CapabilityKind::FsRead, path)?;
-    Ok(Value::Bool(b.dir.try_exists(b.rel_or_dot()).unwrap_or(false)))
+    Ok(Value::Bool(
+        b.dir.try_exists(b.rel_or_dot()).unwrap_or(false),
+    ))
 }
 
 fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
@@ -305,7 +320,8 @@ mod tests {
     #[test]
     fn glob_rules_root_at_their_static_prefix() {
         let ws = PathBuf::from("/ws");
-        let r = CapabilityRule::parse("fs.read:./notes/*.md", &ScopeBase { workspace: &ws }).unwrap();
+        let r =
+            CapabilityRule::parse("fs.read:./notes/*.md", &ScopeBase { workspace: &ws }).unwrap();
         assert_eq!(rule_root(&r), PathBuf::from("/ws/notes"));
     }
 }

@@ -62,10 +62,16 @@ fn store_err(e: crate::store::StoreError) -> HostError {
 fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let key = args.str(0)?;
     ctx.check(CapabilityKind::Kv, Target::None)?;
-    match ctx.kernel.store().kv_get(&ctx.skill.name, key).map_err(store_err)? {
+    match ctx
+        .kernel
+        .store()
+        .kv_get(&ctx.skill.name, key)
+        .map_err(store_err)?
+    {
         None => Ok(Value::Null),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| HostError::Failed(format!("kv.get {key:?}: stored value is not JSON: {e}"))),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            HostError::Failed(format!("kv.get {key:?}: stored value is not JSON: {e}"))
+        }),
     }
 }
 
@@ -77,9 +83,12 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     if value.is_null() {
         store.kv_delete(&ctx.skill.name, key).map_err(store_err)?;
     } else {
-        let text = serde_json::to_string(&value)
-            .map_err(|e| HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}")))?;
-        store.kv_set(&ctx.skill.name, key, &text).map_err(store_err)?;
+        let text = serde_json::to_string(&value).map_err(|e| {
+            HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}"))
+        })?;
+        store
+            .kv_set(&ctx.skill.name, key, &text)
+            .map_err(store_err)?;
     }
     Ok(Value::Null)
 }
@@ -87,13 +96,21 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let key = args.str(0)?;
     ctx.check(CapabilityKind::Kv, Target::None)?;
-    let existed = ctx.kernel.store().kv_delete(&ctx.skill.name, key).map_err(store_err)?;
+    let existed = ctx
+        .kernel
+        .store()
+        .kv_delete(&ctx.skill.name, key)
+        .map_err(store_err)?;
     Ok(Value::Bool(existed))
 }
 
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let prefix = args.opt_str(0)?.unwrap_or("");
     ctx.check(CapabilityKind::Kv, Target::None)?;
-    let keys = ctx.kernel.store().kv_list(&ctx.skill.name, prefix).map_err(store_err)?;
+    let keys = ctx
+        .kernel
+        .store()
+        .kv_list(&ctx.skill.name, prefix)
+        .map_err(store_err)?;
     Ok(Value::Array(keys.into_iter().map(Value::String).collect()))
 }

@@ -165,7 +165,10 @@ impl Args {
             .ok_or_else(|| self.bad(i, "a table of options"))
     }
 
-    pub fn opt_object(&self, i: usize) -> Result<Option<&serde_json::Map<String, Value>>, HostError> {
+    pub fn opt_object(
+        &self,
+        i: usize,
+    ) -> Result<Option<&serde_json::Map<String, Value>>, HostError> {
         match self.get(i) {
             None => Ok(None),
             Some(Value::Array(a)) if a.is_empty() => Ok(None),
@@ -259,7 +262,11 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for (ns, fns) in namespaces() {
             for f in fns {
-                assert_eq!(f.namespace, ns, "{} is listed under the wrong namespace", f.name);
+                assert_eq!(
+                    f.namespace, ns,
+                    "{} is listed under the wrong namespace",
+                    f.name
+                );
                 assert!(seen.insert((ns, f.name)), "{ns}.{} declared twice", f.name);
                 assert!(!f.doc.is_empty(), "{ns}.{} has no doc", f.name);
                 assert!(

@@ -20,7 +20,7 @@ pub const FUNCTIONS: &[HostFn] = &[HostFn {
     doc: "Calls a tool by its full name (`skill.tool`) and returns its result. Needs `tools.call` for that name.",
     luau_example: r#"local r = keel.tools.call("notes.add", { text = "hi" })"#,
     rhai_example: r#"let r = keel::tools::call("notes.add", #{ text: "hi" });"#,
-    call: call,
+    call,
 }];
 
 fn call(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
@@ -36,13 +36,13 @@ fn call(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         Ok(v) => Ok(v),
         // The callee ran out of the caller's own time: the caller's deadline.
         Err(ToolError::Script {
-            error: crate::script::ScriptError::Limit { kind: LimitKind::Deadline, .. },
+            error:
+                crate::script::ScriptError::Limit {
+                    kind: LimitKind::Deadline,
+                    ..
+                },
             ..
-        })
-            if ctx.remaining().is_err() =>
-        {
-            Err(HostError::Deadline)
-        }
+        }) if ctx.remaining().is_err() => Err(HostError::Deadline),
         Err(e) => Err(HostError::Failed(format!("tools.call: {e}"))),
     }
 }

@@ -80,11 +80,7 @@ impl Kernel {
     /// Rescans every skill, validates what changed, swaps the new set in and
     /// reports. Reloads are serialised.
     pub fn reload(&self) -> Arc<ReloadReport> {
-        let _serial = self
-            .0
-            .reload_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _serial = self.0.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.skills();
         let old_by_origin = by_origin(&old);
         let (mut candidates, scan_failures) =
@@ -194,20 +190,25 @@ impl Kernel {
         let new_by_origin = by_origin(&set);
         for (origin, c) in &new_by_origin {
             match old_by_origin.get(origin) {
-                None => report.outcomes.push(ReloadOutcome::Added { skill: label(c) }),
-                Some(o) if o.source.fingerprint != c.source.fingerprint => {
-                    report.outcomes.push(ReloadOutcome::Reloaded { skill: label(c) })
-                }
+                None => report
+                    .outcomes
+                    .push(ReloadOutcome::Added { skill: label(c) }),
+                Some(o) if o.source.fingerprint != c.source.fingerprint => report
+                    .outcomes
+                    .push(ReloadOutcome::Reloaded { skill: label(c) }),
                 Some(_) => {}
             }
         }
         for (origin, c) in &old_by_origin {
             if !new_by_origin.contains_key(origin) {
-                let failed_here = report.outcomes.iter().any(
-                    |o| matches!(o, ReloadOutcome::Failed { origin: fo, .. } if fo == origin),
-                );
+                let failed_here = report
+                    .outcomes
+                    .iter()
+                    .any(|o| matches!(o, ReloadOutcome::Failed { origin: fo, .. } if fo == origin));
                 if !failed_here {
-                    report.outcomes.push(ReloadOutcome::Removed { skill: label(c) });
+                    report
+                        .outcomes
+                        .push(ReloadOutcome::Removed { skill: label(c) });
                 }
             }
         }

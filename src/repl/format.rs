@@ -2,20 +2,10 @@
 
 use std::fmt::Write;
 
-use crate::capability::{CapabilityRule, Decision, Host, Policy, Scope, Target};
 use crate::capability::net::HostPattern;
+use crate::capability::{CapabilityRule, Decision, Host, Policy, Scope, Target};
 use crate::skill::SkillSet;
 use crate::store::{AuditRecord, GrantRecord};
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_render_in_utc() {
-        assert_eq!(super::format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_time(1_795_399_624_711), "2026-11-23T01:27:04Z");
-        assert_eq!(super::format_time(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
-}
 
 pub fn format_skills(set: &SkillSet) -> String {
     let mut s = String::new();
@@ -102,7 +92,14 @@ pub fn format_audit(log: &[AuditRecord]) -> String {
         let _ = writeln!(
             s,
             "{} {:<5} {}@{} {} {} {} — {}",
-            format_time(r.at_ms), r.decision, r.skill, r.version, r.tool, r.capability, r.target, r.reason
+            format_time(r.at_ms),
+            r.decision,
+            r.skill,
+            r.version,
+            r.tool,
+            r.capability,
+            r.target,
+            r.reason
         );
     }
     s
@@ -146,4 +143,17 @@ pub fn decision_for_rule(
         Decision::Deny => "DENY",
     };
     format!("{word} ({})", d.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_render_in_utc() {
+        assert_eq!(super::format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            super::format_time(1_795_399_624_711),
+            "2026-11-23T01:27:04Z"
+        );
+        assert_eq!(super::format_time(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
 }

@@ -23,12 +23,25 @@ use crate::kernel::{Kernel, KernelEvent};
 pub enum ConsoleCommand {
     Skills,
     Tools,
-    Call { tool: String, args: Value },
-    Reload { skill: Option<String> },
+    Call {
+        tool: String,
+        args: Value,
+    },
+    Reload {
+        skill: Option<String>,
+    },
     Grants,
-    Grant { skill: String, capability: String },
-    Revoke { skill: String, capability: String },
-    Audit { limit: usize },
+    Grant {
+        skill: String,
+        capability: String,
+    },
+    Revoke {
+        skill: String,
+        capability: String,
+    },
+    Audit {
+        limit: usize,
+    },
     Help,
     Quit,
     /// A line for the agent (no model is wired in yet).
@@ -40,7 +53,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/skills", "list skills and load failures"),
     ("/tools", "list tools"),
     ("/call", "TOOL {json}  call a tool"),
-    ("/reload", "[SKILL]  rescan skills (and restart SKILL's engines)"),
+    (
+        "/reload",
+        "[SKILL]  rescan skills (and restart SKILL's engines)",
+    ),
     ("/grants", "list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
     ("/revoke", "SKILL CAPABILITY  remove a grant"),
@@ -64,7 +80,9 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         let mut it = args.split_whitespace();
         match (it.next(), it.next(), it.next()) {
             (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
-            _ => Err(format!("usage: /{what} SKILL CAPABILITY (e.g. /{what} notes fs.read:./notes)")),
+            _ => Err(format!(
+                "usage: /{what} SKILL CAPABILITY (e.g. /{what} notes fs.read:./notes)"
+            )),
         }
     };
     let cmd = match cmd {
@@ -73,13 +91,16 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         "call" => {
             let (tool, json) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
             if tool.is_empty() {
-                return Err("usage: /call TOOL {json} (e.g. /call notes.add {\"text\": \"hi\"})".into());
+                return Err(
+                    "usage: /call TOOL {json} (e.g. /call notes.add {\"text\": \"hi\"})".into(),
+                );
             }
             let json = json.trim();
             let args = if json.is_empty() {
                 Value::Object(Default::default())
             } else {
-                serde_json::from_str(json).map_err(|e| format!("arguments are not valid JSON: {e}"))?
+                serde_json::from_str(json)
+                    .map_err(|e| format!("arguments are not valid JSON: {e}"))?
             };
             ConsoleCommand::Call {
                 tool: tool.to_string(),
@@ -179,7 +200,9 @@ pub fn execute(kernel: &Kernel, rt: &tokio::runtime::Runtime, cmd: ConsoleComman
             }
             s
         }
-        ConsoleCommand::Message(_) => "no model is configured yet: use /call TOOL {json} to run tools (type /help)\n".into(),
+        ConsoleCommand::Message(_) => {
+            "no model is configured yet: use /call TOOL {json} to run tools (type /help)\n".into()
+        }
     };
     Outcome::Text(text)
 }
@@ -244,11 +267,17 @@ impl reedline::Completer for ConsoleCompleter {
                     out.push(suggest(c, Some(d.to_string())));
                 }
             }
-        } else if before.starts_with("/call ") && !before[6..start].contains(char::is_whitespace) || before.starts_with("/reload ") {
+        } else if before.starts_with("/call ") && !before[6..start].contains(char::is_whitespace)
+            || before.starts_with("/reload ")
+        {
             let set = self.kernel.skills();
             if before.starts_with("/reload ") {
                 for s in set.skills.values() {
-                    if s.manifest.name.starts_with(word) && !out.iter().any(|x: &reedline::Suggestion| x.value == s.manifest.name) {
+                    if s.manifest.name.starts_with(word)
+                        && !out
+                            .iter()
+                            .any(|x: &reedline::Suggestion| x.value == s.manifest.name)
+                    {
                         out.push(suggest(&s.manifest.name, None));
                     }
                 }
@@ -294,7 +323,11 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         match &watcher {
             Some(w) if !w.watched.is_empty() => format!(
                 "watching {} for edits\n",
-                w.watched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                w.watched
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             _ => String::new(),
         }
@@ -346,9 +379,9 @@ fn run_reedline(
     mut events: tokio::sync::broadcast::Receiver<KernelEvent>,
 ) -> anyhow::Result<()> {
     use reedline::{
-        ColumnarMenu, DefaultPrompt, DefaultPromptSegment, Emacs, ExternalPrinter, FileBackedHistory,
-        KeyCode, KeyModifiers, MenuBuilder, Reedline, ReedlineEvent, ReedlineMenu, Signal,
-        default_emacs_keybindings,
+        ColumnarMenu, DefaultPrompt, DefaultPromptSegment, Emacs, ExternalPrinter,
+        FileBackedHistory, KeyCode, KeyModifiers, MenuBuilder, Reedline, ReedlineEvent,
+        ReedlineMenu, Signal, default_emacs_keybindings,
     };
     let printer = ExternalPrinter::<String>::new(64);
     let sender = printer.sender();
@@ -416,10 +449,24 @@ mod tests {
                 args: serde_json::json!({"text": "hi"})
             })
         );
-        assert!(parse("/call notes.add {bad").unwrap_err().contains("not valid JSON"));
+        assert!(
+            parse("/call notes.add {bad")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
         assert!(parse("/grant notes").unwrap_err().contains("usage"));
-        assert!(parse("/skils").unwrap_err().contains("did you mean /skills"));
-        assert_eq!(parse("/audit 5").unwrap(), Some(ConsoleCommand::Audit { limit: 5 }));
-        assert_eq!(parse("hello").unwrap(), Some(ConsoleCommand::Message("hello".into())));
+        assert!(
+            parse("/skils")
+                .unwrap_err()
+                .contains("did you mean /skills")
+        );
+        assert_eq!(
+            parse("/audit 5").unwrap(),
+            Some(ConsoleCommand::Audit { limit: 5 })
+        );
+        assert_eq!(
+            parse("hello").unwrap(),
+            Some(ConsoleCommand::Message("hello".into()))
+        );
     }
 }

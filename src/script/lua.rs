@@ -121,18 +121,18 @@ impl LuaInstance {
         let load_err = |e: LuaError| ScriptError::Load {
             message: error_message(&e),
         };
-        let lua = Lua::new_with(
-            StdLib::ALL_SAFE,
-            LuaOptions::default(),
-        )
-        .map_err(load_err)?;
+        let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(load_err)?;
         let guard = Arc::new(CallGuard::default());
         install_sandbox(&lua, &guard, &limits).map_err(load_err)?;
-        lua.set_memory_limit(limits.memory_bytes).map_err(load_err)?;
+        lua.set_memory_limit(limits.memory_bytes)
+            .map_err(load_err)?;
 
         // The load phase runs under the same limits as a call, with no
         // CallCtx: host functions refuse, so top-level code has no effects.
-        guard.arm(std::time::Instant::now() + limits.timeout, limits.max_operations);
+        guard.arm(
+            std::time::Instant::now() + limits.timeout,
+            limits.max_operations,
+        );
         let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
         let loaded = catch_unwind(AssertUnwindSafe(|| load_module(&lua, skill, &entry)));
         let module = match loaded {
@@ -203,9 +203,12 @@ impl Instance for LuaInstance {
         self.guard.arm(ctx.deadline, self.limits.max_operations);
         self.lua.set_app_data(ctx.clone());
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<Value, ScriptError> {
-            let f: Function = self.module.raw_get(tool).map_err(|e| ScriptError::Runtime {
-                message: error_message(&e),
-            })?;
+            let f: Function = self
+                .module
+                .raw_get(tool)
+                .map_err(|e| ScriptError::Runtime {
+                    message: error_message(&e),
+                })?;
             let argv = to_lua(&self.lua, &args).map_err(|e| ScriptError::Runtime {
                 message: error_message(&e),
             })?;
@@ -268,7 +271,15 @@ fn install_sandbox(lua: &Lua, guard: &Arc<CallGuard>, limits: &Limits) -> mlua::
     });
 
     let globals = lua.globals();
-    for name in ["require", "getfenv", "setfenv", "loadstring", "load", "dofile", "loadfile"] {
+    for name in [
+        "require",
+        "getfenv",
+        "setfenv",
+        "loadstring",
+        "load",
+        "dofile",
+        "loadfile",
+    ] {
         globals.raw_set(name, LuaValue::Nil)?;
     }
     globals.raw_set(
@@ -297,9 +308,11 @@ fn install_sandbox(lua: &Lua, guard: &Arc<CallGuard>, limits: &Limits) -> mlua::
     let g = guard.clone();
     globals.raw_set(
         "xpcall",
-        lua.create_function(move |lua, (f, handler, args): (LuaValue, Function, MultiValue)| {
-            protected_call(lua, &g, f, args, Some(handler))
-        })?,
+        lua.create_function(
+            move |lua, (f, handler, args): (LuaValue, Function, MultiValue)| {
+                protected_call(lua, &g, f, args, Some(handler))
+            },
+        )?,
     )?;
 
     let keel = lua.create_table()?;

@@ -83,7 +83,9 @@ impl LimitKind {
                 "stopped: call depth over {} (limits.max_call_depth in keel.toml)",
                 limits.max_call_depth
             ),
-            Self::HostPanic => "stopped: a host function panicked (a keel bug; please report it)".into(),
+            Self::HostPanic => {
+                "stopped: a host function panicked (a keel bug; please report it)".into()
+            }
         }
     }
 }
@@ -120,7 +122,8 @@ impl CallGuard {
     /// Arms the guard for one call.
     pub fn arm(&self, deadline: Instant, max_ops: u64) {
         let ns = deadline.saturating_duration_since(self.epoch).as_nanos();
-        self.deadline_ns.store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.deadline_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.ops.store(0, Ordering::Relaxed);
         self.max_ops.store(max_ops, Ordering::Relaxed);
         self.killed.store(0, Ordering::Relaxed);
@@ -151,7 +154,7 @@ impl CallGuard {
             self.kill(LimitKind::Operations);
             return Err(LimitKind::Operations);
         }
-        if n % CLOCK_EVERY == 0 && self.past_deadline() {
+        if n.is_multiple_of(CLOCK_EVERY) && self.past_deadline() {
             self.kill(LimitKind::Deadline);
             return Err(LimitKind::Deadline);
         }
@@ -167,7 +170,7 @@ impl CallGuard {
     /// call depth at the same cadence).
     #[inline]
     pub fn clock_due(&self) -> bool {
-        self.ops.load(Ordering::Relaxed) % CLOCK_EVERY == 0
+        self.ops.load(Ordering::Relaxed).is_multiple_of(CLOCK_EVERY)
     }
 }
 
@@ -191,7 +194,9 @@ pub enum ScriptError {
     #[error("{message}")]
     Result { message: String },
     /// Every engine state of the skill stayed busy until the deadline.
-    #[error("every engine of this skill is busy ({max} calls in flight); try again or raise limits.max_instances")]
+    #[error(
+        "every engine of this skill is busy ({max} calls in flight); try again or raise limits.max_instances"
+    )]
     Busy { max: usize },
 }
 

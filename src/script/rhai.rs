@@ -94,8 +94,8 @@ fn e_source(e: &EvalAltResult) -> Option<String> {
 
 fn with_source(src: &str, e: &EvalAltResult) -> String {
     let msg = error_message(e);
-    if msg.starts_with("line ") {
-        format!("{src}:{}", &msg[5..])
+    if let Some(rest) = msg.strip_prefix("line ") {
+        format!("{src}:{rest}")
     } else if msg.contains(src) {
         msg
     } else {
@@ -143,7 +143,10 @@ impl RhaiInstance {
         // under the limits, with no CallCtx. Evaluating the script as a
         // module encapsulates its imports with its functions, so a tool
         // function still sees `text::upper` when it is called on its own.
-        guard.arm(std::time::Instant::now() + limits.timeout, limits.max_operations);
+        guard.arm(
+            std::time::Instant::now() + limits.timeout,
+            limits.max_operations,
+        );
         let run = catch_unwind(AssertUnwindSafe(|| {
             Module::eval_ast_as_new(Scope::new(), &ast, &engine)
         }));
@@ -220,7 +223,9 @@ impl Instance for RhaiInstance {
             });
         }
         match result {
-            Ok(Err(ScriptError::Runtime { message })) if message.contains("Too many operations") => {
+            Ok(Err(ScriptError::Runtime { message }))
+                if message.contains("Too many operations") =>
+            {
                 self.broken = true;
                 Err(ScriptError::Limit {
                     kind: LimitKind::Operations,
@@ -232,7 +237,10 @@ impl Instance for RhaiInstance {
             {
                 Err(ScriptError::Limit {
                     kind: LimitKind::CallDepth,
-                    message: format!("{} ({message})", LimitKind::CallDepth.describe(&self.limits)),
+                    message: format!(
+                        "{} ({message})",
+                        LimitKind::CallDepth.describe(&self.limits)
+                    ),
                 })
             }
             Ok(Err(ScriptError::Runtime { message })) if message.contains("too large") => {
@@ -261,7 +269,12 @@ impl Instance for RhaiInstance {
     }
 }
 
-fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, ctx: &CtxSlot, limits: &Limits) -> Engine {
+fn build_engine(
+    skill: &Arc<LoadedSkill>,
+    guard: &Arc<CallGuard>,
+    ctx: &CtxSlot,
+    limits: &Limits,
+) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(StandardPackage::new().as_shared_module());
     engine.set_max_operations(limits.max_operations);
@@ -277,6 +290,7 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, ctx: &CtxSlot,
     // host API's contract is `keel::tools::call(...)`. After `::` it can
     // only be a path segment, so the tokenizer hands it on as a name there.
     let after_path = std::sync::atomic::AtomicBool::new(false);
+    #[allow(deprecated)] // volatile, not deprecated (see its docs)
     engine.on_parse_token(move |token, _, _| {
         use std::sync::atomic::Ordering::Relaxed;
         let was_path = after_path.swap(matches!(token, rhai::Token::DoubleColon), Relaxed);
@@ -320,14 +334,22 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, ctx: &CtxSlot,
 }
 
 /// Calls a host function from Rhai with the current call's context.
-fn invoke(f: &'static HostFn, guard: &CallGuard, ctx: &CtxSlot, args: &[Dynamic]) -> Result<Dynamic, Box<EvalAltResult>> {
+fn invoke(
+    f: &'static HostFn,
+    guard: &CallGuard,
+    ctx: &CtxSlot,
+    args: &[Dynamic],
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let full = format!("keel::{}::{}", f.namespace, f.name);
     let rt = |msg: String| -> Box<EvalAltResult> {
         Box::new(EvalAltResult::ErrorRuntime(msg.into(), Position::NONE))
     };
     let mut values = Vec::with_capacity(args.len());
     for (i, a) in args.iter().enumerate() {
-        values.push(from_dynamic(a).map_err(|e| rt(format!("{full}: argument {} cannot be passed: {e}", i + 1)))?);
+        values.push(
+            from_dynamic(a)
+                .map_err(|e| rt(format!("{full}: argument {} cannot be passed: {e}", i + 1)))?,
+        );
     }
     let ctx = ctx.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let Some(ctx) = ctx else {
@@ -408,7 +430,12 @@ impl SkillResolver {
         self.root
             .closure()
             .into_iter()
-            .find(|s| s.source.files.keys().any(|rel| s.source.display_path(rel) == src))
+            .find(|s| {
+                s.source
+                    .files
+                    .keys()
+                    .any(|rel| s.source.display_path(rel) == src)
+            })
             .unwrap_or_else(|| self.root.clone())
     }
 }
@@ -422,7 +449,13 @@ impl ModuleResolver for SkillResolver {
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let importer = self.importer(source);
-        let fail = |msg: String| Box::new(EvalAltResult::ErrorInModule(path.to_string(), Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)), pos));
+        let fail = |msg: String| {
+            Box::new(EvalAltResult::ErrorInModule(
+                path.to_string(),
+                Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)),
+                pos,
+            ))
+        };
         let (skill, rel) = if let Some(p) = path.strip_prefix("./") {
             let ok = !p.is_empty() && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
             if !ok {
@@ -436,7 +469,12 @@ impl ModuleResolver for SkillResolver {
                     importer.source.files.contains_key(c)
                         && Language::from_path(std::path::Path::new(c)) == Some(Language::Rhai)
                 })
-                .ok_or_else(|| fail(format!("import \"{path}\": skill `{}` has no file `{p}.rhai`", importer.manifest.name)))?;
+                .ok_or_else(|| {
+                    fail(format!(
+                        "import \"{path}\": skill `{}` has no file `{p}.rhai`",
+                        importer.manifest.name
+                    ))
+                })?;
             (importer.clone(), rel)
         } else if let Some(dep) = importer.deps.get(path) {
             if dep.manifest.language != Language::Rhai {
@@ -445,16 +483,28 @@ impl ModuleResolver for SkillResolver {
                     dep.id
                 )));
             }
-            (dep.clone(), dep.manifest.entry.to_string_lossy().replace('\\', "/"))
+            (
+                dep.clone(),
+                dep.manifest.entry.to_string_lossy().replace('\\', "/"),
+            )
         } else {
             let deps: Vec<&str> = importer.deps.keys().map(String::as_str).collect();
             return Err(fail(format!(
                 "import \"{path}\": not found; import reaches only this skill's own files (\"./name\") and its declared dependencies ({})",
-                if deps.is_empty() { "none".to_string() } else { deps.join(", ") }
+                if deps.is_empty() {
+                    "none".to_string()
+                } else {
+                    deps.join(", ")
+                }
             )));
         };
         let display = source_name(&skill, &rel);
-        if let Some(m) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&display) {
+        if let Some(m) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&display)
+        {
             return Ok(m.clone());
         }
         let src = skill

@@ -11,6 +11,7 @@ pub struct BuiltinSkill {
     pub files: &'static [(&'static str, &'static str)],
 }
 
+#[allow(unused_macros)] // used as skills are listed in SKILLS
 macro_rules! builtin {
     ($name:literal, [$($file:literal),* $(,)?]) => {
         BuiltinSkill {

@@ -14,8 +14,8 @@ use semver::{Version, VersionReq};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::toml_error_line;
 use crate::capability::{CapabilityError, CapabilityKind, CapabilityRule, ScopeBase, ScopeKind};
+use crate::config::toml_error_line;
 
 /// The language of a script, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -308,7 +308,10 @@ impl SkillManifest {
             let validator = jsonschema::validator_for(&parameters).map_err(|e| {
                 err(
                     line,
-                    format!("tool `{}`: parameters is not a valid JSON Schema: {e}", t.name),
+                    format!(
+                        "tool `{}`: parameters is not a valid JSON Schema: {e}",
+                        t.name
+                    ),
                 )
             })?;
             tools.push(ToolSpec {
@@ -353,9 +356,7 @@ pub fn extract_comment_manifest(source: &str, language: Language) -> Option<Stri
         out.push_str(rest.strip_prefix(' ').unwrap_or(rest));
         out.push('\n');
     }
-    out.lines()
-        .any(|l| l.trim() == "[skill]")
-        .then_some(out)
+    out.lines().any(|l| l.trim() == "[skill]").then_some(out)
 }
 
 #[cfg(test)]
@@ -388,7 +389,12 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
 
     fn parse(text: &str) -> Result<SkillManifest, ManifestError> {
         let ws = std::env::temp_dir();
-        SkillManifest::parse(text, Path::new("skill.toml"), None, &ScopeBase { workspace: &ws })
+        SkillManifest::parse(
+            text,
+            Path::new("skill.toml"),
+            None,
+            &ScopeBase { workspace: &ws },
+        )
     }
 
     #[test]
@@ -399,8 +405,16 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
         assert_eq!(m.language, Language::Luau);
         assert_eq!(m.capabilities.len(), 6);
         assert_eq!(m.tools[0].name, "add");
-        assert!(m.tools[0].validator.is_valid(&serde_json::json!({"text": "hi"})));
-        assert!(!m.tools[0].validator.is_valid(&serde_json::json!({"text": 1})));
+        assert!(
+            m.tools[0]
+                .validator
+                .is_valid(&serde_json::json!({"text": "hi"}))
+        );
+        assert!(
+            !m.tools[0]
+                .validator
+                .is_valid(&serde_json::json!({"text": 1}))
+        );
     }
 
     #[test]

@@ -135,7 +135,12 @@ impl LoadedSkill {
     /// True when this version can stand in for `other` unchanged: same
     /// sources, same limits, and dependencies that are the very same loaded
     /// versions. Warm engines are kept across a reload only then.
-    fn same_as(&self, c: &Candidate, deps: &BTreeMap<String, Arc<LoadedSkill>>, limits: &Limits) -> bool {
+    fn same_as(
+        &self,
+        c: &Candidate,
+        deps: &BTreeMap<String, Arc<LoadedSkill>>,
+        limits: &Limits,
+    ) -> bool {
         self.source.fingerprint == c.source.fingerprint
             && self.source.origin == c.source.origin
             && &self.limits == limits
@@ -207,11 +212,14 @@ impl SkillSet {
         let mut kept = Vec::new();
         for c in candidates {
             let id = NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
-            if by_id.contains_key(&id) {
-                shadowed.push((id, c.source.origin.clone()));
-            } else {
-                by_id.insert(id, c.clone());
-                kept.push(c);
+            match by_id.entry(id) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    shadowed.push((e.key().clone(), c.source.origin.clone()));
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(c.clone());
+                    kept.push(c);
+                }
             }
         }
         let nodes: Vec<resolve::SkillNode> = by_id
@@ -513,16 +521,18 @@ pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, 
     )
 }
 
-fn load_builtin(b: &builtin::BuiltinSkill, base: &ScopeBase<'_>) -> Result<Candidate, SkillFailure> {
+fn load_builtin(
+    b: &builtin::BuiltinSkill,
+    base: &ScopeBase<'_>,
+) -> Result<Candidate, SkillFailure> {
     let origin = Origin::Builtin(b.name.to_string());
     let manifest_path = PathBuf::from(format!("<builtin>/{}/skill.toml", b.name));
-    let manifest = SkillManifest::parse(b.manifest, &manifest_path, None, base).map_err(|e| {
-        SkillFailure {
+    let manifest =
+        SkillManifest::parse(b.manifest, &manifest_path, None, base).map_err(|e| SkillFailure {
             skill: None,
             origin: origin.clone(),
             error: e.to_string(),
-        }
-    })?;
+        })?;
     let files: BTreeMap<String, Arc<str>> = b
         .files
         .iter()

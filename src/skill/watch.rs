@@ -75,7 +75,13 @@ mod tests {
 
     #[test]
     fn editor_droppings_are_ignored() {
-        for noise in [".main.luau.swp", "main.luau~", "4913", ".#main.luau", "x.tmp"] {
+        for noise in [
+            ".main.luau.swp",
+            "main.luau~",
+            "4913",
+            ".#main.luau",
+            "x.tmp",
+        ] {
             assert!(is_editor_noise(Path::new(noise)), "{noise}");
         }
         assert!(!is_editor_noise(Path::new("skills/notes/main.luau")));

@@ -27,7 +27,9 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The database was written by a newer keel.
-    #[error("the database is at schema version {found}, newer than this keel ({supported}); upgrade keel")]
+    #[error(
+        "the database is at schema version {found}, newer than this keel ({supported}); upgrade keel"
+    )]
     TooNew { found: i64, supported: i64 },
     /// A key or value is over its limit.
     #[error("{0}")]
@@ -399,7 +401,10 @@ mod tests {
         }
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.grants(Some("notes")).unwrap().len(), 1);
-        assert_eq!(s.baseline("notes").unwrap(), Some(vec!["".into(), "kv".into()]));
+        assert_eq!(
+            s.baseline("notes").unwrap(),
+            Some(vec!["".into(), "kv".into()])
+        );
         assert_eq!(s.baseline("other").unwrap(), None);
         assert!(s.revoke("notes", "exec:git").unwrap());
         assert!(s.grants(None).unwrap().is_empty());

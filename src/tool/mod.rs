@@ -69,7 +69,9 @@ pub enum ToolError {
         error: ScriptError,
     },
     /// `tools.call` chains nested too deeply.
-    #[error("`{tool}`: tool calls nested more than {max} deep (a skill calling itself through keel.tools.call?)")]
+    #[error(
+        "`{tool}`: tool calls nested more than {max} deep (a skill calling itself through keel.tools.call?)"
+    )]
     TooDeep { tool: String, max: u32 },
     /// keel itself failed (a bug or a shutdown).
     #[error("internal error: {0}")]
@@ -109,7 +111,14 @@ mod tests {
     fn tool_names_parse_once() {
         let n = ToolName::parse("notes.add").unwrap();
         assert_eq!((n.skill.as_str(), n.tool.as_str()), ("notes", "add"));
-        for bad in ["notes", "notes.", ".add", "Notes.add", "notes.add.x", "notes.a-b"] {
+        for bad in [
+            "notes",
+            "notes.",
+            ".add",
+            "Notes.add",
+            "notes.add.x",
+            "notes.a-b",
+        ] {
             assert!(ToolName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -34,13 +34,22 @@ impl Called {
     /// The JSON result; panics with stderr if the call failed.
     pub fn ok(&self) -> Value {
         assert_eq!(self.status, 0, "call failed: {}", self.stderr);
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 
     /// The error text; panics if the call succeeded.
     pub fn err(&self) -> &str {
-        assert_ne!(self.status, 0, "call succeeded but should have failed: {}", self.stdout);
-        assert!(self.stdout.is_empty(), "a failed call printed to stdout: {}", self.stdout);
+        assert_ne!(
+            self.status, 0,
+            "call succeeded but should have failed: {}",
+            self.stdout
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "a failed call printed to stdout: {}",
+            self.stdout
+        );
         &self.stderr
     }
 
@@ -138,7 +147,11 @@ impl Ws {
         self.kernel_with_env(rt, BTreeMap::new())
     }
 
-    pub fn kernel_with_env(&self, rt: &tokio::runtime::Runtime, env: BTreeMap<String, String>) -> keel::Kernel {
+    pub fn kernel_with_env(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        env: BTreeMap<String, String>,
+    ) -> keel::Kernel {
         let cfg_path = self.root.join("keel.toml");
         let config = if cfg_path.exists() {
             keel::config::Config::load(&cfg_path).expect("config")
@@ -168,6 +181,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// - `/redirect?to=URL` → 302 to URL
 /// - `/echo` → 200 with the request line and headers as the body
 /// - anything else → 404
+///
 /// It stops when dropped; each connection is served once.
 pub struct TestServer {
     pub port: u16,
@@ -236,15 +250,27 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     }
     let mut body = vec![0u8; content_length.min(1 << 20)];
     reader.read_exact(&mut body)?;
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let target = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let (status, extra, payload) = if target == "/text" {
         ("200 OK", String::new(), "hello".to_string())
     } else if target == "/json" {
-        ("200 OK", "content-type: application/json\r\n".into(), "{\"ok\":true}".into())
+        (
+            "200 OK",
+            "content-type: application/json\r\n".into(),
+            "{\"ok\":true}".into(),
+        )
     } else if let Some(to) = target.strip_prefix("/redirect?to=") {
         ("302 Found", format!("location: {to}\r\n"), String::new())
     } else if target == "/echo" {
-        ("200 OK", String::new(), format!("{head}\n{}", String::from_utf8_lossy(&body)))
+        (
+            "200 OK",
+            String::new(),
+            format!("{head}\n{}", String::from_utf8_lossy(&body)),
+        )
     } else {
         ("404 Not Found", String::new(), "not found".into())
     };
