@@ -1604,3 +1604,287 @@ fn tools_call_runs_the_callee_with_its_own_authority_and_needs_tools_call() {
         refused(lang, &c, &["skill `app`", "`fs.read`"], &["LIB-SECRET"]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// The script sandbox: no way to compile text, reach another environment or
+// load a file other than the skill's own scripts and its dependencies.
+
+const LUAU_SANDBOX: &str = r#"
+local M = {}
+function M.globals(a)
+    local out = {}
+    for _, name in { "getfenv", "setfenv", "loadstring", "load", "dofile", "loadfile", "io", "package", "module" } do
+        out[name] = rawget(_G, name) ~= nil
+    end
+    out.os_execute = os.execute ~= nil
+    out.os_getenv = os.getenv ~= nil
+    out.os_remove = os.remove ~= nil
+    out.string_dump = string.dump ~= nil
+    out.call_getfenv = (pcall(function() return getfenv(2) end))
+    out.call_setfenv = (pcall(function() setfenv(1, {}) end))
+    out.call_loadstring = (pcall(function() return loadstring("return 1")() end))
+    out.call_load = (pcall(function() return load("return 1")() end))
+    out.call_dofile = (pcall(function() return dofile("/etc/passwd") end))
+    out.tamper_keel = (pcall(function() keel.fs = nil end))
+    return out
+end
+function M.req(a) return require(a.name) end
+return M
+"#;
+
+#[test]
+fn luau_has_no_getfenv_setfenv_loadstring_load_or_file_loaders() {
+    let ws = Ws::new()
+        .skill(
+            "p",
+            &manifest("p", "main.luau", "", "", &["globals", "req"]),
+            &[("main.luau", LUAU_SANDBOX)],
+        )
+        .policy("");
+    let r = ok(Lang::Luau, &ws.call("p.globals", json!({})));
+    let obj = r.as_object().expect("a table");
+    assert!(obj.len() >= 16, "{r}");
+    for (k, v) in obj {
+        assert_eq!(
+            v,
+            &json!(false),
+            "`{k}` is available in the Luau sandbox: {r}"
+        );
+    }
+}
+
+#[test]
+fn luau_require_reaches_only_the_skills_own_files_and_dependencies() {
+    let (_keep, out) = outside();
+    std::fs::write(out.join("evil.luau"), "return { pwned = true }").unwrap();
+    let ws = Ws::new()
+        .skill(
+            "p",
+            &manifest("p", "main.luau", "", "", &["globals", "req"]),
+            &[
+                ("main.luau", LUAU_SANDBOX),
+                ("util.luau", "return { ok = true }"),
+            ],
+        )
+        .skill(
+            "other",
+            &manifest("other", "main.luau", "", "", &["t"]),
+            &[(
+                "main.luau",
+                "local M = {}\nfunction M.t(a) return 1 end\nreturn M\n",
+            )],
+        )
+        .file("skills/x.luau", "return { pwned = true }")
+        .file("x.luau", "return { pwned = true }")
+        .policy("");
+    symlink(out.join("evil.luau"), ws.path("skills/p/evil.luau"));
+    // The skill's own file works.
+    assert_eq!(
+        ok(Lang::Luau, &ws.call("p.req", json!({"name": "./util"}))),
+        json!({"ok": true})
+    );
+    for name in [
+        "/etc/passwd",
+        "../x",
+        "x",
+        "other",
+        "../other/main",
+        "keel.toml",
+    ] {
+        let c = ws.call("p.req", json!({"name": name}));
+        refused(
+            Lang::Luau,
+            &c,
+            &[
+                &format!("require(\"{name}\")"),
+                "not found",
+                "declared dependencies",
+            ],
+            &["pwned", "root:"],
+        );
+    }
+    for name in [
+        "./../x",
+        "./../other/main",
+        "./../../x",
+        "./sub/../../x",
+        "./../../keel",
+    ] {
+        let c = ws.call("p.req", json!({"name": name}));
+        refused(
+            Lang::Luau,
+            &c,
+            &[&format!("require(\"{name}\")"), "inside the skill's folder"],
+            &["pwned"],
+        );
+    }
+    // A symlink in the skill's folder is not followed out of it.
+    let c = ws.call("p.req", json!({"name": "./evil"}));
+    refused(Lang::Luau, &c, &["require(\"./evil\")"], &["pwned"]);
+}
+
+/// One Rhai skill per escape: `compile_into_self_contained` resolves every
+/// static `import` when the skill loads, so one bad import fails its whole
+/// skill (which is itself a refusal).
+const RHAI_ESCAPES: [(&str, &[&str]); 10] = [
+    (
+        "import \"/etc/passwd\" as p; 1",
+        &[
+            "import \"/etc/passwd\"",
+            "not found",
+            "declared dependencies",
+        ],
+    ),
+    ("import \"../x\" as x; 1", &["import \"../x\"", "not found"]),
+    (
+        "import \"./../x\" as x; 1",
+        &["import \"./../x\"", "inside the skill's folder"],
+    ),
+    (
+        "import \"./../other/main\" as x; 1",
+        &["import \"./../other/main\"", "inside the skill's folder"],
+    ),
+    (
+        "import \"other\" as x; 1",
+        &["import \"other\"", "not found"],
+    ),
+    ("import \"./evil\" as x; x::pwned()", &["import \"./evil\""]),
+    (
+        "eval(\"import \\\"/etc/passwd\\\" as p; 1\")",
+        &["import \"/etc/passwd\"", "not found"],
+    ),
+    (
+        "eval(\"import \\\"./../x\\\" as x; x::pwned()\")",
+        &["import \"./../x\"", "inside the skill's folder"],
+    ),
+    (
+        "eval(\"import \\\"./evil\\\" as x; x::pwned()\")",
+        &["import \"./evil\""],
+    ),
+    (
+        "eval(\"keel::fs::read(\\\"/etc/passwd\\\")\")",
+        &["`fs.read`", "/etc/passwd", "did not declare"],
+    ),
+];
+
+#[test]
+fn rhai_import_and_eval_reach_only_the_skills_own_files_and_dependencies() {
+    let (_keep, out) = outside();
+    std::fs::write(out.join("evil.rhai"), "fn pwned() { \"pwned\" }").unwrap();
+    let mut ws = Ws::new()
+        .skill(
+            "own",
+            &manifest("own", "main.rhai", "", "", &["t"]),
+            &[
+                (
+                    "main.rhai",
+                    "import \"./util\" as u;\nfn t(a) { u::value() }\n",
+                ),
+                ("util.rhai", "fn value() { 42 }"),
+            ],
+        )
+        .skill(
+            "other",
+            &manifest("other", "main.rhai", "", "", &["t"]),
+            &[("main.rhai", "fn t(a) { 1 }\nfn pwned() { \"pwned\" }")],
+        )
+        .file("skills/x.rhai", "fn pwned() { \"pwned\" }")
+        .file("x.rhai", "fn pwned() { \"pwned\" }")
+        .policy("");
+    for (i, (body, _)) in RHAI_ESCAPES.iter().enumerate() {
+        let name = format!("r{i}");
+        ws = ws.skill(
+            &name,
+            &manifest(&name, "main.rhai", "", "", &["t"]),
+            &[("main.rhai", &format!("fn t(a) {{ {body} }}\n"))],
+        );
+        symlink(
+            out.join("evil.rhai"),
+            ws.path(&format!("skills/{name}/evil.rhai")),
+        );
+    }
+    assert_eq!(ok(Lang::Rhai, &ws.call("own.t", json!({}))), json!(42));
+    for (i, (body, must)) in RHAI_ESCAPES.iter().enumerate() {
+        let c = ws.call(&format!("r{i}.t"), json!({}));
+        assert_ne!(c.status, 0, "`{body}` succeeded: {}", c.stdout);
+        refused(Lang::Rhai, &c, must, &["pwned", "root:"]);
+    }
+}
+
+#[test]
+#[ignore = "BUG: fs.write/fs.append through a dangling symlink notes/d-file -> locked/created.txt (policy deny fs.write:./notes/locked) creates an empty notes/locked/created.txt: the file is opened with O_CREAT beneath ./notes before the post-open re-check refuses it"]
+fn fs_dangling_symlink_into_a_write_denied_subfolder_creates_nothing_there() {
+    for lang in BOTH {
+        let policy = "[policy]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\ndeny = [\"fs.write:./notes/locked\"]\n";
+        let ws = probe(lang, FS_CAPS, policy).file("notes/locked/keep.txt", "KEEP");
+        // Direct writes into the denied folder are refused.
+        let c = ws.call(
+            "p.fs_write",
+            json!({"path": "./notes/locked/direct.txt", "content": "x"}),
+        );
+        refused(
+            lang,
+            &c,
+            &["`fs.write`", "policy deny `fs.write:./notes/locked`"],
+            &[],
+        );
+        assert!(!ws.path("notes/locked/direct.txt").exists());
+        // A dangling link that stays beneath ./notes but lands in ./notes/locked.
+        symlink("locked/created.txt", ws.path("notes/d-file"));
+        let c = ws.call(
+            "p.fs_write",
+            json!({"path": "./notes/d-file", "content": "ESCAPED"}),
+        );
+        assert_ne!(
+            c.status, 0,
+            "[{lang:?}] write through notes/d-file succeeded"
+        );
+        assert!(
+            !ws.path("notes/locked/created.txt").exists(),
+            "[{lang:?}] a write through a dangling link created a file in a write-denied folder ({})",
+            c.stderr.trim()
+        );
+        let c = ws.call(
+            "p.fs_append",
+            json!({"path": "./notes/d-file", "content": "ESCAPED"}),
+        );
+        assert_ne!(
+            c.status, 0,
+            "[{lang:?}] append through notes/d-file succeeded"
+        );
+        assert!(
+            !ws.path("notes/locked/created.txt").exists(),
+            "[{lang:?}] append created the file"
+        );
+    }
+}
+
+#[test]
+fn fs_mkdir_through_a_dangling_symlink_into_a_write_denied_subfolder_creates_nothing_there() {
+    for lang in BOTH {
+        let policy = "[policy]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\ndeny = [\"fs.write:./notes/locked\"]\n";
+        let ws = probe(lang, FS_CAPS, policy).file("notes/locked/keep.txt", "KEEP");
+        let c = ws.call("p.fs_mkdir", json!({"path": "./notes/locked/direct"}));
+        refused(
+            lang,
+            &c,
+            &["`fs.write`", "policy deny `fs.write:./notes/locked`"],
+            &[],
+        );
+        symlink("locked/newdir", ws.path("notes/d-dir"));
+        let c = ws.call("p.fs_mkdir", json!({"path": "./notes/d-dir/sub"}));
+        assert!(
+            !ws.path("notes/locked/newdir").exists(),
+            "[{lang:?}] mkdir through a dangling link created a folder in a write-denied folder (status {}, {})",
+            c.status,
+            c.stderr.trim()
+        );
+        let c = ws.call("p.fs_mkdir", json!({"path": "./notes/d-dir"}));
+        assert!(
+            !ws.path("notes/locked/newdir").exists(),
+            "[{lang:?}] mkdir of a dangling link created a folder in a write-denied folder (status {}, {})",
+            c.status,
+            c.stderr.trim()
+        );
+    }
+}

@@ -377,7 +377,8 @@ fn protected_call(
 fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<Function> {
     let g = guard.clone();
     lua.create_function(move |lua, args: MultiValue| {
-        let full = format!("keel.{}.{}", f.namespace, f.name);
+        // Built only on error paths: the fast path allocates nothing.
+        let full = || format!("keel.{}.{}", f.namespace, f.name);
         if args.len() < f.min_args() || args.len() > f.params.len() {
             let sig: Vec<String> = f
                 .params
@@ -385,7 +386,8 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 .map(|p| format!("{}{}: {}", p.name, if p.optional { "?" } else { "" }, p.ty))
                 .collect();
             return Err(LuaError::RuntimeError(format!(
-                "{full} takes ({}) but got {} argument(s)",
+                "{} takes ({}) but got {} argument(s)",
+                full(),
                 sig.join(", "),
                 args.len()
             )));
@@ -393,12 +395,13 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
         let mut values = Vec::with_capacity(args.len());
         for (i, v) in args.into_iter().enumerate() {
             values.push(from_lua(lua, v).map_err(|e| {
-                LuaError::RuntimeError(format!("{full}: argument {} cannot be passed: {e}", i + 1))
+                LuaError::RuntimeError(format!("{}: argument {} cannot be passed: {e}", full(), i + 1))
             })?);
         }
         let Some(ctx) = lua.app_data_ref::<CallCtx>() else {
             return Err(LuaError::RuntimeError(format!(
-                "{full} is not available while the skill loads; call it from a tool function"
+                "{} is not available while the skill loads; call it from a tool function",
+                full()
             )));
         };
         let out = catch_unwind(AssertUnwindSafe(|| {
@@ -417,9 +420,9 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 g.kill(LimitKind::Deadline);
                 Err(limit_error(LimitKind::Deadline))
             }
-            Ok(Err(e)) => Err(LuaError::RuntimeError(format!("{full}: {e}"))),
+            Ok(Err(e)) => Err(LuaError::RuntimeError(format!("{}: {e}", full()))),
             Err(p) => {
-                tracing::error!(function = %full, panic = %panic_message(&*p), "host function panicked");
+                tracing::error!(function = %full(), panic = %panic_message(&*p), "host function panicked");
                 g.kill(LimitKind::HostPanic);
                 Err(limit_error(LimitKind::HostPanic))
             }

@@ -340,34 +340,42 @@ fn invoke(
     ctx: &CtxSlot,
     args: &[Dynamic],
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let full = format!("keel::{}::{}", f.namespace, f.name);
+    // Built only on error paths: the fast path allocates nothing.
+    let full = || format!("keel::{}::{}", f.namespace, f.name);
     let rt = |msg: String| -> Box<EvalAltResult> {
         Box::new(EvalAltResult::ErrorRuntime(msg.into(), Position::NONE))
     };
     let mut values = Vec::with_capacity(args.len());
     for (i, a) in args.iter().enumerate() {
-        values.push(
-            from_dynamic(a)
-                .map_err(|e| rt(format!("{full}: argument {} cannot be passed: {e}", i + 1)))?,
-        );
+        values.push(from_dynamic(a).map_err(|e| {
+            rt(format!(
+                "{}: argument {} cannot be passed: {e}",
+                full(),
+                i + 1
+            ))
+        })?);
     }
-    let ctx = ctx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let Some(ctx) = ctx else {
+    // The slot is this engine state's own and only its thread uses it, so
+    // holding the lock for the call costs nothing and saves a clone.
+    let slot = ctx.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(ctx) = slot.as_ref() else {
         return Err(rt(format!(
-            "{full} is not available while the skill loads; call it from a tool function"
+            "{} is not available while the skill loads; call it from a tool function",
+            full()
         )));
     };
     let out = catch_unwind(AssertUnwindSafe(|| {
         (f.call)(
-            &ctx,
+            ctx,
             Args {
                 func: f.name,
                 values,
             },
         )
     }));
+    drop(slot);
     match out {
-        Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{full}: {e}"))),
+        Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{}: {e}", full()))),
         Ok(Err(HostError::Deadline)) => {
             guard.kill(LimitKind::Deadline);
             Err(Box::new(EvalAltResult::ErrorTerminated(
@@ -375,9 +383,9 @@ fn invoke(
                 Position::NONE,
             )))
         }
-        Ok(Err(e)) => Err(rt(format!("{full}: {e}"))),
+        Ok(Err(e)) => Err(rt(format!("{}: {e}", full()))),
         Err(p) => {
-            tracing::error!(function = %full, panic = %panic_message(&*p), "host function panicked");
+            tracing::error!(function = %full(), panic = %panic_message(&*p), "host function panicked");
             guard.kill(LimitKind::HostPanic);
             Err(Box::new(EvalAltResult::ErrorTerminated(
                 Dynamic::from("HostPanic"),
