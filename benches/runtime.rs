@@ -85,13 +85,19 @@ fn us(d: Duration) -> f64 {
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().canonicalize().expect("canonical");
-    write(&root, "keel.toml", "[skills]\nbuiltin = false\n[limits]\ntimeout_ms = 60000\nmax_operations = 10000000000\n");
+    write(
+        &root,
+        "keel.toml",
+        "[skills]\nbuiltin = false\n[limits]\ntimeout_ms = 60000\nmax_operations = 10000000000\n",
+    );
     write(&root, "skills/bl/skill.toml", LUAU_MANIFEST);
     write(&root, "skills/bl/main.luau", LUAU_SRC);
     write(
         &root,
         "skills/br/skill.toml",
-        &LUAU_MANIFEST.replace("\"bl\"", "\"br\"").replace("main.luau", "main.rhai"),
+        &LUAU_MANIFEST
+            .replace("\"bl\"", "\"br\"")
+            .replace("main.luau", "main.rhai"),
     );
     write(&root, "skills/br/main.rhai", RHAI_SRC);
     let rt = runtime();
@@ -180,7 +186,11 @@ fn main() {
                 write(&r, &format!("skills/{name}/skill.toml"), &m);
                 write(&r, &format!("skills/{name}/main.luau"), &fifty);
             } else {
-                write(&r, &format!("skills/{name}/skill.toml"), &m.replace("main.luau", "main.rhai"));
+                write(
+                    &r,
+                    &format!("skills/{name}/skill.toml"),
+                    &m.replace("main.luau", "main.rhai"),
+                );
                 write(&r, &format!("skills/{name}/main.rhai"), RHAI_SRC);
             }
         }
@@ -221,7 +231,10 @@ fn main() {
             us(pct(&times, 0.5)),
             us(*times.last().expect("times")),
             if lang == "luau" {
-                format!("; engine memory {} KiB per skill (target <= 600 KB)", avg_mem / 1024)
+                format!(
+                    "; engine memory {} KiB per skill (target <= 600 KB)",
+                    avg_mem / 1024
+                )
             } else {
                 String::new()
             }
@@ -240,7 +253,10 @@ fn main() {
                 if rt.block_on(k.call_tool("bl.noop", json!({ "x": -1 }))).ok() == Some(json!(i)) {
                     break;
                 }
-                assert!(t.elapsed() < Duration::from_secs(10), "reload never arrived");
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "reload never arrived"
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
             times.push(t.elapsed());
@@ -261,7 +277,11 @@ fn main() {
         write(&r, "keel.toml", "[skills]\nbuiltin = false\n");
         for i in 0..100 {
             let name = format!("s{i}");
-            write(&r, &format!("skills/{name}/skill.toml"), &LUAU_MANIFEST.replace("\"bl\"", &format!("\"{name}\"")));
+            write(
+                &r,
+                &format!("skills/{name}/skill.toml"),
+                &LUAU_MANIFEST.replace("\"bl\"", &format!("\"{name}\"")),
+            );
             write(&r, &format!("skills/{name}/main.luau"), LUAU_SRC);
         }
         let bin = env!("CARGO_BIN_EXE_keel");

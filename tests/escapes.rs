@@ -445,23 +445,30 @@ fn fs_tilde_is_not_expanded_and_is_undeclared() {
     for lang in BOTH {
         let ws = fs_ws(lang);
         let c = ws.call("p.fs_read", json!({"path": "~/.ssh/id_rsa"}));
-        // Judged as a folder named `~` in the workspace, which was never declared.
+        // Never expanded: refused outright, saying so.
         let e = refused(
             lang,
             &c,
-            &["`fs.read`", &format!("{}/~/.ssh/id_rsa", ws.root.display())],
+            &["invalid path \"~/.ssh/id_rsa\"", "`~` is not expanded"],
             &[],
         );
-        if let Ok(home) = std::env::var("HOME") {
-            if !home.is_empty() && home != "/" && !ws.root.starts_with(&home) {
-                assert!(
-                    !e.contains(&format!("{home}/.ssh")),
-                    "[{lang:?}] `~` was expanded: {e}"
-                );
-            }
+        if let Ok(home) = std::env::var("HOME")
+            && !home.is_empty()
+            && home != "/"
+            && !ws.root.starts_with(&home)
+        {
+            assert!(
+                !e.contains(&format!("{home}/.ssh")),
+                "[{lang:?}] `~` was expanded: {e}"
+            );
         }
         let c = ws.call("p.fs_write", json!({"path": "~/.bashrc", "content": "x"}));
-        refused(lang, &c, &["`fs.write`"], &[]);
+        refused(
+            lang,
+            &c,
+            &["invalid path \"~/.bashrc\"", "`~` is not expanded"],
+            &[],
+        );
         assert!(!ws.path("~").exists());
     }
 }
@@ -606,7 +613,6 @@ fn fs_remove_and_mkdir_outside_are_refused() {
 }
 
 #[test]
-#[ignore = "BUG: a write through a dangling symlink in ./notes is refused (safely) with cap-std's bare \"a path led outside of the filesystem\", which names neither `fs.write` nor where the link points"]
 fn fs_dangling_symlink_refusal_names_the_capability_and_the_link_target() {
     for lang in BOTH {
         let ws = fs_ws(lang);
@@ -1033,7 +1039,6 @@ fn exec_declared_but_not_allowed_is_refused_with_a_grant_hint() {
 }
 
 #[test]
-#[ignore = "BUG: under `[policy] default = \"deny\"` a declared exec is refused with \"`exec` on `echo` is denied for skill `p` by policy default `deny`\" and no hint, although `keel grant p exec:echo` does let it through"]
 fn exec_refused_by_the_default_deny_says_how_to_grant() {
     for lang in BOTH {
         let ws = probe(
@@ -1751,19 +1756,19 @@ const RHAI_ESCAPES: [(&str, &[&str]); 10] = [
     ("import \"./evil\" as x; x::pwned()", &["import \"./evil\""]),
     (
         "eval(\"import \\\"/etc/passwd\\\" as p; 1\")",
-        &["import \"/etc/passwd\"", "not found"],
+        &["keyword 'eval' is disabled"],
     ),
     (
         "eval(\"import \\\"./../x\\\" as x; x::pwned()\")",
-        &["import \"./../x\"", "inside the skill's folder"],
+        &["keyword 'eval' is disabled"],
     ),
     (
         "eval(\"import \\\"./evil\\\" as x; x::pwned()\")",
-        &["import \"./evil\""],
+        &["keyword 'eval' is disabled"],
     ),
     (
         "eval(\"keel::fs::read(\\\"/etc/passwd\\\")\")",
-        &["`fs.read`", "/etc/passwd", "did not declare"],
+        &["keyword 'eval' is disabled"],
     ),
 ];
 
@@ -1812,7 +1817,6 @@ fn rhai_import_and_eval_reach_only_the_skills_own_files_and_dependencies() {
 }
 
 #[test]
-#[ignore = "BUG: fs.write/fs.append through a dangling symlink notes/d-file -> locked/created.txt (policy deny fs.write:./notes/locked) creates an empty notes/locked/created.txt: the file is opened with O_CREAT beneath ./notes before the post-open re-check refuses it"]
 fn fs_dangling_symlink_into_a_write_denied_subfolder_creates_nothing_there() {
     for lang in BOTH {
         let policy = "[policy]\nallow = [\"fs.read:./notes\", \"fs.write:./notes\"]\ndeny = [\"fs.write:./notes/locked\"]\n";

@@ -41,12 +41,14 @@ pub enum GateError {
         rule: String,
     },
     /// The policy denies it.
-    #[error("`{capability}` on `{target}` is denied for skill `{skill}` by {reason}")]
+    #[error("{} is denied for skill `{skill}` by {reason}; {hint}", what(*capability, target))]
     Denied {
         skill: String,
         capability: CapabilityKind,
         target: String,
         reason: String,
+        /// How to allow it, if the operator wants to.
+        hint: String,
     },
     /// The policy asks, and nobody answered yes.
     #[error(
@@ -60,6 +62,15 @@ pub enum GateError {
         why: &'static str,
         suggested: String,
     },
+}
+
+/// "`fs.read` on `/x`", or just "`kv`" for capabilities without a scope.
+fn what(capability: CapabilityKind, target: &str) -> String {
+    if target.is_empty() {
+        format!("`{capability}`")
+    } else {
+        format!("`{capability}` on `{target}`")
+    }
 }
 
 /// A request for a person to approve one effect.
@@ -189,12 +200,23 @@ impl Gate {
         let d = policy.decide(&skill.name, &grants, kind, target);
         match d.decision {
             Decision::Allow => Ok((declared.clone(), d.reason)),
-            Decision::Deny => Err(GateError::Denied {
-                skill: skill.name.clone(),
-                capability: kind,
-                target: target_text.to_string(),
-                reason: d.reason,
-            }),
+            Decision::Deny => {
+                let hint = if d.reason.starts_with("policy default") {
+                    format!(
+                        "grant it with `keel grant {} {}` or add \"{}\" to [policy] allow in keel.toml",
+                        skill.name, declared.text, declared.text
+                    )
+                } else {
+                    "a deny rule wins over allow rules and grants; change it in keel.toml to allow this".into()
+                };
+                Err(GateError::Denied {
+                    skill: skill.name.clone(),
+                    capability: kind,
+                    target: target_text.to_string(),
+                    reason: d.reason,
+                    hint,
+                })
+            }
             Decision::Ask => {
                 let suggested = declared.text.clone();
                 let approver = self.approver.load();

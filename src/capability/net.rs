@@ -122,8 +122,9 @@ fn address_refusal(host: &str, addresses: &[IpAddr]) -> String {
     format!(
         "host {host:?} resolves to non-public address(es) {list}, which a host-name rule \
          never grants (this blocks DNS rebinding and names that point at loopback, \
-         private or link-local addresses); if reaching it is intended, add a rule naming \
-         the address, e.g. net.http:{example} (optionally with :port)"
+         private or link-local addresses); if reaching it is intended, name the address in \
+         the skill's skill.toml [capabilities] (\"net.http\" = [\"{example}\"], optionally with \
+         :port) and allow it in keel.toml [policy] (\"net.http:{example}\")"
     )
 }
 

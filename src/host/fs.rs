@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use serde_json::{Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, p};
@@ -128,9 +128,43 @@ fn failed(op: &str, path: &str, e: std::io::Error) -> HostError {
     HostError::Failed(format!("{op} {path:?}: {e}"))
 }
 
+/// Errors from opening beneath the root: a refused symlink gets a message
+/// naming the capability and where the link points.
+fn open_failed(
+    kind: CapabilityKind,
+    op: &str,
+    path: &str,
+    b: &Beneath,
+    e: std::io::Error,
+) -> HostError {
+    // cap-std's words for a walk that would leave the root, and the
+    // kernel's for O_NOFOLLOW meeting a link.
+    let outside = e.to_string().contains("outside of the filesystem");
+    if outside || e.raw_os_error() == Some(libc::ELOOP) {
+        let to = b
+            .dir
+            .read_link_contents(&b.rel)
+            .map(|t| format!(" -> {:?}", t.display().to_string()))
+            .unwrap_or_default();
+        return HostError::Denied(format!(
+            "`{kind}` refused for {path:?}: it is a symbolic link{to} that does not resolve to a file inside the declared folder (or it changed after the check); keel does not {op} through such links"
+        ));
+    }
+    failed(op, path, e)
+}
+
 /// Resolves and checks `path`, then opens the declared root as a `Dir`.
 fn beneath(ctx: &CallCtx, kind: CapabilityKind, path: &str) -> Result<Beneath, HostError> {
     let target = ctx.resolve_path(path)?;
+    beneath_target(ctx, kind, path, target)
+}
+
+fn beneath_target(
+    ctx: &CallCtx,
+    kind: CapabilityKind,
+    path: &str,
+    target: PathBuf,
+) -> Result<Beneath, HostError> {
     let rule = ctx.check(kind, Target::Path(&target))?;
     let mut root = rule_root(&rule);
     // A rule may name a single file, or a folder that does not exist yet:
@@ -208,8 +242,11 @@ fn write_with(ctx: &CallCtx, args: Args, append: bool) -> Result<Value, HostErro
     let path = args.str(0)?;
     let content = args.str(1)?;
     let b = beneath(ctx, CapabilityKind::FsWrite, path)?;
+    // Never create or write through a link at the end of the path: a
+    // dangling link could otherwise create a file wherever it points
+    // beneath the root, before the re-check below could refuse it.
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true);
+    opts.write(true).create(true).custom_flags(libc::O_NOFOLLOW);
     if append {
         opts.append(true);
     } else {
@@ -219,7 +256,7 @@ fn write_with(ctx: &CallCtx, args: Args, append: bool) -> Result<Value, HostErro
     let file = b
         .dir
         .open_with(b.rel_or_dot(), &opts)
-        .map_err(|e| failed(op, path, e))?;
+        .map_err(|e| open_failed(CapabilityKind::FsWrite, op, path, &b, e))?;
     let mut file = file.into_std();
     verify_opened(ctx, CapabilityKind::FsWrite, &b, file.as_raw_fd())?;
     file.write_all(content.as_bytes())
@@ -281,7 +318,19 @@ fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
-    let b = beneath(ctx, CapabilityKind::FsWrite, path)?;
+    // Removing a symlink removes the link, not what it points to: resolve
+    // the folder, keep the last component as written.
+    let p = Path::new(path);
+    let Some(name) = p.file_name() else {
+        return Err(HostError::BadArgument(format!(
+            "remove {path:?}: name a file or folder (not `.`, `..` or a root)"
+        )));
+    };
+    let parent = match p.parent().map(|d| d.to_string_lossy()) {
+        Some(d) if !d.is_empty() => ctx.resolve_path(&d)?,
+        _ => ctx.resolve_path(".")?,
+    };
+    let b = beneath_target(ctx, CapabilityKind::FsWrite, path, parent.join(name))?;
     if b.rel.as_os_str().is_empty() {
         return Err(HostError::Denied(format!(
             "remove {path:?}: refusing to remove a declared root folder itself"
@@ -316,6 +365,19 @@ fn mkdir(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 mod tests {
     use super::*;
     use crate::capability::ScopeBase;
+
+    #[test]
+    fn opening_beneath_never_follows_a_final_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("locked")).unwrap();
+        std::os::unix::fs::symlink("locked/created.txt", d.path().join("dangling")).unwrap();
+        let dir = Dir::open_ambient_dir(d.path(), ambient_authority()).unwrap();
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).custom_flags(libc::O_NOFOLLOW);
+        let err = dir.open_with("dangling", &opts).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert!(!d.path().join("locked/created.txt").exists());
+    }
 
     #[test]
     fn glob_rules_root_at_their_static_prefix() {

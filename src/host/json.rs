@@ -14,7 +14,7 @@ pub const FUNCTIONS: &[HostFn] = &[
         params: &[p("value", "any"), opt("pretty", "boolean")],
         returns: "string",
         capability: None,
-        doc: "Turns a value into JSON text; `pretty = true` indents it. An empty table encodes as `[]`.",
+        doc: "Turns a value into JSON text; `pretty = true` indents it. An empty table encodes as `{}` (an object).",
         luau_example: r#"local s = keel.json.encode({ ok = true })"#,
         rhai_example: r#"let s = keel::json::encode(#{ ok: true });"#,
         call: encode,

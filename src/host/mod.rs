@@ -248,6 +248,11 @@ impl CallCtx {
                 "invalid path {path:?}: a path must be non-empty"
             )));
         }
+        if path == "~" || path.starts_with("~/") {
+            return Err(HostError::BadArgument(format!(
+                "invalid path {path:?}: `~` is not expanded; use an absolute path or one relative to the workspace"
+            )));
+        }
         let joined = self.kernel.workspace().join(path);
         Ok(crate::capability::paths::canonicalize_lenient(&joined))
     }

@@ -114,7 +114,8 @@ pub fn decision_for_rule(
 ) -> String {
     let host;
     let target = match &rule.scope {
-        Scope::Any => Target::None,
+        // `kv`: no scope at all. `exec:*`: a pattern, decided per target.
+        Scope::Any if rule.kind.scope_kind() == crate::capability::ScopeKind::None => Target::None,
         Scope::Path { path, glob: false } => Target::Path(path),
         Scope::Name(n) if !n.contains('*') => Target::Name(n),
         Scope::Host(h) => match h.pattern() {
@@ -152,7 +153,7 @@ mod tests {
         assert_eq!(super::format_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(
             super::format_time(1_795_399_624_711),
-            "2026-11-23T01:27:04Z"
+            "2026-11-23T02:07:04Z"
         );
         assert_eq!(super::format_time(951_782_400_000), "2000-02-29T00:00:00Z");
     }

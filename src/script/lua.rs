@@ -106,7 +106,12 @@ pub fn error_message(e: &LuaError) -> String {
                 _ => msg,
             }
         }
-        LuaError::RuntimeError(s) => s.clone(),
+        // Lua appends a traceback to runtime errors; the first line is the
+        // message (with its `file:line:`).
+        LuaError::RuntimeError(s) => match s.find("\nstack traceback:") {
+            Some(i) => s[..i].to_string(),
+            None => s.clone(),
+        },
         LuaError::SyntaxError { message, .. } => message.clone(),
         LuaError::MemoryError(_) => "not enough memory".into(),
         LuaError::WithContext { context, cause } => format!("{context}: {}", error_message(cause)),

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
     AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncRegistration, Module, ModuleResolver,
-    Position, Scope, Shared,
+    NativeCallContext, Position, Scope, Shared,
 };
 use serde_json::Value;
 
@@ -56,47 +56,56 @@ fn source_name(skill: &LoadedSkill, rel: &str) -> String {
     skill.source.display_path(rel)
 }
 
-/// A script-facing message with `file:line:` in front when known.
+/// A script-facing message with `file:line:` in front when known: the
+/// innermost error, in the innermost script that has a name.
 fn error_message(e: &EvalAltResult) -> String {
-    let pos = e.position();
-    let inner = match e {
-        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        EvalAltResult::ErrorInFunctionCall(name, src, inner, _) => {
-            let msg = error_message(inner);
-            if src.is_empty() || msg.contains(':') {
-                return msg;
-            }
-            return format!("{src}: in `{name}`: {msg}");
+    render_error(e, None)
+}
+
+fn render_error(e: &EvalAltResult, src: Option<&str>) -> String {
+    match e {
+        EvalAltResult::ErrorInFunctionCall(_, s, inner, _) => {
+            render_error(inner, if s.is_empty() { src } else { Some(s) })
         }
-        EvalAltResult::ErrorInModule(_, inner, _) => return error_message(inner),
+        EvalAltResult::ErrorInModule(_, inner, _) => render_error(inner, src),
         other => {
-            let s = other.to_string();
-            // Rhai appends " (line N, position M)"; keel puts it in front.
-            match s.rfind(" (line ") {
-                Some(i) => s[..i].to_string(),
-                None => s,
+            let msg = match other {
+                EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+                _ => {
+                    let s = other.to_string();
+                    // Rhai appends " (line N, position M)"; keel puts it in front.
+                    match s.rfind(" (line ") {
+                        Some(i) => s[..i].to_string(),
+                        None => s,
+                    }
+                }
+            };
+            match (other.position().line(), src) {
+                (Some(line), Some(src)) => format!("{src}:{line}: {msg}"),
+                (Some(line), None) => format!("line {line}: {msg}"),
+                _ => msg,
             }
         }
-    };
-    match (pos.line(), e_source(e)) {
-        (Some(line), Some(src)) => format!("{src}:{line}: {inner}"),
-        (Some(line), None) => format!("line {line}: {inner}"),
-        _ => inner,
     }
 }
 
-fn e_source(e: &EvalAltResult) -> Option<String> {
+/// The sandbox limit an error stands for, by its variant (never by its
+/// text: a script may `throw` any words it likes).
+fn limit_of(e: &EvalAltResult) -> Option<LimitKind> {
     match e {
-        EvalAltResult::ErrorInFunctionCall(_, src, _, _) if !src.is_empty() => Some(src.clone()),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => limit_of(inner),
+        EvalAltResult::ErrorTooManyOperations(_) => Some(LimitKind::Operations),
+        EvalAltResult::ErrorStackOverflow(_) => Some(LimitKind::CallDepth),
+        EvalAltResult::ErrorDataTooLarge(..) => Some(LimitKind::Memory),
         _ => None,
     }
 }
 
+/// Like [`error_message`], for errors in the script `src` itself.
 fn with_source(src: &str, e: &EvalAltResult) -> String {
-    let msg = error_message(e);
-    if let Some(rest) = msg.strip_prefix("line ") {
-        format!("{src}:{rest}")
-    } else if msg.contains(src) {
+    let msg = render_error(e, Some(src));
+    if msg.contains(src) {
         msg
     } else {
         format!("{src}: {msg}")
@@ -207,8 +216,15 @@ impl Instance for RhaiInstance {
                     tool,
                     (arg,),
                 )
-                .map_err(|e| ScriptError::Runtime {
-                    message: error_message(&e),
+                .map_err(|e| match limit_of(&e) {
+                    // Rhai's own limits end the call like the guard's do.
+                    Some(kind) => ScriptError::Limit {
+                        kind,
+                        message: format!("{} ({})", kind.describe(&self.limits), error_message(&e)),
+                    },
+                    None => ScriptError::Runtime {
+                        message: error_message(&e),
+                    },
                 })?;
             from_dynamic(&out).map_err(|e| ScriptError::Result {
                 message: format!("the tool's result cannot be turned into JSON: {e}"),
@@ -223,32 +239,6 @@ impl Instance for RhaiInstance {
             });
         }
         match result {
-            Ok(Err(ScriptError::Runtime { message }))
-                if message.contains("Too many operations") =>
-            {
-                self.broken = true;
-                Err(ScriptError::Limit {
-                    kind: LimitKind::Operations,
-                    message: LimitKind::Operations.describe(&self.limits),
-                })
-            }
-            Ok(Err(ScriptError::Runtime { message }))
-                if message.contains("Stack overflow") || message.contains("too deeply nested") =>
-            {
-                Err(ScriptError::Limit {
-                    kind: LimitKind::CallDepth,
-                    message: format!(
-                        "{} ({message})",
-                        LimitKind::CallDepth.describe(&self.limits)
-                    ),
-                })
-            }
-            Ok(Err(ScriptError::Runtime { message })) if message.contains("too large") => {
-                Err(ScriptError::Limit {
-                    kind: LimitKind::Memory,
-                    message: format!("{} ({message})", LimitKind::Memory.describe(&self.limits)),
-                })
-            }
             Ok(r) => r,
             Err(p) => {
                 self.broken = true;
@@ -286,6 +276,8 @@ fn build_engine(
     engine.set_max_array_size((bytes / 64).max(1024));
     engine.set_max_map_size((bytes / 128).max(1024));
     engine.set_max_modules(256);
+    // `eval` compiles text at run time, as Luau's removed `loadstring` would.
+    engine.disable_symbol("eval");
     // `call` is a reserved word in Rhai (function-pointer calls), but the
     // host API's contract is `keel::tools::call(...)`. After `::` it can
     // only be a path segment, so the tokenizer hands it on as a name there.
@@ -338,10 +330,18 @@ fn invoke(
     f: &'static HostFn,
     guard: &CallGuard,
     ctx: &CtxSlot,
+    at: &NativeCallContext,
     args: &[Dynamic],
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    // Built only on error paths: the fast path allocates nothing.
-    let full = || format!("keel::{}::{}", f.namespace, f.name);
+    // Built only on error paths: the fast path allocates nothing. Errors
+    // name the script and line of the call, as Luau's do.
+    let full = || {
+        let pos = at.call_position();
+        match (at.call_source(), pos.line()) {
+            (Some(src), Some(line)) => format!("{src}:{line}: keel::{}::{}", f.namespace, f.name),
+            _ => format!("keel::{}::{}", f.namespace, f.name),
+        }
+    };
     let rt = |msg: String| -> Box<EvalAltResult> {
         Box::new(EvalAltResult::ErrorRuntime(msg.into(), Position::NONE))
     };
@@ -403,18 +403,25 @@ fn register(m: &mut Module, f: &'static HostFn, guard: &Arc<CallGuard>, ctx: &Ct
         let reg = FuncRegistration::new(f.name);
         match arity {
             0 => {
-                reg.set_into_module(m, move || invoke(f, &g, &c, &[]));
+                reg.set_into_module(m, move |at: NativeCallContext| invoke(f, &g, &c, &at, &[]));
             }
             1 => {
-                reg.set_into_module(m, move |a: Dynamic| invoke(f, &g, &c, &[a]));
+                reg.set_into_module(m, move |at: NativeCallContext, a: Dynamic| {
+                    invoke(f, &g, &c, &at, &[a])
+                });
             }
             2 => {
-                reg.set_into_module(m, move |a: Dynamic, b: Dynamic| invoke(f, &g, &c, &[a, b]));
+                reg.set_into_module(m, move |at: NativeCallContext, a: Dynamic, b: Dynamic| {
+                    invoke(f, &g, &c, &at, &[a, b])
+                });
             }
             3 => {
-                reg.set_into_module(m, move |a: Dynamic, b: Dynamic, d: Dynamic| {
-                    invoke(f, &g, &c, &[a, b, d])
-                });
+                reg.set_into_module(
+                    m,
+                    move |at: NativeCallContext, a: Dynamic, b: Dynamic, d: Dynamic| {
+                        invoke(f, &g, &c, &at, &[a, b, d])
+                    },
+                );
             }
             // No host function takes more than three parameters: more than
             // two take an options table (see CONVENTIONS.md).

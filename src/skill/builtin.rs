@@ -11,7 +11,6 @@ pub struct BuiltinSkill {
     pub files: &'static [(&'static str, &'static str)],
 }
 
-#[allow(unused_macros)] // used as skills are listed in SKILLS
 macro_rules! builtin {
     ($name:literal, [$($file:literal),* $(,)?]) => {
         BuiltinSkill {
@@ -23,4 +22,36 @@ macro_rules! builtin {
 }
 
 /// Every built-in skill.
-pub const SKILLS: &[BuiltinSkill] = &[];
+pub const SKILLS: &[BuiltinSkill] = &[
+    builtin!("calc", ["main.rhai"]),
+    builtin!("files", ["main.luau"]),
+    builtin!("git", ["main.luau"]),
+    builtin!("shell", ["main.rhai"]),
+    builtin!("web", ["main.luau"]),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::ScopeBase;
+
+    #[test]
+    fn every_builtin_manifest_parses_and_names_its_folder() {
+        let ws = std::env::temp_dir();
+        for b in SKILLS {
+            let m = crate::skill::SkillManifest::parse(
+                b.manifest,
+                std::path::Path::new(b.name),
+                None,
+                &ScopeBase { workspace: &ws },
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+            assert_eq!(m.name, b.name);
+            assert!(
+                b.files
+                    .iter()
+                    .any(|(f, _)| std::path::Path::new(f) == m.entry)
+            );
+        }
+    }
+}

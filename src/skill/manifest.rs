@@ -435,7 +435,7 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
         assert!(e.message.contains("inside the skill's folder"), "{e}");
         let e = parse(&GOOD.replace("type = \"string\"", "type = \"strin\"")).unwrap_err();
         assert!(e.message.contains("not a valid JSON Schema"), "{e}");
-        let e = parse(&GOOD.replace("\"kv\" = true", "\"exec\" = true")).unwrap_err();
+        let e = parse(&GOOD.replace("\"kv\" = true", "\"tools.call\" = true")).unwrap_err();
         assert!(e.message.contains("list the scopes"), "{e}");
     }
 
@@ -454,5 +454,38 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
         assert_eq!(e.line, 3, "{e}");
         assert!(extract_comment_manifest("local x = 1\n", Language::Luau).is_none());
         assert!(extract_comment_manifest("// [skill]\n", Language::Rhai).is_some());
+    }
+
+    #[test]
+    fn mangled_manifests_never_panic() {
+        let mut st = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let inserts = ["\"", "[", "]", "=", "\n", "{", "}", ",", "*", "0", "-", "."];
+        for _ in 0..3_000 {
+            let mut text: Vec<char> = GOOD.chars().collect();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % (text.len() + 1);
+                if next() % 2 == 0 && at < text.len() {
+                    text.remove(at);
+                } else {
+                    let ins = inserts[(next() as usize) % inserts.len()];
+                    for (i, c) in ins.chars().enumerate() {
+                        text.insert((at + i).min(text.len()), c);
+                    }
+                }
+            }
+            let text: String = text.into_iter().collect();
+            if let Err(e) = parse(&text) {
+                assert!(
+                    e.line >= 1 && e.line <= text.lines().count().max(1) + 1,
+                    "{e}"
+                );
+            }
+        }
     }
 }

@@ -178,6 +178,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A tiny real HTTP/1.1 server on 127.0.0.1 for tests. Routes:
 /// - `/text` → 200 "hello"
 /// - `/json` → 200 {"ok":true}
+/// - `/page` → 200 a small HTML page
 /// - `/redirect?to=URL` → 302 to URL
 /// - `/echo` → 200 with the request line and headers as the body
 /// - anything else → 404
@@ -257,6 +258,14 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         .to_string();
     let (status, extra, payload) = if target == "/text" {
         ("200 OK", String::new(), "hello".to_string())
+    } else if target == "/page" {
+        (
+            "200 OK",
+            "content-type: text/html; charset=utf-8\r\n".into(),
+            "<html><head><title>Test page</title><style>p { color: red }</style></head>\
+             <body><h1>Hello</h1><p>Fish &amp; chips</p><script>steal()</script></body></html>"
+                .to_string(),
+        )
     } else if target == "/json" {
         (
             "200 OK",
