@@ -300,12 +300,17 @@ impl Kernel {
             .map_err(|_| ToolError::Internal("an engine thread panicked".into()))
     }
 
-    /// Creates a fresh engine for a skill (compile + load phase) on an
-    /// engine thread: validation for reloads and `keel check`.
+    /// Compiles a skill's argument schemas and creates a fresh engine for it
+    /// (compile + load phase) on an engine thread: validation for reloads
+    /// and `keel check`.
     pub fn instantiate(
         &self,
         skill: &Arc<crate::skill::LoadedSkill>,
     ) -> Result<Box<dyn crate::script::Instance>, crate::script::ScriptError> {
+        for t in &skill.manifest.tools {
+            t.validator()
+                .map_err(|message| crate::script::ScriptError::Load { message })?;
+        }
         let s = skill.clone();
         self.on_engine_thread(move || crate::script::instantiate(&s))
             .unwrap_or_else(|e| {

@@ -60,14 +60,37 @@ fn json_options() -> mlua::serde::ser::Options {
         .serialize_unit_to_null(false)
 }
 
-/// JSON → Lua. `null` becomes `nil`.
+/// JSON → Lua. `null` becomes `nil`. Scalars skip serde (host calls
+/// return them most often, and each serde pass takes the state's lock).
 pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
-    lua.to_value_with(v, json_options())
+    match v {
+        Value::Null => Ok(LuaValue::Nil),
+        Value::Bool(b) => Ok(LuaValue::Boolean(*b)),
+        Value::Number(n) => Ok(match n.as_i64() {
+            Some(i) => LuaValue::Integer(i),
+            None => LuaValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        _ => lua.to_value_with(v, json_options()),
+    }
 }
 
 /// Lua → JSON, with a message that says what could not be converted.
 pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
-    lua.from_value::<Value>(v).map_err(|e| e.to_string())
+    match v {
+        LuaValue::Nil => Ok(Value::Null),
+        LuaValue::Boolean(b) => Ok(Value::Bool(b)),
+        LuaValue::Integer(i) => Ok(Value::from(i)),
+        // Luau numbers are doubles; whole ones become JSON integers, as
+        // mlua's own conversion does.
+        LuaValue::Number(n) if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 => {
+            Ok(Value::from(n as i64))
+        }
+        LuaValue::String(s) => match s.to_str() {
+            Ok(text) => Ok(Value::String(text.to_string())),
+            Err(_) => Err("string is not valid UTF-8".into()),
+        },
+        other => lua.from_value::<Value>(other).map_err(|e| e.to_string()),
+    }
 }
 
 fn root_cause(e: &LuaError) -> &LuaError {
@@ -205,8 +228,7 @@ fn classify_load_error(e: &LuaError) -> ScriptError {
 
 impl Instance for LuaInstance {
     fn call(&mut self, tool: &str, args: Value, ctx: &CallCtx) -> Result<Value, ScriptError> {
-        self.guard.arm(ctx.deadline, self.limits.max_operations);
-        self.lua.set_app_data(ctx.clone());
+        self.guard.enter(ctx, self.limits.max_operations);
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<Value, ScriptError> {
             let f: Function = self
                 .module
@@ -229,7 +251,7 @@ impl Instance for LuaInstance {
                 message: format!("the tool's result cannot be turned into JSON: {e}"),
             })
         }));
-        self.lua.remove_app_data::<CallCtx>();
+        self.guard.leave();
         if let Some(kind) = self.guard.killed() {
             self.broken = true;
             return Err(ScriptError::Limit {
@@ -287,15 +309,17 @@ fn install_sandbox(lua: &Lua, guard: &Arc<CallGuard>, limits: &Limits) -> mlua::
     ] {
         globals.raw_set(name, LuaValue::Nil)?;
     }
+    let g = guard.clone();
     globals.raw_set(
         "print",
-        lua.create_function(|lua, args: MultiValue| {
+        lua.create_function(move |_, args: MultiValue| {
             let parts: Vec<String> = args
                 .iter()
                 .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
                 .collect();
-            let skill = lua
-                .app_data_ref::<CallCtx>()
+            let skill = g
+                .context()
+                .as_ref()
                 .map(|c| c.skill.name.clone())
                 .unwrap_or_default();
             tracing::info!(skill = %skill, "{}", parts.join("\t"));
@@ -403,7 +427,8 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 LuaError::RuntimeError(format!("{}: argument {} cannot be passed: {e}", full(), i + 1))
             })?);
         }
-        let Some(ctx) = lua.app_data_ref::<CallCtx>() else {
+        let held = g.context();
+        let Some(ctx) = held.as_ref() else {
             return Err(LuaError::RuntimeError(format!(
                 "{} is not available while the skill loads; call it from a tool function",
                 full()
@@ -411,14 +436,14 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
         };
         let out = catch_unwind(AssertUnwindSafe(|| {
             (f.call)(
-                &ctx,
+                ctx,
                 Args {
                     func: f.name,
                     values,
                 },
             )
         }));
-        drop(ctx);
+        drop(held);
         match out {
             Ok(Ok(v)) => to_lua(lua, &v),
             Ok(Err(HostError::Deadline)) => {
@@ -533,4 +558,72 @@ fn require_fn(lua: &Lua, skill: Arc<LoadedSkill>) -> mlua::Result<Function> {
             if deps.is_empty() { "none".to_string() } else { deps.join(", ") }
         )))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::kernel::Kernel;
+
+    fn boom(_: &CallCtx, _: Args) -> Result<Value, HostError> {
+        panic!("host bug")
+    }
+
+    static PANICS: HostFn = HostFn {
+        namespace: "test",
+        name: "boom",
+        params: &[],
+        returns: "nil",
+        capability: None,
+        doc: "panics",
+        luau_example: "keel.test.boom()",
+        rhai_example: "keel::test::boom()",
+        call: boom,
+    };
+
+    #[test]
+    fn a_host_panic_is_the_calls_error_and_pcall_cannot_swallow_it() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Kernel::builder(Config::default_for(dir.path()))
+            .in_memory()
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let lua = Lua::new();
+        let guard = Arc::new(CallGuard::default());
+        let limits = Limits::default();
+        install_sandbox(&lua, &guard, &limits).unwrap();
+        let ctx = CallCtx {
+            kernel,
+            skill: Arc::new(crate::skill::SkillInfo {
+                name: "t".into(),
+                version: semver::Version::new(1, 0, 0),
+                declared: vec![],
+                pending: vec![],
+            }),
+            tool: "t.x".into(),
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(5),
+            depth: 0,
+        };
+        guard.enter(&ctx, u64::MAX);
+        // The sealed globals cannot take a new function; a chunk
+        // environment can.
+        let f = lua
+            .load("local ok = pcall(keel_boom) return ok")
+            .set_environment({
+                let env = lua.create_table().unwrap();
+                env.raw_set("pcall", lua.globals().get::<LuaValue>("pcall").unwrap())
+                    .unwrap();
+                env.raw_set("keel_boom", bind(&lua, &guard, &PANICS).unwrap())
+                    .unwrap();
+                env
+            })
+            .into_function()
+            .unwrap();
+        let r = f.call::<LuaValue>(());
+        assert!(r.is_err(), "pcall swallowed a host panic: {r:?}");
+        assert_eq!(guard.killed(), Some(LimitKind::HostPanic));
+    }
 }

@@ -90,10 +90,13 @@ impl LimitKind {
     }
 }
 
-/// Per-state limit bookkeeping, shared between the calling thread and the
-/// engine's interrupt callback.
-#[derive(Debug)]
+/// Per-state call bookkeeping, shared between the calling thread, the
+/// engine's interrupt callback and the host function bindings: the limits
+/// of the call in progress and its [`CallCtx`] (absent between calls and
+/// during the load phase, which is what keeps host functions unavailable
+/// then).
 pub struct CallGuard {
+    ctx: arc_swap::ArcSwapOption<CallCtx>,
     epoch: Instant,
     killed: AtomicU8,
     /// Deadline, in nanoseconds since `epoch`.
@@ -105,6 +108,7 @@ pub struct CallGuard {
 impl Default for CallGuard {
     fn default() -> Self {
         Self {
+            ctx: arc_swap::ArcSwapOption::empty(),
             epoch: Instant::now(),
             killed: AtomicU8::new(0),
             deadline_ns: AtomicU64::new(u64::MAX),
@@ -127,6 +131,24 @@ impl CallGuard {
         self.ops.store(0, Ordering::Relaxed);
         self.max_ops.store(max_ops, Ordering::Relaxed);
         self.killed.store(0, Ordering::Relaxed);
+    }
+
+    /// Starts a call: arms the limits and lends the call's context to host
+    /// functions.
+    pub fn enter(&self, ctx: &CallCtx, max_ops: u64) {
+        self.arm(ctx.deadline, max_ops);
+        self.ctx.store(Some(Arc::new(ctx.clone())));
+    }
+
+    /// Ends a call: host functions lose the context.
+    pub fn leave(&self) {
+        self.ctx.store(None);
+    }
+
+    /// The context of the call in progress, if any.
+    #[inline]
+    pub fn context(&self) -> arc_swap::Guard<Option<Arc<CallCtx>>> {
+        self.ctx.load()
     }
 
     /// The limit that killed the current call, if any.

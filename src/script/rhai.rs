@@ -25,8 +25,6 @@ use crate::config::Limits;
 use crate::host::{self, Args, CallCtx, HostError, HostFn};
 use crate::skill::{Language, LoadedSkill};
 
-type CtxSlot = Arc<Mutex<Option<CallCtx>>>;
-
 /// The name the loaded entry module is registered under.
 const SKILL_MODULE: &str = "__skill";
 
@@ -37,7 +35,6 @@ pub struct RhaiInstance {
     ast: AST,
     scope: Scope<'static>,
     guard: Arc<CallGuard>,
-    ctx: CtxSlot,
     limits: Limits,
     broken: bool,
 }
@@ -116,8 +113,7 @@ impl RhaiInstance {
     pub fn new(skill: &Arc<LoadedSkill>) -> Result<Self, ScriptError> {
         let limits = skill.limits;
         let guard = Arc::new(CallGuard::default());
-        let ctx: CtxSlot = Arc::new(Mutex::new(None));
-        let mut engine = build_engine(skill, &guard, &ctx, &limits);
+        let mut engine = build_engine(skill, &guard, &limits);
         let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
         let display = source_name(skill, &entry);
         let src = skill
@@ -194,7 +190,6 @@ impl RhaiInstance {
             ast: dispatch,
             scope: Scope::new(),
             guard,
-            ctx,
             limits,
             broken: false,
         })
@@ -203,8 +198,7 @@ impl RhaiInstance {
 
 impl Instance for RhaiInstance {
     fn call(&mut self, tool: &str, args: Value, ctx: &CallCtx) -> Result<Value, ScriptError> {
-        self.guard.arm(ctx.deadline, self.limits.max_operations);
-        *self.ctx.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.clone());
+        self.guard.enter(ctx, self.limits.max_operations);
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<Value, ScriptError> {
             let arg = to_dynamic(&args).map_err(|message| ScriptError::Runtime { message })?;
             let out = self
@@ -230,7 +224,7 @@ impl Instance for RhaiInstance {
                 message: format!("the tool's result cannot be turned into JSON: {e}"),
             })
         }));
-        *self.ctx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.guard.leave();
         if let Some(kind) = self.guard.killed() {
             self.broken = true;
             return Err(ScriptError::Limit {
@@ -259,12 +253,7 @@ impl Instance for RhaiInstance {
     }
 }
 
-fn build_engine(
-    skill: &Arc<LoadedSkill>,
-    guard: &Arc<CallGuard>,
-    ctx: &CtxSlot,
-    limits: &Limits,
-) -> Engine {
+fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, limits: &Limits) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(StandardPackage::new().as_shared_module());
     engine.set_max_operations(limits.max_operations);
@@ -298,12 +287,12 @@ fn build_engine(
         Ok(()) => None,
         Err(kind) => Some(Dynamic::from(format!("{kind:?}"))),
     });
-    let log_ctx = ctx.clone();
+    let log_guard = guard.clone();
     engine.on_print(move |s| {
-        let skill = log_ctx
-            .lock()
-            .ok()
-            .and_then(|c| c.as_ref().map(|c| c.skill.name.clone()))
+        let skill = log_guard
+            .context()
+            .as_ref()
+            .map(|c| c.skill.name.clone())
             .unwrap_or_default();
         tracing::info!(skill = %skill, "{s}");
     });
@@ -313,7 +302,7 @@ fn build_engine(
     for (ns, fns) in host::namespaces() {
         let mut m = Module::new();
         for f in fns {
-            register(&mut m, f, guard, ctx);
+            register(&mut m, f, guard);
         }
         keel.set_sub_module(ns, m);
     }
@@ -329,7 +318,6 @@ fn build_engine(
 fn invoke(
     f: &'static HostFn,
     guard: &CallGuard,
-    ctx: &CtxSlot,
     at: &NativeCallContext,
     args: &[Dynamic],
 ) -> Result<Dynamic, Box<EvalAltResult>> {
@@ -355,10 +343,8 @@ fn invoke(
             ))
         })?);
     }
-    // The slot is this engine state's own and only its thread uses it, so
-    // holding the lock for the call costs nothing and saves a clone.
-    let slot = ctx.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(ctx) = slot.as_ref() else {
+    let held = guard.context();
+    let Some(ctx) = held.as_ref() else {
         return Err(rt(format!(
             "{} is not available while the skill loads; call it from a tool function",
             full()
@@ -373,7 +359,7 @@ fn invoke(
             },
         )
     }));
-    drop(slot);
+    drop(held);
     match out {
         Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{}: {e}", full()))),
         Ok(Err(HostError::Deadline)) => {
@@ -396,30 +382,29 @@ fn invoke(
 }
 
 /// Registers `f` once per arity it accepts.
-fn register(m: &mut Module, f: &'static HostFn, guard: &Arc<CallGuard>, ctx: &CtxSlot) {
+fn register(m: &mut Module, f: &'static HostFn, guard: &Arc<CallGuard>) {
     for arity in f.min_args()..=f.params.len() {
         let g = guard.clone();
-        let c = ctx.clone();
         let reg = FuncRegistration::new(f.name);
         match arity {
             0 => {
-                reg.set_into_module(m, move |at: NativeCallContext| invoke(f, &g, &c, &at, &[]));
+                reg.set_into_module(m, move |at: NativeCallContext| invoke(f, &g, &at, &[]));
             }
             1 => {
                 reg.set_into_module(m, move |at: NativeCallContext, a: Dynamic| {
-                    invoke(f, &g, &c, &at, &[a])
+                    invoke(f, &g, &at, &[a])
                 });
             }
             2 => {
                 reg.set_into_module(m, move |at: NativeCallContext, a: Dynamic, b: Dynamic| {
-                    invoke(f, &g, &c, &at, &[a, b])
+                    invoke(f, &g, &at, &[a, b])
                 });
             }
             3 => {
                 reg.set_into_module(
                     m,
                     move |at: NativeCallContext, a: Dynamic, b: Dynamic, d: Dynamic| {
-                        invoke(f, &g, &c, &at, &[a, b, d])
+                        invoke(f, &g, &at, &[a, b, d])
                     },
                 );
             }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use semver::{Version, VersionReq};
 use serde::Deserialize;
@@ -50,8 +50,28 @@ pub struct ToolSpec {
     pub description: String,
     /// The JSON Schema of the arguments, as written.
     pub parameters: Value,
-    /// The compiled schema.
-    pub validator: Arc<jsonschema::Validator>,
+    /// The compiled schema, built on first use: listing tools never pays
+    /// for it (a compiled validator costs far more memory than the text).
+    validator: Arc<OnceLock<Result<jsonschema::Validator, String>>>,
+}
+
+impl ToolSpec {
+    /// The compiled argument schema. The schema passed meta-validation when
+    /// the manifest was parsed; what only compiling finds (an unresolvable
+    /// `$ref`, a bad regex) is reported here, naming the tool.
+    pub fn validator(&self) -> Result<&jsonschema::Validator, String> {
+        self.validator
+            .get_or_init(|| {
+                jsonschema::validator_for(&self.parameters).map_err(|e| {
+                    format!(
+                        "tool `{}`: parameters is not a usable JSON Schema: {e}",
+                        self.name
+                    )
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// A parsed, validated manifest.
@@ -305,7 +325,7 @@ impl SkillManifest {
                     ),
                 ));
             }
-            let validator = jsonschema::validator_for(&parameters).map_err(|e| {
+            jsonschema::meta::validate(&parameters).map_err(|e| {
                 err(
                     line,
                     format!(
@@ -318,7 +338,7 @@ impl SkillManifest {
                 name: t.name,
                 description: t.description,
                 parameters,
-                validator: Arc::new(validator),
+                validator: Arc::new(OnceLock::new()),
             });
         }
 
@@ -405,16 +425,9 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
         assert_eq!(m.language, Language::Luau);
         assert_eq!(m.capabilities.len(), 6);
         assert_eq!(m.tools[0].name, "add");
-        assert!(
-            m.tools[0]
-                .validator
-                .is_valid(&serde_json::json!({"text": "hi"}))
-        );
-        assert!(
-            !m.tools[0]
-                .validator
-                .is_valid(&serde_json::json!({"text": 1}))
-        );
+        let v = m.tools[0].validator().unwrap();
+        assert!(v.is_valid(&serde_json::json!({"text": "hi"})));
+        assert!(!v.is_valid(&serde_json::json!({"text": 1})));
     }
 
     #[test]

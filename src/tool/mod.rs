@@ -81,11 +81,14 @@ pub enum ToolError {
 /// Checks arguments against the tool's schema, listing every violation
 /// with where it is (`/text: 1 is not of type "string"`).
 pub fn validate_args(name: &str, spec: &ToolSpec, args: &Value) -> Result<(), ToolError> {
-    if spec.validator.is_valid(args) {
+    let validator = spec.validator().map_err(|e| ToolError::InvalidArguments {
+        tool: name.to_string(),
+        errors: vec![e],
+    })?;
+    if validator.is_valid(args) {
         return Ok(());
     }
-    let errors: Vec<String> = spec
-        .validator
+    let errors: Vec<String> = validator
         .iter_errors(args)
         .take(10)
         .map(|e| {
