@@ -337,3 +337,36 @@ fn version_and_help() {
         out.stdout
     );
 }
+
+#[test]
+fn one_file_skills_in_scripts_carry_their_manifest_in_a_comment() {
+    let ws = Ws::new()
+        .file(
+            "scripts/shout.luau",
+            "-- [skill]\n-- name = \"shout\"\n-- version = \"0.1.0\"\n-- description = \"Upper-cases\"\n-- [[tools]]\n-- name = \"up\"\n-- description = \"Upper-case a text\"\n-- parameters = { type = \"object\", properties = { s = { type = \"string\" } }, required = [\"s\"] }\nlocal M = {}\nfunction M.up(a) return string.upper(a.s) end\nreturn M\n",
+        )
+        .file(
+            "scripts/twice.rhai",
+            "// [skill]\n// name = \"twice\"\n// version = \"0.1.0\"\n// [[tools]]\n// name = \"double\"\n// description = \"Doubles a number\"\nfn double(a) { a.n * 2 }\n",
+        )
+        // A helper script without a manifest is not a skill.
+        .file("scripts/helper.luau", "return {}\n")
+        .policy("");
+    assert_eq!(ws.call("shout.up", json!({"s": "hi"})).ok(), json!("HI"));
+    assert_eq!(ws.call("twice.double", json!({"n": 21})).ok(), json!(42));
+    let out = ws.run(&["skills"]);
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    assert!(!out.stdout.contains("helper"), "{}", out.stdout);
+    // A broken comment manifest names the script's own line.
+    ws.write(
+        "scripts/bad.luau",
+        "-- [skill]\n-- name = \"bad\"\n-- version = \"one\"\nreturn {}\n",
+    );
+    let out = ws.run(&["skills"]);
+    assert!(
+        out.stdout
+            .contains("scripts/bad.luau:3: invalid version `one`"),
+        "{}",
+        out.stdout
+    );
+}
