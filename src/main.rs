@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use keel::Kernel;
 use keel::capability::{CapabilityRule, ScopeBase};
 use keel::config::Config;
-use keel::skill::{Origin, SkillSet, manifest::valid_skill_name};
+use keel::skill::{Origin, SkillFailure, SkillSet, manifest::valid_skill_name};
 
 #[derive(Parser)]
 #[command(
@@ -202,12 +202,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Skills { json }) => {
             let set = kernel.skills();
+            // A listing in another terminal should show what the console
+            // would: scripts that do not compile or load, with file and line.
+            let broken = kernel.validate();
             if json {
-                println!("{}", serde_json::to_string_pretty(&skills_json(&set))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&skills_json(&set, &broken))?
+                );
             } else {
-                print!("{}", keel::repl::format_skills(&set));
+                print!("{}", keel::repl::format_skills(&set, &broken));
             }
-            Ok(if set.failures.is_empty() {
+            Ok(if set.failures.is_empty() && broken.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -297,10 +303,12 @@ fn parse_grant(kernel: &Kernel, skill: &str, capability: &str) -> Result<Capabil
     Ok(rule)
 }
 
-fn skills_json(set: &SkillSet) -> Value {
+fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
+    let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
     let skills: Vec<Value> = set
         .skills
         .values()
+        .filter(|s| !is_broken(&s.id.to_string()))
         .map(|s| {
             let m = &s.manifest;
             json!({
@@ -316,7 +324,8 @@ fn skills_json(set: &SkillSet) -> Value {
             })
         })
         .collect();
-    json!({ "skills": skills, "failures": set.failures })
+    let failures: Vec<&SkillFailure> = set.failures.iter().chain(broken).collect();
+    json!({ "skills": skills, "failures": failures })
 }
 
 fn tools_json(set: &SkillSet) -> Value {

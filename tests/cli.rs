@@ -370,3 +370,29 @@ fn one_file_skills_in_scripts_carry_their_manifest_in_a_comment() {
         out.stdout
     );
 }
+
+#[test]
+fn skills_shows_scripts_that_do_not_compile_with_file_and_line() {
+    let ws = ws();
+    ws.write(
+        "skills/notes/main.luau",
+        "local M = {}\nfunction M.add(a)\n  return a +\nend\nreturn M\n",
+    );
+    let out = ws.run(&["skills"]);
+    assert_eq!(out.status, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("FAILED notes@1.2.0")
+            && out.stdout.contains("skills/notes/main.luau:4"),
+        "{}",
+        out.stdout
+    );
+    let json: Value = serde_json::from_str(&ws.run(&["skills", "--json"]).stdout).unwrap();
+    assert_eq!(json["skills"], json!([]));
+    assert!(
+        json["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("main.luau:4"),
+        "{json}"
+    );
+}

@@ -320,6 +320,25 @@ impl Kernel {
             })
     }
 
+    /// Compiles and loads every skill of the current set in a fresh engine
+    /// (engines are otherwise lazy) and returns those that fail, with
+    /// file and line: `keel skills` and `keel check`.
+    pub fn validate(&self) -> Vec<crate::skill::SkillFailure> {
+        self.skills()
+            .skills
+            .values()
+            .filter_map(|s| {
+                self.instantiate(s)
+                    .err()
+                    .map(|e| crate::skill::SkillFailure {
+                        skill: Some(s.id.to_string()),
+                        origin: s.source.origin.clone(),
+                        error: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
     /// Calls a tool by name from outside any script (CLI, console, API).
     pub async fn call_tool(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         let k = self.clone();

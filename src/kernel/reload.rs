@@ -215,9 +215,12 @@ impl Kernel {
         self.0.skills.store(Arc::new(set));
         let report = Arc::new(report);
         if !report.is_empty() {
+            // Where a front end shows reloads (the console), the log keeps
+            // them at info level so they are not printed twice.
+            let shown = self.0.events.receiver_count() > 0;
             for o in &report.outcomes {
                 match o {
-                    ReloadOutcome::Failed { .. } => tracing::warn!("{o}"),
+                    ReloadOutcome::Failed { .. } if !shown => tracing::warn!("{o}"),
                     _ => tracing::info!("{o}"),
                 }
             }

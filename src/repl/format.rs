@@ -4,15 +4,22 @@ use std::fmt::Write;
 
 use crate::capability::net::HostPattern;
 use crate::capability::{CapabilityRule, Decision, Host, Policy, Scope, Target};
-use crate::skill::SkillSet;
+use crate::skill::{SkillFailure, SkillSet};
 use crate::store::{AuditRecord, GrantRecord};
 
-pub fn format_skills(set: &SkillSet) -> String {
+/// Skills and failures; `broken` lists loaded skills found not to compile
+/// or load (`Kernel::validate`), shown as failures instead.
+pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
     let mut s = String::new();
     if set.skills.is_empty() {
         s.push_str("no skills loaded\n");
     }
-    for sk in set.skills.values() {
+    let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
+    for sk in set
+        .skills
+        .values()
+        .filter(|sk| !is_broken(&sk.id.to_string()))
+    {
         let m = &sk.manifest;
         let _ = writeln!(
             s,
@@ -29,7 +36,7 @@ pub fn format_skills(set: &SkillSet) -> String {
             }
         );
     }
-    for f in &set.failures {
+    for f in set.failures.iter().chain(broken) {
         let _ = writeln!(
             s,
             "FAILED {}: {}",

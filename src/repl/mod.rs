@@ -150,7 +150,7 @@ pub enum Outcome {
 pub fn execute(kernel: &Kernel, rt: &tokio::runtime::Runtime, cmd: ConsoleCommand) -> Outcome {
     let text = match cmd {
         ConsoleCommand::Quit => return Outcome::Quit,
-        ConsoleCommand::Skills => format_skills(&kernel.skills()),
+        ConsoleCommand::Skills => format_skills(&kernel.skills(), &[]),
         ConsoleCommand::Tools => format_tools(&kernel.skills()),
         ConsoleCommand::Call { tool, args } => {
             let started = std::time::Instant::now();

@@ -16,7 +16,7 @@ pub mod manifest;
 pub mod resolve;
 pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -298,22 +298,6 @@ impl SkillSet {
             .rev()
             .find(|(id, _)| id.name == name)
             .map(|(_, s)| s)
-    }
-
-    /// Skill names that depend, directly or not, on `name` (for reloads).
-    pub fn dependents_of(&self, names: &BTreeSet<String>) -> BTreeSet<String> {
-        let mut out = names.clone();
-        loop {
-            let before = out.len();
-            for c in &self.candidates {
-                if c.manifest.dependencies.keys().any(|d| out.contains(d)) {
-                    out.insert(c.manifest.name.clone());
-                }
-            }
-            if out.len() == before {
-                return out;
-            }
-        }
     }
 }
 
