@@ -249,7 +249,23 @@ fn capability_escalation_in_an_edit_is_not_granted() {
         "{}",
         skills.stdout
     );
-    // After an explicit grant it works.
+    // A global allow rule is not the operator's say-so for this skill...
+    let ws = ws.policy("[policy]\ndefault = \"allow\"\nallow = [\"fs.read:./private\"]\n");
+    ws.call("reader.read", json!({"path": "private/b.txt"}))
+        .err_contains(&["not granted"]);
+    // ...a rule in the skill's own section is,
+    let ws = ws.policy(
+        "[policy]\ndefault = \"allow\"\n[policy.skills.reader]\nallow = [\"fs.read:./private\"]\n",
+    );
+    assert_eq!(
+        ws.call("reader.read", json!({"path": "private/b.txt"}))
+            .ok(),
+        json!("private")
+    );
+    // ...and so is an explicit grant.
+    let ws = ws.policy("[policy]\ndefault = \"allow\"\n");
+    ws.call("reader.read", json!({"path": "private/b.txt"}))
+        .err_contains(&["not granted", "[policy.skills.reader]"]);
     assert_eq!(ws.run(&["grant", "reader", "fs.read:./private"]).status, 0);
     assert_eq!(
         ws.call("reader.read", json!({"path": "private/b.txt"}))

@@ -33,7 +33,7 @@ pub enum GateError {
     },
     /// The declaration is newer than what the operator approved.
     #[error(
-        "skill `{skill}` {version} declares `{rule}`, which it did not have when first loaded, so it is not granted yet; grant it with `keel grant {skill} {rule}`"
+        "skill `{skill}` {version} declares `{rule}`, which it did not have when first loaded, so it is not granted yet; grant it with `keel grant {skill} {rule}` or allow it for this skill in keel.toml ([policy.skills.{skill}] allow = [\"{rule}\"])"
     )]
     NotApproved {
         skill: String,
@@ -187,8 +187,17 @@ impl Gate {
             });
         };
         let grants = self.grants(&skill.name);
+        let policy = self.policy.load();
+        // A capability declared after the skill was first seen needs the
+        // operator's say-so for this skill: a grant, or an allow rule in its
+        // own policy section. The default and global rules were written
+        // before the skill asked, so they do not count.
         if skill.pending.iter().any(|p| p == &declared.text)
             && !grants.iter().any(|g| g.covers(kind, target))
+            && !policy
+                .skills
+                .get(&skill.name)
+                .is_some_and(|set| set.allow.iter().any(|r| r.covers(kind, target)))
         {
             return Err(GateError::NotApproved {
                 skill: skill.name.clone(),
@@ -196,7 +205,6 @@ impl Gate {
                 rule: declared.text.clone(),
             });
         }
-        let policy = self.policy.load();
         let d = policy.decide(&skill.name, &grants, kind, target);
         match d.decision {
             Decision::Allow => Ok((declared.clone(), d.reason)),
