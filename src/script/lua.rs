@@ -161,7 +161,7 @@ impl LuaInstance {
             std::time::Instant::now() + limits.timeout,
             limits.max_operations,
         );
-        let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
+        let entry = skill.entry_key();
         let loaded = catch_unwind(AssertUnwindSafe(|| load_module(&lua, skill, &entry)));
         let module = match loaded {
             Ok(Ok(LuaValue::Table(t))) => t,
@@ -520,43 +520,10 @@ fn load_module(lua: &Lua, skill: &Arc<LoadedSkill>, rel: &str) -> mlua::Result<L
 
 fn require_fn(lua: &Lua, skill: Arc<LoadedSkill>) -> mlua::Result<Function> {
     lua.create_function(move |lua, name: String| {
-        if let Some(path) = name.strip_prefix("./") {
-            let ok = !path.is_empty()
-                && path
-                    .split('/')
-                    .all(|c| !c.is_empty() && c != "." && c != "..");
-            if !ok {
-                return Err(LuaError::RuntimeError(format!(
-                    "require(\"{name}\"): a path must stay inside the skill's folder (no `..`)"
-                )));
-            }
-            for candidate in [path.to_string(), format!("{path}.luau"), format!("{path}.lua")] {
-                if skill.source.files.contains_key(&candidate)
-                    && Language::from_path(std::path::Path::new(&candidate)) == Some(Language::Luau)
-                {
-                    return load_module(lua, &skill, &candidate);
-                }
-            }
-            return Err(LuaError::RuntimeError(format!(
-                "require(\"{name}\"): skill `{}` has no file `{path}.luau`",
-                skill.manifest.name
-            )));
-        }
-        if let Some(dep) = skill.deps.get(&name) {
-            if dep.manifest.language != Language::Luau {
-                return Err(LuaError::RuntimeError(format!(
-                    "require(\"{name}\"): `{}` is a Rhai skill; Luau code can call its tools with keel.tools.call",
-                    dep.id
-                )));
-            }
-            let entry = dep.manifest.entry.to_string_lossy().replace('\\', "/");
-            return load_module(lua, dep, &entry);
-        }
-        let deps: Vec<&str> = skill.deps.keys().map(String::as_str).collect();
-        Err(LuaError::RuntimeError(format!(
-            "require(\"{name}\"): not found; require reaches only this skill's own files (\"./name\") and its declared dependencies ({})",
-            if deps.is_empty() { "none".to_string() } else { deps.join(", ") }
-        )))
+        let (owner, rel) = skill
+            .resolve_module(&name, Language::Luau)
+            .map_err(|e| LuaError::RuntimeError(format!("require(\"{name}\"): {e}")))?;
+        load_module(lua, &owner, &rel)
     })
 }
 

@@ -114,7 +114,7 @@ impl RhaiInstance {
         let limits = skill.limits;
         let guard = Arc::new(CallGuard::default());
         let mut engine = build_engine(skill, &guard, &limits);
-        let entry = skill.manifest.entry.to_string_lossy().replace('\\', "/");
+        let entry = skill.entry_key();
         let display = source_name(skill, &entry);
         let src = skill
             .source
@@ -456,48 +456,9 @@ impl ModuleResolver for SkillResolver {
                 pos,
             ))
         };
-        let (skill, rel) = if let Some(p) = path.strip_prefix("./") {
-            let ok = !p.is_empty() && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-            if !ok {
-                return Err(fail(format!(
-                    "import \"{path}\": a path must stay inside the skill's folder (no `..`)"
-                )));
-            }
-            let rel = [p.to_string(), format!("{p}.rhai")]
-                .into_iter()
-                .find(|c| {
-                    importer.source.files.contains_key(c)
-                        && Language::from_path(std::path::Path::new(c)) == Some(Language::Rhai)
-                })
-                .ok_or_else(|| {
-                    fail(format!(
-                        "import \"{path}\": skill `{}` has no file `{p}.rhai`",
-                        importer.manifest.name
-                    ))
-                })?;
-            (importer.clone(), rel)
-        } else if let Some(dep) = importer.deps.get(path) {
-            if dep.manifest.language != Language::Rhai {
-                return Err(fail(format!(
-                    "import \"{path}\": `{}` is a Luau skill; Rhai code can call its tools with keel::tools::call",
-                    dep.id
-                )));
-            }
-            (
-                dep.clone(),
-                dep.manifest.entry.to_string_lossy().replace('\\', "/"),
-            )
-        } else {
-            let deps: Vec<&str> = importer.deps.keys().map(String::as_str).collect();
-            return Err(fail(format!(
-                "import \"{path}\": not found; import reaches only this skill's own files (\"./name\") and its declared dependencies ({})",
-                if deps.is_empty() {
-                    "none".to_string()
-                } else {
-                    deps.join(", ")
-                }
-            )));
-        };
+        let (skill, rel) = importer
+            .resolve_module(path, Language::Rhai)
+            .map_err(|e| fail(format!("import \"{path}\": {e}")))?;
         let display = source_name(&skill, &rel);
         if let Some(m) = self
             .cache

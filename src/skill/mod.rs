@@ -152,6 +152,73 @@ impl LoadedSkill {
                 .all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b))
     }
 
+    /// The entry script's key in [`SkillSource::files`].
+    pub fn entry_key(&self) -> String {
+        rel_key(&self.manifest.entry)
+    }
+
+    /// What `require(name)` (Luau) or `import name` (Rhai) reaches from this
+    /// skill's code: its own file for `"./path"` (with or without the
+    /// language's extension, never leaving the folder), or a declared
+    /// dependency's entry module. Nothing else — not the file system at
+    /// large. The error completes "require(\"name\"): …".
+    pub fn resolve_module(
+        self: &Arc<Self>,
+        name: &str,
+        language: Language,
+    ) -> Result<(Arc<LoadedSkill>, String), String> {
+        let (word, tools_call) = match language {
+            Language::Luau => ("require", "keel.tools.call"),
+            Language::Rhai => ("import", "keel::tools::call"),
+        };
+        if let Some(path) = name.strip_prefix("./") {
+            let inside = !path.is_empty()
+                && path
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            if !inside {
+                return Err("a path must stay inside the skill's folder (no `..`)".into());
+            }
+            let extensions: &[&str] = match language {
+                Language::Luau => &["", ".luau", ".lua"],
+                Language::Rhai => &["", ".rhai"],
+            };
+            return extensions
+                .iter()
+                .map(|ext| format!("{path}{ext}"))
+                .find(|c| {
+                    self.source.files.contains_key(c)
+                        && Language::from_path(Path::new(c)) == Some(language)
+                })
+                .map(|rel| (self.clone(), rel))
+                .ok_or_else(|| {
+                    format!(
+                        "skill `{}` has no file `{path}{}`",
+                        self.manifest.name, extensions[1]
+                    )
+                });
+        }
+        if let Some(dep) = self.deps.get(name) {
+            if dep.manifest.language != language {
+                return Err(format!(
+                    "`{}` is a {} skill; call its tools with {tools_call}",
+                    dep.id,
+                    dep.manifest.language.name()
+                ));
+            }
+            return Ok((dep.clone(), dep.entry_key()));
+        }
+        let deps: Vec<&str> = self.deps.keys().map(String::as_str).collect();
+        Err(format!(
+            "not found; {word} reaches only this skill's own files (\"./name\") and its declared dependencies ({})",
+            if deps.is_empty() {
+                "none".to_string()
+            } else {
+                deps.join(", ")
+            }
+        ))
+    }
+
     /// Every skill this one can reach through dependencies, itself included.
     pub fn closure(self: &Arc<Self>) -> Vec<Arc<LoadedSkill>> {
         let mut out: Vec<Arc<LoadedSkill>> = Vec::new();
