@@ -84,6 +84,9 @@ fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
     assert!(failure.0.contains("main.luau:2"), "{}", failure.0);
     assert_eq!(failure.1.as_deref(), Some("greet@1.0.0"));
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("two")));
+    // The same broken file is not reported again by the next reload.
+    let again = k.reload();
+    assert!(again.is_empty(), "{again:?}");
     let listed = keel::repl::format_skills(&k.skills(), &[]);
     assert!(
         listed.contains("main.luau:2"),

@@ -87,18 +87,30 @@ impl Kernel {
             crate::skill::discover(&self.search_path(), &self.scope_base());
 
         let mut report = ReloadReport::default();
+        // A failure already reported by the previous reload (the same broken
+        // file, still on disk) stays in the set but is not reported again
+        // each time some other skill changes.
+        let known = |origin: &Origin, error: &str| {
+            old.failures
+                .iter()
+                .any(|f| &f.origin == origin && f.error == error)
+        };
         let mut kept_failures: Vec<SkillFailure> = Vec::new();
+        let mut failed_origins: BTreeSet<Origin> = BTreeSet::new();
         // A skill whose manifest no longer parses keeps its old version.
         for f in scan_failures {
             let kept = old_by_origin.get(&f.origin).map(|c| {
                 candidates.push((*c).clone());
                 label(c)
             });
-            report.outcomes.push(ReloadOutcome::Failed {
-                origin: f.origin.clone(),
-                error: f.error.clone(),
-                kept,
-            });
+            failed_origins.insert(f.origin.clone());
+            if !known(&f.origin, &f.error) {
+                report.outcomes.push(ReloadOutcome::Failed {
+                    origin: f.origin.clone(),
+                    error: f.error.clone(),
+                    kept,
+                });
+            }
             kept_failures.push(f);
         }
 
@@ -163,11 +175,14 @@ impl Kernel {
                     candidates.retain(|x| &x.source.origin != origin);
                 }
                 let origin = skill.source.origin.clone();
-                report.outcomes.push(ReloadOutcome::Failed {
-                    origin: origin.clone(),
-                    error: error.clone(),
-                    kept: kept.clone(),
-                });
+                failed_origins.insert(origin.clone());
+                if !known(&origin, &error) {
+                    report.outcomes.push(ReloadOutcome::Failed {
+                        origin: origin.clone(),
+                        error: error.clone(),
+                        kept: kept.clone(),
+                    });
+                }
                 if kept.is_none() && changed_any && old_by_origin.contains_key(&origin) {
                     // Unchanged itself, broken by a dependency that was put
                     // back: the next round loads it again on the old one.
@@ -201,11 +216,7 @@ impl Kernel {
         }
         for (origin, c) in &old_by_origin {
             if !new_by_origin.contains_key(origin) {
-                let failed_here = report
-                    .outcomes
-                    .iter()
-                    .any(|o| matches!(o, ReloadOutcome::Failed { origin: fo, .. } if fo == origin));
-                if !failed_here {
+                if !failed_origins.contains(origin) {
                     report
                         .outcomes
                         .push(ReloadOutcome::Removed { skill: label(c) });
