@@ -215,12 +215,10 @@ impl Kernel {
             }
         }
         for (origin, c) in &old_by_origin {
-            if !new_by_origin.contains_key(origin) {
-                if !failed_origins.contains(origin) {
-                    report
-                        .outcomes
-                        .push(ReloadOutcome::Removed { skill: label(c) });
-                }
+            if !new_by_origin.contains_key(origin) && !failed_origins.contains(origin) {
+                report
+                    .outcomes
+                    .push(ReloadOutcome::Removed { skill: label(c) });
             }
         }
         self.0.skills.store(Arc::new(set));
