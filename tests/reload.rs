@@ -187,7 +187,8 @@ description = "uses text"
             app,
             &[(
                 "main.luau",
-                "local t = require('text') return { go = function() return t.word() end }",
+                // Uses its dependency while it loads, not only when called.
+                "local t = require('text') local w = assert(t.word, 'text.word is missing') return { go = function() return w() end }",
             )],
         )
         .policy("");
@@ -200,11 +201,38 @@ description = "uses text"
     );
     k.reload();
     assert_eq!(call(&k, &rt, "app.go"), Ok(json!("beta")));
-    // A dependency edit that breaks the dependent (removes what it uses)
-    // fails the dependent's load and keeps the working pair.
+    // A dependency that fails to load keeps the working pair.
     ws.write("skills/text/main.luau", "error('text is broken')");
     let report = k.reload();
     assert!(report.failed(), "{report:?}");
+    assert_eq!(call(&k, &rt, "app.go"), Ok(json!("beta")));
+    // A dependency that loads but breaks its dependent's load (it removes
+    // what the dependent uses): the failure is pinned on the dependency's
+    // edit, and the working pair keeps serving.
+    ws.write("skills/text/main.luau", "return {}");
+    let report = k.reload();
+    let (origin, error, kept) = report
+        .outcomes
+        .iter()
+        .find_map(|o| match o {
+            ReloadOutcome::Failed {
+                origin,
+                error,
+                kept,
+            } => Some((origin.clone(), error.clone(), kept.clone())),
+            _ => None,
+        })
+        .expect("a failure");
+    assert_eq!(
+        origin,
+        keel::skill::Origin::Folder(ws.path("skills/text")),
+        "{report:?}"
+    );
+    assert!(
+        error.contains("app@1.0.0 fails to load with this version"),
+        "{error}"
+    );
+    assert_eq!(kept.as_deref(), Some("text@1.0.0"));
     assert_eq!(call(&k, &rt, "app.go"), Ok(json!("beta")));
 }
 

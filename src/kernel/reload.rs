@@ -145,53 +145,52 @@ impl Kernel {
                     }
                     Err(e) => e.to_string(),
                 };
-                // Put back the previous version of every changed skill this
-                // one loads (itself included); if none changed, it cannot
-                // load at all and is dropped.
-                let mut kept = None;
-                let mut changed_any = false;
+                // Undo every change this skill loads (itself included): a
+                // changed skill gets its previous version back, a new one is
+                // left out. Each undone change is reported where it was
+                // made. With nothing to undo, the skill itself is left out.
+                let mut record =
+                    |origin: &Origin, skill_id: String, error: String, kept: Option<String>| {
+                        failed_origins.insert(origin.clone());
+                        if !known(origin, &error) {
+                            report.outcomes.push(ReloadOutcome::Failed {
+                                origin: origin.clone(),
+                                error: error.clone(),
+                                kept,
+                            });
+                        }
+                        kept_failures.push(SkillFailure {
+                            skill: Some(skill_id),
+                            origin: origin.clone(),
+                            error,
+                        });
+                    };
+                let mut undone = false;
                 for s in skill.closure() {
                     let origin = &s.source.origin;
+                    let why = if Arc::ptr_eq(&s, skill) {
+                        error.clone()
+                    } else {
+                        format!("{} fails to load with this version: {error}", skill.id)
+                    };
                     match old_by_origin.get(origin).copied() {
-                        Some(c) if c.source.fingerprint != s.source.fingerprint => {
-                            changed_any = true;
+                        Some(c) if c.source.fingerprint == s.source.fingerprint => continue,
+                        Some(c) => {
                             candidates.retain(|x| &x.source.origin != origin);
                             candidates.push(c.clone());
-                            if Arc::ptr_eq(&s, skill) {
-                                kept = Some(label(c));
-                            }
+                            record(origin, s.id.to_string(), why, Some(label(c)));
                         }
-                        None if Arc::ptr_eq(&s, skill) => {
-                            changed_any = true;
+                        None => {
                             candidates.retain(|x| &x.source.origin != origin);
+                            record(origin, s.id.to_string(), why, None);
                         }
-                        _ => {}
                     }
+                    undone = true;
                 }
-                // Always make progress: with nothing to put back, the skill
-                // itself is left out.
-                if !changed_any {
+                if !undone {
                     let origin = &skill.source.origin;
                     candidates.retain(|x| &x.source.origin != origin);
-                }
-                let origin = skill.source.origin.clone();
-                failed_origins.insert(origin.clone());
-                if !known(&origin, &error) {
-                    report.outcomes.push(ReloadOutcome::Failed {
-                        origin: origin.clone(),
-                        error: error.clone(),
-                        kept: kept.clone(),
-                    });
-                }
-                if kept.is_none() && changed_any && old_by_origin.contains_key(&origin) {
-                    // Unchanged itself, broken by a dependency that was put
-                    // back: the next round loads it again on the old one.
-                } else {
-                    kept_failures.push(SkillFailure {
-                        skill: Some(skill.id.to_string()),
-                        origin,
-                        error,
-                    });
+                    record(origin, skill.id.to_string(), error, None);
                 }
                 reverted = true;
                 break;
