@@ -36,6 +36,12 @@ description = "recurses without end"
 name = "coroutine_spin"
 description = "loops inside a coroutine"
 [[tools]]
+name = "coroutine_bomb"
+description = "allocates without bound inside a coroutine, retrying"
+[[tools]]
+name = "coroutine_yield"
+description = "a well-behaved coroutine that yields"
+[[tools]]
 name = "ok"
 description = "answers"
 "#;
@@ -70,6 +76,19 @@ function M.coroutine_spin()
   local co = coroutine.create(function() while true do end end)
   local ok = coroutine.resume(co)
   return { escaped = ok }
+end
+function M.coroutine_bomb()
+  while true do
+    local co = coroutine.create(function() return string.rep("x", 512 * 1024 * 1024) end)
+    coroutine.resume(co)
+  end
+end
+function M.coroutine_yield()
+  local co = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+  local _, first = coroutine.resume(co, 1)
+  local _, second = coroutine.resume(co, 10)
+  local dead_ok, err = coroutine.resume(co)
+  return { first = first, second = second, dead_ok = dead_ok, err = err }
 end
 function M.ok() return "ok" end
 return M
@@ -140,6 +159,7 @@ fn luau_runaways_are_stopped_with_the_limit_named() {
         ("runaway.table_bomb", "memory limit"),
         ("runaway.deep", "call depth"),
         ("runaway.coroutine_spin", "wall-clock deadline"),
+        ("runaway.coroutine_bomb", "memory limit"),
     ];
     for (tool, limit) in cases {
         ws.call(tool, json!({}))
@@ -147,6 +167,18 @@ fn luau_runaways_are_stopped_with_the_limit_named() {
     }
     // The skill still works afterwards: killed states are replaced.
     assert_eq!(ws.call("runaway.ok", json!({})).ok(), json!("ok"));
+    // Coroutines themselves still behave as Lua's do.
+    let r = ws.call("runaway.coroutine_yield", json!({})).ok();
+    assert_eq!(
+        (
+            r["first"].clone(),
+            r["second"].clone(),
+            r["dead_ok"].clone()
+        ),
+        (json!(2), json!(20), json!(false)),
+        "{r}"
+    );
+    assert!(r["err"].as_str().unwrap_or("").contains("resum"), "{r}");
 }
 
 #[test]

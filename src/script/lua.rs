@@ -343,6 +343,30 @@ fn install_sandbox(lua: &Lua, guard: &Arc<CallGuard>, limits: &Limits) -> mlua::
             },
         )?,
     )?;
+    // `coroutine.resume` catches errors like `pcall` does; same treatment.
+    let g = guard.clone();
+    let coroutine: Table = globals.raw_get("coroutine")?;
+    coroutine.raw_set(
+        "resume",
+        lua.create_function(move |lua, (co, args): (mlua::Thread, MultiValue)| {
+            match co.resume::<MultiValue>(args) {
+                Ok(mut rets) => {
+                    rets.push_front(LuaValue::Boolean(true));
+                    Ok(rets)
+                }
+                Err(e) => {
+                    if is_memory_error(&e) {
+                        g.kill(LimitKind::Memory);
+                    }
+                    if let Some(kind) = g.killed() {
+                        return Err(limit_error(kind));
+                    }
+                    let msg = LuaValue::String(lua.create_string(error_message(&e))?);
+                    Ok(MultiValue::from_iter([LuaValue::Boolean(false), msg]))
+                }
+            }
+        })?,
+    )?;
 
     let keel = lua.create_table()?;
     for (ns, fns) in host::namespaces() {
