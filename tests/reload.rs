@@ -355,3 +355,43 @@ fn the_watcher_picks_up_edits_additions_and_deletions() {
         call(&k, &rt, "extra.hi").is_err_and(|e| e.contains("no tool `extra.hi`"))
     });
 }
+
+#[test]
+fn editing_keel_toml_puts_the_new_policy_in_force_and_a_broken_one_changes_nothing() {
+    let manifest = "[skill]\nname = \"counter\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\n\"kv\" = true\n[[tools]]\nname = \"bump\"\ndescription = \"counts\"\n";
+    let src = "local M = {} function M.bump() local n = (keel.kv.get('n') or 0) + 1 keel.kv.set('n', n) return n end return M";
+    let ws = Ws::new()
+        .skill("counter", manifest, &[("main.luau", src)])
+        .policy("[policy]\ndefault = \"deny\"\n");
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    let mut events = k.subscribe();
+    let _watcher = keel::skill::watch::watch(&k).expect("watch");
+    assert!(call(&k, &rt, "counter.bump").is_err_and(|e| e.contains("policy default `deny`")));
+
+    ws.write(
+        "keel.toml",
+        "[skills]\nbuiltin = false\n[policy]\ndefault = \"deny\"\nallow = [\"kv\"]\n",
+    );
+    eventually("the new policy to allow kv", || {
+        call(&k, &rt, "counter.bump") == Ok(json!(1))
+    });
+
+    // A broken file keeps the policy in force and says why.
+    while events.try_recv().is_ok() {}
+    ws.write("keel.toml", "[policy]\nallow = [\"kv\"\n");
+    let mut seen = None;
+    eventually("a config error event", || {
+        while let Ok(e) = events.try_recv() {
+            if let keel::kernel::KernelEvent::ConfigReloaded(Err(msg)) = e {
+                seen = Some(msg);
+            }
+        }
+        seen.is_some()
+    });
+    assert!(
+        seen.unwrap_or_default().contains("keel.toml:"),
+        "the error names the file and line"
+    );
+    assert_eq!(call(&k, &rt, "counter.bump"), Ok(json!(2)));
+}

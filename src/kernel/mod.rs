@@ -89,6 +89,9 @@ pub enum KernelError {
 pub enum KernelEvent {
     /// A reload finished; the report lists what changed and what failed.
     Reloaded(Arc<ReloadReport>),
+    /// `keel.toml` changed: `Ok` with a summary once the new policy is in
+    /// force, `Err` with `file:line: message` when the old one stays.
+    ConfigReloaded(Result<String, String>),
 }
 
 /// The kernel handle.
@@ -224,6 +227,53 @@ impl Kernel {
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<KernelEvent> {
         self.0.events.subscribe()
+    }
+
+    /// The configuration file reloads read: the one keel started with, or
+    /// `keel.toml` in the workspace if it started without one.
+    pub fn config_path(&self) -> PathBuf {
+        self.0
+            .config
+            .source
+            .clone()
+            .unwrap_or_else(|| self.0.config.workspace.join("keel.toml"))
+    }
+
+    /// Re-reads the configuration file and puts its policy in force: built
+    /// on the side, swapped only when the whole file is valid. Settings
+    /// that shape the loaded skills (`workspace`, `[skills]`, `[limits]`)
+    /// take effect at the next start, which the summary says.
+    pub fn reload_config(&self) -> Result<String, String> {
+        let path = self.config_path();
+        let result = if path.is_file() {
+            crate::config::Config::load(&path).map_err(|e| e.to_string())
+        } else {
+            Ok(crate::config::Config::default_for(&self.0.config.workspace))
+        };
+        let result = result.map(|new| {
+            let old = &self.0.config;
+            let restart = new.workspace != old.workspace
+                || new.skill_paths != old.skill_paths
+                || new.builtin_skills != old.builtin_skills
+                || new.limits != old.limits
+                || new.skill_limits != old.skill_limits;
+            self.0.gate.set_policy(new.policy);
+            if restart {
+                "policy reloaded; changes to workspace, [skills] or [limits] apply after a restart"
+                    .to_string()
+            } else {
+                "policy reloaded".to_string()
+            }
+        });
+        match &result {
+            Ok(msg) => tracing::info!("{}: {msg}", path.display()),
+            Err(e) => tracing::info!("keeping the previous policy: {e}"),
+        }
+        let _ = self
+            .0
+            .events
+            .send(KernelEvent::ConfigReloaded(result.clone()));
+        result
     }
 
     /// Where skills are looked for: the configured folders, the user's data

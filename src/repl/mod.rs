@@ -239,6 +239,8 @@ pub fn render_event(e: &KernelEvent) -> String {
             .map(|o| format!("[reload] {o}"))
             .collect::<Vec<_>>()
             .join("\n"),
+        KernelEvent::ConfigReloaded(Ok(msg)) => format!("[config] {msg}"),
+        KernelEvent::ConfigReloaded(Err(e)) => format!("[config] keeping the previous policy: {e}"),
     }
 }
 

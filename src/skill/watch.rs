@@ -37,31 +37,49 @@ pub fn is_editor_noise(path: &Path) -> bool {
         || name == "4913"
 }
 
-fn relevant(res: &DebounceEventResult) -> bool {
+/// Whether the events touch a path `wanted` accepts (ignoring editor
+/// droppings and reads).
+fn touches(res: &DebounceEventResult, wanted: impl Fn(&Path) -> bool) -> bool {
     match res {
         Ok(events) => events.iter().any(|e| {
             !matches!(e.kind, notify::EventKind::Access(_))
-                && e.paths.iter().any(|p| !is_editor_noise(p))
+                && e.paths.iter().any(|p| !is_editor_noise(p) && wanted(p))
         }),
         // A watcher error (e.g. overflow) may have hidden real changes.
         Err(_) => true,
     }
 }
 
-/// Starts watching every existing folder in the kernel's search path.
+/// Starts watching every existing folder in the kernel's search path, and
+/// the configuration file (through its folder, so that a file renamed into
+/// place or created later is seen).
 pub fn watch(kernel: &Kernel) -> Result<SkillWatcher, notify::Error> {
     let k = kernel.clone();
+    let dirs: Vec<PathBuf> = kernel
+        .search_path()
+        .dirs
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    let config = kernel.config_path();
+    let skill_dirs = dirs.clone();
+    let config_file = config.clone();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
-        if relevant(&res) {
+        if touches(&res, |p| p == config_file) {
+            let _ = k.reload_config();
+        }
+        if touches(&res, |p| skill_dirs.iter().any(|d| p.starts_with(d))) {
             k.reload();
         }
     })?;
     let mut watched = Vec::new();
-    for dir in kernel.search_path().dirs {
-        if dir.is_dir() {
-            debouncer.watch(&dir, RecursiveMode::Recursive)?;
-            watched.push(dir);
-        }
+    for dir in dirs {
+        debouncer.watch(&dir, RecursiveMode::Recursive)?;
+        watched.push(dir);
+    }
+    if let Some(parent) = config.parent().filter(|p| p.is_dir()) {
+        debouncer.watch(parent, RecursiveMode::NonRecursive)?;
+        watched.push(config.clone());
     }
     Ok(SkillWatcher {
         _debouncer: debouncer,
