@@ -316,3 +316,59 @@ fn values_round_trip_between_json_and_both_languages() {
         assert_eq!(r, v, "{skill}");
     }
 }
+
+/// Answers every approval request with a fixed answer, and counts them.
+struct FixedApprover {
+    answer: bool,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl keel::capability::gate::Approver for FixedApprover {
+    fn approve(
+        &self,
+        request: &keel::capability::gate::ApprovalRequest,
+        _timeout: std::time::Duration,
+    ) -> bool {
+        self.asked.lock().unwrap().push(format!(
+            "{} {} {} {}",
+            request.skill, request.tool, request.capability, request.target
+        ));
+        self.answer
+    }
+}
+
+#[test]
+fn ask_goes_to_an_attached_approver() {
+    let server = TestServer::start();
+    let ws = setup(&server)
+        .policy("[policy]\ndefault = \"ask\"\nallow = [\"fs.read:./data\", \"fs.write:./data\"]\n");
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    for answer in [true, false] {
+        let approver = std::sync::Arc::new(FixedApprover {
+            answer,
+            asked: Default::default(),
+        });
+        k.gate().set_approver(Some(approver.clone()));
+        let r = call(&k, &rt, "lua.denied", json!({"what": "kv"}));
+        assert_eq!(
+            approver.asked.lock().unwrap().as_slice(),
+            ["lua lua.denied kv "],
+            "the request names skill, tool and capability"
+        );
+        if answer {
+            assert_eq!(r, Ok(Value::Null));
+        } else {
+            let e = r.expect_err("refused");
+            assert!(e.contains("the request was not approved"), "{e}");
+        }
+    }
+    let log: Vec<String> = k
+        .store()
+        .audit_log(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.decision)
+        .collect();
+    assert_eq!(&log[..2], ["ask", "allow"], "both answers are audited");
+}

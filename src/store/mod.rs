@@ -42,6 +42,8 @@ pub const KV_MAX_KEY: usize = 1024;
 pub const KV_MAX_VALUE: usize = 1024 * 1024;
 /// Most keys one `kv.list` returns.
 pub const KV_MAX_LIST: usize = 10_000;
+/// Audit records kept; older ones are pruned as new ones arrive.
+pub const AUDIT_KEEP: i64 = 200_000;
 
 const MIGRATIONS: &[&str] = &[
     // 1: grants, audit, kv, first-seen capabilities
@@ -260,6 +262,8 @@ impl Store {
 
     // --- audit ------------------------------------------------------------
 
+    /// Appends an audit record. The log is bounded: every thousandth
+    /// record prunes those older than the newest [`AUDIT_KEEP`].
     pub fn audit(&self, e: &AuditEntry<'_>) -> Result<(), StoreError> {
         self.with(|c| {
             c.prepare_cached(
@@ -276,6 +280,11 @@ impl Store {
                 e.decision,
                 e.reason
             ])?;
+            let id = c.last_insert_rowid();
+            if id % 1000 == 0 {
+                c.prepare_cached("DELETE FROM audit WHERE id <= ?1")?
+                    .execute(params![id - AUDIT_KEEP])?;
+            }
             Ok(())
         })
     }
@@ -388,6 +397,28 @@ mod tests {
         assert!(!s.kv_delete("a", "xy").unwrap());
         assert_eq!(s.kv_get("a", "xy").unwrap(), None);
         assert!(s.kv_set("a", &"k".repeat(KV_MAX_KEY + 1), "1").is_err());
+    }
+
+    #[test]
+    fn the_audit_log_is_bounded() {
+        let s = Store::in_memory().unwrap();
+        let e = AuditEntry {
+            skill: "s",
+            version: "1.0.0",
+            tool: "s.t",
+            capability: "kv",
+            target: "",
+            decision: "allow",
+            reason: "test",
+        };
+        for _ in 0..(AUDIT_KEEP + 2000) {
+            s.audit(&e).unwrap();
+        }
+        let count: i64 = s
+            .with(|c| c.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0)))
+            .unwrap();
+        assert!(count <= AUDIT_KEEP + 1000, "{count}");
+        assert!(count >= AUDIT_KEEP, "{count}");
     }
 
     #[test]
