@@ -1096,7 +1096,6 @@ mod tests {
     #[test]
     fn helper_options_set_json_headers() {
         let args = Args {
-            func: "post_json",
             values: vec![
                 json!("https://x.example/"),
                 json!({ "a": 1 }),
@@ -1122,7 +1121,6 @@ mod tests {
                 .contains(&("content-type".into(), "application/json".into()))
         );
         let args = Args {
-            func: "get",
             values: vec![json!("https://x.example/"), json!({ "body": "x" })],
         };
         assert!(matches!(

@@ -124,7 +124,6 @@ pub enum HostError {
 
 /// Arguments as JSON values, with helpers that produce clear errors.
 pub struct Args {
-    pub func: &'static str,
     pub values: Vec<Value>,
 }
 

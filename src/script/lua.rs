@@ -462,7 +462,6 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
             (f.call)(
                 ctx,
                 Args {
-                    func: f.name,
                     values,
                 },
             )

@@ -350,15 +350,7 @@ fn invoke(
             full()
         )));
     };
-    let out = catch_unwind(AssertUnwindSafe(|| {
-        (f.call)(
-            ctx,
-            Args {
-                func: f.name,
-                values,
-            },
-        )
-    }));
+    let out = catch_unwind(AssertUnwindSafe(|| (f.call)(ctx, Args { values })));
     drop(held);
     match out {
         Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{}: {e}", full()))),
