@@ -395,3 +395,37 @@ fn editing_keel_toml_puts_the_new_policy_in_force_and_a_broken_one_changes_nothi
     );
     assert_eq!(call(&k, &rt, "counter.bump"), Ok(json!(2)));
 }
+
+#[test]
+fn a_broader_new_declaration_does_not_shadow_an_approved_one() {
+    let manifest = |caps: &str| {
+        format!(
+            "[skill]\nname = \"reader\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\n{caps}\n[[tools]]\nname = \"read\"\ndescription = \"reads\"\nparameters = {{ type = \"object\", properties = {{ path = {{ type = \"string\" }} }}, required = [\"path\"] }}\n"
+        )
+    };
+    let src = "local M = {} function M.read(a) return keel.fs.read(a.path) end return M";
+    let ws = Ws::new()
+        .skill(
+            "reader",
+            &manifest("\"fs.read\" = [\"./public\"]"),
+            &[("main.luau", src)],
+        )
+        .file("public/a.txt", "public")
+        .file("secret.txt", "secret")
+        .policy("[policy]\ndefault = \"allow\"\n");
+    assert_eq!(
+        ws.call("reader.read", json!({"path": "public/a.txt"})).ok(),
+        json!("public")
+    );
+    // The new, broader rule comes first in the list.
+    ws.write(
+        "skills/reader/skill.toml",
+        &manifest("\"fs.read\" = [\".\", \"./public\"]"),
+    );
+    assert_eq!(
+        ws.call("reader.read", json!({"path": "public/a.txt"})).ok(),
+        json!("public")
+    );
+    ws.call("reader.read", json!({"path": "secret.txt"}))
+        .err_contains(&["fs.read:.", "not granted"]);
+}

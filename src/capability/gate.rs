@@ -178,7 +178,14 @@ impl Gate {
         target: &Target<'_>,
         target_text: &str,
     ) -> Result<(CapabilityRule, String), GateError> {
-        let Some(declared) = skill.declared.iter().find(|r| r.covers(kind, target)) else {
+        // Prefer a covering declaration the skill already had when first
+        // seen: a newer, broader one must not shadow it.
+        let is_pending = |r: &&CapabilityRule| skill.pending.iter().any(|p| p == &r.text);
+        let covering = || skill.declared.iter().filter(|r| r.covers(kind, target));
+        let found = covering()
+            .find(|r| !is_pending(r))
+            .or_else(|| covering().next());
+        let Some(declared) = found else {
             return Err(GateError::NotDeclared {
                 skill: skill.name.clone(),
                 capability: kind,
@@ -192,7 +199,7 @@ impl Gate {
         // operator's say-so for this skill: a grant, or an allow rule in its
         // own policy section. The default and global rules were written
         // before the skill asked, so they do not count.
-        if skill.pending.iter().any(|p| p == &declared.text)
+        if is_pending(&declared)
             && !grants.iter().any(|g| g.covers(kind, target))
             && !policy
                 .skills
