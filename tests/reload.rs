@@ -236,14 +236,20 @@ description = "uses text"
     assert_eq!(call(&k, &rt, "app.go"), Ok(json!("beta")));
 }
 
+/// A skill `reader` whose one tool reads a file, with the given
+/// `[capabilities]` lines.
+fn reader_manifest(caps: &str) -> String {
+    format!(
+        "[skill]\nname = \"reader\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\n{caps}\n[[tools]]\nname = \"read\"\ndescription = \"reads\"\nparameters = {{ type = \"object\", properties = {{ path = {{ type = \"string\" }} }}, required = [\"path\"] }}\n"
+    )
+}
+
+const READER_SRC: &str = "local M = {} function M.read(a) return keel.fs.read(a.path) end return M";
+
 #[test]
 fn capability_escalation_in_an_edit_is_not_granted() {
-    let manifest = |caps: &str| {
-        format!(
-            "[skill]\nname = \"reader\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\n{caps}\n[[tools]]\nname = \"read\"\ndescription = \"reads\"\nparameters = {{ type = \"object\", properties = {{ path = {{ type = \"string\" }} }}, required = [\"path\"] }}\n"
-        )
-    };
-    let src = "local M = {} function M.read(a) return keel.fs.read(a.path) end return M";
+    let manifest = reader_manifest;
+    let src = READER_SRC;
     let ws = Ws::new()
         .skill(
             "reader",
@@ -398,12 +404,8 @@ fn editing_keel_toml_puts_the_new_policy_in_force_and_a_broken_one_changes_nothi
 
 #[test]
 fn a_broader_new_declaration_does_not_shadow_an_approved_one() {
-    let manifest = |caps: &str| {
-        format!(
-            "[skill]\nname = \"reader\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\n{caps}\n[[tools]]\nname = \"read\"\ndescription = \"reads\"\nparameters = {{ type = \"object\", properties = {{ path = {{ type = \"string\" }} }}, required = [\"path\"] }}\n"
-        )
-    };
-    let src = "local M = {} function M.read(a) return keel.fs.read(a.path) end return M";
+    let manifest = reader_manifest;
+    let src = READER_SRC;
     let ws = Ws::new()
         .skill(
             "reader",
