@@ -12,6 +12,8 @@
 //! - [`skill`] — manifests, discovery, dependency resolution, the loaded set,
 //!   built-in skills, file watching.
 //! - [`tool`] — tool names, argument validation, call errors.
+//! - [`llm`] — model providers (OpenAI-compatible, Anthropic) over SSE with
+//!   tool calling, and fallback chains with retries and cooldowns.
 //! - [`store`] — SQLite: grants, audit log, key-value data.
 //! - [`config`] — `keel.toml`.
 //! - [`repl`] — the console.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod docs;
 pub mod host;
 pub mod kernel;
+pub mod llm;
 pub mod repl;
 pub mod script;
 pub mod skill;

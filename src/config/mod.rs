@@ -91,6 +91,27 @@ pub struct Config {
     pub limits: Limits,
     pub skill_limits: BTreeMap<String, Limits>,
     pub policy: Policy,
+    /// `[models]`, if the file has one.
+    pub models: Option<ModelsConfig>,
+}
+
+/// One `[models.NAME]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub name: String,
+    pub provider: crate::llm::ProviderKind,
+    /// Defaults to the provider's public API.
+    pub base_url: String,
+    pub model: String,
+    /// The environment variable holding the API key (never the key itself).
+    pub api_key_env: Option<String>,
+    pub context_window: Option<u32>,
+}
+
+/// `[models]`: the chain, in order, and every model it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelsConfig {
+    pub chain: Vec<ModelConfig>,
 }
 
 impl Config {
@@ -106,6 +127,7 @@ impl Config {
             limits: Limits::default(),
             skill_limits: BTreeMap::new(),
             policy: Policy::default(),
+            models: None,
         }
     }
 
@@ -171,6 +193,12 @@ impl Config {
                 cfg.skill_limits.insert(name, lim);
             }
         }
+        if let Some(m) = raw.models {
+            cfg.models = Some(parse_models(m).map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?);
+        }
         if let Some(p) = raw.policy {
             let base = ScopeBase {
                 workspace: &workspace,
@@ -234,6 +262,91 @@ struct RawConfig {
     skills: Option<RawSkills>,
     limits: Option<RawLimitsSection>,
     policy: Option<RawPolicy>,
+    models: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    provider: String,
+    base_url: Option<String>,
+    model: String,
+    api_key_env: Option<String>,
+    context_window: Option<u32>,
+}
+
+/// `[models]` mixes the `chain` list with one table per model, so it is
+/// read as a table and taken apart here.
+fn parse_models(mut table: toml::Table) -> Result<ModelsConfig, String> {
+    use crate::llm::ProviderKind;
+    let chain: Vec<String> = match table.remove("chain") {
+        Some(v) => v.try_into().map_err(|_| {
+            "[models] chain must be a list of model names, e.g. chain = [\"main\", \"backup\"]"
+                .to_string()
+        })?,
+        None => Vec::new(),
+    };
+    let mut models = BTreeMap::new();
+    for (name, value) in table {
+        let raw: RawModel = value
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[models.{name}]: {}", e.message().trim()))?;
+        let provider = ProviderKind::parse(&raw.provider).ok_or_else(|| {
+            format!(
+                "[models.{name}] provider = \"{}\" is not a provider; use \"openai\" (any OpenAI-compatible server) or \"anthropic\"",
+                raw.provider
+            )
+        })?;
+        let base_url = raw.base_url.unwrap_or_else(|| {
+            match provider {
+                ProviderKind::OpenAi => "https://api.openai.com/v1",
+                ProviderKind::Anthropic => "https://api.anthropic.com",
+            }
+            .to_string()
+        });
+        match url::Url::parse(&base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(format!(
+                    "[models.{name}] base_url = \"{base_url}\" is not an http(s) URL"
+                ));
+            }
+        }
+        if raw.model.trim().is_empty() {
+            return Err(format!(
+                "[models.{name}] model is empty; name the provider's model id"
+            ));
+        }
+        models.insert(
+            name.clone(),
+            ModelConfig {
+                name,
+                provider,
+                base_url,
+                model: raw.model,
+                api_key_env: raw.api_key_env,
+                context_window: raw.context_window,
+            },
+        );
+    }
+    // Without a chain, every model in name order; with one, exactly those.
+    let chain = if chain.is_empty() {
+        models.into_values().collect()
+    } else {
+        chain
+            .iter()
+            .map(|n| {
+                models.get(n).cloned().ok_or_else(|| {
+                    let hint =
+                        crate::capability::did_you_mean(n, models.keys().map(String::as_str))
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                    format!("[models] chain names `{n}`, but there is no [models.{n}]{hint}")
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(ModelsConfig { chain })
 }
 
 #[derive(Deserialize)]
@@ -364,6 +477,46 @@ timeout_ms = 9000
         assert_eq!(cfg.limits.timeout.as_millis(), 500);
         assert_eq!(cfg.limits_for("slow").timeout.as_millis(), 9000);
         assert_eq!(cfg.limits_for("other").timeout.as_millis(), 500);
+    }
+
+    #[test]
+    fn models_parse_as_the_issue_writes_them() {
+        let cfg = parse(
+            r#"
+[models]
+chain = ["main", "backup"]
+[models.main]
+provider = "openai"
+base_url = "http://127.0.0.1:11434/v1"
+model = "qwen2.5:7b"
+api_key_env = "OPENAI_API_KEY"
+context_window = 32768
+[models.backup]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+api_key_env = "ANTHROPIC_API_KEY"
+"#,
+        )
+        .unwrap();
+        let chain = cfg.models.unwrap().chain;
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].name, "main");
+        assert_eq!(chain[0].context_window, Some(32768));
+        assert_eq!(chain[1].base_url, "https://api.anthropic.com");
+        let e = parse(
+            "[models]\nchain = [\"mian\"]\n[models.main]\nprovider = \"openai\"\nmodel = \"m\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did you mean `main`"), "{e}");
+        let e = parse("[models.main]\nprovider = \"gemini\"\nmodel = \"m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"gemini\" is not a provider"), "{e}");
+        let e = parse("[models.main]\nprovider = \"openai\"\nmodel = \"m\"\napi_key = \"sk-x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_key") && !e.contains("sk-x"), "{e}");
     }
 
     #[test]

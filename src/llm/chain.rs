@@ -1,0 +1,498 @@
+//! Fallback chains: try models in order, retry what a retry can fix, and
+//! remember a failing provider for a while.
+//!
+//! The decision of what to do after a failure is a pure function
+//! ([`next_step`]) over the error, the attempt number and the
+//! [`RetryPolicy`]; [`ModelChain::complete`] is the shell that sleeps, calls
+//! providers and keeps cooldowns. A request's own fault (a 4xx other than
+//! 429) is reported at once, never retried or passed down the chain. Once
+//! any output has been forwarded to the user, a failure is reported rather
+//! than retried, so an answer is never streamed twice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{
+    Completion, Endpoint, ProviderError, ProviderKind, Request, StreamEvent, anthropic, openai,
+};
+
+/// One model of a chain, as configured.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// The name in `[models.NAME]`.
+    pub name: String,
+    pub provider: ProviderKind,
+    pub endpoint: Endpoint,
+    /// The provider's model id (`qwen2.5:7b`, `claude-sonnet-4-5`).
+    pub model: String,
+    pub context_window: Option<u32>,
+}
+
+/// Builds the chain's models from `[models]`, reading each API key from the
+/// environment variable the config names (or the provider's usual one).
+/// A missing variable means no key: the server's 401 then says so.
+pub fn specs_from_config(
+    models: &crate::config::ModelsConfig,
+    env: &std::collections::BTreeMap<String, String>,
+    timeout: Duration,
+) -> Vec<ModelSpec> {
+    models
+        .chain
+        .iter()
+        .map(|m| {
+            let var = m.api_key_env.clone().unwrap_or_else(|| {
+                match m.provider {
+                    ProviderKind::OpenAi => "OPENAI_API_KEY",
+                    ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+                }
+                .to_string()
+            });
+            ModelSpec {
+                name: m.name.clone(),
+                provider: m.provider,
+                endpoint: Endpoint {
+                    base_url: m.base_url.clone(),
+                    api_key: env
+                        .get(&var)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| super::Secret::new(k.clone())),
+                    timeout,
+                },
+                model: m.model.clone(),
+                context_window: m.context_window,
+            }
+        })
+        .collect()
+}
+
+/// How hard to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Calls per model before moving on (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubles per retry.
+    pub base_backoff: Duration,
+    /// Longest wait, whatever `Retry-After` says.
+    pub max_backoff: Duration,
+    /// How long a model that exhausted its attempts is skipped.
+    pub cooldown: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            base_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What to do after a failed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Call the same model again after waiting.
+    Retry(Duration),
+    /// Give this model up (and cool it down); try the next one.
+    NextModel,
+    /// Stop: the error is the request's fault, or output already went out.
+    Fail,
+}
+
+/// The decision after attempt `attempt` (1-based) failed with `err`.
+pub fn next_step(
+    err: &ProviderError,
+    attempt: u32,
+    output_started: bool,
+    policy: &RetryPolicy,
+) -> Step {
+    if output_started || !err.is_retryable() {
+        return Step::Fail;
+    }
+    if attempt >= policy.attempts {
+        return Step::NextModel;
+    }
+    let exp = policy
+        .base_backoff
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    let wait = err
+        .retry_after()
+        .unwrap_or(exp)
+        .max(exp.min(policy.max_backoff));
+    Step::Retry(wait.min(policy.max_backoff))
+}
+
+/// Why a chain gave up.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The chain is empty.
+    #[error(
+        "no model is configured; set [models] in keel.toml or OPENAI_BASE_URL / OPENAI_API_KEY / ANTHROPIC_API_KEY"
+    )]
+    NoModels,
+    /// A model failed in a way no other model would fix.
+    #[error("model `{model}`: {error}")]
+    Failed { model: String, error: ProviderError },
+    /// Every model failed (or was cooling down); the last error of each.
+    #[error("every model failed: {}", errors.iter().map(|(m, e)| format!("`{m}`: {e}")).collect::<Vec<_>>().join("; "))]
+    Exhausted {
+        errors: Vec<(String, ProviderError)>,
+    },
+}
+
+/// A fallback chain over configured models.
+pub struct ModelChain {
+    models: Vec<ModelSpec>,
+    http: reqwest::Client,
+    policy: RetryPolicy,
+    cooling: Mutex<HashMap<String, Instant>>,
+}
+
+impl ModelChain {
+    pub fn new(models: Vec<ModelSpec>, http: reqwest::Client, policy: RetryPolicy) -> Self {
+        Self {
+            models,
+            http,
+            policy,
+            cooling: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn models(&self) -> &[ModelSpec] {
+        &self.models
+    }
+
+    fn cooling_down(&self, name: &str) -> bool {
+        let mut c = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+        match c.get(name) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                c.remove(name);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn cool(&self, name: &str) {
+        self.cooling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Instant::now() + self.policy.cooldown);
+    }
+
+    /// Runs `req` on the first model that answers; `req.model` is set per
+    /// model. Returns the completion and the name of the model that gave it.
+    pub async fn complete(
+        &self,
+        req: &Request,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<(Completion, String), ChainError> {
+        if self.models.is_empty() {
+            return Err(ChainError::NoModels);
+        }
+        // Models cooling down are tried last rather than never: if all of
+        // them are, the request still gets its chance.
+        let (warm, cold): (Vec<&ModelSpec>, Vec<&ModelSpec>) = self
+            .models
+            .iter()
+            .partition(|m| !self.cooling_down(&m.name));
+        let mut errors = Vec::new();
+        for spec in warm.into_iter().chain(cold) {
+            let mut req = req.clone();
+            req.model = spec.model.clone();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut started = false;
+                let result = {
+                    let mut forward = |e: StreamEvent| {
+                        started = true;
+                        on_event(e);
+                    };
+                    match spec.provider {
+                        ProviderKind::OpenAi => {
+                            openai::complete(&self.http, &spec.endpoint, &req, &mut forward).await
+                        }
+                        ProviderKind::Anthropic => {
+                            anthropic::complete(&self.http, &spec.endpoint, &req, &mut forward)
+                                .await
+                        }
+                    }
+                };
+                let error = match result {
+                    Ok(c) => return Ok((c, spec.name.clone())),
+                    Err(e) => e,
+                };
+                match next_step(&error, attempt, started, &self.policy) {
+                    Step::Retry(wait) => {
+                        tracing::info!(model = %spec.name, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Step::NextModel => {
+                        tracing::warn!(model = %spec.name, error = %error, "model failed; trying the next one");
+                        self.cool(&spec.name);
+                        errors.push((spec.name.clone(), error));
+                        break;
+                    }
+                    Step::Fail => {
+                        return Err(ChainError::Failed {
+                            model: spec.name.clone(),
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        Err(ChainError::Exhausted { errors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, retry_after: Option<u64>) -> ProviderError {
+        ProviderError::Status {
+            url: "u".into(),
+            status: code,
+            retry_after: retry_after.map(Duration::from_secs),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_request_s_own_fault_is_never_retried() {
+        let p = RetryPolicy::default();
+        assert_eq!(next_step(&status(400, None), 1, false, &p), Step::Fail);
+        assert_eq!(next_step(&status(401, None), 1, false, &p), Step::Fail);
+    }
+
+    #[test]
+    fn retries_back_off_then_move_on() {
+        let p = RetryPolicy {
+            attempts: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            next_step(&status(503, None), 1, false, &p),
+            Step::Retry(Duration::from_millis(250))
+        );
+        assert_eq!(
+            next_step(&status(503, None), 2, false, &p),
+            Step::Retry(Duration::from_millis(500))
+        );
+        assert_eq!(next_step(&status(503, None), 3, false, &p), Step::NextModel);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_the_cap() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            next_step(&status(429, Some(2)), 1, false, &p),
+            Step::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            next_step(&status(429, Some(600)), 1, false, &p),
+            Step::Retry(p.max_backoff)
+        );
+    }
+
+    #[test]
+    fn nothing_is_retried_once_output_went_out() {
+        let cut = ProviderError::Protocol {
+            url: "u".into(),
+            reason: "the stream broke off".into(),
+        };
+        assert_eq!(
+            next_step(&cut, 1, true, &RetryPolicy::default()),
+            Step::Fail
+        );
+        assert!(matches!(
+            next_step(&cut, 1, false, &RetryPolicy::default()),
+            Step::Retry(_)
+        ));
+    }
+
+    /// A real HTTP server on 127.0.0.1 that answers each connection with the
+    /// next canned response (status line, extra headers, body), then stops.
+    async fn serve(responses: Vec<(&'static str, &'static str, String)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for (status, headers, body) in responses {
+                let Ok(Ok((mut sock, _))) =
+                    tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+                else {
+                    return;
+                };
+                // Read the request head and body (bounded).
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0;
+                loop {
+                    let n = match tokio::time::timeout(
+                        Duration::from_secs(5),
+                        sock.read(&mut buf[got..]),
+                    )
+                    .await
+                    {
+                        Ok(Ok(n)) => n,
+                        _ => 0,
+                    };
+                    got += n;
+                    let text = String::from_utf8_lossy(&buf[..got]);
+                    if let Some(i) = text.find("\r\n\r\n") {
+                        let len = text[..i]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got >= i + 4 + len {
+                            break;
+                        }
+                    }
+                    if n == 0 || got == buf.len() {
+                        break;
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        format!("http://{addr}/v1")
+    }
+
+    fn openai_stream(text: &str) -> String {
+        let chunk = serde_json::json!({
+            "id": "c1", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]
+        });
+        let end = serde_json::json!({
+            "id": "c1", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        });
+        format!("data: {chunk}\n\ndata: {end}\n\ndata: [DONE]\n\n")
+    }
+
+    fn spec(name: &str, base_url: String) -> ModelSpec {
+        ModelSpec {
+            name: name.into(),
+            provider: ProviderKind::OpenAi,
+            endpoint: Endpoint {
+                base_url,
+                api_key: None,
+                timeout: Duration::from_secs(10),
+            },
+            model: "m".into(),
+            context_window: None,
+        }
+    }
+
+    fn request() -> Request {
+        Request {
+            model: String::new(),
+            messages: vec![super::super::Message::User("hi".into())],
+            tools: vec![],
+            max_tokens: 64,
+            temperature: None,
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            base_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(2),
+            cooldown: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_falls_back_and_cools_down() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sse = "content-type: text/event-stream\r\n";
+        let main = serve(vec![
+            (
+                "500 Internal Server Error",
+                "",
+                "{\"error\":{\"message\":\"down\"}}".into(),
+            ),
+            ("503 Service Unavailable", "", "busy".into()),
+        ])
+        .await;
+        let backup = serve(vec![
+            ("200 OK", sse, openai_stream("from backup")),
+            ("200 OK", sse, openai_stream("again")),
+        ])
+        .await;
+        let chain = ModelChain::new(
+            vec![spec("main", main), spec("backup", backup)],
+            reqwest::Client::new(),
+            fast(),
+        );
+        let mut seen = Vec::new();
+        let (c, used) = chain
+            .complete(&request(), &mut |e| seen.push(e))
+            .await
+            .unwrap();
+        assert_eq!((c.text.as_str(), used.as_str()), ("from backup", "backup"));
+        assert_eq!(seen, vec![StreamEvent::Text("from backup".into())]);
+        // `main` is cooling down: the next request goes straight to backup
+        // (main's server has no responses left, so touching it would fail).
+        let (c, used) = chain.complete(&request(), &mut |_| {}).await.unwrap();
+        assert_eq!((c.text.as_str(), used.as_str()), ("again", "backup"));
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_waited_for_and_a_bad_request_is_not_retried() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sse = "content-type: text/event-stream\r\n";
+        let main = serve(vec![
+            (
+                "429 Too Many Requests",
+                "retry-after: 1\r\n",
+                "{\"error\":{\"message\":\"slow down\"}}".into(),
+            ),
+            ("200 OK", sse, openai_stream("after waiting")),
+        ])
+        .await;
+        let chain = ModelChain::new(vec![spec("main", main)], reqwest::Client::new(), fast());
+        let t = Instant::now();
+        let (c, _) = chain.complete(&request(), &mut |_| {}).await.unwrap();
+        assert_eq!(c.text, "after waiting");
+        assert!(
+            t.elapsed() >= Duration::from_secs(1),
+            "Retry-After was not honoured"
+        );
+
+        let bad = serve(vec![(
+            "400 Bad Request",
+            "",
+            "{\"error\":{\"message\":\"model not found\"}}".into(),
+        )])
+        .await;
+        let other = serve(vec![("200 OK", sse, openai_stream("must not be used"))]).await;
+        let chain = ModelChain::new(
+            vec![spec("bad", bad), spec("other", other)],
+            reqwest::Client::new(),
+            fast(),
+        );
+        let e = chain.complete(&request(), &mut |_| {}).await.unwrap_err();
+        assert!(
+            matches!(&e, ChainError::Failed { model, .. } if model == "bad"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("model not found"), "{e}");
+    }
+}
