@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`agent`] — sessions and runs: the run state machine (the model/tool
+//!   loop is being built on it).
 //! - [`kernel`] — the [`Kernel`](kernel::Kernel): owns the store, the gate,
 //!   the skill set and the event bus; tool calls and reloads start here.
 //! - [`capability`] — capability names and scopes, policy (deny > ask >
@@ -23,6 +25,7 @@
 //! The one rule: every effect a script can cause passes through a host
 //! function, and every host function checks its capability at the gate.
 
+pub mod agent;
 pub mod capability;
 pub mod config;
 pub mod docs;

@@ -6,10 +6,15 @@
 //! share it (a console and a `keel grant` in another terminal): every read
 //! goes to the database, so a grant made elsewhere takes effect on the next
 //! call. Migrations are numbered and run once, inside a transaction.
+//! Sessions and runs live in [`sessions`].
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod sessions;
+
+pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -76,6 +81,30 @@ const MIGRATIONS: &[&str] = &[
         capability TEXT NOT NULL,
         PRIMARY KEY (skill, capability)
     );",
+    // 2: sessions, runs and their transitions (the agent)
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        state TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        reason TEXT
+    );
+    CREATE INDEX runs_by_session ON runs (session_id, created_ms);
+    CREATE INDEX runs_by_state ON runs (state);
+    CREATE TABLE run_transitions (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        reason TEXT
+    );
+    CREATE INDEX run_transitions_by_run ON run_transitions (run_id);",
 ];
 
 /// One audit record.

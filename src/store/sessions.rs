@@ -1,0 +1,312 @@
+//! Sessions, runs and their messages (issue 4, in progress).
+//!
+//! Every run transition is checked against [`RunState::can_move_to`] and
+//! written with its timestamp and reason in one transaction, so the history
+//! in `run_transitions` is exactly how the run got where it is. After a crash
+//! (`kill -9`), [`Store::recover_interrupted_runs`] marks what was in flight
+//! as failed, so no run stays "running" forever and the session can go on.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, now_ms};
+use crate::agent::RunState;
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub title: String,
+    pub created_ms: i64,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub session_id: String,
+    pub state: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+}
+
+/// Why a run could not move.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error("no run `{0}`")]
+    NoRun(String),
+    #[error("no session `{0}` (see `keel sessions`)")]
+    NoSession(String),
+    #[error("run `{run}` cannot move from {from} to {to}")]
+    IllegalTransition {
+        run: String,
+        from: RunState,
+        to: RunState,
+    },
+}
+
+/// The reason written on runs a crash interrupted.
+pub const INTERRUPTED: &str = "interrupted: keel stopped while the run was in flight";
+
+impl Store {
+    /// Creates a session with a fresh random id.
+    pub fn create_session(&self, title: &str) -> Result<SessionRecord, StoreError> {
+        let created_ms = now_ms();
+        let id: String = self.with(|c| {
+            c.query_row(
+                "INSERT INTO sessions (id, title, created_ms)
+                 VALUES ('s_' || lower(hex(randomblob(8))), ?1, ?2) RETURNING id",
+                params![title, created_ms],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(SessionRecord {
+            id,
+            title: title.to_string(),
+            created_ms,
+        })
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, title, created_ms FROM sessions ORDER BY created_ms, id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(SessionRecord {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    created_ms: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Queues a run in a session. `Ok(Err(..))` when the session does not
+    /// exist.
+    pub fn create_run(&self, session_id: &str) -> Result<Result<RunRecord, RunError>, StoreError> {
+        let now = now_ms();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM sessions WHERE id = ?1",
+                    params![session_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Ok(Err(RunError::NoSession(session_id.to_string())));
+            }
+            let id: String = tx.query_row(
+                "INSERT INTO runs (id, session_id, state, created_ms, updated_ms)
+                 VALUES ('r_' || lower(hex(randomblob(8))), ?1, 'queued', ?2, ?2) RETURNING id",
+                params![session_id, now],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
+                 VALUES (?1, NULL, 'queued', ?2, NULL)",
+                params![id, now],
+            )?;
+            tx.commit()?;
+            Ok(Ok(RunRecord {
+                id,
+                session_id: session_id.to_string(),
+                state: RunState::Queued.name().into(),
+                created_ms: now,
+                updated_ms: now,
+                reason: None,
+            }))
+        })
+    }
+
+    /// Moves a run, if the state machine allows it, recording when and why.
+    pub fn transition_run(
+        &self,
+        run_id: &str,
+        to: RunState,
+        reason: Option<&str>,
+    ) -> Result<Result<(), RunError>, StoreError> {
+        let now = now_ms();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let from: Option<String> = tx
+                .query_row("SELECT state FROM runs WHERE id = ?1", params![run_id], |r| r.get(0))
+                .optional()?;
+            let Some(from) = from.as_deref().and_then(RunState::parse) else {
+                return Ok(Err(RunError::NoRun(run_id.to_string())));
+            };
+            if !from.can_move_to(to) {
+                return Ok(Err(RunError::IllegalTransition {
+                    run: run_id.to_string(),
+                    from,
+                    to,
+                }));
+            }
+            tx.execute(
+                "UPDATE runs SET state = ?2, updated_ms = ?3, reason = COALESCE(?4, reason) WHERE id = ?1",
+                params![run_id, to.name(), now, reason],
+            )?;
+            tx.execute(
+                "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, from.name(), to.name(), now, reason],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+    }
+
+    pub fn runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, session_id, state, created_ms, updated_ms, reason FROM runs
+                 WHERE session_id = ?1 ORDER BY created_ms, rowid",
+            )?;
+            let rows = st.query_map(params![session_id], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    state: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    updated_ms: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The states a run went through, in order, with their reasons.
+    pub fn run_history(&self, run_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT to_state, reason FROM run_transitions WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let rows = st.query_map(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Marks every unfinished run failed with [`INTERRUPTED`]; returns how
+    /// many. Called once at start, before any new run.
+    pub fn recover_interrupted_runs(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
+                 SELECT id, state, 'failed', ?1, ?2 FROM runs
+                 WHERE state IN ('queued', 'running', 'waiting_permission')",
+                params![now, INTERRUPTED],
+            )?;
+            let n = tx.execute(
+                "UPDATE runs SET state = 'failed', updated_ms = ?1, reason = ?2
+                 WHERE state IN ('queued', 'running', 'waiting_permission')",
+                params![now, INTERRUPTED],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_follow_the_state_machine_and_keep_their_history() {
+        let s = Store::in_memory().unwrap();
+        let session = s.create_session("first").unwrap();
+        let run = s.create_run(&session.id).unwrap().unwrap();
+        assert!(run.id.starts_with("r_") && session.id.starts_with("s_"));
+        assert_eq!(
+            s.transition_run(&run.id, RunState::Running, None).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            s.transition_run(&run.id, RunState::Queued, None).unwrap(),
+            Err(RunError::IllegalTransition {
+                run: run.id.clone(),
+                from: RunState::Running,
+                to: RunState::Queued
+            })
+        );
+        s.transition_run(&run.id, RunState::WaitingPermission, Some("exec:git"))
+            .unwrap()
+            .unwrap();
+        s.transition_run(&run.id, RunState::Running, None)
+            .unwrap()
+            .unwrap();
+        s.transition_run(&run.id, RunState::Done, None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            s.transition_run(&run.id, RunState::Failed, None)
+                .unwrap()
+                .is_err()
+        );
+        let states: Vec<String> = s
+            .run_history(&run.id)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        assert_eq!(
+            states,
+            ["queued", "running", "waiting_permission", "running", "done"]
+        );
+        assert_eq!(
+            s.create_run("s_nope").unwrap(),
+            Err(RunError::NoSession("s_nope".into()))
+        );
+        assert_eq!(
+            s.transition_run("r_nope", RunState::Running, None).unwrap(),
+            Err(RunError::NoRun("r_nope".into()))
+        );
+    }
+
+    #[test]
+    fn a_crash_leaves_no_run_in_flight_after_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let (session, in_flight, finished) = {
+            let s = Store::open(d.path()).unwrap();
+            let session = s.create_session("t").unwrap();
+            let a = s.create_run(&session.id).unwrap().unwrap();
+            s.transition_run(&a.id, RunState::Running, None)
+                .unwrap()
+                .unwrap();
+            let b = s.create_run(&session.id).unwrap().unwrap();
+            s.transition_run(&b.id, RunState::Running, None)
+                .unwrap()
+                .unwrap();
+            s.transition_run(&b.id, RunState::Done, None)
+                .unwrap()
+                .unwrap();
+            (session, a, b)
+            // Dropped without any shutdown: the process "died" here.
+        };
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.recover_interrupted_runs().unwrap(), 1);
+        let runs = s.runs(&session.id).unwrap();
+        let a = runs.iter().find(|r| r.id == in_flight.id).unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.reason.as_deref()),
+            ("failed", Some(INTERRUPTED))
+        );
+        let b = runs.iter().find(|r| r.id == finished.id).unwrap();
+        assert_eq!(b.state, "done");
+        // The session goes on.
+        assert!(s.create_run(&session.id).unwrap().is_ok());
+        assert_eq!(
+            s.recover_interrupted_runs().unwrap(),
+            1,
+            "the new queued run"
+        );
+    }
+}
