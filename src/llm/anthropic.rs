@@ -390,7 +390,7 @@ pub async fn complete(
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::super::{Secret, ToolDef};
@@ -726,35 +726,8 @@ mod tests {
     /// Reads one HTTP request (head and content-length body), bounded in
     /// size and time.
     async fn read_request(sock: &mut TcpStream) -> (String, Value) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let read = async {
-            loop {
-                let n = sock.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before sending a full request");
-                buf.extend_from_slice(&chunk[..n]);
-                assert!(buf.len() < 1 << 20, "request too large");
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .expect("a content-length");
-                if buf.len() >= end + 4 + len {
-                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
-                    return (head, body);
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("request within 5s")
+        let (head, body) = crate::llm::testing::read_request(sock).await;
+        (head, serde_json::from_slice(&body).expect("a JSON body"))
     }
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {

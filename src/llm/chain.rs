@@ -320,7 +320,7 @@ mod tests {
     /// A real HTTP server on 127.0.0.1 that answers each connection with the
     /// next canned response (status line, extra headers, body), then stops.
     async fn serve(responses: Vec<(&'static str, &'static str, String)>) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -330,38 +330,7 @@ mod tests {
                 else {
                     return;
                 };
-                // Read the request head and body (bounded).
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut got = 0;
-                loop {
-                    let n = match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        sock.read(&mut buf[got..]),
-                    )
-                    .await
-                    {
-                        Ok(Ok(n)) => n,
-                        _ => 0,
-                    };
-                    got += n;
-                    let text = String::from_utf8_lossy(&buf[..got]);
-                    if let Some(i) = text.find("\r\n\r\n") {
-                        let len = text[..i]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got >= i + 4 + len {
-                            break;
-                        }
-                    }
-                    if n == 0 || got == buf.len() {
-                        break;
-                    }
-                }
+                crate::llm::testing::read_request(&mut sock).await;
                 let resp = format!(
                     "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()

@@ -15,6 +15,8 @@ pub mod anthropic;
 pub mod chain;
 pub mod openai;
 pub mod sse;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::fmt;
 use std::time::Duration;

@@ -341,7 +341,7 @@ mod tests {
     use super::*;
     use crate::llm::{Secret, ToolDef};
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     fn data(s: &str) -> SseEvent {
@@ -579,30 +579,8 @@ mod tests {
 
     /// Reads one HTTP request (headers and a `content-length` body).
     async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        for _ in 0..1000 {
-            let n = sock.read(&mut tmp).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if let Some(head_end) = text.find("\r\n\r\n") {
-                let len = text[..head_end]
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= head_end + 4 + len {
-                    break;
-                }
-            }
-        }
-        String::from_utf8_lossy(&buf).into_owned()
+        let (head, body) = crate::llm::testing::read_request(sock).await;
+        format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body))
     }
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
