@@ -248,13 +248,11 @@ const READER_SRC: &str = "local M = {} function M.read(a) return keel.fs.read(a.
 
 #[test]
 fn capability_escalation_in_an_edit_is_not_granted() {
-    let manifest = reader_manifest;
-    let src = READER_SRC;
     let ws = Ws::new()
         .skill(
             "reader",
-            &manifest("\"fs.read\" = [\"./public\"]"),
-            &[("main.luau", src)],
+            &reader_manifest("\"fs.read\" = [\"./public\"]"),
+            &[("main.luau", READER_SRC)],
         )
         .file("public/a.txt", "public")
         .file("private/b.txt", "private")
@@ -267,7 +265,7 @@ fn capability_escalation_in_an_edit_is_not_granted() {
     );
     ws.write(
         "skills/reader/skill.toml",
-        &manifest("\"fs.read\" = [\"./public\", \"./private\"]"),
+        &reader_manifest("\"fs.read\" = [\"./public\", \"./private\"]"),
     );
     ws.call("reader.read", json!({"path": "private/b.txt"}))
         .err_contains(&[
@@ -404,13 +402,11 @@ fn editing_keel_toml_puts_the_new_policy_in_force_and_a_broken_one_changes_nothi
 
 #[test]
 fn a_broader_new_declaration_does_not_shadow_an_approved_one() {
-    let manifest = reader_manifest;
-    let src = READER_SRC;
     let ws = Ws::new()
         .skill(
             "reader",
-            &manifest("\"fs.read\" = [\"./public\"]"),
-            &[("main.luau", src)],
+            &reader_manifest("\"fs.read\" = [\"./public\"]"),
+            &[("main.luau", READER_SRC)],
         )
         .file("public/a.txt", "public")
         .file("secret.txt", "secret")
@@ -422,7 +418,7 @@ fn a_broader_new_declaration_does_not_shadow_an_approved_one() {
     // The new, broader rule comes first in the list.
     ws.write(
         "skills/reader/skill.toml",
-        &manifest("\"fs.read\" = [\".\", \"./public\"]"),
+        &reader_manifest("\"fs.read\" = [\".\", \"./public\"]"),
     );
     assert_eq!(
         ws.call("reader.read", json!({"path": "public/a.txt"})).ok(),

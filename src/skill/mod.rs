@@ -80,8 +80,6 @@ pub struct SkillSource {
     pub dir: PathBuf,
     /// Script files by relative path (`/`-separated).
     pub files: BTreeMap<String, Arc<str>>,
-    /// The manifest text.
-    pub manifest_text: String,
     /// A hash of the manifest and every file, to tell edits apart.
     pub fingerprint: u64,
 }
@@ -252,8 +250,6 @@ impl ToolEntry {
 pub struct SkillSet {
     pub skills: BTreeMap<NodeId, Arc<LoadedSkill>>,
     pub failures: Vec<SkillFailure>,
-    /// Candidates that lost to an earlier one with the same name and version.
-    pub shadowed: Vec<(NodeId, Origin)>,
     /// `skill.tool` → the tool of the highest loaded version of that skill.
     pub tools: BTreeMap<String, ToolEntry>,
     /// What the set was built from, to rebuild after a reload.
@@ -262,9 +258,9 @@ pub struct SkillSet {
 
 impl SkillSet {
     /// Resolves candidates into a set. Loaded versions from `previous` that
-    /// are unchanged are reused, engines and all. `baseline(name, declared)`
-    /// returns the declared capabilities that were not approved when the
-    /// skill was first seen.
+    /// are unchanged are reused, engines and all. `pending_for(manifest)`
+    /// returns the declared capabilities that were not there when the skill
+    /// was first seen.
     pub fn build(
         candidates: Vec<Candidate>,
         mut failures: Vec<SkillFailure>,
@@ -275,18 +271,12 @@ impl SkillSet {
         // First candidate for a (name, version) wins: search order is
         // precedence, so ./skills can override a built-in skill.
         let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
-        let mut shadowed = Vec::new();
         let mut kept = Vec::new();
         for c in candidates {
             let id = NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
-            match by_id.entry(id) {
-                std::collections::btree_map::Entry::Occupied(e) => {
-                    shadowed.push((e.key().clone(), c.source.origin.clone()));
-                }
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(c.clone());
-                    kept.push(c);
-                }
+            if let std::collections::btree_map::Entry::Vacant(e) = by_id.entry(id) {
+                e.insert(c.clone());
+                kept.push(c);
             }
         }
         let nodes: Vec<resolve::SkillNode> = by_id
@@ -352,7 +342,6 @@ impl SkillSet {
         SkillSet {
             skills,
             failures,
-            shadowed,
             tools,
             candidates: kept,
         }
@@ -472,7 +461,6 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
             manifest_path,
             dir: dir.to_path_buf(),
             files,
-            manifest_text: text,
         }),
         manifest: Arc::new(manifest),
     })
@@ -564,7 +552,6 @@ pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, 
                         manifest_path: path.to_path_buf(),
                         dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                         files,
-                        manifest_text,
                     }),
                     manifest: Arc::new(m),
                 })
@@ -596,7 +583,6 @@ fn load_builtin(
             manifest_path,
             dir: PathBuf::from(format!("<builtin>/{}", b.name)),
             files,
-            manifest_text: b.manifest.to_string(),
         }),
         manifest: Arc::new(manifest),
     })
