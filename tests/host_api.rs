@@ -324,11 +324,7 @@ struct FixedApprover {
 }
 
 impl keel::capability::gate::Approver for FixedApprover {
-    fn approve(
-        &self,
-        request: &keel::capability::gate::ApprovalRequest,
-        _timeout: std::time::Duration,
-    ) -> bool {
+    fn approve(&self, request: &keel::capability::gate::ApprovalRequest) -> bool {
         self.asked.lock().unwrap().push(format!(
             "{} {} {} {}",
             request.skill, request.tool, request.capability, request.target

@@ -1,9 +1,20 @@
-//! The agent: sessions, runs and their state machine (issue 4, in progress).
+//! The agent: sessions, runs, and the model/tool loop.
 //!
-//! A session is a conversation; a run is one turn of work in it. This module
-//! holds the pure part — which run states exist and which transitions are
-//! legal — so the store can refuse an illegal transition inside the same
-//! transaction that would write it. The model/tool loop builds on this.
+//! A session is a conversation; a run is one turn of work in it. This file
+//! holds the run state machine — which states exist and which transitions
+//! are legal — so the store can refuse an illegal transition inside the
+//! same transaction that would write it. [`runner`] is the loop,
+//! [`prompt`] what the model is offered, [`context`] the context guard,
+//! [`owner`] which process owns a run.
+
+pub mod context;
+pub mod owner;
+pub mod prompt;
+pub mod runner;
+
+pub use runner::{
+    Agent, AgentError, NO_MODEL_HELP, RunEvent, RunHandle, RunOutcome, ToolCallOutcome,
+};
 
 use std::fmt;
 

@@ -9,7 +9,6 @@
 //! Messages name the capability and target, never a secret's value.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -84,12 +83,14 @@ pub struct ApprovalRequest {
     pub rule: String,
 }
 
-/// Something that can answer `ask` decisions (the console, later the HTTP
-/// API and chat adapters).
+/// Something that can answer `ask` decisions: the agent's runs (which park
+/// in `waiting_permission` and ask whichever front end is attached), or an
+/// embedder's own hook.
 pub trait Approver: Send + Sync {
-    /// Returns whether the effect is approved; `timeout` is how long the
-    /// caller will wait.
-    fn approve(&self, request: &ApprovalRequest, timeout: Duration) -> bool;
+    /// Returns whether the effect is approved. Blocks until answered; the
+    /// approver owns its own timeout (no answer in time is a no). The time
+    /// spent here does not count against the tool call's deadline.
+    fn approve(&self, request: &ApprovalRequest) -> bool;
 }
 
 /// The capability gate. One per kernel.
@@ -147,8 +148,21 @@ impl Gate {
         kind: CapabilityKind,
         target: &Target<'_>,
     ) -> Result<CapabilityRule, GateError> {
+        self.check_as(skill, tool, kind, target, None)
+    }
+
+    /// [`check`](Self::check), with `ask` answered by `approver` (the run the
+    /// call belongs to) instead of the gate's own.
+    pub fn check_as(
+        &self,
+        skill: &SkillIdentity,
+        tool: &str,
+        kind: CapabilityKind,
+        target: &Target<'_>,
+        approver: Option<&dyn Approver>,
+    ) -> Result<CapabilityRule, GateError> {
         let target_text = target.to_string();
-        let result = self.decide(skill, tool, kind, target, &target_text);
+        let result = self.decide(skill, tool, kind, target, &target_text, approver);
         let (decision, reason) = match &result {
             Ok((_, reason)) => ("allow", reason.clone()),
             Err(e @ GateError::AskUnanswered { .. }) => ("ask", e.to_string()),
@@ -177,6 +191,7 @@ impl Gate {
         kind: CapabilityKind,
         target: &Target<'_>,
         target_text: &str,
+        approver: Option<&dyn Approver>,
     ) -> Result<(CapabilityRule, String), GateError> {
         // Prefer a covering declaration the skill already had when first
         // seen: a newer, broader one must not shadow it.
@@ -234,8 +249,8 @@ impl Gate {
             }
             Decision::Ask => {
                 let suggested = declared.text.clone();
-                let approver = self.approver.load();
-                let why = match approver.as_ref() {
+                let own = self.approver.load();
+                let why = match approver.or(own.as_ref().as_deref()) {
                     Some(a) => {
                         let req = ApprovalRequest {
                             skill: skill.name.clone(),
@@ -244,7 +259,7 @@ impl Gate {
                             target: target_text.to_string(),
                             rule: suggested.clone(),
                         };
-                        if a.approve(&req, Duration::from_secs(60)) {
+                        if a.approve(&req) {
                             return Ok((declared.clone(), format!("{} (approved)", d.reason)));
                         }
                         "the request was not approved"

@@ -93,6 +93,51 @@ pub struct Config {
     pub policy: Policy,
     /// `[models]`, if the file has one.
     pub models: Option<ModelsConfig>,
+    /// `[agent]`: the prompt and the limits of a run.
+    pub agent: AgentConfig,
+}
+
+/// `[agent]`: how runs are built and bounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Replaces the built-in system prompt (skills' instructions are still
+    /// added after it).
+    pub system_prompt: Option<String>,
+    /// Model turns that asked for tools, per run.
+    pub max_tool_rounds: u32,
+    /// Wall-clock time per run (approvals included).
+    pub max_run_time: std::time::Duration,
+    /// Input + output tokens over a run's model calls.
+    pub max_run_tokens: u64,
+    /// `max_tokens` of each model call.
+    pub max_output_tokens: u32,
+    /// How long a run waits for an approval before taking it as no.
+    pub approval_timeout: std::time::Duration,
+    /// Whole-request timeout of one model call.
+    pub model_timeout: std::time::Duration,
+    /// The context window assumed for models that do not set one.
+    pub context_window: u32,
+    /// Compact when a request would fill this fraction of the window.
+    pub compact_at: f64,
+    /// User turns kept verbatim by compaction.
+    pub keep_turns: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: None,
+            max_tool_rounds: 20,
+            max_run_time: std::time::Duration::from_secs(600),
+            max_run_tokens: 1_000_000,
+            max_output_tokens: 4096,
+            approval_timeout: std::time::Duration::from_secs(120),
+            model_timeout: std::time::Duration::from_secs(300),
+            context_window: 32_768,
+            compact_at: 0.8,
+            keep_turns: 2,
+        }
+    }
 }
 
 /// One `[models.NAME]` table.
@@ -128,6 +173,7 @@ impl Config {
             skill_limits: BTreeMap::new(),
             policy: Policy::default(),
             models: None,
+            agent: AgentConfig::default(),
         }
     }
 
@@ -192,6 +238,9 @@ impl Config {
                     .map_err(|m| invalid(format!("[limits.skills.{name}]: {m}")))?;
                 cfg.skill_limits.insert(name, lim);
             }
+        }
+        if let Some(a) = raw.agent {
+            cfg.agent = a.apply().map_err(invalid)?;
         }
         if let Some(m) = raw.models {
             cfg.models = Some(parse_models(m).map_err(|message| ConfigError::Invalid {
@@ -263,6 +312,78 @@ struct RawConfig {
     limits: Option<RawLimitsSection>,
     policy: Option<RawPolicy>,
     models: Option<toml::Table>,
+    agent: Option<RawAgent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    system_prompt: Option<String>,
+    max_tool_rounds: Option<u32>,
+    max_run_seconds: Option<u64>,
+    max_run_tokens: Option<u64>,
+    max_output_tokens: Option<u32>,
+    approval_timeout_seconds: Option<u64>,
+    model_timeout_seconds: Option<u64>,
+    context_window: Option<u32>,
+    compact_at: Option<f64>,
+    keep_turns: Option<usize>,
+}
+
+impl RawAgent {
+    fn apply(self) -> Result<AgentConfig, String> {
+        use std::time::Duration;
+        let d = AgentConfig::default();
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(format!("[agent] {name} must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        let compact_at = self.compact_at.unwrap_or(d.compact_at);
+        if !(0.1..=1.0).contains(&compact_at) {
+            return Err(format!(
+                "[agent] compact_at = {compact_at} must be a fraction of the context window between 0.1 and 1.0 (e.g. 0.8)"
+            ));
+        }
+        Ok(AgentConfig {
+            system_prompt: self.system_prompt,
+            max_tool_rounds: positive(
+                "max_tool_rounds",
+                self.max_tool_rounds.unwrap_or(d.max_tool_rounds).into(),
+            )? as u32,
+            max_run_time: self
+                .max_run_seconds
+                .map(|s| positive("max_run_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.max_run_time),
+            max_run_tokens: positive(
+                "max_run_tokens",
+                self.max_run_tokens.unwrap_or(d.max_run_tokens),
+            )?,
+            max_output_tokens: positive(
+                "max_output_tokens",
+                self.max_output_tokens.unwrap_or(d.max_output_tokens).into(),
+            )? as u32,
+            approval_timeout: self
+                .approval_timeout_seconds
+                .map(|s| positive("approval_timeout_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.approval_timeout),
+            model_timeout: self
+                .model_timeout_seconds
+                .map(|s| positive("model_timeout_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.model_timeout),
+            context_window: positive(
+                "context_window",
+                self.context_window.unwrap_or(d.context_window).into(),
+            )? as u32,
+            compact_at,
+            keep_turns: self.keep_turns.unwrap_or(d.keep_turns),
+        })
+    }
 }
 
 #[derive(Deserialize)]

@@ -24,10 +24,13 @@ pub mod time;
 pub mod tools;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::capability::gate::{ApprovalRequest, Approver};
 use crate::capability::{CapabilityKind, CapabilityRule, Target};
 use crate::kernel::Kernel;
 use crate::skill::SkillIdentity;
@@ -213,13 +216,64 @@ pub struct CallCtx {
     pub deadline: Instant,
     /// Nesting of `tools.call`, to bound recursion between skills.
     pub depth: u32,
+    /// Nanoseconds this call (and the calls it is nested in, which share
+    /// the counter) spent waiting for a person to answer an approval: the
+    /// deadline moves by that much, so a slow human never kills a tool.
+    pub paused_ns: Arc<AtomicU64>,
+    /// The agent run this call belongs to, if any (nested calls inherit it).
+    pub run: Option<Arc<RunLink>>,
+}
+
+/// What a tool call made for an agent run carries: which run, whether it
+/// was cancelled, and who answers its `ask` decisions.
+pub struct RunLink {
+    pub run_id: String,
+    /// Set when the run is cancelled: scripts stop at their next check,
+    /// host functions that wait give up.
+    pub cancelled: Arc<AtomicBool>,
+    pub approver: Arc<dyn Approver>,
+}
+
+impl RunLink {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds the time an approval took to the call's pause counter.
+struct TimedApprover<'a> {
+    inner: &'a dyn Approver,
+    paused_ns: &'a AtomicU64,
+}
+
+impl Approver for TimedApprover<'_> {
+    fn approve(&self, request: &ApprovalRequest) -> bool {
+        let started = Instant::now();
+        let answer = self.inner.approve(request);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.paused_ns.fetch_add(waited, Ordering::Relaxed);
+        answer
+    }
 }
 
 impl CallCtx {
-    /// Time left before the deadline, or `HostError::Deadline`.
+    /// The deadline, moved by the time spent waiting on approvals.
+    pub fn effective_deadline(&self) -> Instant {
+        self.deadline + Duration::from_nanos(self.paused_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether the run this call belongs to was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.is_cancelled())
+    }
+
+    /// Time left before the deadline, or `HostError::Deadline` (also once
+    /// the run is cancelled).
     pub fn remaining(&self) -> Result<Duration, HostError> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let left = self
+            .effective_deadline()
+            .saturating_duration_since(Instant::now());
+        if left.is_zero() || self.cancelled() {
             Err(HostError::Deadline)
         } else {
             Ok(left)
@@ -233,9 +287,20 @@ impl CallCtx {
         kind: CapabilityKind,
         target: Target<'_>,
     ) -> Result<CapabilityRule, HostError> {
+        let timed;
+        let approver = match &self.run {
+            Some(run) => {
+                timed = TimedApprover {
+                    inner: run.approver.as_ref(),
+                    paused_ns: &self.paused_ns,
+                };
+                Some(&timed as &dyn Approver)
+            }
+            None => None,
+        };
         self.kernel
             .gate()
-            .check(&self.skill, &self.tool, kind, &target)
+            .check_as(&self.skill, &self.tool, kind, &target, approver)
             .map_err(|e| HostError::Denied(e.to_string()))
     }
 

@@ -109,6 +109,8 @@ struct KernelInner {
     skills: ArcSwap<SkillSet>,
     events: tokio::sync::broadcast::Sender<KernelEvent>,
     reload_lock: std::sync::Mutex<()>,
+    /// The model chain, built on first use (most commands never need it).
+    models: std::sync::OnceLock<Option<Arc<crate::llm::chain::ModelChain>>>,
 }
 
 /// Builds a [`Kernel`].
@@ -174,6 +176,7 @@ impl KernelBuilder {
             skills: ArcSwap::from_pointee(SkillSet::default()),
             events,
             reload_lock: std::sync::Mutex::new(()),
+            models: std::sync::OnceLock::new(),
         }));
         let set = kernel.build_skill_set(None);
         kernel.0.skills.store(Arc::new(set));
@@ -223,6 +226,38 @@ impl Kernel {
     /// The current skill set.
     pub fn skills(&self) -> Arc<SkillSet> {
         self.0.skills.load_full()
+    }
+
+    /// The configured model chain (`[models]` in keel.toml, else the usual
+    /// environment variables), or `None` when no model is configured.
+    pub fn models(&self) -> Option<Arc<crate::llm::chain::ModelChain>> {
+        self.0
+            .models
+            .get_or_init(|| {
+                use crate::llm::chain;
+                let timeout = self.0.config.agent.model_timeout;
+                let specs = match &self.0.config.models {
+                    Some(m) => chain::specs_from_config(m, &self.0.env, timeout),
+                    None => chain::specs_from_env(&self.0.env, timeout),
+                };
+                if specs.is_empty() {
+                    return None;
+                }
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let http = match reqwest::Client::builder().build() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build the HTTP client for models");
+                        return None;
+                    }
+                };
+                Some(Arc::new(chain::ModelChain::new(
+                    specs,
+                    http,
+                    chain::RetryPolicy::default(),
+                )))
+            })
+            .clone()
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<KernelEvent> {
@@ -391,13 +426,24 @@ impl Kernel {
 
     /// Calls a tool by name from outside any script (CLI, console, API).
     pub async fn call_tool(&self, name: &str, args: Value) -> Result<Value, ToolError> {
+        self.call_tool_for(name, args, None).await
+    }
+
+    /// Calls a tool for an agent run: the run's approver answers `ask`
+    /// decisions and cancelling the run stops the script.
+    pub async fn call_tool_for(
+        &self,
+        name: &str,
+        args: Value,
+        run: Option<Arc<crate::host::RunLink>>,
+    ) -> Result<Value, ToolError> {
         let k = self.clone();
         let name = name.to_string();
         let Some(engines) = self.0.engines.handle() else {
             return Err(ToolError::Internal("the kernel is shutting down".into()));
         };
         engines
-            .spawn_blocking(move || k.call_tool_blocking(&name, args, None))
+            .spawn_blocking(move || k.call_tool_inner(&name, args, None, run))
             .await
             .map_err(|e| ToolError::Internal(format!("tool call task failed: {e}")))?
     }
@@ -410,6 +456,16 @@ impl Kernel {
         name: &str,
         args: Value,
         parent: Option<&CallCtx>,
+    ) -> Result<Value, ToolError> {
+        self.call_tool_inner(name, args, parent, None)
+    }
+
+    fn call_tool_inner(
+        &self,
+        name: &str,
+        args: Value,
+        parent: Option<&CallCtx>,
+        run: Option<Arc<crate::host::RunLink>>,
     ) -> Result<Value, ToolError> {
         let parsed = ToolName::parse(name)?;
         let set = self.skills();
@@ -438,6 +494,8 @@ impl Kernel {
             tool: name.to_string(),
             deadline,
             depth,
+            paused_ns: parent.map_or_else(Default::default, |p| p.paused_ns.clone()),
+            run: parent.map_or(run, |p| p.run.clone()),
         };
         let script_err = |error| ToolError::Script {
             tool: name.to_string(),

@@ -66,6 +66,53 @@ pub fn specs_from_config(
         .collect()
 }
 
+/// Models from the usual environment variables, for when keel.toml names
+/// none: `OPENAI_BASE_URL` and/or `OPENAI_API_KEY` make an OpenAI-compatible
+/// model (`OPENAI_MODEL`, default `gpt-4o-mini`), `ANTHROPIC_API_KEY` an
+/// Anthropic one (`ANTHROPIC_MODEL`, default `claude-sonnet-4-5`;
+/// `ANTHROPIC_BASE_URL` optional). With both, OpenAI comes first and
+/// Anthropic is its fallback.
+pub fn specs_from_env(
+    env: &std::collections::BTreeMap<String, String>,
+    timeout: Duration,
+) -> Vec<ModelSpec> {
+    let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut specs = Vec::new();
+    if get("OPENAI_BASE_URL").is_some() || get("OPENAI_API_KEY").is_some() {
+        specs.push(ModelSpec {
+            name: "openai".into(),
+            provider: ProviderKind::OpenAi,
+            endpoint: Endpoint {
+                base_url: get("OPENAI_BASE_URL")
+                    .unwrap_or("https://api.openai.com/v1")
+                    .to_string(),
+                api_key: get("OPENAI_API_KEY").map(super::Secret::new),
+                timeout,
+            },
+            model: get("OPENAI_MODEL").unwrap_or("gpt-4o-mini").to_string(),
+            context_window: None,
+        });
+    }
+    if let Some(key) = get("ANTHROPIC_API_KEY") {
+        specs.push(ModelSpec {
+            name: "anthropic".into(),
+            provider: ProviderKind::Anthropic,
+            endpoint: Endpoint {
+                base_url: get("ANTHROPIC_BASE_URL")
+                    .unwrap_or("https://api.anthropic.com")
+                    .to_string(),
+                api_key: Some(super::Secret::new(key)),
+                timeout,
+            },
+            model: get("ANTHROPIC_MODEL")
+                .unwrap_or("claude-sonnet-4-5")
+                .to_string(),
+            context_window: None,
+        });
+    }
+    specs
+}
+
 /// How hard to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -254,6 +301,43 @@ impl ModelChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usual_environment_variables_make_a_chain() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let t = Duration::from_secs(1);
+        assert!(specs_from_env(&env(&[("HOME", "/h")]), t).is_empty());
+        let local = specs_from_env(
+            &env(&[
+                ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"),
+                ("OPENAI_MODEL", "qwen2.5:7b"),
+            ]),
+            t,
+        );
+        assert_eq!(local.len(), 1);
+        assert_eq!(
+            (
+                local[0].endpoint.base_url.as_str(),
+                local[0].model.as_str(),
+                local[0].endpoint.api_key.is_none()
+            ),
+            ("http://127.0.0.1:11434/v1", "qwen2.5:7b", true)
+        );
+        let both = specs_from_env(
+            &env(&[("OPENAI_API_KEY", "sk-1"), ("ANTHROPIC_API_KEY", "ak-2")]),
+            t,
+        );
+        let names: Vec<&str> = both.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["openai", "anthropic"]);
+        assert_eq!(both[0].endpoint.base_url, "https://api.openai.com/v1");
+        assert_eq!(both[1].model, "claude-sonnet-4-5");
+        assert_eq!(both[1].endpoint.api_key.as_ref().unwrap().expose(), "ak-2");
+    }
 
     fn status(code: u16, retry_after: Option<u64>) -> ProviderError {
         ProviderError::Status {

@@ -20,6 +20,18 @@ use super::{
 /// Longest piece of a bad event quoted in an error.
 const MAX_QUOTE: usize = 200;
 
+/// Whether the server is OpenAI's own API, which takes
+/// `max_completion_tokens` instead of `max_tokens`.
+pub fn wants_max_completion_tokens(base_url: &str) -> bool {
+    url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.eq_ignore_ascii_case("api.openai.com"))
+        })
+        .unwrap_or(false)
+}
+
 /// The JSON body of a streaming Chat Completions request.
 pub fn request_body(req: &Request) -> Value {
     let messages: Vec<Value> = req.messages.iter().map(message_json).collect();
@@ -319,19 +331,23 @@ pub async fn complete(
         headers.push(("authorization", format!("Bearer {}", key.expose())));
     }
     let mut decoder = StreamDecoder::new(super::join_url(&endpoint.base_url, PATH));
-    super::post_sse(
-        http,
-        endpoint,
-        PATH,
-        &headers,
-        &request_body(req),
-        |event| {
-            for e in decoder.feed(&event)? {
-                on_event(e);
-            }
-            Ok(())
-        },
-    )
+    let mut body = request_body(req);
+    if wants_max_completion_tokens(&endpoint.base_url) {
+        // OpenAI's own API deprecated `max_tokens`, and its reasoning models
+        // refuse it; the compatible servers (Ollama, llama.cpp, vLLM, LM
+        // Studio) know only `max_tokens`.
+        if let Some(map) = body.as_object_mut()
+            && let Some(n) = map.remove("max_tokens")
+        {
+            map.insert("max_completion_tokens".into(), n);
+        }
+    }
+    super::post_sse(http, endpoint, PATH, &headers, &body, |event| {
+        for e in decoder.feed(&event)? {
+            on_event(e);
+        }
+        Ok(())
+    })
     .await?;
     decoder.finish()
 }
@@ -349,6 +365,14 @@ mod tests {
             event: None,
             data: s.to_string(),
         }
+    }
+
+    #[test]
+    fn only_openai_itself_gets_max_completion_tokens() {
+        assert!(wants_max_completion_tokens("https://api.openai.com/v1"));
+        assert!(!wants_max_completion_tokens("http://127.0.0.1:11434/v1"));
+        assert!(!wants_max_completion_tokens("https://openrouter.ai/api/v1"));
+        assert!(!wants_max_completion_tokens("not a url"));
     }
 
     #[test]

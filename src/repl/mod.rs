@@ -4,9 +4,10 @@
 //! On a terminal it uses reedline (history in the data dir, completion of
 //! commands and tool names); on a pipe it reads plain lines, so scripts and
 //! CI can drive it. Commands are parsed into [`ConsoleCommand`] once and run
-//! by [`execute`]; a line without `/` is meant for the agent, which a later
-//! part of keel plugs in here.
+//! by [`Console::execute`]; a line without `/` is a message to the agent
+//! ([`chat`]), in the current session (made on the first message).
 
+pub mod chat;
 mod format;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 pub use format::{decision_for_rule, format_audit, format_grants, format_skills, format_tools};
 
+use crate::agent::Agent;
 use crate::capability::{CapabilityRule, ScopeBase};
 use crate::kernel::{Kernel, KernelEvent};
 
@@ -42,9 +44,15 @@ pub enum ConsoleCommand {
     Audit {
         limit: usize,
     },
+    Sessions,
+    SessionNew,
+    SessionSwitch(String),
+    History,
+    Cancel,
+    Runs,
     Help,
     Quit,
-    /// A line for the agent (no model is wired in yet).
+    /// A line for the agent.
     Message(String),
 }
 
@@ -61,6 +69,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/grant", "SKILL CAPABILITY  grant a capability"),
     ("/revoke", "SKILL CAPABILITY  remove a grant"),
     ("/audit", "[N]  show the newest N audit entries"),
+    ("/sessions", "list sessions"),
+    ("/session", "new | switch ID  start or switch session"),
+    ("/history", "the current session's messages"),
+    ("/runs", "the current session's runs"),
+    ("/cancel", "cancel the current session's run"),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-D)"),
 ];
@@ -127,6 +140,18 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
                     .map_err(|_| format!("usage: /audit [N], got `{args}`"))?
             },
         },
+        "sessions" => ConsoleCommand::Sessions,
+        "session" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some("new"), None, None) => ConsoleCommand::SessionNew,
+                (Some("switch"), Some(id), None) => ConsoleCommand::SessionSwitch(id.to_string()),
+                _ => return Err("usage: /session new | /session switch ID (see /sessions)".into()),
+            }
+        }
+        "history" => ConsoleCommand::History,
+        "runs" => ConsoleCommand::Runs,
+        "cancel" => ConsoleCommand::Cancel,
         "help" | "?" => ConsoleCommand::Help,
         "quit" | "exit" | "q" => ConsoleCommand::Quit,
         other => {
@@ -146,65 +171,238 @@ pub enum Outcome {
     Quit,
 }
 
-/// Runs one command against the kernel.
-pub fn execute(kernel: &Kernel, rt: &tokio::runtime::Runtime, cmd: ConsoleCommand) -> Outcome {
-    let text = match cmd {
-        ConsoleCommand::Quit => return Outcome::Quit,
-        ConsoleCommand::Skills => format_skills(&kernel.skills(), &[]),
-        ConsoleCommand::Tools => format_tools(&kernel.skills()),
-        ConsoleCommand::Call { tool, args } => {
-            let started = std::time::Instant::now();
-            match rt.block_on(kernel.call_tool(&tool, args)) {
-                Ok(v) => format!(
-                    "{}\n({} ms)\n",
-                    serde_json::to_string_pretty(&v).unwrap_or_default(),
-                    started.elapsed().as_millis()
-                ),
-                Err(e) => format!("error: {e}\n"),
+/// The console's state: the kernel, the agent (when a model is
+/// configured) and the current session.
+pub struct Console<'a> {
+    pub kernel: &'a Kernel,
+    pub rt: &'a tokio::runtime::Runtime,
+    pub agent: Option<Agent>,
+    /// Made on the first message, or chosen with `/session`.
+    pub session: Option<String>,
+    pub current: chat::CurrentRun,
+}
+
+impl<'a> Console<'a> {
+    /// A console; the agent is there if a model is configured.
+    pub fn new(kernel: &'a Kernel, rt: &'a tokio::runtime::Runtime) -> Self {
+        let agent = match Agent::new(kernel.clone()) {
+            Ok(a) => Some(a),
+            Err(crate::agent::AgentError::NoModel) => None,
+            Err(e) => {
+                eprintln!("keel: the agent is not available: {e}");
+                None
             }
+        };
+        Self {
+            kernel,
+            rt,
+            agent,
+            session: None,
+            current: Default::default(),
         }
-        ConsoleCommand::Reload { skill } => {
-            let report = kernel.reload();
-            if let Some(name) = &skill {
-                match kernel.skills().latest(name) {
-                    Some(s) => {
-                        s.pool.clear_idle();
-                        format!("{} restarts on its next call\n", s.id)
-                    }
-                    None => format!("no skill named `{name}` is loaded\n"),
+    }
+
+    /// Runs one command; `ask` reads a person's answer to an approval.
+    pub fn execute(&mut self, cmd: ConsoleCommand, ask: chat::AskPerson<'_>) -> Outcome {
+        let kernel = self.kernel;
+        let text = match cmd {
+            ConsoleCommand::Quit => return Outcome::Quit,
+            ConsoleCommand::Skills => format_skills(&kernel.skills(), &[]),
+            ConsoleCommand::Tools => format_tools(&kernel.skills()),
+            ConsoleCommand::Call { tool, args } => {
+                let started = std::time::Instant::now();
+                match self.rt.block_on(kernel.call_tool(&tool, args)) {
+                    Ok(v) => format!(
+                        "{}\n({} ms)\n",
+                        serde_json::to_string_pretty(&v).unwrap_or_default(),
+                        started.elapsed().as_millis()
+                    ),
+                    Err(e) => format!("error: {e}\n"),
                 }
-            } else if report.is_empty() {
-                "no changes\n".into()
-            } else {
-                String::new()
             }
-        }
-        ConsoleCommand::Grants => match kernel.store().grants(None) {
-            Ok(g) => format_grants(&g),
-            Err(e) => format!("error: {e}\n"),
-        },
-        ConsoleCommand::Grant { skill, capability } => {
-            grant_or_revoke(kernel, &skill, &capability, true)
-        }
-        ConsoleCommand::Revoke { skill, capability } => {
-            grant_or_revoke(kernel, &skill, &capability, false)
-        }
-        ConsoleCommand::Audit { limit } => match kernel.store().audit_log(limit) {
-            Ok(l) => format_audit(&l),
-            Err(e) => format!("error: {e}\n"),
-        },
-        ConsoleCommand::Help => {
-            let mut s = String::from("commands:\n");
-            for (c, d) in COMMANDS {
-                s.push_str(&format!("  {c:<9} {d}\n"));
+            ConsoleCommand::Reload { skill } => {
+                let report = kernel.reload();
+                if let Some(name) = &skill {
+                    match kernel.skills().latest(name) {
+                        Some(s) => {
+                            s.pool.clear_idle();
+                            format!("{} restarts on its next call\n", s.id)
+                        }
+                        None => format!("no skill named `{name}` is loaded\n"),
+                    }
+                } else if report.is_empty() {
+                    "no changes\n".into()
+                } else {
+                    String::new()
+                }
             }
-            s
-        }
-        ConsoleCommand::Message(_) => {
-            "no model is configured yet: use /call TOOL {json} to run tools (type /help)\n".into()
-        }
-    };
-    Outcome::Text(text)
+            ConsoleCommand::Grants => match kernel.store().grants(None) {
+                Ok(g) => format_grants(&g),
+                Err(e) => format!("error: {e}\n"),
+            },
+            ConsoleCommand::Grant { skill, capability } => {
+                grant_or_revoke(kernel, &skill, &capability, true)
+            }
+            ConsoleCommand::Revoke { skill, capability } => {
+                grant_or_revoke(kernel, &skill, &capability, false)
+            }
+            ConsoleCommand::Audit { limit } => match kernel.store().audit_log(limit) {
+                Ok(l) => format_audit(&l),
+                Err(e) => format!("error: {e}\n"),
+            },
+            ConsoleCommand::Sessions => match kernel.store().sessions() {
+                Ok(list) => format_sessions(&list, self.session.as_deref()),
+                Err(e) => format!("error: {e}\n"),
+            },
+            ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
+                Ok(s) => {
+                    let text = format!("new session {}\n", s.id);
+                    self.session = Some(s.id);
+                    text
+                }
+                Err(e) => format!("error: {e}\n"),
+            },
+            ConsoleCommand::SessionSwitch(id) => match kernel.store().session(&id) {
+                Ok(Some(s)) => {
+                    self.session = Some(s.id.clone());
+                    format!("switched to session {} ({})\n", s.id, s.title)
+                }
+                Ok(None) => format!("no session `{id}` (see /sessions)\n"),
+                Err(e) => format!("error: {e}\n"),
+            },
+            ConsoleCommand::History => match &self.session {
+                None => "no session yet: send a message, or /session switch ID\n".into(),
+                Some(id) => match kernel.store().messages(id) {
+                    Ok(m) => chat::format_history(&m),
+                    Err(e) => format!("error: {e}\n"),
+                },
+            },
+            ConsoleCommand::Runs => match &self.session {
+                None => "no session yet: send a message, or /session switch ID\n".into(),
+                Some(id) => match kernel.store().runs(id) {
+                    Ok(r) => format_runs(&r),
+                    Err(e) => format!("error: {e}\n"),
+                },
+            },
+            ConsoleCommand::Cancel => {
+                let mine: Vec<String> = self
+                    .agent
+                    .iter()
+                    .flat_map(|a| a.active_runs())
+                    .filter(|(_, s)| Some(s) == self.session.as_ref())
+                    .map(|(r, _)| r)
+                    .collect();
+                if mine.is_empty() {
+                    "no run in flight in this session\n".into()
+                } else {
+                    for r in &mine {
+                        if let Some(a) = &self.agent {
+                            a.cancel(r);
+                        }
+                    }
+                    format!("cancelled {}\n", mine.join(", "))
+                }
+            }
+            ConsoleCommand::Help => {
+                let mut s =
+                    String::from("commands (a line without / is a message to the agent):\n");
+                for (c, d) in COMMANDS {
+                    s.push_str(&format!("  {c:<10} {d}\n"));
+                }
+                s
+            }
+            ConsoleCommand::Message(text) => return self.message(&text, ask),
+        };
+        Outcome::Text(text)
+    }
+
+    fn message(&mut self, text: &str, ask: chat::AskPerson<'_>) -> Outcome {
+        let Some(agent) = self.agent.clone() else {
+            return Outcome::Text(format!(
+                "{}(meanwhile, /call TOOL {{json}} runs tools; type /help)\n",
+                chat::no_model_text()
+            ));
+        };
+        let session = match &self.session {
+            Some(s) => s.clone(),
+            None => match agent.new_session(&chat::one_line(text, 60)) {
+                Ok(s) => {
+                    self.session = Some(s.id.clone());
+                    s.id
+                }
+                Err(e) => return Outcome::Text(format!("error: {e}\n")),
+            },
+        };
+        let mut out = std::io::stdout();
+        let mut notes = std::io::stdout();
+        let result = chat::converse(
+            &agent,
+            self.rt,
+            &session,
+            text,
+            &self.current,
+            chat::Sinks {
+                answer: &mut out,
+                notes: &mut notes,
+            },
+            ask,
+        );
+        Outcome::Text(match result {
+            Ok(o) => match o.state.as_str() {
+                "done" => String::new(),
+                "cancelled" => "[cancelled]\n".into(),
+                _ => format!("[run failed] {}\n", o.reason.unwrap_or_default()),
+            },
+            Err(e) => format!("error: {e}\n"),
+        })
+    }
+}
+
+/// Sessions, oldest first, the current one marked.
+pub fn format_sessions(list: &[crate::store::SessionRecord], current: Option<&str>) -> String {
+    if list.is_empty() {
+        return "no sessions yet\n".into();
+    }
+    let mut s = String::new();
+    for x in list {
+        let mark = if Some(x.id.as_str()) == current {
+            "*"
+        } else {
+            " "
+        };
+        s.push_str(&format!(
+            "{mark} {}  {}\n",
+            x.id,
+            chat::one_line(&x.title, 60)
+        ));
+    }
+    s
+}
+
+/// Runs, oldest first.
+pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
+    if list.is_empty() {
+        return "no runs yet\n".into();
+    }
+    let mut s = String::new();
+    for r in list {
+        s.push_str(&format!(
+            "{}  {:<18}  {:>6} in / {:>5} out{}{}\n",
+            r.id,
+            r.state,
+            r.input_tokens,
+            r.output_tokens,
+            r.model
+                .as_deref()
+                .map(|m| format!("  {m}"))
+                .unwrap_or_default(),
+            r.reason
+                .as_deref()
+                .map(|m| format!("  ({m})"))
+                .unwrap_or_default()
+        ));
+    }
+    s
 }
 
 fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) -> String {
@@ -335,9 +533,19 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         }
     );
     print!("{banner}");
+    let mut console = Console::new(kernel, rt);
+    match &console.agent {
+        Some(a) => {
+            let m = &a.chain().models()[0];
+            println!("model: {} ({}) — type a message to talk", m.name, m.model);
+            chat::install_ctrl_c(rt, a, &console.current);
+        }
+        None => print!("{}", chat::no_model_text()),
+    }
+    let _ = std::io::stdout().flush();
     let mut events = kernel.subscribe();
     if interactive {
-        run_reedline(kernel, rt, events)
+        run_reedline(&mut console, events)
     } else {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         rt.spawn(async move {
@@ -349,14 +557,21 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         });
         let stdin = std::io::stdin();
         let mut out = std::io::stdout();
-        for line in stdin.lock().lines() {
+        let mut lines = stdin.lock().lines();
+        while let Some(line) = lines.next() {
             while let Ok(msg) = rx.try_recv() {
                 let _ = writeln!(out, "{msg}");
             }
             let line = line?;
+            // An approval's answer is the next line of input.
+            let mut ask = |_: &crate::store::ApprovalRecord| {
+                let l = lines.next()?.ok()?;
+                println!("{l}");
+                Some(l)
+            };
             match parse(&line) {
                 Ok(None) => continue,
-                Ok(Some(cmd)) => match execute(kernel, rt, cmd) {
+                Ok(Some(cmd)) => match console.execute(cmd, &mut ask) {
                     Outcome::Quit => break,
                     Outcome::Text(t) => {
                         let _ = write!(out, "{t}");
@@ -376,10 +591,10 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
 }
 
 fn run_reedline(
-    kernel: &Kernel,
-    rt: &tokio::runtime::Runtime,
+    console: &mut Console<'_>,
     mut events: tokio::sync::broadcast::Receiver<KernelEvent>,
 ) -> anyhow::Result<()> {
+    let (kernel, rt) = (console.kernel, console.rt);
     use reedline::{
         ColumnarMenu, DefaultPrompt, DefaultPromptSegment, Emacs, ExternalPrinter,
         FileBackedHistory, KeyCode, KeyModifiers, MenuBuilder, Reedline, ReedlineEvent,
@@ -423,7 +638,13 @@ fn run_reedline(
         match editor.read_line(&prompt)? {
             Signal::Success(line) => match parse(&line) {
                 Ok(None) => {}
-                Ok(Some(cmd)) => match execute(kernel, rt, cmd) {
+                Ok(Some(cmd)) => match console.execute(cmd, &mut |_| {
+                    let mut l = String::new();
+                    match std::io::stdin().read_line(&mut l) {
+                        Ok(n) if n > 0 => Some(l),
+                        _ => None,
+                    }
+                }) {
                     Outcome::Quit => break,
                     Outcome::Text(t) => print!("{t}"),
                 },

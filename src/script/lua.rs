@@ -596,6 +596,8 @@ mod tests {
             tool: "t.x".into(),
             deadline: std::time::Instant::now() + std::time::Duration::from_secs(5),
             depth: 0,
+            paused_ns: Default::default(),
+            run: None,
         };
         guard.enter(&ctx, u64::MAX);
         // The sealed globals cannot take a new function; a chunk

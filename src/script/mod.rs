@@ -40,6 +40,8 @@ pub enum LimitKind {
     /// A host function panicked; the call is ended rather than letting the
     /// script carry on over a broken invariant.
     HostPanic,
+    /// The agent run the call belongs to was cancelled.
+    Cancelled,
 }
 
 impl LimitKind {
@@ -50,6 +52,7 @@ impl LimitKind {
             3 => Self::Operations,
             4 => Self::CallDepth,
             5 => Self::HostPanic,
+            6 => Self::Cancelled,
             _ => return None,
         })
     }
@@ -61,6 +64,7 @@ impl LimitKind {
             Self::Operations => 3,
             Self::CallDepth => 4,
             Self::HostPanic => 5,
+            Self::Cancelled => 6,
         }
     }
 
@@ -86,6 +90,7 @@ impl LimitKind {
             Self::HostPanic => {
                 "stopped: a host function panicked (a keel bug; please report it)".into()
             }
+            Self::Cancelled => "stopped: the run was cancelled".into(),
         }
     }
 }
@@ -176,16 +181,46 @@ impl CallGuard {
             self.kill(LimitKind::Operations);
             return Err(LimitKind::Operations);
         }
-        if n.is_multiple_of(CLOCK_EVERY) && self.past_deadline() {
+        if n.is_multiple_of(CLOCK_EVERY) {
+            return self.slow_checks();
+        }
+        Ok(())
+    }
+
+    /// The checks made every [`CLOCK_EVERY`] ticks: the clock, and whether
+    /// the run was cancelled.
+    #[cold]
+    fn slow_checks(&self) -> Result<(), LimitKind> {
+        let guard = self.ctx.load();
+        let ctx = guard.as_deref();
+        if ctx.is_some_and(CallCtx::cancelled) {
+            self.kill(LimitKind::Cancelled);
+            return Err(LimitKind::Cancelled);
+        }
+        if self.past_deadline(ctx) {
             self.kill(LimitKind::Deadline);
             return Err(LimitKind::Deadline);
         }
         Ok(())
     }
 
-    fn past_deadline(&self) -> bool {
+    fn past_deadline(&self, ctx: Option<&CallCtx>) -> bool {
         let now = self.epoch.elapsed().as_nanos();
-        now >= u128::from(self.deadline_ns.load(Ordering::Relaxed))
+        if now < u128::from(self.deadline_ns.load(Ordering::Relaxed)) {
+            return false;
+        }
+        // Time spent waiting for approvals moves the deadline.
+        let Some(ctx) = ctx else { return true };
+        let moved = ctx
+            .effective_deadline()
+            .saturating_duration_since(self.epoch)
+            .as_nanos();
+        if now < moved {
+            self.deadline_ns
+                .store(u64::try_from(moved).unwrap_or(u64::MAX), Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Whether a `tick` is due to read the clock (used by engines that check

@@ -8,6 +8,8 @@
 pub struct BuiltinSkill {
     pub name: &'static str,
     pub manifest: &'static str,
+    /// `SKILL.md`: what the agent is told about the skill.
+    pub instructions: &'static str,
     pub files: &'static [(&'static str, &'static str)],
 }
 
@@ -16,6 +18,7 @@ macro_rules! builtin {
         BuiltinSkill {
             name: $name,
             manifest: include_str!(concat!("../../skills/", $name, "/skill.toml")),
+            instructions: include_str!(concat!("../../skills/", $name, "/SKILL.md")),
             files: &[$(($file, include_str!(concat!("../../skills/", $name, "/", $file)))),*],
         }
     };

@@ -82,6 +82,51 @@ pub struct SkillSource {
     pub files: BTreeMap<String, Arc<str>>,
     /// A hash of the manifest and every file, to tell edits apart.
     pub fingerprint: u64,
+    /// The skill's `SKILL.md` (Agent Skills format), for the agent's prompt.
+    pub instructions: Option<Instructions>,
+}
+
+/// A `SKILL.md`: YAML front matter (`name`, `description`) and a markdown
+/// body telling the model when and how to use the skill's tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instructions {
+    pub description: Option<String>,
+    pub body: String,
+}
+
+impl Instructions {
+    /// Reads the front matter's `description` (a one-line scalar, quoted or
+    /// not) and the body after it. A file without front matter is all body.
+    pub fn parse(text: &str) -> Self {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut description = None;
+        let mut body = text;
+        if let Some(rest) = text
+            .strip_prefix("---\n")
+            .or_else(|| text.strip_prefix("---\r\n"))
+            && let Some(end) = rest.find("\n---")
+        {
+            for line in rest[..end].lines() {
+                if let Some(v) = line.strip_prefix("description:") {
+                    let v = v.trim();
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                        .unwrap_or(v);
+                    if !v.is_empty() {
+                        description = Some(v.to_string());
+                    }
+                }
+            }
+            let after = &rest[end + 4..];
+            body = after.split_once('\n').map_or("", |(_, b)| b);
+        }
+        Self {
+            description,
+            body: body.trim().to_string(),
+        }
+    }
 }
 
 impl SkillSource {
@@ -406,9 +451,10 @@ pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, V
     (candidates, failures)
 }
 
-fn fingerprint(manifest: &str, files: &BTreeMap<String, Arc<str>>) -> u64 {
+fn fingerprint(manifest: &str, files: &BTreeMap<String, Arc<str>>, md: Option<&str>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     manifest.hash(&mut h);
+    md.hash(&mut h);
     for (k, v) in files {
         k.hash(&mut h);
         v.hash(&mut h);
@@ -454,13 +500,24 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
             ),
         ));
     }
+    // SKILL.md is optional; one that cannot be read is left out with a
+    // warning rather than failing a skill whose code is fine.
+    let md_path = dir.join("SKILL.md");
+    let md = if md_path.is_file() {
+        read_text(&md_path)
+            .inspect_err(|e| tracing::warn!(skill = %id, error = %e, "SKILL.md left out"))
+            .ok()
+    } else {
+        None
+    };
     Ok(Candidate {
         source: Arc::new(SkillSource {
             origin,
-            fingerprint: fingerprint(&text, &files),
+            fingerprint: fingerprint(&text, &files, md.as_deref()),
             manifest_path,
             dir: dir.to_path_buf(),
             files,
+            instructions: md.as_deref().map(Instructions::parse),
         }),
         manifest: Arc::new(manifest),
     })
@@ -547,11 +604,12 @@ pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, 
                 files.insert(rel_key(&file_name), Arc::from(text.as_str()));
                 Ok(Candidate {
                     source: Arc::new(SkillSource {
-                        fingerprint: fingerprint(&manifest_text, &files),
+                        fingerprint: fingerprint(&manifest_text, &files, None),
                         origin: origin.clone(),
                         manifest_path: path.to_path_buf(),
                         dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                         files,
+                        instructions: None,
                     }),
                     manifest: Arc::new(m),
                 })
@@ -578,12 +636,45 @@ fn load_builtin(
         .collect();
     Ok(Candidate {
         source: Arc::new(SkillSource {
-            fingerprint: fingerprint(b.manifest, &files),
+            fingerprint: fingerprint(b.manifest, &files, Some(b.instructions)),
             origin,
             manifest_path,
             dir: PathBuf::from(format!("<builtin>/{}", b.name)),
             files,
+            instructions: Some(Instructions::parse(b.instructions)),
         }),
         manifest: Arc::new(manifest),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skill_md_front_matter_and_body() {
+        let i = Instructions::parse(
+            "---\nname: notes\ndescription: \"Keep notes: add, list.\"\n---\n\n# notes\n\nUse `notes.add`.\n",
+        );
+        assert_eq!(i.description.as_deref(), Some("Keep notes: add, list."));
+        assert_eq!(i.body, "# notes\n\nUse `notes.add`.");
+        let plain = Instructions::parse("Just text.\n");
+        assert_eq!(
+            (plain.description, plain.body.as_str()),
+            (None, "Just text.")
+        );
+        // An unterminated front matter is body, not swallowed.
+        let open = Instructions::parse("---\ndescription: x\nno end");
+        assert_eq!(open.description, None);
+        assert!(open.body.contains("no end"));
+        for b in builtin::SKILLS {
+            let i = Instructions::parse(b.instructions);
+            assert!(
+                i.description.is_some(),
+                "{} SKILL.md has a description",
+                b.name
+            );
+            assert!(!i.body.starts_with("---"), "{}", b.name);
+        }
+    }
 }

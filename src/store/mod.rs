@@ -6,15 +6,20 @@
 //! share it (a console and a `keel grant` in another terminal): every read
 //! goes to the database, so a grant made elsewhere takes effect on the next
 //! call. Migrations are numbered and run once, inside a transaction.
-//! Sessions and runs live in [`sessions`].
+//! Sessions and runs live in [`sessions`], the transcript and token usage
+//! in [`transcript`], approval requests in [`approvals`].
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod approvals;
 mod sessions;
+mod transcript;
 
+pub use approvals::{AnswerError, ApprovalAnswer, ApprovalRecord, NewApproval};
 pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord};
+pub use transcript::{MessageRecord, NewMessage, UsageTotals};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -105,6 +110,51 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT
     );
     CREATE INDEX run_transitions_by_run ON run_transitions (run_id);",
+    // 3: the transcript, approvals, token usage, run owners
+    "ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN model TEXT;
+    ALTER TABLE runs ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        run_id TEXT REFERENCES runs (id),
+        kind TEXT NOT NULL,
+        content TEXT NOT NULL,
+        tool_calls TEXT,
+        call_id TEXT,
+        name TEXT,
+        is_error INTEGER NOT NULL DEFAULT 0,
+        elapsed_ms INTEGER,
+        covers_to INTEGER,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX messages_by_session ON messages (session_id, id);
+    CREATE INDEX messages_by_run ON messages (run_id);
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        skill TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        capability TEXT NOT NULL,
+        target TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        state TEXT NOT NULL,
+        answer TEXT,
+        created_ms INTEGER NOT NULL,
+        answered_ms INTEGER
+    );
+    CREATE INDEX approvals_by_state ON approvals (state);
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        run_id TEXT,
+        skill TEXT,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL
+    );",
 ];
 
 /// One audit record.

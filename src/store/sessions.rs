@@ -1,10 +1,12 @@
-//! Sessions, runs and their messages (issue 4, in progress).
+//! Sessions and runs.
 //!
 //! Every run transition is checked against [`RunState::can_move_to`] and
 //! written with its timestamp and reason in one transaction, so the history
 //! in `run_transitions` is exactly how the run got where it is. After a crash
 //! (`kill -9`), [`Store::recover_interrupted_runs`] marks what was in flight
-//! as failed, so no run stays "running" forever and the session can go on.
+//! as failed, so no run stays "running" forever and the session can go on;
+//! a run records the process that owns it so that recovery in one keel
+//! process never fails a run another live process is working on.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -29,6 +31,27 @@ pub struct RunRecord {
     pub updated_ms: i64,
     /// Why it failed or was cancelled.
     pub reason: Option<String>,
+    /// The chain model that answered last.
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+const RUN_COLUMNS: &str =
+    "id, session_id, state, created_ms, updated_ms, reason, model, input_tokens, output_tokens";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        state: r.get(2)?,
+        created_ms: r.get(3)?,
+        updated_ms: r.get(4)?,
+        reason: r.get(5)?,
+        model: r.get(6)?,
+        input_tokens: r.get::<_, i64>(7)? as u64,
+        output_tokens: r.get::<_, i64>(8)? as u64,
+    })
 }
 
 /// Why a run could not move.
@@ -85,9 +108,38 @@ impl Store {
         })
     }
 
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, title, created_ms FROM sessions WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(SessionRecord {
+                        id: r.get(0)?,
+                        title: r.get(1)?,
+                        created_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
     /// Queues a run in a session. `Ok(Err(..))` when the session does not
     /// exist.
     pub fn create_run(&self, session_id: &str) -> Result<Result<RunRecord, RunError>, StoreError> {
+        self.accept_message(session_id, None, None)
+    }
+
+    /// Accepts a user message: queues a run owned by `owner` and stores the
+    /// message with it, in one transaction — once this returns, neither is
+    /// lost to a crash. `Ok(Err(..))` when the session does not exist.
+    pub fn accept_message(
+        &self,
+        session_id: &str,
+        owner: Option<&str>,
+        text: Option<&str>,
+    ) -> Result<Result<RunRecord, RunError>, StoreError> {
         let now = now_ms();
         self.with(|c| {
             let tx = c.transaction()?;
@@ -102,9 +154,9 @@ impl Store {
                 return Ok(Err(RunError::NoSession(session_id.to_string())));
             }
             let id: String = tx.query_row(
-                "INSERT INTO runs (id, session_id, state, created_ms, updated_ms)
-                 VALUES ('r_' || lower(hex(randomblob(8))), ?1, 'queued', ?2, ?2) RETURNING id",
-                params![session_id, now],
+                "INSERT INTO runs (id, session_id, state, created_ms, updated_ms, owner)
+                 VALUES ('r_' || lower(hex(randomblob(8))), ?1, 'queued', ?2, ?2, ?3) RETURNING id",
+                params![session_id, now, owner],
                 |r| r.get(0),
             )?;
             tx.execute(
@@ -112,6 +164,13 @@ impl Store {
                  VALUES (?1, NULL, 'queued', ?2, NULL)",
                 params![id, now],
             )?;
+            if let Some(text) = text {
+                tx.execute(
+                    "INSERT INTO messages (session_id, run_id, kind, content, created_ms)
+                     VALUES (?1, ?2, 'user', ?3, ?4)",
+                    params![session_id, id, text, now],
+                )?;
+            }
             tx.commit()?;
             Ok(Ok(RunRecord {
                 id,
@@ -120,7 +179,21 @@ impl Store {
                 created_ms: now,
                 updated_ms: now,
                 reason: None,
+                model: None,
+                input_tokens: 0,
+                output_tokens: 0,
             }))
+        })
+    }
+
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![run_id],
+                run_row,
+            )
+            .optional()
         })
     }
 
@@ -163,20 +236,10 @@ impl Store {
 
     pub fn runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, session_id, state, created_ms, updated_ms, reason FROM runs
-                 WHERE session_id = ?1 ORDER BY created_ms, rowid",
-            )?;
-            let rows = st.query_map(params![session_id], |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    session_id: r.get(1)?,
-                    state: r.get(2)?,
-                    created_ms: r.get(3)?,
-                    updated_ms: r.get(4)?,
-                    reason: r.get(5)?,
-                })
-            })?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ?1 ORDER BY created_ms, rowid"
+            ))?;
+            let rows = st.query_map(params![session_id], run_row)?;
             rows.collect()
         })
     }
@@ -192,25 +255,55 @@ impl Store {
         })
     }
 
-    /// Marks every unfinished run failed with [`INTERRUPTED`]; returns how
-    /// many. Called once at start, before any new run.
-    pub fn recover_interrupted_runs(&self) -> Result<usize, StoreError> {
+    /// Marks every unfinished run failed with [`INTERRUPTED`] unless its
+    /// owner (the keel process running it) is still alive, and expires the
+    /// approvals those runs were waiting on; returns how many runs.
+    pub fn recover_interrupted_runs(
+        &self,
+        alive: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
         let now = now_ms();
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
-                 SELECT id, state, 'failed', ?1, ?2 FROM runs
-                 WHERE state IN ('queued', 'running', 'waiting_permission')",
-                params![now, INTERRUPTED],
-            )?;
-            let n = tx.execute(
-                "UPDATE runs SET state = 'failed', updated_ms = ?1, reason = ?2
-                 WHERE state IN ('queued', 'running', 'waiting_permission')",
-                params![now, INTERRUPTED],
-            )?;
+            let stale: Vec<(String, String)> = {
+                let mut st = tx.prepare(
+                    "SELECT id, state, owner FROM runs
+                     WHERE state IN ('queued', 'running', 'waiting_permission')",
+                )?;
+                let rows = st.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (id, state, owner) = row?;
+                    if !owner.as_deref().is_some_and(alive) {
+                        out.push((id, state));
+                    }
+                }
+                out
+            };
+            for (id, state) in &stale {
+                tx.execute(
+                    "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
+                     VALUES (?1, ?2, 'failed', ?3, ?4)",
+                    params![id, state, now, INTERRUPTED],
+                )?;
+                tx.execute(
+                    "UPDATE runs SET state = 'failed', updated_ms = ?2, reason = ?3 WHERE id = ?1",
+                    params![id, now, INTERRUPTED],
+                )?;
+                tx.execute(
+                    "UPDATE approvals SET state = 'expired', answered_ms = ?2
+                     WHERE run_id = ?1 AND state = 'pending'",
+                    params![id, now],
+                )?;
+            }
             tx.commit()?;
-            Ok(n)
+            Ok(stale.len())
         })
     }
 }
@@ -292,7 +385,7 @@ mod tests {
             // Dropped without any shutdown: the process "died" here.
         };
         let s = Store::open(d.path()).unwrap();
-        assert_eq!(s.recover_interrupted_runs().unwrap(), 1);
+        assert_eq!(s.recover_interrupted_runs(&|_| false).unwrap(), 1);
         let runs = s.runs(&session.id).unwrap();
         let a = runs.iter().find(|r| r.id == in_flight.id).unwrap();
         assert_eq!(
@@ -303,10 +396,15 @@ mod tests {
         assert_eq!(b.state, "done");
         // The session goes on.
         assert!(s.create_run(&session.id).unwrap().is_ok());
+        let live = s
+            .accept_message(&session.id, Some("me"), Some("hello"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            s.recover_interrupted_runs().unwrap(),
+            s.recover_interrupted_runs(&|owner| owner == "me").unwrap(),
             1,
-            "the new queued run"
+            "the new queued run without an owner, not the one a live process owns"
         );
+        assert_eq!(s.run(&live.id).unwrap().unwrap().state, "queued");
     }
 }

@@ -7,6 +7,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,1067 @@
+//! The agent loop: a message in, model turns and tool calls, an answer out.
+//!
+//! [`Agent::submit`] stores the user's message and a queued run in one
+//! transaction (so an accepted message survives any crash), then runs it on
+//! the kernel's runtime behind the session's lane: runs of one session go
+//! one at a time, runs of different sessions concurrently. A run asks the
+//! model chain, streams text to its [`RunHandle`], runs the tool calls of
+//! one model turn concurrently through the kernel (the capability gate
+//! included), feeds results back, and stops at a final answer or at a limit
+//! of `[agent]`. Everything it says and does is written to the transcript
+//! as it happens.
+//!
+//! Cancelling sets the run's flag (scripts stop at their next check) and
+//! drops the model stream; a tool call the run did not see finish gets an
+//! error result when the context is next built, so the transcript always
+//! pairs every call with a result.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use super::RunState;
+use super::context;
+use super::owner::Owner;
+use super::prompt::{ToolMap, system_prompt};
+use crate::capability::gate::{ApprovalRequest, Approver};
+use crate::config::AgentConfig;
+use crate::host::RunLink;
+use crate::kernel::Kernel;
+use crate::llm::chain::ModelChain;
+use crate::llm::{Message, Request, StreamEvent, ToolCall, Usage};
+use crate::store::{
+    AnswerError, ApprovalAnswer, ApprovalRecord, MessageRecord, NewApproval, NewMessage, RunError,
+    RunRecord, SessionRecord, StoreError,
+};
+
+/// How to configure a model, shown when none is.
+pub const NO_MODEL_HELP: &str = "no model is configured. Set one up either way:
+  - environment: OPENAI_BASE_URL (and OPENAI_MODEL) for an OpenAI-compatible server such as
+    Ollama (OPENAI_BASE_URL=http://127.0.0.1:11434/v1 OPENAI_MODEL=qwen2.5:7b), or
+    OPENAI_API_KEY for OpenAI, or ANTHROPIC_API_KEY for Anthropic;
+  - keel.toml:
+      [models.main]
+      provider = \"openai\"
+      base_url = \"http://127.0.0.1:11434/v1\"
+      model = \"qwen2.5:7b\"";
+
+/// Longest tool result given back to the model, in bytes.
+const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// Why the agent refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("{NO_MODEL_HELP}")]
+    NoModel,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    #[error("cannot claim runs for this process: {0}")]
+    Owner(std::io::Error),
+}
+
+/// Something that happened in a run, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    State(RunState),
+    /// A piece of the answer, as the model streams it.
+    Text(String),
+    ToolStarted {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolFinished {
+        call_id: String,
+        name: String,
+        ok: bool,
+        /// The start of the result (or the error), on one line.
+        summary: String,
+        elapsed: Duration,
+    },
+    /// The run is waiting for someone to answer this.
+    Approval(ApprovalRecord),
+    /// Older turns were summarised; `messages` of them.
+    Compacted {
+        messages: usize,
+    },
+    Finished(RunOutcome),
+}
+
+/// One tool call of a run, with its result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ToolCallOutcome {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+    pub result: Option<String>,
+    pub is_error: bool,
+    pub elapsed_ms: Option<i64>,
+}
+
+/// A run as it ended (or stands): what `keel ask --json` prints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunOutcome {
+    pub id: String,
+    pub session_id: String,
+    pub state: String,
+    pub answer: String,
+    pub reason: Option<String>,
+    pub model: Option<String>,
+    pub tool_calls: Vec<ToolCallOutcome>,
+    pub usage: Usage,
+}
+
+impl RunOutcome {
+    /// Reads a run back from the store.
+    pub fn load(store: &crate::store::Store, run_id: &str) -> Result<Self, AgentError> {
+        let run = store
+            .run(run_id)?
+            .ok_or_else(|| RunError::NoRun(run_id.to_string()))?;
+        Ok(Self::from_records(&run, &store.run_messages(run_id)?))
+    }
+
+    fn from_records(run: &RunRecord, messages: &[MessageRecord]) -> Self {
+        let mut tool_calls: Vec<ToolCallOutcome> = Vec::new();
+        let mut answer = String::new();
+        for m in messages {
+            match m.kind.as_str() {
+                "assistant" => {
+                    for c in parse_calls(m.tool_calls.as_deref()) {
+                        tool_calls.push(ToolCallOutcome {
+                            id: c.id,
+                            name: c.name,
+                            arguments: c.arguments,
+                            result: None,
+                            is_error: false,
+                            elapsed_ms: None,
+                        });
+                    }
+                    if !m.content.is_empty() {
+                        answer.clone_from(&m.content);
+                    }
+                }
+                "tool" => {
+                    if let Some(c) = tool_calls
+                        .iter_mut()
+                        .find(|c| Some(&c.id) == m.call_id.as_ref())
+                    {
+                        c.result = Some(m.content.clone());
+                        c.is_error = m.is_error;
+                        c.elapsed_ms = m.elapsed_ms;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Self {
+            id: run.id.clone(),
+            session_id: run.session_id.clone(),
+            state: run.state.clone(),
+            answer,
+            reason: run.reason.clone(),
+            model: run.model.clone(),
+            tool_calls,
+            usage: Usage {
+                input_tokens: run.input_tokens,
+                output_tokens: run.output_tokens,
+            },
+        }
+    }
+}
+
+/// A submitted run: its ids and its events.
+pub struct RunHandle {
+    pub run_id: String,
+    pub session_id: String,
+    pub events: mpsc::UnboundedReceiver<RunEvent>,
+}
+
+impl RunHandle {
+    /// Waits for the end, passing every event to `on_event`.
+    pub async fn wait_with(mut self, mut on_event: impl FnMut(&RunEvent)) -> RunOutcome {
+        while let Some(e) = self.events.recv().await {
+            on_event(&e);
+            if let RunEvent::Finished(outcome) = e {
+                return outcome;
+            }
+        }
+        // The run task ended without a Finished event: only on shutdown.
+        RunOutcome {
+            id: self.run_id,
+            session_id: self.session_id,
+            state: RunState::Failed.name().into(),
+            answer: String::new(),
+            reason: Some("keel stopped before the run finished".into()),
+            model: None,
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+        }
+    }
+
+    pub async fn wait(self) -> RunOutcome {
+        self.wait_with(|_| {}).await
+    }
+}
+
+/// A run in flight in this process.
+struct RunControl {
+    session_id: String,
+    cancelled: Arc<AtomicBool>,
+    cancel_tx: watch::Sender<bool>,
+    events: mpsc::UnboundedSender<RunEvent>,
+    /// Approvals being waited on (the run is `waiting_permission` while
+    /// any is).
+    waiting: AtomicUsize,
+    /// Serialises state changes between concurrent tool calls.
+    state_lock: Mutex<()>,
+}
+
+impl RunControl {
+    fn emit(&self, e: RunEvent) {
+        let _ = self.events.send(e);
+    }
+}
+
+/// An approval someone may answer.
+#[derive(Default)]
+struct Waiter {
+    answer: Mutex<Option<bool>>,
+    ready: Condvar,
+}
+
+struct Inner {
+    kernel: Kernel,
+    chain: Arc<ModelChain>,
+    config: AgentConfig,
+    owner: Owner,
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    runs: Mutex<HashMap<String, Arc<RunControl>>>,
+    waiters: Mutex<HashMap<String, Arc<Waiter>>>,
+    approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The agent. Cheap to clone; one per process is enough.
+#[derive(Clone)]
+pub struct Agent(Arc<Inner>);
+
+/// How a run ended, inside the loop.
+enum Stop {
+    Failed(String),
+    Cancelled,
+}
+
+impl Agent {
+    /// An agent over the kernel's model chain. Fails with
+    /// [`AgentError::NoModel`] (whose message says how to configure one)
+    /// when there is none. Marks runs whose process died as interrupted.
+    pub fn new(kernel: Kernel) -> Result<Self, AgentError> {
+        let chain = kernel.models().ok_or(AgentError::NoModel)?;
+        let data_dir = kernel.data_dir().to_path_buf();
+        let persistent = data_dir.join("keel.db").exists();
+        let owner =
+            Owner::acquire(persistent.then_some(data_dir.as_path())).map_err(AgentError::Owner)?;
+        let own = owner.id().to_string();
+        let recovered = kernel.store().recover_interrupted_runs(&|id| {
+            id == own || (persistent && Owner::is_alive(&data_dir, id))
+        })?;
+        if recovered > 0 {
+            tracing::warn!(
+                runs = recovered,
+                "marked runs interrupted by a stop as failed"
+            );
+        }
+        let config = kernel.config().agent.clone();
+        Ok(Self(Arc::new(Inner {
+            kernel,
+            chain,
+            config,
+            owner,
+            lanes: Mutex::default(),
+            runs: Mutex::default(),
+            waiters: Mutex::default(),
+            approvals: tokio::sync::broadcast::channel(64).0,
+        })))
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.0.kernel
+    }
+
+    pub fn chain(&self) -> &Arc<ModelChain> {
+        &self.0.chain
+    }
+
+    pub fn new_session(&self, title: &str) -> Result<SessionRecord, AgentError> {
+        Ok(self.0.kernel.store().create_session(title)?)
+    }
+
+    /// Approval requests as they are made, for front ends.
+    pub fn approval_requests(&self) -> tokio::sync::broadcast::Receiver<ApprovalRecord> {
+        self.0.approvals.subscribe()
+    }
+
+    /// Accepts a message for a session and starts its run (after the runs
+    /// already queued in that session). Must be called within the kernel's
+    /// runtime or with it reachable (the run is spawned on it).
+    pub fn submit(&self, session_id: &str, text: &str) -> Result<RunHandle, AgentError> {
+        let run = self.0.kernel.store().accept_message(
+            session_id,
+            Some(self.0.owner.id()),
+            Some(text),
+        )??;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (cancel_tx, _) = watch::channel(false);
+        let ctl = Arc::new(RunControl {
+            session_id: session_id.to_string(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            cancel_tx,
+            events: events_tx,
+            waiting: AtomicUsize::new(0),
+            state_lock: Mutex::new(()),
+        });
+        lock(&self.0.runs).insert(run.id.clone(), ctl.clone());
+        let agent = self.clone();
+        let run_id = run.id.clone();
+        self.0.kernel.runtime().spawn(async move {
+            agent.execute(run_id, ctl).await;
+        });
+        Ok(RunHandle {
+            run_id: run.id,
+            session_id: session_id.to_string(),
+            events,
+        })
+    }
+
+    /// Cancels a run of this process. Returns false if it is not running
+    /// here (finished, unknown, or another process's).
+    pub fn cancel(&self, run_id: &str) -> bool {
+        let Some(ctl) = lock(&self.0.runs).get(run_id).cloned() else {
+            return false;
+        };
+        ctl.cancelled.store(true, Ordering::Relaxed);
+        ctl.cancel_tx.send_replace(true);
+        // Wake its approval waits, which then answer no.
+        for w in lock(&self.0.waiters).values() {
+            w.ready.notify_all();
+        }
+        true
+    }
+
+    /// Runs in flight in this process, with their sessions.
+    pub fn active_runs(&self) -> Vec<(String, String)> {
+        lock(&self.0.runs)
+            .iter()
+            .map(|(r, c)| (r.clone(), c.session_id.clone()))
+            .collect()
+    }
+
+    /// Approval requests still waiting for an answer.
+    pub fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>, AgentError> {
+        Ok(self.0.kernel.store().approvals(true)?)
+    }
+
+    /// Answers an approval request. Idempotent: the same answer again
+    /// succeeds and changes nothing; `always` also stores the grant.
+    pub fn answer(
+        &self,
+        approval_id: &str,
+        answer: ApprovalAnswer,
+    ) -> Result<ApprovalRecord, AgentError> {
+        let (record, changed) = self
+            .0
+            .kernel
+            .store()
+            .answer_approval(approval_id, answer)??;
+        if changed && let Some(w) = lock(&self.0.waiters).get(approval_id) {
+            *lock(&w.answer) = Some(answer.approves());
+            w.ready.notify_all();
+        }
+        Ok(record)
+    }
+
+    fn lane(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut lanes = lock(&self.0.lanes);
+        // Forget idle lanes now and then so the map does not grow with
+        // every session ever used.
+        if lanes.len() > 1024 {
+            lanes.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        lanes.entry(session_id.to_string()).or_default().clone()
+    }
+
+    fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
+        match self.0.kernel.store().transition_run(run_id, to, reason) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(run = run_id, error = %e, "run transition refused"),
+            Err(e) => tracing::error!(run = run_id, error = %e, "cannot store a run transition"),
+        }
+    }
+
+    async fn execute(self, run_id: String, ctl: Arc<RunControl>) {
+        let lane = self.lane(&ctl.session_id);
+        let guard = lane.lock().await;
+        let (state, reason) = if ctl.cancelled.load(Ordering::Relaxed) {
+            (
+                RunState::Cancelled,
+                Some("cancelled before it started".to_string()),
+            )
+        } else {
+            self.transition(&run_id, RunState::Running, None);
+            ctl.emit(RunEvent::State(RunState::Running));
+            let mut cancel_rx = ctl.cancel_tx.subscribe();
+            let limit = self.0.config.max_run_time;
+            let result = tokio::select! {
+                r = self.turns(&run_id, &ctl) => r,
+                _ = cancel_rx.wait_for(|c| *c) => Err(Stop::Cancelled),
+                _ = tokio::time::sleep(limit) => Err(Stop::Failed(format!(
+                    "stopped: the run took longer than {} s (agent.max_run_seconds in keel.toml)",
+                    limit.as_secs()
+                ))),
+            };
+            // Whatever stopped the loop, tools still running must stop too.
+            if result.is_err() {
+                ctl.cancelled.store(true, Ordering::Relaxed);
+            }
+            match result {
+                Ok(()) => (RunState::Done, None),
+                Err(Stop::Cancelled) => (RunState::Cancelled, Some("cancelled".to_string())),
+                Err(Stop::Failed(why)) => (RunState::Failed, Some(why)),
+            }
+        };
+        self.transition(&run_id, state, reason.as_deref());
+        drop(guard);
+        lock(&self.0.runs).remove(&run_id);
+        let outcome =
+            RunOutcome::load(self.0.kernel.store(), &run_id).unwrap_or_else(|e| RunOutcome {
+                id: run_id.clone(),
+                session_id: ctl.session_id.clone(),
+                state: state.name().into(),
+                answer: String::new(),
+                reason: Some(format!(
+                    "{} (and the run could not be read back: {e})",
+                    reason.unwrap_or_default()
+                )),
+                model: None,
+                tool_calls: Vec::new(),
+                usage: Usage::default(),
+            });
+        ctl.emit(RunEvent::State(state));
+        ctl.emit(RunEvent::Finished(outcome));
+    }
+
+    /// The model/tool loop.
+    async fn turns(&self, run_id: &str, ctl: &Arc<RunControl>) -> Result<(), Stop> {
+        let kernel = &self.0.kernel;
+        let store = kernel.store();
+        let cfg = &self.0.config;
+        let fail_store = |e: StoreError| Stop::Failed(format!("cannot write the transcript: {e}"));
+        let mut rounds = 0u32;
+        let mut used = 0u64;
+        loop {
+            // The skills as they are now: an edit between rounds is seen.
+            let set = kernel.skills();
+            let tools = ToolMap::new(&set);
+            let system = system_prompt(
+                cfg.system_prompt.as_deref(),
+                &kernel.workspace().display().to_string(),
+                &set,
+            );
+            let mut messages = self.context(&ctl.session_id).map_err(fail_store)?;
+            let window = self.context_window();
+            let budget = (f64::from(window) * cfg.compact_at) as u32;
+            if context::estimate_request(&system, &messages, &tools.defs) > budget
+                && let Some(n) = self.compact(run_id, ctl, &messages).await?
+            {
+                ctl.emit(RunEvent::Compacted { messages: n });
+                messages = self.context(&ctl.session_id).map_err(fail_store)?;
+            }
+            if used >= cfg.max_run_tokens {
+                return Err(Stop::Failed(format!(
+                    "stopped: the run used {used} tokens, over its budget of {} (agent.max_run_tokens in keel.toml)",
+                    cfg.max_run_tokens
+                )));
+            }
+            let mut all = Vec::with_capacity(messages.len() + 1);
+            all.push(Message::System(system));
+            all.extend(messages);
+            let req = Request {
+                model: String::new(),
+                messages: all,
+                tools: tools.defs.clone(),
+                max_tokens: cfg.max_output_tokens,
+                temperature: None,
+            };
+            let mut streamed = String::new();
+            let result = self
+                .0
+                .chain
+                .complete(&req, &mut |e| {
+                    if let StreamEvent::Text(t) = e {
+                        streamed.push_str(&t);
+                        ctl.emit(RunEvent::Text(t));
+                    }
+                })
+                .await;
+            let (completion, model) = match result {
+                Ok(c) => c,
+                Err(e) => {
+                    // What was shown stays in the transcript.
+                    if !streamed.is_empty() {
+                        store
+                            .add_messages(&[NewMessage {
+                                session_id: &ctl.session_id,
+                                run_id: Some(run_id),
+                                kind: "assistant",
+                                content: &streamed,
+                                ..Default::default()
+                            }])
+                            .map_err(fail_store)?;
+                    }
+                    return Err(Stop::Failed(format!("the model failed: {e}")));
+                }
+            };
+            used += completion.usage.input_tokens + completion.usage.output_tokens;
+            store
+                .record_usage(
+                    Some(run_id),
+                    None,
+                    &model,
+                    completion.usage.input_tokens,
+                    completion.usage.output_tokens,
+                )
+                .map_err(fail_store)?;
+            let calls_json =
+                (!completion.tool_calls.is_empty()).then(|| calls_to_json(&completion.tool_calls));
+            store
+                .add_messages(&[NewMessage {
+                    session_id: &ctl.session_id,
+                    run_id: Some(run_id),
+                    kind: "assistant",
+                    content: &completion.text,
+                    tool_calls: calls_json.as_deref(),
+                    ..Default::default()
+                }])
+                .map_err(fail_store)?;
+            if completion.tool_calls.is_empty() {
+                if completion.stop == crate::llm::StopReason::MaxTokens {
+                    return Err(Stop::Failed(format!(
+                        "the answer was cut at {} tokens (agent.max_output_tokens in keel.toml)",
+                        cfg.max_output_tokens
+                    )));
+                }
+                return Ok(());
+            }
+            if rounds >= cfg.max_tool_rounds {
+                return Err(Stop::Failed(format!(
+                    "stopped: the model still wanted tools after {} rounds (agent.max_tool_rounds in keel.toml)",
+                    cfg.max_tool_rounds
+                )));
+            }
+            rounds += 1;
+            self.run_tools(run_id, ctl, &tools, completion.tool_calls)
+                .await?;
+        }
+    }
+
+    fn context_window(&self) -> u32 {
+        self.0
+            .chain
+            .models()
+            .first()
+            .and_then(|m| m.context_window)
+            .unwrap_or(self.0.config.context_window)
+    }
+
+    /// Runs one model turn's tool calls concurrently and stores their
+    /// results, in the order the model asked.
+    async fn run_tools(
+        &self,
+        run_id: &str,
+        ctl: &Arc<RunControl>,
+        tools: &ToolMap,
+        calls: Vec<ToolCall>,
+    ) -> Result<(), Stop> {
+        let mut tasks = Vec::with_capacity(calls.len());
+        for call in calls {
+            let name = tools.resolve(&call.name).to_string();
+            ctl.emit(RunEvent::ToolStarted {
+                call_id: call.id.clone(),
+                name: name.clone(),
+                arguments: call.arguments.clone(),
+            });
+            let link = Arc::new(RunLink {
+                run_id: run_id.to_string(),
+                cancelled: ctl.cancelled.clone(),
+                approver: Arc::new(CallApprover {
+                    agent: Arc::downgrade(&self.0),
+                    run_id: run_id.to_string(),
+                    arguments: call.arguments.clone(),
+                    ctl: ctl.clone(),
+                }),
+            });
+            let kernel = self.0.kernel.clone();
+            tasks.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let result = match parse_arguments(&call.arguments) {
+                    Ok(args) => kernel
+                        .call_tool_for(&name, args, Some(link))
+                        .await
+                        .map(|v| match v {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        })
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                (call, name, result, started.elapsed())
+            }));
+        }
+        let mut rows = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let (call, name, result, elapsed) = t
+                .await
+                .map_err(|e| Stop::Failed(format!("a tool task failed: {e}")))?;
+            let (ok, content) = match result {
+                Ok(s) => (true, cap(s)),
+                Err(e) => (false, cap(e)),
+            };
+            ctl.emit(RunEvent::ToolFinished {
+                call_id: call.id.clone(),
+                name: name.clone(),
+                ok,
+                summary: summary(&content),
+                elapsed,
+            });
+            rows.push((call.id, name, ok, content, elapsed));
+        }
+        let messages: Vec<NewMessage<'_>> = rows
+            .iter()
+            .map(|(id, name, ok, content, elapsed)| NewMessage {
+                session_id: &ctl.session_id,
+                run_id: Some(run_id),
+                kind: "tool",
+                content,
+                call_id: Some(id),
+                name: Some(name),
+                is_error: !ok,
+                elapsed_ms: Some(elapsed.as_millis() as i64),
+                ..Default::default()
+            })
+            .collect();
+        self.0
+            .kernel
+            .store()
+            .add_messages(&messages)
+            .map_err(|e| Stop::Failed(format!("cannot write the transcript: {e}")))?;
+        if ctl.cancelled.load(Ordering::Relaxed) {
+            return Err(Stop::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// The conversation as the model sees it: the latest summary (if any)
+    /// in place of what it covers, then every later message; a tool call
+    /// without a stored result gets an error result, so calls and results
+    /// always pair up.
+    fn context(&self, session_id: &str) -> Result<Vec<Message>, StoreError> {
+        let records = self.0.kernel.store().messages(session_id)?;
+        Ok(context_from_records(&records))
+    }
+
+    /// Summarises older turns; returns how many messages the summary
+    /// replaced, or `None` if there was nothing old enough to compact.
+    async fn compact(
+        &self,
+        run_id: &str,
+        ctl: &Arc<RunControl>,
+        messages: &[Message],
+    ) -> Result<Option<usize>, Stop> {
+        let Some(split) = context::compaction_split(messages, self.0.config.keep_turns) else {
+            return Ok(None);
+        };
+        let store = self.0.kernel.store();
+        let req = Request {
+            model: String::new(),
+            messages: context::summary_request(&messages[..split], 400),
+            tools: Vec::new(),
+            max_tokens: 1024,
+            temperature: None,
+        };
+        let (completion, model) = self
+            .0
+            .chain
+            .complete(&req, &mut |_| {})
+            .await
+            .map_err(|e| Stop::Failed(format!("compacting the conversation failed: {e}")))?;
+        let fail_store = |e: StoreError| Stop::Failed(format!("cannot write the transcript: {e}"));
+        store
+            .record_usage(
+                Some(run_id),
+                None,
+                &model,
+                completion.usage.input_tokens,
+                completion.usage.output_tokens,
+            )
+            .map_err(fail_store)?;
+        // The last stored message the summary stands for: the context's
+        // messages map onto the stored ones after the previous summary.
+        let records = store.messages(&ctl.session_id).map_err(fail_store)?;
+        let Some(covers_to) = covered_id(&records, split) else {
+            return Ok(None);
+        };
+        store
+            .add_messages(&[NewMessage {
+                session_id: &ctl.session_id,
+                run_id: Some(run_id),
+                kind: "summary",
+                content: completion.text.trim(),
+                covers_to: Some(covers_to),
+                ..Default::default()
+            }])
+            .map_err(fail_store)?;
+        Ok(Some(split))
+    }
+}
+
+/// The stored message id of context message `split - 1` (the last one a
+/// summary would cover), or `None` if the split is inside a synthetic
+/// message.
+fn covered_id(records: &[MessageRecord], split: usize) -> Option<i64> {
+    let mut index = 0usize;
+    let mut last = None;
+    for (rec, count) in context_units(records) {
+        if index + count > split {
+            break;
+        }
+        index += count;
+        last = Some(rec.id);
+    }
+    (index == split).then_some(last).flatten()
+}
+
+/// The records after the latest summary (and the summary itself), each
+/// with how many context messages it becomes.
+fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
+    let start = records.iter().rposition(|r| r.kind == "summary");
+    let (summary, covers_to) = match start {
+        Some(i) => (Some(&records[i]), records[i].covers_to.unwrap_or(0)),
+        None => (None, 0),
+    };
+    let mut out = Vec::new();
+    if let Some(s) = summary {
+        out.push((s, 1));
+    }
+    for r in records {
+        if r.id <= covers_to || r.kind == "summary" {
+            continue;
+        }
+        let n = match r.kind.as_str() {
+            "assistant" => 1 + missing_results(r, records),
+            _ => 1,
+        };
+        out.push((r, n));
+    }
+    out
+}
+
+/// Tool calls of an assistant record with no stored result.
+fn missing_results(assistant: &MessageRecord, records: &[MessageRecord]) -> usize {
+    parse_calls(assistant.tool_calls.as_deref())
+        .iter()
+        .filter(|c| {
+            !records
+                .iter()
+                .any(|r| r.kind == "tool" && r.call_id.as_deref() == Some(&c.id))
+        })
+        .count()
+}
+
+/// Stored messages → what the model sees (see [`Agent::context`]).
+pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
+    let mut out = Vec::new();
+    for (r, _) in context_units(records) {
+        match r.kind.as_str() {
+            "summary" => out.push(context::summary_message(&r.content)),
+            "user" => out.push(Message::User(r.content.clone())),
+            "assistant" => {
+                let calls = parse_calls(r.tool_calls.as_deref());
+                let missing: Vec<ToolCall> = calls
+                    .iter()
+                    .filter(|c| {
+                        !records
+                            .iter()
+                            .any(|t| t.kind == "tool" && t.call_id.as_deref() == Some(&c.id))
+                    })
+                    .cloned()
+                    .collect();
+                out.push(Message::Assistant {
+                    text: r.content.clone(),
+                    tool_calls: calls,
+                });
+                for c in missing {
+                    out.push(Message::ToolResult {
+                        call_id: c.id,
+                        name: c.name,
+                        content: "no result: the run ended before this call finished".into(),
+                        is_error: true,
+                    });
+                }
+            }
+            "tool" => out.push(Message::ToolResult {
+                call_id: r.call_id.clone().unwrap_or_default(),
+                name: r.name.clone().unwrap_or_default(),
+                content: r.content.clone(),
+                is_error: r.is_error,
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn calls_to_json(calls: &[ToolCall]) -> String {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn parse_calls(json: Option<&str>) -> Vec<ToolCall> {
+    let Some(Value::Array(items)) = json.and_then(|j| serde_json::from_str(j).ok()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|c| ToolCall {
+            id: c["id"].as_str().unwrap_or_default().to_string(),
+            name: c["name"].as_str().unwrap_or_default().to_string(),
+            arguments: c["arguments"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// A model's argument text → a JSON object, or an error the model can act
+/// on.
+fn parse_arguments(text: &str) -> Result<Value, String> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(other) => Err(format!(
+            "the arguments must be a JSON object matching the tool's schema, got {}; call the tool again with an object",
+            crate::host::json_type(&other)
+        )),
+        Err(e) => Err(format!(
+            "the arguments are not valid JSON ({e}); call the tool again with a JSON object matching its schema"
+        )),
+    }
+}
+
+fn cap(mut s: String) -> String {
+    if s.len() > MAX_RESULT_BYTES {
+        let mut end = MAX_RESULT_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = s.len() - end;
+        s.truncate(end);
+        s.push_str(&format!("\n[… {cut} more bytes cut]"));
+    }
+    s
+}
+
+/// The first line of a result, short.
+fn summary(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(80).collect();
+    if out.len() < line.len() || s.lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Answers the gate's `ask` for one tool call of a run: stores an approval
+/// request, parks the run in `waiting_permission`, and waits for an answer
+/// (or the timeout, or the run's cancellation — both a no).
+struct CallApprover {
+    agent: std::sync::Weak<Inner>,
+    run_id: String,
+    arguments: String,
+    ctl: Arc<RunControl>,
+}
+
+impl Approver for CallApprover {
+    fn approve(&self, request: &ApprovalRequest) -> bool {
+        let Some(inner) = self.agent.upgrade() else {
+            return false;
+        };
+        let agent = Agent(inner);
+        let store = agent.0.kernel.store();
+        let record = match store.create_approval(&NewApproval {
+            run_id: &self.run_id,
+            skill: &request.skill,
+            tool: &request.tool,
+            capability: request.capability.name(),
+            target: &request.target,
+            rule: &request.rule,
+            arguments: &self.arguments,
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store an approval request");
+                return false;
+            }
+        };
+        let waiter = Arc::new(Waiter::default());
+        lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
+        {
+            let _s = lock(&self.ctl.state_lock);
+            if self.ctl.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
+                agent.transition(&self.run_id, RunState::WaitingPermission, Some(&record.id));
+                self.ctl.emit(RunEvent::State(RunState::WaitingPermission));
+            }
+        }
+        self.ctl.emit(RunEvent::Approval(record.clone()));
+        let _ = agent.0.approvals.send(record.clone());
+        let until = Instant::now() + agent.0.config.approval_timeout;
+        let mut answer = lock(&waiter.answer);
+        let decided = loop {
+            if let Some(a) = *answer {
+                break Some(a);
+            }
+            if self.ctl.cancelled.load(Ordering::Relaxed) {
+                break Some(false);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            answer = waiter
+                .ready
+                .wait_timeout(answer, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        drop(answer);
+        let approved = match decided {
+            Some(a) => a,
+            // Timed out: expire it — unless an answer landed just now.
+            None => match store.expire_approval(&record.id) {
+                Ok(true) | Err(_) => false,
+                Ok(false) => store
+                    .approval(&record.id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.state == "approved"),
+            },
+        };
+        if self.ctl.cancelled.load(Ordering::Relaxed) {
+            let _ = store.expire_approval(&record.id);
+        }
+        lock(&agent.0.waiters).remove(&record.id);
+        {
+            let _s = lock(&self.ctl.state_lock);
+            if self.ctl.waiting.fetch_sub(1, Ordering::SeqCst) == 1
+                && !self.ctl.cancelled.load(Ordering::Relaxed)
+            {
+                agent.transition(&self.run_id, RunState::Running, None);
+                self.ctl.emit(RunEvent::State(RunState::Running));
+            }
+        }
+        approved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: i64, kind: &str, content: &str) -> MessageRecord {
+        MessageRecord {
+            id,
+            session_id: "s".into(),
+            run_id: None,
+            kind: kind.into(),
+            content: content.into(),
+            tool_calls: None,
+            call_id: None,
+            name: None,
+            is_error: false,
+            elapsed_ms: None,
+            covers_to: None,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_call_without_a_result_gets_one_and_summaries_replace_what_they_cover() {
+        let mut asst = rec(2, "assistant", "");
+        asst.tool_calls = Some(r#"[{"id":"c1","name":"a__b","arguments":"{}"},{"id":"c2","name":"a__b","arguments":"{}"}]"#.into());
+        let mut result = rec(3, "tool", "ok");
+        result.call_id = Some("c1".into());
+        let records = vec![rec(1, "user", "hi"), asst, result, rec(4, "user", "next")];
+        let ctx = context_from_records(&records);
+        assert_eq!(ctx.len(), 5, "{ctx:?}");
+        assert!(
+            matches!(&ctx[2], Message::ToolResult { call_id, is_error: true, .. } if call_id == "c2")
+        );
+        assert!(
+            matches!(&ctx[3], Message::ToolResult { call_id, is_error: false, .. } if call_id == "c1")
+        );
+        // A summary covering the first three stored messages (four context
+        // messages, counting the synthetic result).
+        assert_eq!(covered_id(&records, 4), Some(3));
+        assert_eq!(covered_id(&records, 2), None, "inside the synthetic result");
+        let mut s = rec(5, "summary", "they said hi");
+        s.covers_to = Some(3);
+        let mut with_summary = records.clone();
+        with_summary.push(s);
+        let ctx = context_from_records(&with_summary);
+        assert_eq!(ctx.len(), 2);
+        assert!(matches!(&ctx[0], Message::User(t) if t.contains("they said hi")));
+        assert_eq!(ctx[1], Message::User("next".into()));
+    }
+
+    #[test]
+    fn malformed_arguments_become_a_correctable_error() {
+        assert_eq!(parse_arguments("").unwrap(), serde_json::json!({}));
+        assert!(
+            parse_arguments("{\"a\":")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse_arguments("[1]")
+                .unwrap_err()
+                .contains("must be a JSON object")
+        );
+        assert_eq!(parse_arguments("{\"a\":1}").unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn long_results_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(MAX_RESULT_BYTES);
+        let c = cap(s);
+        assert!(c.len() < MAX_RESULT_BYTES + 64);
+        assert!(c.ends_with("more bytes cut]"));
+        assert_eq!(summary("one\ntwo"), "one…");
+        assert_eq!(summary("short"), "short");
+    }
+}

@@ -1,0 +1,309 @@
+//! Talking to the agent from a terminal: the console's plain lines and
+//! `keel ask`. Streams the answer as it arrives, shows tool calls as they
+//! happen, asks the person about approvals, and turns Ctrl-C into a
+//! cancellation of the run in flight.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::agent::{Agent, RunEvent, RunOutcome};
+use crate::store::{ApprovalAnswer, ApprovalRecord, MessageRecord};
+
+/// Where a conversation's output goes: the answer, and everything else
+/// (tool calls, approvals, states). `keel ask` sends the second to stderr
+/// so stdout is the answer alone.
+pub struct Sinks<'a> {
+    pub answer: &'a mut dyn Write,
+    pub notes: &'a mut dyn Write,
+}
+
+/// Reads a person's answer to an approval; `None` means nobody can answer
+/// here (the request is then declined at once rather than left to time out).
+pub type AskPerson<'a> = &'a mut dyn FnMut(&ApprovalRecord) -> Option<String>;
+
+/// The run in flight, for the Ctrl-C handler.
+pub type CurrentRun = Arc<Mutex<Option<String>>>;
+
+/// Cancels the current run on Ctrl-C; with no run in flight, Ctrl-C ends
+/// the process as usual (exit status 130).
+pub fn install_ctrl_c(rt: &tokio::runtime::Runtime, agent: &Agent, current: &CurrentRun) {
+    let agent = agent.clone();
+    let current = current.clone();
+    rt.spawn(async move {
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            let run = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match run {
+                Some(run) if agent.cancel(&run) => {}
+                _ => std::process::exit(130),
+            }
+        }
+    });
+}
+
+/// Sends one message and follows its run to the end.
+pub fn converse(
+    agent: &Agent,
+    rt: &tokio::runtime::Runtime,
+    session: &str,
+    text: &str,
+    current: &CurrentRun,
+    sinks: Sinks<'_>,
+    ask: AskPerson<'_>,
+) -> Result<RunOutcome, crate::agent::AgentError> {
+    let _enter = rt.enter();
+    let handle = agent.submit(session, text)?;
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.run_id.clone());
+    let Sinks { answer, notes } = sinks;
+    let mut mid_line = false;
+    let mut events = handle.events;
+    let outcome = loop {
+        let Some(event) = rt.block_on(events.recv()) else {
+            break RunOutcome::load(agent.kernel().store(), &handle.run_id)?;
+        };
+        match event {
+            RunEvent::Text(t) => {
+                let _ = answer.write_all(t.as_bytes());
+                let _ = answer.flush();
+                mid_line = !t.ends_with('\n');
+            }
+            RunEvent::ToolStarted {
+                name, arguments, ..
+            } => {
+                if mid_line {
+                    let _ = writeln!(answer);
+                    let _ = answer.flush();
+                    mid_line = false;
+                }
+                let _ = writeln!(notes, "[tool] {name} {}", one_line(&arguments, 120));
+            }
+            RunEvent::ToolFinished {
+                name,
+                ok,
+                summary,
+                elapsed,
+                ..
+            } => {
+                let _ = writeln!(
+                    notes,
+                    "[tool] {name} {} ({}): {summary}",
+                    if ok { "ok" } else { "failed" },
+                    format_elapsed(elapsed)
+                );
+            }
+            RunEvent::Approval(rec) => {
+                if mid_line {
+                    let _ = writeln!(answer);
+                    mid_line = false;
+                }
+                let _ = writeln!(
+                    notes,
+                    "[approval {}] {} wants `{}` on `{}` (tool {} with {})",
+                    rec.id,
+                    rec.skill,
+                    rec.capability,
+                    rec.target,
+                    rec.tool,
+                    one_line(&rec.arguments, 120)
+                );
+                let _ = notes.flush();
+                answer_approval(agent, &rec, notes, ask);
+            }
+            RunEvent::Compacted { messages } => {
+                let _ = writeln!(
+                    notes,
+                    "[context] {messages} older messages were summarised to fit the model's context window"
+                );
+            }
+            RunEvent::State(_) => {}
+            RunEvent::Finished(outcome) => break outcome,
+        }
+        let _ = notes.flush();
+    };
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    if mid_line {
+        let _ = writeln!(answer);
+    }
+    let _ = answer.flush();
+    Ok(outcome)
+}
+
+fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, ask: AskPerson<'_>) {
+    loop {
+        let _ = write!(notes, "allow? [y]es / [n]o / [a]lways: ");
+        let _ = notes.flush();
+        let Some(line) = ask(rec) else {
+            let _ = writeln!(
+                notes,
+                "\nnobody can answer here, so no; to allow it without asking: keel grant {} {}",
+                rec.skill, rec.rule
+            );
+            let _ = agent.answer(&rec.id, ApprovalAnswer::No);
+            return;
+        };
+        let Some(answer) = ApprovalAnswer::parse(&line) else {
+            let _ = writeln!(notes, "please answer y, n or always");
+            continue;
+        };
+        match agent.answer(&rec.id, answer) {
+            Ok(r) if r.answer.as_deref() == Some("always") => {
+                let _ = writeln!(notes, "granted {} {} for good", rec.skill, rec.rule);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = writeln!(notes, "{e}");
+            }
+        }
+        return;
+    }
+}
+
+/// `12 ms`, `1.4 s`.
+pub fn format_elapsed(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// Text on one line, cut to `max` characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > max {
+        let mut cut: String = flat.chars().take(max).collect();
+        cut.push('…');
+        cut
+    } else {
+        flat
+    }
+}
+
+/// A session's transcript for `/history`: who said what, tool calls with
+/// their results, and where older turns were compacted.
+pub fn format_history(records: &[MessageRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let line = match r.kind.as_str() {
+            "user" => format!("you: {}", r.content),
+            "assistant" => {
+                let mut s = String::new();
+                if !r.content.is_empty() {
+                    s.push_str(&format!("keel: {}", r.content));
+                }
+                if let Some(calls) = r
+                    .tool_calls
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+                    && let Some(calls) = calls.as_array()
+                {
+                    for c in calls {
+                        if !s.is_empty() {
+                            s.push('\n');
+                        }
+                        s.push_str(&format!(
+                            "[tool call] {} {}",
+                            c["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .replacen("__", ".", 1),
+                            one_line(c["arguments"].as_str().unwrap_or_default(), 120)
+                        ));
+                    }
+                }
+                s
+            }
+            "tool" => format!(
+                "[tool {}] {}{}",
+                if r.is_error { "error" } else { "result" },
+                r.name.as_deref().unwrap_or(""),
+                format!(": {}", one_line(&r.content, 120))
+            ),
+            "summary" => format!(
+                "── compacted here: the messages above were summarised for the model ──\n[summary] {}",
+                one_line(&r.content, 400)
+            ),
+            other => format!("[{other}] {}", r.content),
+        };
+        if !line.is_empty() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no messages yet\n");
+    }
+    out
+}
+
+/// Local model servers keel knows how to find, and what they serve.
+pub fn probe_local_models() -> Vec<(String, String, Vec<String>)> {
+    let mut found = Vec::new();
+    for (what, port) in [("Ollama", 11434u16), ("llama.cpp", 8080)] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            continue;
+        }
+        let base = format!("http://127.0.0.1:{port}/v1");
+        let models = list_models(addr).unwrap_or_default();
+        found.push((what.to_string(), base, models));
+    }
+    found
+}
+
+/// `GET /v1/models` with a plain socket: a short, best-effort look.
+fn list_models(addr: std::net::SocketAddr) -> Option<Vec<String>> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    s.take(1 << 20).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(
+        v["data"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// What to print when no model is configured.
+pub fn no_model_text() -> String {
+    let mut s = format!("keel: {}\n", crate::agent::NO_MODEL_HELP);
+    for (what, base, models) in probe_local_models() {
+        let model = models.first().map_or("MODEL", String::as_str);
+        s.push_str(&format!(
+            "found {what} at {base}{}: start keel with OPENAI_BASE_URL={base} OPENAI_MODEL={model}\n",
+            if models.is_empty() {
+                String::new()
+            } else {
+                format!(" (models: {})", models.join(", "))
+            }
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_flattens_and_cuts() {
+        assert_eq!(one_line("a\nb", 10), "a b");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+        assert_eq!(format_elapsed(Duration::from_millis(12)), "12 ms");
+        assert_eq!(format_elapsed(Duration::from_millis(1400)), "1.4 s");
+    }
+}

@@ -1,0 +1,312 @@
+//! Approval requests: a run parked on an `ask` decision, waiting for a
+//! person. Stored so that any front end (console, HTTP gateway, chat
+//! adapter) can list and answer them; answering is idempotent.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, now_ms};
+
+/// A stored approval request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub run_id: String,
+    pub skill: String,
+    pub tool: String,
+    pub capability: String,
+    pub target: String,
+    /// The rule `always` grants.
+    pub rule: String,
+    /// The tool call's arguments, as JSON text.
+    pub arguments: String,
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub state: String,
+    /// `yes`, `no` or `always`, once answered.
+    pub answer: Option<String>,
+    pub created_ms: i64,
+    pub answered_ms: Option<i64>,
+}
+
+/// A new approval request.
+#[derive(Debug, Clone)]
+pub struct NewApproval<'a> {
+    pub run_id: &'a str,
+    pub skill: &'a str,
+    pub tool: &'a str,
+    pub capability: &'a str,
+    pub target: &'a str,
+    pub rule: &'a str,
+    pub arguments: &'a str,
+}
+
+/// A person's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalAnswer {
+    Yes,
+    No,
+    /// Yes, and grant the rule for good.
+    Always,
+}
+
+impl ApprovalAnswer {
+    /// `y`/`yes`, `n`/`no`, `a`/`always` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => Some(Self::Yes),
+            "n" | "no" => Some(Self::No),
+            "a" | "always" => Some(Self::Always),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Yes => "yes",
+            Self::No => "no",
+            Self::Always => "always",
+        }
+    }
+
+    pub fn approves(self) -> bool {
+        !matches!(self, Self::No)
+    }
+}
+
+/// Why an answer was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    #[error("no approval request `{0}`")]
+    NoApproval(String),
+    #[error("approval request `{id}` was already answered `{answer}`")]
+    AlreadyAnswered { id: String, answer: String },
+    #[error("approval request `{0}` expired (nobody answered in time, which counts as no)")]
+    Expired(String),
+}
+
+const COLUMNS: &str = "id, run_id, skill, tool, capability, target, rule, arguments, state, answer, created_ms, answered_ms";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
+    Ok(ApprovalRecord {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        skill: r.get(2)?,
+        tool: r.get(3)?,
+        capability: r.get(4)?,
+        target: r.get(5)?,
+        rule: r.get(6)?,
+        arguments: r.get(7)?,
+        state: r.get(8)?,
+        answer: r.get(9)?,
+        created_ms: r.get(10)?,
+        answered_ms: r.get(11)?,
+    })
+}
+
+impl Store {
+    pub fn create_approval(&self, a: &NewApproval<'_>) -> Result<ApprovalRecord, StoreError> {
+        let now = now_ms();
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "INSERT INTO approvals (id, run_id, skill, tool, capability, target, rule,
+                        arguments, state, created_ms)
+                     VALUES ('a_' || lower(hex(randomblob(6))), ?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                        'pending', ?8)
+                     RETURNING {COLUMNS}"
+                ),
+                params![
+                    a.run_id,
+                    a.skill,
+                    a.tool,
+                    a.capability,
+                    a.target,
+                    a.rule,
+                    a.arguments,
+                    now
+                ],
+                row,
+            )
+        })
+    }
+
+    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+                params![id],
+                row,
+            )
+            .optional()
+        })
+    }
+
+    /// Approval requests, oldest first: only pending ones, or all.
+    pub fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE ?1 = 0 OR state = 'pending'
+                 ORDER BY created_ms, rowid"
+            ))?;
+            let rows = st.query_map(params![pending_only], row)?;
+            rows.collect()
+        })
+    }
+
+    /// Answers a pending request; `always` also stores the grant, in the
+    /// same transaction. Answering again with the same answer changes
+    /// nothing and succeeds (`Ok((record, false))`); a different answer to
+    /// an answered request is refused.
+    pub fn answer_approval(
+        &self,
+        id: &str,
+        answer: ApprovalAnswer,
+    ) -> Result<Result<(ApprovalRecord, bool), AnswerError>, StoreError> {
+        let now = now_ms();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let found = tx
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+                    params![id],
+                    row,
+                )
+                .optional()?;
+            let Some(mut rec) = found else {
+                return Ok(Err(AnswerError::NoApproval(id.to_string())));
+            };
+            match rec.state.as_str() {
+                "pending" => {}
+                "expired" => return Ok(Err(AnswerError::Expired(id.to_string()))),
+                _ => {
+                    let given = rec.answer.clone().unwrap_or_default();
+                    return Ok(if given == answer.name() {
+                        Ok((rec, false))
+                    } else {
+                        Err(AnswerError::AlreadyAnswered {
+                            id: id.to_string(),
+                            answer: given,
+                        })
+                    });
+                }
+            }
+            let state = if answer.approves() {
+                "approved"
+            } else {
+                "denied"
+            };
+            tx.execute(
+                "UPDATE approvals SET state = ?2, answer = ?3, answered_ms = ?4 WHERE id = ?1",
+                params![id, state, answer.name(), now],
+            )?;
+            if answer == ApprovalAnswer::Always {
+                tx.execute(
+                    "INSERT OR IGNORE INTO grants (skill, capability, created_ms) VALUES (?1, ?2, ?3)",
+                    params![rec.skill, rec.rule, now],
+                )?;
+            }
+            tx.commit()?;
+            rec.state = state.to_string();
+            rec.answer = Some(answer.name().to_string());
+            rec.answered_ms = Some(now);
+            Ok(Ok((rec, true)))
+        })
+    }
+
+    /// Marks a still-pending request expired (nobody answered in time).
+    /// Returns whether it was pending.
+    pub fn expire_approval(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE approvals SET state = 'expired', answered_ms = ?2
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, now_ms()],
+            )?;
+            Ok(n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(s: &Store) -> ApprovalRecord {
+        let session = s.create_session("t").unwrap();
+        let run = s.create_run(&session.id).unwrap().unwrap();
+        s.create_approval(&NewApproval {
+            run_id: &run.id,
+            skill: "notes",
+            tool: "notes.fetch",
+            capability: "net.http",
+            target: "https://example.com/",
+            rule: "net.http:example.com",
+            arguments: "{}",
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn answers_are_idempotent_and_always_grants() {
+        let s = Store::in_memory().unwrap();
+        let a = request(&s);
+        assert_eq!(a.state, "pending");
+        assert_eq!(s.approvals(true).unwrap().len(), 1);
+        let (rec, changed) = s
+            .answer_approval(&a.id, ApprovalAnswer::Always)
+            .unwrap()
+            .unwrap();
+        assert!(changed);
+        assert_eq!(
+            (rec.state.as_str(), rec.answer.as_deref()),
+            ("approved", Some("always"))
+        );
+        assert_eq!(
+            s.grants(Some("notes")).unwrap()[0].capability,
+            "net.http:example.com"
+        );
+        // The same answer again: fine, nothing changes.
+        let (_, changed) = s
+            .answer_approval(&a.id, ApprovalAnswer::Always)
+            .unwrap()
+            .unwrap();
+        assert!(!changed);
+        // A different answer: refused.
+        assert_eq!(
+            s.answer_approval(&a.id, ApprovalAnswer::No).unwrap(),
+            Err(AnswerError::AlreadyAnswered {
+                id: a.id.clone(),
+                answer: "always".into()
+            })
+        );
+        assert!(s.approvals(true).unwrap().is_empty());
+        assert_eq!(
+            s.answer_approval("a_nope", ApprovalAnswer::Yes).unwrap(),
+            Err(AnswerError::NoApproval("a_nope".into()))
+        );
+    }
+
+    #[test]
+    fn an_expired_request_cannot_be_answered_later() {
+        let s = Store::in_memory().unwrap();
+        let a = request(&s);
+        assert!(s.expire_approval(&a.id).unwrap());
+        assert!(!s.expire_approval(&a.id).unwrap());
+        assert_eq!(
+            s.answer_approval(&a.id, ApprovalAnswer::Yes).unwrap(),
+            Err(AnswerError::Expired(a.id.clone()))
+        );
+        assert!(s.grants(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_parse_from_what_people_type() {
+        assert_eq!(ApprovalAnswer::parse(" Y "), Some(ApprovalAnswer::Yes));
+        assert_eq!(ApprovalAnswer::parse("no"), Some(ApprovalAnswer::No));
+        assert_eq!(
+            ApprovalAnswer::parse("always"),
+            Some(ApprovalAnswer::Always)
+        );
+        assert_eq!(ApprovalAnswer::parse("maybe"), None);
+    }
+}
