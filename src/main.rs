@@ -73,6 +73,29 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Send one message to the agent and print the answer as it streams.
+    Ask {
+        /// The message.
+        message: String,
+        /// Continue this session instead of starting a new one.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Print the run record (id, state, answer, tool calls, usage) as
+        /// JSON instead of streaming the answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sessions.
+    Sessions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a session's runs.
+    Runs {
+        session: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Skill scaffolding.
     Skill {
         #[command(subcommand)]
@@ -280,8 +303,116 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Ask {
+            message,
+            session,
+            json,
+        }) => ask(&kernel, &rt, &message, session.as_deref(), json),
+        Some(Command::Sessions { json }) => {
+            let list = kernel.store().sessions()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", keel::repl::format_sessions(&list, None));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Runs { session, json }) => {
+            if kernel.store().session(&session)?.is_none() {
+                bail!("no session `{session}` (see `keel sessions`)");
+            }
+            let list = kernel.store().runs(&session)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", keel::repl::format_runs(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `keel ask`: one run, streamed to stdout (tool calls and approvals on
+/// stderr); exit 0 when it is done, 1 when it failed, 130 when cancelled.
+fn ask(
+    kernel: &Kernel,
+    rt: &tokio::runtime::Runtime,
+    message: &str,
+    session: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    use keel::repl::chat;
+    use std::io::IsTerminal;
+    if message.trim().is_empty() {
+        bail!(
+            "the message is empty; write what you want, e.g. keel ask \"what is in this folder?\""
+        );
+    }
+    let agent = match keel::agent::Agent::new(kernel.clone()) {
+        Ok(a) => a,
+        Err(keel::agent::AgentError::NoModel) => {
+            eprint!("{}", chat::no_model_text());
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let session = match session {
+        Some(id) => {
+            if kernel.store().session(id)?.is_none() {
+                bail!("no session `{id}` (see `keel sessions`)");
+            }
+            id.to_string()
+        }
+        None => agent.new_session(&chat::one_line(message, 60))?.id,
+    };
+    let current = chat::CurrentRun::default();
+    chat::install_ctrl_c(rt, &agent, &current);
+    // A person at a terminal can answer approvals; otherwise they are
+    // declined at once (with how to grant) rather than left to time out.
+    let interactive = std::io::stdin().is_terminal();
+    let mut ask_person = |_: &keel::store::ApprovalRecord| {
+        if !interactive {
+            return None;
+        }
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line),
+            _ => None,
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let mut sink = std::io::sink();
+    let outcome = chat::converse(
+        &agent,
+        rt,
+        &session,
+        message,
+        &current,
+        chat::Sinks {
+            answer: if json { &mut sink } else { &mut stdout },
+            notes: &mut stderr,
+        },
+        &mut ask_person,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    }
+    Ok(match outcome.state.as_str() {
+        "done" => ExitCode::SUCCESS,
+        "cancelled" => {
+            eprintln!("keel: the run was cancelled");
+            ExitCode::from(130)
+        }
+        _ => {
+            eprintln!(
+                "keel: the run failed: {}",
+                outcome.reason.as_deref().unwrap_or("no reason recorded")
+            );
+            ExitCode::from(1)
+        }
+    })
 }
 
 /// Parses a grant, normalising it the way the gate will read it back.

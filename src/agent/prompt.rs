@@ -51,6 +51,15 @@ pub fn wire_name(tool: &str) -> String {
     tool.replacen('.', "__", 1)
 }
 
+/// `notes__add` → `notes.add` (a dotted name stays as it is), for display.
+pub fn tool_name(wire: &str) -> String {
+    if wire.contains('.') {
+        wire.to_string()
+    } else {
+        wire.replacen("__", ".", 1)
+    }
+}
+
 impl ToolMap {
     pub fn new(set: &SkillSet) -> Self {
         let mut map = Self::default();

@@ -138,7 +138,7 @@ impl RunOutcome {
                     for c in parse_calls(m.tool_calls.as_deref()) {
                         tool_calls.push(ToolCallOutcome {
                             id: c.id,
-                            name: c.name,
+                            name: super::prompt::tool_name(&c.name),
                             arguments: c.arguments,
                             result: None,
                             is_error: false,
