@@ -43,7 +43,7 @@ pub enum CapabilityKind {
     Kv,
     /// Call another tool.
     ToolsCall,
-    /// Ask the configured model (later issue).
+    /// Ask the configured model (`keel.llm.complete`).
     Llm,
     /// Long-term memory (later issue).
     Memory,

@@ -19,6 +19,7 @@ pub mod fs;
 pub mod http;
 pub mod json;
 pub mod kv;
+pub mod llm;
 pub mod log;
 pub mod time;
 pub mod tools;
@@ -91,13 +92,14 @@ impl HostFn {
 }
 
 /// Every namespace, in documentation order. The one list the engines bind.
-pub fn namespaces() -> [(&'static str, &'static [HostFn]); 9] {
+pub fn namespaces() -> [(&'static str, &'static [HostFn]); 10] {
     [
         ("fs", fs::FUNCTIONS),
         ("http", http::FUNCTIONS),
         ("exec", exec::FUNCTIONS),
         ("env", env::FUNCTIONS),
         ("kv", kv::FUNCTIONS),
+        ("llm", llm::FUNCTIONS),
         ("json", json::FUNCTIONS),
         ("time", time::FUNCTIONS),
         ("log", log::FUNCTIONS),

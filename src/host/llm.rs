@@ -1,0 +1,157 @@
+//! `keel.llm`: ask the configured model a question.
+//!
+//! Goes through the same fallback chain as the agent, and records the
+//! tokens used against the skill (and the run, when a run called the tool).
+//! The call waits for the whole answer; it counts against the tool's
+//! deadline (`limits.timeout_ms`, raise it for skills that ask long
+//! questions) and stops when the run it belongs to is cancelled.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Args, CallCtx, HostError, HostFn, opt, p};
+use crate::capability::{CapabilityKind, Target};
+use crate::llm::{Message, Request};
+
+pub const FUNCTIONS: &[HostFn] = &[HostFn {
+    namespace: "llm",
+    name: "complete",
+    params: &[
+        p("prompt", "string | { {role: string, content: string} }"),
+        opt(
+            "options",
+            "{system: string?, max_tokens: number?, temperature: number?}",
+        ),
+    ],
+    returns: "{text: string, model: string, usage: {input_tokens: number, output_tokens: number}}",
+    capability: Some(CapabilityKind::Llm),
+    doc: "Asks the configured model (with its fallback chain) and returns the answer. `prompt` is a question, or a list of `{role = \"user\"|\"assistant\", content = ...}` messages; options set a system prompt, `max_tokens` (default 1024) and `temperature`. Tokens used are recorded for the skill.",
+    luau_example: r#"local r = keel.llm.complete("Summarise: " .. text, { max_tokens = 200 })
+return r.text"#,
+    rhai_example: r#"let r = keel::llm::complete("Summarise: " + text, #{ max_tokens: 200 });
+r.text"#,
+    call: complete,
+}];
+
+fn messages(prompt: &Value) -> Result<Vec<Message>, HostError> {
+    let bad = || {
+        HostError::BadArgument(
+            "argument 1 must be a string or a list of {role, content} messages".into(),
+        )
+    };
+    match prompt {
+        Value::String(s) if !s.trim().is_empty() => Ok(vec![Message::User(s.clone())]),
+        Value::String(_) => Err(HostError::BadArgument(
+            "argument 1 is empty; ask the model something".into(),
+        )),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let content = m["content"].as_str().ok_or_else(bad)?.to_string();
+                match m["role"].as_str() {
+                    Some("user") => Ok(Message::User(content)),
+                    Some("assistant") => Ok(Message::Assistant {
+                        text: content,
+                        tool_calls: Vec::new(),
+                    }),
+                    other => Err(HostError::BadArgument(format!(
+                        "message {}: role must be \"user\" or \"assistant\", got {other:?}",
+                        i + 1
+                    ))),
+                }
+            })
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
+    let mut msgs = messages(&args.any(0))?;
+    let options = args.opt_object(1)?;
+    let opt = |k: &str| options.and_then(|o| o.get(k)).filter(|v| !v.is_null());
+    let limit = ctx.kernel.config().agent.max_output_tokens;
+    let max_tokens = match opt("max_tokens") {
+        None => 1024.min(limit),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX).min(limit),
+            _ => {
+                return Err(HostError::BadArgument(
+                    "options.max_tokens must be a whole number of at least 1".into(),
+                ));
+            }
+        },
+    };
+    let temperature = match opt("temperature") {
+        None => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|t| (0.0..=2.0).contains(t))
+                .ok_or_else(|| {
+                    HostError::BadArgument(
+                        "options.temperature must be a number from 0 to 2".into(),
+                    )
+                })? as f32,
+        ),
+    };
+    if let Some(system) = opt("system") {
+        let s = system
+            .as_str()
+            .ok_or_else(|| HostError::BadArgument("options.system must be a string".into()))?;
+        msgs.insert(0, Message::System(s.to_string()));
+    }
+    ctx.check(CapabilityKind::Llm, Target::None)?;
+    let Some(chain) = ctx.kernel.models() else {
+        return Err(HostError::Failed(format!(
+            "llm.complete: {}",
+            crate::agent::NO_MODEL_HELP
+        )));
+    };
+    let req = Request {
+        model: String::new(),
+        messages: msgs,
+        tools: Vec::new(),
+        max_tokens,
+        temperature,
+    };
+    let left = ctx.remaining()?;
+    let cancelled = || ctx.cancelled();
+    let result = ctx.kernel.runtime().block_on(async {
+        let mut ignore = |_| {};
+        let ask = chain.complete(&req, &mut ignore);
+        let watch_cancel = async {
+            while !cancelled() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            r = ask => Some(r),
+            _ = watch_cancel => None,
+            _ = tokio::time::sleep(left) => None,
+        }
+    });
+    let (completion, model) = match result {
+        None => return Err(HostError::Deadline),
+        Some(Err(e)) => return Err(HostError::Failed(format!("llm.complete: {e}"))),
+        Some(Ok(c)) => c,
+    };
+    let run = ctx.run.as_ref().map(|r| r.run_id.as_str());
+    if let Err(e) = ctx.kernel.store().record_usage(
+        run,
+        Some(&ctx.skill.name),
+        &model,
+        completion.usage.input_tokens,
+        completion.usage.output_tokens,
+    ) {
+        tracing::warn!(skill = %ctx.skill.name, error = %e, "could not record token usage");
+    }
+    Ok(json!({
+        "text": completion.text,
+        "model": model,
+        "usage": {
+            "input_tokens": completion.usage.input_tokens,
+            "output_tokens": completion.usage.output_tokens,
+        },
+    }))
+}
