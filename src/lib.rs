@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`agent`] — sessions and runs: the run state machine (the model/tool
-//!   loop is being built on it).
+//! - [`agent`] — the agent: the model/tool loop over the kernel's tools,
+//!   lanes per session, cancellation, approvals, the context guard, the run
+//!   state machine and crash recovery.
 //! - [`kernel`] — the [`Kernel`](kernel::Kernel): owns the store, the gate,
 //!   the skill set and the event bus; tool calls and reloads start here.
 //! - [`capability`] — capability names and scopes, policy (deny > ask >
@@ -16,9 +17,11 @@
 //! - [`tool`] — tool names, argument validation, call errors.
 //! - [`llm`] — model providers (OpenAI-compatible, Anthropic) over SSE with
 //!   tool calling, and fallback chains with retries and cooldowns.
-//! - [`store`] — SQLite: grants, audit log, key-value data.
+//! - [`store`] — SQLite: grants, audit log, key-value data, sessions, runs,
+//!   the transcript, approvals, token usage.
 //! - [`config`] — `keel.toml`.
-//! - [`repl`] — the console.
+//! - [`repl`] — the console and the terminal side of talking to the agent
+//!   (also used by `keel ask`).
 //! - [`docs`] — the host API reference and editor definitions, generated
 //!   from the host declarations.
 //!
