@@ -371,15 +371,11 @@ fn ask(
     // A person at a terminal can answer approvals; otherwise they are
     // declined at once (with how to grant) rather than left to time out.
     let interactive = std::io::stdin().is_terminal();
-    let mut ask_person = |_: &keel::store::ApprovalRecord| {
+    let mut ask_person = |_: &keel::store::ApprovalRecord, wanted: &dyn Fn() -> bool| {
         if !interactive {
             return None;
         }
-        let mut line = String::new();
-        match std::io::stdin().read_line(&mut line) {
-            Ok(n) if n > 0 => Some(line),
-            _ => None,
-        }
+        chat::read_terminal_line(wanted)
     };
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();

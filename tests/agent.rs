@@ -3,10 +3,16 @@
 
 mod common;
 
-use common::model::{FakeModel, Reply, Wire};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::model::{FakeModel, Reply, ToolCallSpec, Wire};
 use common::{Ws, runtime};
-use keel::agent::{Agent, RunEvent};
-use serde_json::json;
+use keel::Kernel;
+use keel::agent::owner::Owner;
+use keel::agent::{Agent, AgentError, RunEvent, RunHandle, RunOutcome, RunState};
+use keel::store::{AnswerError, ApprovalAnswer, ApprovalRecord, INTERRUPTED, Store};
+use serde_json::{Value, json};
 
 const NOTES: &str = r#"
 [skill]
@@ -125,4 +131,936 @@ fn a_multi_round_tool_conversation_over_openai() {
 #[test]
 fn a_multi_round_tool_conversation_over_anthropic() {
     multi_round(Wire::Anthropic);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the tests below.
+// ---------------------------------------------------------------------------
+
+/// The longest any run in these tests may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A kernel and an agent over a workspace, with the runtime they run on.
+/// Fields drop in order: the agent and kernel before their runtime, the
+/// workspace (the temp dir) last.
+struct Harness {
+    agent: Agent,
+    kernel: Kernel,
+    rt: tokio::runtime::Runtime,
+    ws: Ws,
+}
+
+impl Harness {
+    fn new(ws: Ws) -> Self {
+        let rt = runtime();
+        let kernel = ws.kernel(&rt);
+        let agent = Agent::new(kernel.clone()).expect("agent");
+        Self {
+            agent,
+            kernel,
+            rt,
+            ws,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.kernel.store()
+    }
+
+    fn session(&self) -> String {
+        self.agent.new_session("t").unwrap().id
+    }
+
+    fn submit(&self, session: &str, text: &str) -> RunHandle {
+        let _g = self.rt.enter();
+        self.agent.submit(session, text).unwrap()
+    }
+
+    /// Waits (at most [`WAIT`]) for a run's end, passing every event on.
+    fn wait(&self, handle: RunHandle, on_event: impl FnMut(&RunEvent)) -> RunOutcome {
+        self.rt
+            .block_on(async { tokio::time::timeout(WAIT, handle.wait_with(on_event)).await })
+            .expect("the run did not finish in time")
+    }
+
+    fn ask(&self, session: &str, text: &str) -> RunOutcome {
+        self.wait(self.submit(session, text), |_| {})
+    }
+}
+
+/// `[models.NAME]` for a fake model.
+fn model_table(name: &str, model: &FakeModel) -> String {
+    let provider = match model.wire() {
+        Wire::OpenAi => "openai",
+        Wire::Anthropic => "anthropic",
+    };
+    format!(
+        "[models.{name}]\nprovider = \"{provider}\"\nbase_url = \"{}\"\nmodel = \"fake-{name}\"\n",
+        model.base_url()
+    )
+}
+
+/// A skill that writes files under `./out`.
+const WRITER: &str = r#"
+[skill]
+name = "writer"
+version = "1.0.0"
+description = "Writes files"
+entry = "main.luau"
+[capabilities]
+"fs.write" = ["./out"]
+[[tools]]
+name = "save"
+description = "Save a file in ./out"
+parameters = { type = "object", properties = { name = { type = "string" }, text = { type = "string" } }, required = ["name", "text"] }
+"#;
+
+const WRITER_SRC: &str = r#"
+local M = {}
+function M.save(args)
+  keel.fs.write("./out/" .. args.name, args.text)
+  return "saved " .. args.name
+end
+return M
+"#;
+
+/// A workspace with the writer skill, an empty `out` folder, `model` as
+/// the only model, and `toml` (policy, agent settings) in keel.toml.
+fn writer_ws(model: &FakeModel, toml: &str) -> Ws {
+    Ws::new()
+        .skill("writer", WRITER, &[("main.luau", WRITER_SRC)])
+        .file("out/.keep", "")
+        .policy(&format!("{toml}\n{}", model_table("main", model)))
+}
+
+fn save_call(name: &str) -> Reply {
+    Reply::tool("writer__save", json!({"name": name, "text": "hello"}))
+}
+
+/// One entry of a request's conversation, the same for both wires.
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    System(String),
+    User(String),
+    Assistant(String),
+    Call(String),
+    Result { id: String, content: String },
+}
+
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// The conversation a recorded request carried, in order.
+fn items(body: &Value) -> Vec<Item> {
+    let mut out = Vec::new();
+    if let Some(s) = body["system"].as_str() {
+        out.push(Item::System(s.to_string()));
+    }
+    for m in body["messages"].as_array().into_iter().flatten() {
+        let role = m["role"].as_str().unwrap_or_default();
+        let said = |text: String| match role {
+            "system" => Item::System(text),
+            "user" => Item::User(text),
+            _ => Item::Assistant(text),
+        };
+        match &m["content"] {
+            Value::Array(blocks) => {
+                for b in blocks {
+                    match b["type"].as_str() {
+                        Some("text") => out.push(said(text_of(&b["text"]))),
+                        Some("tool_use") => out.push(Item::Call(text_of(&b["id"]))),
+                        Some("tool_result") => out.push(Item::Result {
+                            id: text_of(&b["tool_use_id"]),
+                            content: text_of(&b["content"]),
+                        }),
+                        _ => {}
+                    }
+                }
+            }
+            content if role == "tool" => out.push(Item::Result {
+                id: text_of(&m["tool_call_id"]),
+                content: text_of(content),
+            }),
+            Value::String(s) => out.push(said(s.clone())),
+            _ => out.push(said(String::new())),
+        }
+        for c in m["tool_calls"].as_array().into_iter().flatten() {
+            out.push(Item::Call(text_of(&c["id"])));
+        }
+    }
+    out
+}
+
+/// Asserts that every tool result in a request follows its call, and that
+/// every call has its results before the conversation moves on.
+fn assert_pairs(body: &Value) {
+    let mut pending: Vec<String> = Vec::new();
+    for item in items(body) {
+        match item {
+            Item::Call(id) => pending.push(id),
+            Item::Result { id, .. } => {
+                let at = pending.iter().position(|p| *p == id);
+                assert!(at.is_some(), "result {id} without its call before it: {body}");
+                pending.retain(|p| *p != id);
+            }
+            other => assert!(
+                pending.is_empty(),
+                "{other:?} comes before the results of {pending:?}: {body}"
+            ),
+        }
+    }
+    assert!(pending.is_empty(), "calls {pending:?} have no result: {body}");
+}
+
+fn is_summary_request(body: &Value) -> bool {
+    matches!(items(body).first(), Some(Item::System(s)) if s.starts_with("You summarize the earlier part"))
+}
+
+/// The results of the tool calls a request carried.
+fn results(body: &Value) -> Vec<String> {
+    items(body)
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Result { content, .. } => Some(content),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The capability gate inside a run.
+// ---------------------------------------------------------------------------
+
+/// A tool whose effect the policy denies fails as a tool call, not as the
+/// run: the model gets an error result naming the denial, the run ends
+/// `done`, and nothing is written.
+#[test]
+fn a_denied_effect_is_an_error_result_and_the_run_goes_on() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![save_call("a.txt"), Reply::text("I could not save it.")],
+    );
+    let h = Harness::new(writer_ws(&model, "[policy]\ndeny = [\"fs.write:./out\"]\n"));
+    let outcome = h.ask(&h.session(), "save a file");
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(outcome.answer, "I could not save it.");
+    assert!(outcome.tool_calls[0].is_error, "{outcome:?}");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 2);
+    let given = results(&reqs[1].body);
+    assert_eq!(given.len(), 1);
+    assert!(
+        given[0].contains("denied for skill `writer`")
+            && given[0].contains("policy deny `fs.write:./out`"),
+        "{given:?}"
+    );
+    assert!(!h.ws.path("out/a.txt").exists(), "the denied write happened");
+}
+
+// ---------------------------------------------------------------------------
+// Approvals.
+// ---------------------------------------------------------------------------
+
+const ASK_WRITES: &str = "[policy]\nask = [\"fs.write:./out\"]\n";
+
+/// Runs `save a file` and answers the approval it asks for with `answer`
+/// from another thread, as a front end would. Returns the outcome, the
+/// approval records the run announced, and each answer's result.
+fn answered_run(
+    h: &Harness,
+    session: &str,
+    answers: Vec<ApprovalAnswer>,
+) -> (
+    RunOutcome,
+    Vec<ApprovalRecord>,
+    Vec<Result<ApprovalRecord, String>>,
+) {
+    let handle = h.submit(session, "save a file");
+    let mut asked = Vec::new();
+    let mut answering = Vec::new();
+    let outcome = h.wait(handle, |e| {
+        if let RunEvent::Approval(record) = e {
+            asked.push(record.clone());
+            let (agent, id, answers) = (h.agent.clone(), record.id.clone(), answers.clone());
+            answering.push(std::thread::spawn(move || {
+                answers
+                    .into_iter()
+                    .map(|a| agent.answer(&id, a).map_err(|e| e.to_string()))
+                    .collect::<Vec<_>>()
+            }));
+        }
+    });
+    let answered = answering
+        .into_iter()
+        .flat_map(|t| t.join().expect("answering thread"))
+        .collect();
+    (outcome, asked, answered)
+}
+
+fn history(h: &Harness, run_id: &str) -> Vec<String> {
+    h.store()
+        .run_history(run_id)
+        .unwrap()
+        .into_iter()
+        .map(|(state, _)| state)
+        .collect()
+}
+
+/// A yes from another thread lets the effect happen; the run's stored
+/// history shows it parked in `waiting_permission` and coming back.
+#[test]
+fn an_approved_effect_happens_and_the_run_waited_for_it() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![save_call("a.txt"), Reply::text("Saved.")]);
+    let h = Harness::new(writer_ws(&model, ASK_WRITES));
+    let (outcome, asked, answered) =
+        answered_run(&h, &h.session(), vec![ApprovalAnswer::Yes]);
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        (asked[0].skill.as_str(), asked[0].rule.as_str()),
+        ("writer", "fs.write:./out")
+    );
+    assert!(answered[0].is_ok(), "{answered:?}");
+    assert!(!outcome.tool_calls[0].is_error, "{outcome:?}");
+    assert_eq!(
+        outcome.tool_calls[0].result.as_deref(),
+        Some("saved a.txt")
+    );
+    assert_eq!(std::fs::read_to_string(h.ws.path("out/a.txt")).unwrap(), "hello");
+    assert_eq!(
+        history(&h, &outcome.id),
+        ["queued", "running", "waiting_permission", "running", "done"]
+    );
+    assert_eq!(h.store().approval(&asked[0].id).unwrap().unwrap().state, "approved");
+    assert!(h.store().grants(Some("writer")).unwrap().is_empty(), "yes is not always");
+}
+
+/// A no is an error result for the call; the run still ends `done`.
+#[test]
+fn a_refused_effect_is_an_error_result() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![save_call("a.txt"), Reply::text("Not saved.")]);
+    let h = Harness::new(writer_ws(&model, ASK_WRITES));
+    let (outcome, asked, answered) = answered_run(&h, &h.session(), vec![ApprovalAnswer::No]);
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert!(answered[0].is_ok(), "{answered:?}");
+    assert!(outcome.tool_calls[0].is_error, "{outcome:?}");
+    let given = results(&model.requests()[1].body);
+    assert!(given[0].contains("not approved"), "{given:?}");
+    assert!(!h.ws.path("out/a.txt").exists());
+    assert_eq!(h.store().approval(&asked[0].id).unwrap().unwrap().state, "denied");
+}
+
+/// `always` stores the grant, so the next run does the same without asking.
+#[test]
+fn always_is_remembered_and_the_next_run_does_not_ask() {
+    let model = FakeModel::scripted(
+        Wire::Anthropic,
+        vec![
+            save_call("a.txt"),
+            Reply::text("Saved."),
+            save_call("b.txt"),
+            Reply::text("Saved again."),
+        ],
+    );
+    let h = Harness::new(writer_ws(&model, ASK_WRITES));
+    let (first, asked, _) = answered_run(&h, &h.session(), vec![ApprovalAnswer::Always]);
+    assert_eq!(first.state, "done", "{first:?}");
+    assert_eq!(asked.len(), 1);
+    let grants = h.store().grants(Some("writer")).unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].capability, "fs.write:./out");
+    let (second, asked_again, _) = answered_run(&h, &h.session(), vec![ApprovalAnswer::No]);
+    assert_eq!(second.state, "done", "{second:?}");
+    assert!(asked_again.is_empty(), "asked again: {asked_again:?}");
+    assert!(!second.tool_calls[0].is_error, "{second:?}");
+    assert!(h.ws.path("out/b.txt").exists());
+    assert_eq!(h.store().approvals(false).unwrap().len(), 1);
+}
+
+/// Nobody answering within `approval_timeout_seconds` is a no: the request
+/// ends `expired`, the call fails, the run ends `done`, and a late answer
+/// is refused.
+#[test]
+fn an_unanswered_approval_expires_as_a_no() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![save_call("a.txt"), Reply::text("Timed out.")]);
+    let h = Harness::new(writer_ws(
+        &model,
+        &format!("{ASK_WRITES}\n[agent]\napproval_timeout_seconds = 1\n"),
+    ));
+    let (outcome, asked, _) = answered_run(&h, &h.session(), vec![]);
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(asked.len(), 1);
+    assert!(outcome.tool_calls[0].is_error, "{outcome:?}");
+    assert!(!h.ws.path("out/a.txt").exists());
+    let record = h.store().approval(&asked[0].id).unwrap().unwrap();
+    assert_eq!(record.state, "expired");
+    let late = h.agent.answer(&asked[0].id, ApprovalAnswer::Yes);
+    assert!(
+        matches!(late, Err(AgentError::Answer(AnswerError::Expired(_)))),
+        "{late:?}"
+    );
+    assert!(h.agent.pending_approvals().unwrap().is_empty());
+}
+
+/// Answering twice with the same answer succeeds and changes nothing; a
+/// different answer afterwards is refused.
+#[test]
+fn answering_again_is_idempotent_and_a_different_answer_is_refused() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![save_call("a.txt"), Reply::text("Saved.")]);
+    let h = Harness::new(writer_ws(&model, ASK_WRITES));
+    let (outcome, _, answered) = answered_run(
+        &h,
+        &h.session(),
+        vec![ApprovalAnswer::Yes, ApprovalAnswer::Yes, ApprovalAnswer::No],
+    );
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert!(!outcome.tool_calls[0].is_error, "{outcome:?}");
+    let (first, again) = (answered[0].as_ref().unwrap(), answered[1].as_ref().unwrap());
+    assert_eq!(first, again, "the second yes changed the record");
+    assert_eq!(first.state, "approved");
+    let refused = answered[2].as_ref().unwrap_err();
+    assert!(refused.contains("already answered `yes`"), "{refused}");
+    assert_eq!(h.store().approval(&first.id).unwrap().unwrap(), *first);
+}
+
+// ---------------------------------------------------------------------------
+// The model chain.
+// ---------------------------------------------------------------------------
+
+/// A workspace with the notes skill and a chain `main` → `backup`.
+fn chain_ws(main: &FakeModel, backup: &FakeModel) -> Ws {
+    Ws::new()
+        .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
+        .policy(&format!(
+            "[policy]\nallow = [\"kv\"]\n\n[models]\nchain = [\"main\", \"backup\"]\n\n{}\n{}",
+            model_table("main", main),
+            model_table("backup", backup)
+        ))
+}
+
+fn status(code: u16, retry_after: Option<u64>, message: &str) -> Reply {
+    Reply::Status {
+        code,
+        retry_after,
+        message: message.to_string(),
+    }
+}
+
+/// A server error on every attempt at the first model moves the run to the
+/// backup, which answers.
+#[test]
+fn a_failing_model_falls_back_to_the_next_in_the_chain() {
+    let main = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![status(500, None, "boom"), status(500, None, "boom")],
+    );
+    let backup = FakeModel::scripted(Wire::Anthropic, vec![Reply::text("From the backup.")]);
+    let h = Harness::new(chain_ws(&main, &backup));
+    let outcome = h.ask(&h.session(), "hi");
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(outcome.answer, "From the backup.");
+    assert_eq!(outcome.model.as_deref(), Some("backup"));
+    assert_eq!(main.request_count(), 2, "two attempts at main");
+    assert_eq!(backup.request_count(), 1);
+}
+
+/// A 400 is the request's fault: it is not retried nor passed to the
+/// backup, and the run fails naming the status.
+#[test]
+fn a_bad_request_is_not_passed_down_the_chain() {
+    let main = FakeModel::scripted(Wire::OpenAi, vec![status(400, None, "messages: too long")]);
+    let backup = FakeModel::scripted(Wire::OpenAi, vec![Reply::text("never")]);
+    let h = Harness::new(chain_ws(&main, &backup));
+    let outcome = h.ask(&h.session(), "hi");
+    assert_eq!(outcome.state, "failed", "{outcome:?}");
+    let reason = outcome.reason.unwrap_or_default();
+    assert!(reason.contains("400") && reason.contains("messages: too long"), "{reason}");
+    assert_eq!(main.request_count(), 1);
+    assert_eq!(backup.request_count(), 0);
+}
+
+/// A 429 with `Retry-After: 1` is retried on the same model after waiting
+/// at least that long.
+#[test]
+fn a_rate_limit_is_retried_after_the_wait_it_asks_for() {
+    let model = FakeModel::scripted(
+        Wire::Anthropic,
+        vec![status(429, Some(1), "slow down"), Reply::text("Here you go.")],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let started = Instant::now();
+    let outcome = h.ask(&h.session(), "hi");
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(outcome.answer, "Here you go.");
+    assert_eq!(model.request_count(), 2);
+    assert!(elapsed >= Duration::from_millis(950), "retried after {elapsed:?}");
+}
+
+/// A stream cut after some text fails the run without a retry (the text
+/// was already shown), keeps what was shown in the transcript, and leaves
+/// the session usable.
+fn a_cut_stream(wire: Wire) {
+    let model = FakeModel::scripted(
+        wire,
+        vec![
+            Reply::Cut("The answer is forty-two, because".into()),
+            Reply::text("Second try."),
+        ],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let session = h.session();
+    let mut shown = String::new();
+    let handle = h.submit(&session, "what is the answer?");
+    let outcome = h.wait(handle, |e| {
+        if let RunEvent::Text(t) = e {
+            shown.push_str(t);
+        }
+    });
+    assert_eq!(outcome.state, "failed", "{outcome:?}");
+    let reason = outcome.reason.clone().unwrap_or_default();
+    assert!(reason.contains("the model failed"), "{reason}");
+    assert!(!shown.is_empty() && "The answer is forty-two, because".starts_with(&shown));
+    assert_eq!(model.request_count(), 1, "no retry once text was shown");
+    let stored = h.store().messages(&session).unwrap();
+    assert!(
+        stored.iter().any(|m| m.kind == "assistant" && m.content == shown),
+        "the shown text is not in the transcript: {stored:?}"
+    );
+    let next = h.ask(&session, "try again");
+    assert_eq!(next.state, "done", "{next:?}");
+    assert_eq!(next.answer, "Second try.");
+    let conversation = items(&model.requests()[1].body);
+    assert_eq!(
+        conversation[1..],
+        [
+            Item::User("what is the answer?".into()),
+            Item::Assistant(shown),
+            Item::User("try again".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_cut_stream_over_openai_keeps_the_shown_text() {
+    a_cut_stream(Wire::OpenAi);
+}
+
+#[test]
+fn a_cut_stream_over_anthropic_keeps_the_shown_text() {
+    a_cut_stream(Wire::Anthropic);
+}
+
+// ---------------------------------------------------------------------------
+// Tool arguments.
+// ---------------------------------------------------------------------------
+
+/// Arguments that are not JSON, or do not match the tool's schema, go back
+/// to the model as error results it can correct; the run goes on.
+fn malformed_arguments(wire: Wire) {
+    let model = FakeModel::scripted(
+        wire,
+        vec![
+            Reply::Tools {
+                text: String::new(),
+                calls: vec![
+                    ToolCallSpec::new("notes__add", "{\"text\": "),
+                    ToolCallSpec::new("notes__add", "{\"text\": 5}"),
+                ],
+            },
+            Reply::text("Sorry, let me stop."),
+        ],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let outcome = h.ask(&h.session(), "add a note");
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(outcome.answer, "Sorry, let me stop.");
+    assert!(outcome.tool_calls.iter().all(|c| c.is_error), "{outcome:?}");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 2);
+    let given = results(&reqs[1].body);
+    assert_eq!(given.len(), 2, "{given:?}");
+    assert!(given[0].contains("not valid JSON"), "{given:?}");
+    assert!(given[1].contains("invalid arguments"), "{given:?}");
+    assert_pairs(&reqs[1].body);
+    assert_eq!(h.store().kv_get("notes", "n").unwrap(), None, "a note was added");
+}
+
+#[test]
+fn malformed_arguments_over_openai_are_results_the_model_can_correct() {
+    malformed_arguments(Wire::OpenAi);
+}
+
+#[test]
+fn malformed_arguments_over_anthropic_are_results_the_model_can_correct() {
+    malformed_arguments(Wire::Anthropic);
+}
+
+// ---------------------------------------------------------------------------
+// Cancellation.
+// ---------------------------------------------------------------------------
+
+/// Cancelling while the model streams ends the run `cancelled` at once and
+/// drops the stream (the server sees the client go away).
+#[test]
+fn cancelling_mid_stream_drops_the_stream() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![Reply::Stall {
+            text: "Let me think about that for a while.".into(),
+            hold_ms: 10_000,
+        }],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let started = Instant::now();
+    let handle = h.submit(&h.session(), "think");
+    let run_id = handle.run_id.clone();
+    let mut cancelled = false;
+    let outcome = h.wait(handle, |e| {
+        if matches!(e, RunEvent::Text(_)) && !cancelled {
+            cancelled = h.agent.cancel(&run_id);
+        }
+    });
+    assert!(cancelled, "no text arrived to cancel on");
+    assert_eq!(outcome.state, "cancelled", "{outcome:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the run waited for the stream: {:?}",
+        started.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(3);
+    while model.abandoned_streams() == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(model.abandoned_streams(), 1, "the stream was not dropped");
+    assert!(!h.agent.cancel(&outcome.id), "a finished run is not cancellable");
+}
+
+/// A skill whose `spin` never returns on its own.
+const SPINNER: &str = r#"
+[skill]
+name = "spinner"
+version = "1.0.0"
+description = "Spins"
+entry = "main.luau"
+[capabilities]
+kv = true
+[[tools]]
+name = "spin"
+description = "Loops forever"
+[[tools]]
+name = "ping"
+description = "Answers pong"
+"#;
+
+const SPINNER_SRC: &str = r#"
+local M = {}
+function M.spin()
+  keel.kv.set("spinning", true)
+  while true do end
+end
+function M.ping() return "pong" end
+return M
+"#;
+
+/// Cancelling while a tool loops forever stops the script (not its 30 s
+/// timeout): with one engine allowed for the skill, the next run's call to
+/// the same skill gets an engine at once. The unfinished call gets an error
+/// result, so the next run's requests pair every call with a result.
+#[test]
+fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
+    let model = FakeModel::scripted(
+        Wire::Anthropic,
+        vec![
+            Reply::tool("spinner__spin", json!({})),
+            Reply::tool("spinner__ping", json!({})),
+            Reply::text("It answered pong."),
+        ],
+    );
+    let ws = Ws::new()
+        .skill("spinner", SPINNER, &[("main.luau", SPINNER_SRC)])
+        .policy(&format!(
+            "[policy]\nallow = [\"kv\"]\n\n[limits]\nmax_operations = 1000000000000000\n\n\
+             [limits.skills.spinner]\nmax_instances = 1\n\n{}",
+            model_table("main", &model)
+        ));
+    let h = Harness::new(ws);
+    let session = h.session();
+    let started = Instant::now();
+    let handle = h.submit(&session, "spin");
+    let run_id = handle.run_id.clone();
+    let mut canceller = None;
+    let outcome = h.wait(handle, |e| {
+        if matches!(e, RunEvent::ToolStarted { .. }) {
+            // Cancel once the loop is surely running.
+            let (agent, store, run_id) = (h.agent.clone(), h.kernel.store().clone(), run_id.clone());
+            canceller = Some(std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(5);
+                while store.kv_get("spinner", "spinning").unwrap().is_none() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                agent.cancel(&run_id)
+            }));
+        }
+    });
+    assert!(canceller.expect("no tool started").join().unwrap(), "not cancelled");
+    assert_eq!(outcome.state, "cancelled", "{outcome:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelling took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.tool_calls.len(), 1);
+
+    let next = h.ask(&session, "ping it");
+    assert_eq!(next.state, "done", "{next:?}");
+    assert_eq!(next.tool_calls[0].result.as_deref(), Some("pong"), "{next:?}");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 3);
+    for r in &reqs {
+        assert_pairs(&r.body);
+    }
+    let given = results(&reqs[1].body);
+    assert!(
+        given[0].contains("the run ended before this call finished"),
+        "{given:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Lanes.
+// ---------------------------------------------------------------------------
+
+/// Two messages sent back to back in one session run one after the other:
+/// the first run sees only its own message, the second sees the first's
+/// answer before its own message.
+#[test]
+fn runs_of_one_session_go_one_at_a_time() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![Reply::text("First answer."), Reply::text("Second answer.")],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let session = h.session();
+    let first = h.submit(&session, "message one");
+    let second = h.submit(&session, "message two");
+    let first = h.wait(first, |_| {});
+    let second = h.wait(second, |_| {});
+    assert_eq!((first.state.as_str(), second.state.as_str()), ("done", "done"));
+    assert_eq!(first.answer, "First answer.");
+    assert_eq!(second.answer, "Second answer.");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(items(&reqs[0].body)[1..], [Item::User("message one".into())]);
+    assert_eq!(
+        items(&reqs[1].body)[1..],
+        [
+            Item::User("message one".into()),
+            Item::Assistant("First answer.".into()),
+            Item::User("message two".into()),
+        ]
+    );
+}
+
+/// Runs of different sessions overlap: both stream their first text while
+/// the other's model call is still open.
+#[test]
+fn runs_of_different_sessions_run_at_once() {
+    let model = FakeModel::with_handler(Wire::OpenAi, |_| Reply::Stall {
+        text: "Thinking hard about it.".into(),
+        hold_ms: 10_000,
+    });
+    let h = Harness::new(notes_ws(&model, ""));
+    let (s1, s2) = (h.session(), h.session());
+    let mut a = h.submit(&s1, "one");
+    let mut b = h.submit(&s2, "two");
+    let wait_for_both = async {
+        let (mut a_text, mut b_text) = (false, false);
+        while !(a_text && b_text) {
+            let (from_a, e) = tokio::select! {
+                Some(e) = a.events.recv() => (true, e),
+                Some(e) = b.events.recv() => (false, e),
+                else => break,
+            };
+            assert!(!matches!(e, RunEvent::Finished(_)), "a run finished first: {e:?}");
+            if matches!(e, RunEvent::Text(_)) {
+                *(if from_a { &mut a_text } else { &mut b_text }) = true;
+            }
+        }
+        a_text && b_text
+    };
+    let overlapped = h.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), wait_for_both).await
+    });
+    assert_eq!(overlapped, Ok(true), "the two sessions' runs did not overlap");
+    assert!(h.agent.cancel(&a.run_id) && h.agent.cancel(&b.run_id));
+    assert_eq!(h.wait(a, |_| {}).state, "cancelled");
+    assert_eq!(h.wait(b, |_| {}).state, "cancelled");
+}
+
+// ---------------------------------------------------------------------------
+// Compaction.
+// ---------------------------------------------------------------------------
+
+/// A fake model for the compaction test: summarises when asked to, calls
+/// `notes.add` when the user's turn says `ADD-NOTE`, answers otherwise.
+fn compacting_model() -> FakeModel {
+    let summaries = AtomicUsize::new(0);
+    FakeModel::with_handler(Wire::OpenAi, move |body| {
+        if is_summary_request(body) {
+            let n = summaries.fetch_add(1, Ordering::SeqCst) + 1;
+            return Reply::text(&format!("SUMMARY-{n}: the user added notes."));
+        }
+        match items(body).last() {
+            Some(Item::User(t)) if t.contains("ADD-NOTE") => {
+                Reply::tool("notes__add", json!({"text": "a note"}))
+            }
+            Some(Item::Result { .. }) => Reply::text("Noted."),
+            _ => Reply::text("Fine."),
+        }
+    })
+}
+
+/// With a small context window, older turns are summarised: a summary
+/// request is made, a `summary` row covering them is stored, later requests
+/// carry the summary instead of the oldest text, the transcript keeps
+/// everything, and no request separates a tool call from its result.
+#[test]
+fn old_turns_are_compacted_into_a_summary() {
+    let model = compacting_model();
+    let h = Harness::new(notes_ws(&model, "\n[agent]\ncontext_window = 400\nkeep_turns = 1\n"));
+    let session = h.session();
+    let filler = "lorem ipsum dolor sit amet ".repeat(30);
+    let mut compacted = 0;
+    for (i, text) in [
+        format!("OLDEST-MARKER ADD-NOTE {filler}"),
+        format!("second ADD-NOTE {filler}"),
+        format!("third {filler}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let handle = h.submit(&session, text);
+        let outcome = h.wait(handle, |e| {
+            if let RunEvent::Compacted { .. } = e {
+                compacted += 1;
+            }
+        });
+        assert_eq!(outcome.state, "done", "turn {i}: {outcome:?}");
+    }
+    assert!(compacted >= 1, "no Compacted event");
+    let reqs = model.requests();
+    let summary_requests = reqs.iter().filter(|r| is_summary_request(&r.body)).count();
+    assert!(summary_requests >= 1, "no summary was asked for");
+    for r in &reqs {
+        assert_pairs(&r.body);
+    }
+    let last = reqs
+        .iter()
+        .rev()
+        .find(|r| !is_summary_request(&r.body))
+        .unwrap()
+        .body
+        .to_string();
+    assert!(last.contains(keel::agent::context::SUMMARY_PREFIX), "{last}");
+    assert!(!last.contains("OLDEST-MARKER"), "the oldest turn is still sent: {last}");
+    assert!(last.contains("third"), "{last}");
+
+    let stored = h.store().messages(&session).unwrap();
+    let summaries: Vec<_> = stored.iter().filter(|m| m.kind == "summary").collect();
+    assert_eq!(summaries.len(), summary_requests);
+    assert!(summaries.iter().all(|s| s.covers_to.is_some()), "{summaries:?}");
+    assert!(
+        stored.iter().any(|m| m.kind == "user" && m.content.contains("OLDEST-MARKER")),
+        "the transcript lost the oldest turn"
+    );
+    let shown = keel::repl::chat::format_history(&stored);
+    assert!(shown.contains("compacted"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------
+// Usage and recovery.
+// ---------------------------------------------------------------------------
+
+/// The run's token totals are the sum of what the provider reported for
+/// each of its model calls. The fake reports `10 + body bytes / 100` input
+/// tokens and one output token per text delta or argument fragment (see
+/// `openai_events` / `anthropic_events` in tests/common/model.rs).
+fn usage_is_summed(wire: Wire) {
+    let model = FakeModel::scripted(
+        wire,
+        vec![Reply::tool("notes__list", json!({})), Reply::text("ok!")],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let mut deltas = 0;
+    let handle = h.submit(&h.session(), "list my notes");
+    let outcome = h.wait(handle, |e| {
+        if let RunEvent::Text(_) = e {
+            deltas += 1;
+        }
+    });
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    // "ok!" streams one character a delta.
+    assert_eq!(deltas, 3);
+    let input: u64 = model
+        .requests()
+        .iter()
+        .map(|r| 10 + r.body.to_string().len() as u64 / 100)
+        .sum();
+    // `{}` goes in two fragments; Anthropic opens with an empty one.
+    let call_fragments = match wire {
+        Wire::OpenAi => 2,
+        Wire::Anthropic => 3,
+    };
+    let run = h.store().run(&outcome.id).unwrap().unwrap();
+    assert_eq!(
+        (run.input_tokens, run.output_tokens),
+        (input, call_fragments + deltas)
+    );
+    assert_eq!(outcome.usage.input_tokens, input);
+}
+
+#[test]
+fn token_usage_over_openai_is_the_sum_of_the_calls() {
+    usage_is_summed(Wire::OpenAi);
+}
+
+#[test]
+fn token_usage_over_anthropic_is_the_sum_of_the_calls() {
+    usage_is_summed(Wire::Anthropic);
+}
+
+/// Starting the agent fails runs whose owner process is dead as
+/// interrupted, and leaves a live owner's run alone.
+#[test]
+fn starting_fails_runs_of_dead_owners_only() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![]);
+    let ws = notes_ws(&model, "");
+    let rt = runtime();
+    let kernel = ws.kernel(&rt);
+    let store = kernel.store();
+    let session = store.create_session("t").unwrap();
+    let running = |owner: &str| {
+        let run = store
+            .accept_message(&session.id, Some(owner), Some("hi"))
+            .unwrap()
+            .unwrap();
+        store
+            .transition_run(&run.id, RunState::Running, None)
+            .unwrap()
+            .unwrap();
+        run.id
+    };
+    let dead = running("123-abc");
+    let live_owner = Owner::acquire(Some(&ws.data_dir())).unwrap();
+    let live = running(live_owner.id());
+    let _agent = Agent::new(kernel.clone()).expect("agent");
+    let dead = store.run(&dead).unwrap().unwrap();
+    assert_eq!(
+        (dead.state.as_str(), dead.reason.as_deref()),
+        ("failed", Some(INTERRUPTED))
+    );
+    assert_eq!(store.run(&live).unwrap().unwrap().state, "running");
+    assert_eq!(model.request_count(), 0);
 }

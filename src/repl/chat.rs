@@ -18,9 +18,13 @@ pub struct Sinks<'a> {
     pub notes: &'a mut dyn Write,
 }
 
-/// Reads a person's answer to an approval; `None` means nobody can answer
-/// here (the request is then declined at once rather than left to time out).
-pub type AskPerson<'a> = &'a mut dyn FnMut(&ApprovalRecord) -> Option<String>;
+/// Reads a person's answer to an approval. The second argument tells
+/// whether an answer is still wanted: the run can be cancelled (Ctrl-C) or
+/// the request expire while the person thinks, and a reader that can wait
+/// on it gives up then. `None` means no answer; if the request is still
+/// pending, nobody can answer here and it is declined at once rather than
+/// left to time out.
+pub type AskPerson<'a> = &'a mut dyn FnMut(&ApprovalRecord, &dyn Fn() -> bool) -> Option<String>;
 
 /// The run in flight, for the Ctrl-C handler.
 pub type CurrentRun = Arc<Mutex<Option<String>>>;
@@ -99,13 +103,17 @@ pub fn converse(
                     let _ = writeln!(answer);
                     mid_line = false;
                 }
+                let on = if rec.target.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on `{}`", rec.target)
+                };
                 let _ = writeln!(
                     notes,
-                    "[approval {}] {} wants `{}` on `{}` (tool {} with {})",
+                    "[approval {}] {} wants `{}`{on} (tool {} with {})",
                     rec.id,
                     rec.skill,
                     rec.capability,
-                    rec.target,
                     rec.tool,
                     one_line(&rec.arguments, 120)
                 );
@@ -132,10 +140,21 @@ pub fn converse(
 }
 
 fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, ask: AskPerson<'_>) {
+    let store = agent.kernel().store();
+    // Cancelled, expired, or answered elsewhere: no longer pending.
+    let settled = || match store.approval(&rec.id) {
+        Ok(Some(r)) if r.state != "pending" => Some(r.state),
+        _ => None,
+    };
+    let wanted = || settled().is_none();
     loop {
         let _ = write!(notes, "allow? [y]es / [n]o / [a]lways: ");
         let _ = notes.flush();
-        let Some(line) = ask(rec) else {
+        let Some(line) = ask(rec, &wanted) else {
+            if let Some(state) = settled() {
+                let _ = writeln!(notes, "\n[approval {}] {state}", rec.id);
+                return;
+            }
             let _ = writeln!(
                 notes,
                 "\nnobody can answer here, so no; to allow it without asking: keel grant {} {}",
@@ -158,6 +177,44 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
             }
         }
         return;
+    }
+}
+
+/// Reads a line from stdin when it is a terminal, giving up (`None`) once
+/// `wanted` turns false. A plain blocking read would hold the console at
+/// an approval prompt after Ctrl-C cancelled its run, until Enter.
+pub fn read_terminal_line(wanted: &dyn Fn() -> bool) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = std::io::stdin().as_raw_fd();
+        loop {
+            if !wanted() {
+                return None;
+            }
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `p` is one valid pollfd and the count says one.
+            let ready = unsafe { libc::poll(&mut p, 1, 100) };
+            if ready > 0 {
+                break;
+            }
+            if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                return None;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = wanted;
+    // A terminal in line mode has a whole line ready (or end of input).
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(n) if n > 0 => Some(line),
+        _ => None,
     }
 }
 

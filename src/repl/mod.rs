@@ -564,7 +564,7 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
             }
             let line = line?;
             // An approval's answer is the next line of input.
-            let mut ask = |_: &crate::store::ApprovalRecord| {
+            let mut ask = |_: &crate::store::ApprovalRecord, _: &dyn Fn() -> bool| {
                 let l = lines.next()?.ok()?;
                 println!("{l}");
                 Some(l)
@@ -638,12 +638,8 @@ fn run_reedline(
         match editor.read_line(&prompt)? {
             Signal::Success(line) => match parse(&line) {
                 Ok(None) => {}
-                Ok(Some(cmd)) => match console.execute(cmd, &mut |_| {
-                    let mut l = String::new();
-                    match std::io::stdin().read_line(&mut l) {
-                        Ok(n) if n > 0 => Some(l),
-                        _ => None,
-                    }
+                Ok(Some(cmd)) => match console.execute(cmd, &mut |_, wanted| {
+                    chat::read_terminal_line(wanted)
                 }) {
                     Outcome::Quit => break,
                     Outcome::Text(t) => print!("{t}"),
