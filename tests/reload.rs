@@ -427,3 +427,34 @@ fn a_broader_new_declaration_does_not_shadow_an_approved_one() {
     ws.call("reader.read", json!({"path": "secret.txt"}))
         .err_contains(&["fs.read:.", "not granted"]);
 }
+
+/// What the agent is told about a skill (its SKILL.md) reloads like code:
+/// the next prompt carries the edit.
+#[test]
+fn an_edited_skill_md_is_in_the_next_prompt() {
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("one"))])
+        .file(
+            "skills/greet/SKILL.md",
+            "---\nname: greet\ndescription: Greets.\n---\nSay hi with greet.hi.\n",
+        )
+        .policy("");
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    let prompt = |k: &keel::Kernel| keel::agent::prompt::system_prompt(None, "/ws", &k.skills());
+    assert!(prompt(&k).contains("Say hi with greet.hi."));
+    ws.write(
+        "skills/greet/SKILL.md",
+        "---\nname: greet\ndescription: Greets.\n---\nAlways greet twice.\n",
+    );
+    k.reload();
+    let p = prompt(&k);
+    assert!(
+        p.contains("Always greet twice.") && !p.contains("Say hi"),
+        "{p}"
+    );
+    assert!(
+        !p.contains("description: Greets."),
+        "front matter stays out"
+    );
+}
