@@ -396,3 +396,59 @@ fn skills_shows_scripts_that_do_not_compile_with_file_and_line() {
         "{json}"
     );
 }
+
+/// With no model configured, `keel ask` says how to configure one and
+/// points out a local OpenAI-compatible server on Ollama's usual port,
+/// with the models it serves.
+#[test]
+fn without_a_model_keel_finds_a_local_server_and_says_how_to_use_it() {
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:11434") else {
+        eprintln!("port 11434 is taken here (a real Ollama?); nothing to prove");
+        return;
+    };
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        // Bounded: the probe connects twice (port check, then /v1/models).
+        listener.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut served = 0;
+        while served < 2 && std::time::Instant::now() < until {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            };
+            served += 1;
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n > 0 {
+                let body = r#"{"object":"list","data":[{"id":"qwen2.5:7b","object":"model"}]}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }
+    });
+    let ws = Ws::new().policy("");
+    let out = ws
+        .keel()
+        .args(["ask", "hello"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no model is configured"), "{err}");
+    assert!(
+        err.contains("found Ollama at http://127.0.0.1:11434/v1 (models: qwen2.5:7b)")
+            && err.contains("OPENAI_BASE_URL=http://127.0.0.1:11434/v1 OPENAI_MODEL=qwen2.5:7b"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
