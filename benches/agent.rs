@@ -232,7 +232,9 @@ fn main() {
         let rounds = 50;
         std::thread::spawn(move || {
             for _ in 0..rounds {
-                let Ok((mut sock, _)) = listener.accept() else { return };
+                let Ok((mut sock, _)) = listener.accept() else {
+                    return;
+                };
                 let mut reader = BufReader::new(sock.try_clone().expect("clone"));
                 let mut len = 0usize;
                 let mut line = String::new();
@@ -246,14 +248,17 @@ fn main() {
                 let _ = reader.read_exact(&mut body);
                 let chunk = |s: &str| format!("data: {s}\n\n");
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
-                let first = chunk(r#"{"id":"c","object":"chat.completion.chunk","created":0,"model":"fake","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}"#);
+                let first = chunk(
+                    r#"{"id":"c","object":"chat.completion.chunk","created":0,"model":"fake","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}"#,
+                );
                 let _ = sock.write_all(head.as_bytes());
                 let _ = sock.write_all(first.as_bytes());
                 let _ = sock.flush();
                 let _ = sent_tx.send(Instant::now());
                 std::thread::sleep(Duration::from_millis(20));
-                let rest = chunk(r#"{"id":"c","object":"chat.completion.chunk","created":0,"model":"fake","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#)
-                    + chunk("[DONE]").as_str();
+                let rest = chunk(
+                    r#"{"id":"c","object":"chat.completion.chunk","created":0,"model":"fake","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+                ) + chunk("[DONE]").as_str();
                 let _ = sock.write_all(rest.as_bytes());
             }
         });

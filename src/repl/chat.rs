@@ -202,7 +202,8 @@ pub fn read_terminal_line(wanted: &dyn Fn() -> bool) -> Option<String> {
             if ready > 0 {
                 break;
             }
-            if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            if ready < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
             {
                 return None;
             }
@@ -277,10 +278,10 @@ pub fn format_history(records: &[MessageRecord]) -> String {
                 s
             }
             "tool" => format!(
-                "[tool {}] {}{}",
+                "[tool {}] {}: {}",
                 if r.is_error { "error" } else { "result" },
                 r.name.as_deref().unwrap_or(""),
-                format!(": {}", one_line(&r.content, 120))
+                one_line(&r.content, 120)
             ),
             "summary" => format!(
                 "── compacted here: the messages above were summarised for the model ──\n[summary] {}",

@@ -638,12 +638,12 @@ fn run_reedline(
         match editor.read_line(&prompt)? {
             Signal::Success(line) => match parse(&line) {
                 Ok(None) => {}
-                Ok(Some(cmd)) => match console.execute(cmd, &mut |_, wanted| {
-                    chat::read_terminal_line(wanted)
-                }) {
-                    Outcome::Quit => break,
-                    Outcome::Text(t) => print!("{t}"),
-                },
+                Ok(Some(cmd)) => {
+                    match console.execute(cmd, &mut |_, wanted| chat::read_terminal_line(wanted)) {
+                        Outcome::Quit => break,
+                        Outcome::Text(t) => print!("{t}"),
+                    }
+                }
                 Err(e) => println!("{e}"),
             },
             Signal::CtrlC => {}
