@@ -223,6 +223,10 @@ struct RunControl {
     waiting: AtomicUsize,
     /// Serialises state changes between concurrent tool calls.
     state_lock: Mutex<()>,
+    /// Text of the model call in flight, already shown to the user. Kept
+    /// here rather than in the loop so that a run stopped mid-stream
+    /// (cancelled, or over its time) can still write it to the transcript.
+    shown: Mutex<String>,
 }
 
 impl RunControl {
@@ -331,6 +335,7 @@ impl Agent {
             events: events_tx,
             waiting: AtomicUsize::new(0),
             state_lock: Mutex::new(()),
+            shown: Mutex::default(),
         });
         lock(&self.0.runs).insert(run.id.clone(), ctl.clone());
         let agent = self.clone();
@@ -353,8 +358,12 @@ impl Agent {
         };
         ctl.cancelled.store(true, Ordering::Relaxed);
         ctl.cancel_tx.send_replace(true);
-        // Wake its approval waits, which then answer no.
+        // Wake its approval waits, which then answer no. Notifying under
+        // the waiter's lock: a wait that checked the flag just before it
+        // was set is then already parked, so the wake-up is not lost (it
+        // would sleep until the approval timeout).
         for w in lock(&self.0.waiters).values() {
+            let _held = lock(&w.answer);
             w.ready.notify_all();
         }
         true
@@ -431,9 +440,13 @@ impl Agent {
                     limit.as_secs()
                 ))),
             };
-            // Whatever stopped the loop, tools still running must stop too.
+            // Whatever stopped the loop, tools still running must stop too,
+            // and what the user already saw stays in the transcript.
             if result.is_err() {
                 ctl.cancelled.store(true, Ordering::Relaxed);
+                if let Err(e) = self.keep_shown(&run_id, &ctl) {
+                    tracing::error!(run = %run_id, error = %e, "cannot write the transcript");
+                }
             }
             match result {
                 Ok(()) => (RunState::Done, None),
@@ -479,14 +492,14 @@ impl Agent {
                 &kernel.workspace().display().to_string(),
                 &set,
             );
-            let mut messages = self.context(&ctl.session_id).map_err(fail_store)?;
+            let mut messages = self.context(run_id, ctl).map_err(fail_store)?;
             let window = self.context_window();
             let budget = (f64::from(window) * cfg.compact_at) as u32;
             if context::estimate_request(&system, &messages, &tools.defs) > budget
                 && let Some(n) = self.compact(run_id, ctl, &messages).await?
             {
                 ctl.emit(RunEvent::Compacted { messages: n });
-                messages = self.context(&ctl.session_id).map_err(fail_store)?;
+                messages = self.context(run_id, ctl).map_err(fail_store)?;
             }
             if used >= cfg.max_run_tokens {
                 return Err(Stop::Failed(format!(
@@ -504,13 +517,12 @@ impl Agent {
                 max_tokens: cfg.max_output_tokens,
                 temperature: None,
             };
-            let mut streamed = String::new();
             let result = self
                 .0
                 .chain
                 .complete(&req, &mut |e| {
                     if let StreamEvent::Text(t) = e {
-                        streamed.push_str(&t);
+                        lock(&ctl.shown).push_str(&t);
                         ctl.emit(RunEvent::Text(t));
                     }
                 })
@@ -518,21 +530,12 @@ impl Agent {
             let (completion, model) = match result {
                 Ok(c) => c,
                 Err(e) => {
-                    // What was shown stays in the transcript.
-                    if !streamed.is_empty() {
-                        store
-                            .add_messages(&[NewMessage {
-                                session_id: &ctl.session_id,
-                                run_id: Some(run_id),
-                                kind: "assistant",
-                                content: &streamed,
-                                ..Default::default()
-                            }])
-                            .map_err(fail_store)?;
-                    }
+                    self.keep_shown(run_id, ctl).map_err(fail_store)?;
                     return Err(Stop::Failed(format!("the model failed: {e}")));
                 }
             };
+            // The completion (stored next) holds the whole text.
+            lock(&ctl.shown).clear();
             used += completion.usage.input_tokens + completion.usage.output_tokens;
             store
                 .record_usage(
@@ -574,6 +577,22 @@ impl Agent {
             self.run_tools(run_id, ctl, &tools, completion.tool_calls)
                 .await?;
         }
+    }
+
+    /// Stores the text shown of a model call that did not complete, if
+    /// any, as the run's (partial) answer.
+    fn keep_shown(&self, run_id: &str, ctl: &RunControl) -> Result<(), StoreError> {
+        let shown = std::mem::take(&mut *lock(&ctl.shown));
+        if !shown.is_empty() {
+            self.0.kernel.store().add_messages(&[NewMessage {
+                session_id: &ctl.session_id,
+                run_id: Some(run_id),
+                kind: "assistant",
+                content: &shown,
+                ..Default::default()
+            }])?;
+        }
+        Ok(())
     }
 
     fn context_window(&self) -> u32 {
@@ -676,9 +695,16 @@ impl Agent {
     /// in place of what it covers, then every later message; a tool call
     /// without a stored result gets an error result, so calls and results
     /// always pair up.
-    fn context(&self, session_id: &str) -> Result<Vec<Message>, StoreError> {
-        let records = self.0.kernel.store().messages(session_id)?;
-        Ok(context_from_records(&records))
+    fn context(&self, run_id: &str, ctl: &RunControl) -> Result<Vec<Message>, StoreError> {
+        Ok(context_from_records(&self.records(run_id, ctl)?))
+    }
+
+    /// The stored messages a run sees (see [`seen_by`]).
+    fn records(&self, run_id: &str, ctl: &RunControl) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut records = self.0.kernel.store().messages(&ctl.session_id)?;
+        let seen = seen_by(&records, run_id).len();
+        records.truncate(seen);
+        Ok(records)
     }
 
     /// Summarises older turns; returns how many messages the summary
@@ -718,7 +744,7 @@ impl Agent {
             .map_err(fail_store)?;
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
-        let records = store.messages(&ctl.session_id).map_err(fail_store)?;
+        let records = self.records(run_id, ctl).map_err(fail_store)?;
         let Some(covers_to) = covered_id(&records, split) else {
             return Ok(None);
         };
@@ -752,20 +778,40 @@ fn covered_id(records: &[MessageRecord], split: usize) -> Option<i64> {
     (index == split).then_some(last).flatten()
 }
 
+/// What a run sees of its session's transcript (in conversation order):
+/// everything up to its own last message. Messages of runs accepted after
+/// it — sent while it works, queued behind it in the session's lane — are
+/// not part of its conversation yet.
+fn seen_by<'a>(records: &'a [MessageRecord], run_id: &str) -> &'a [MessageRecord] {
+    match records
+        .iter()
+        .rposition(|r| r.run_id.as_deref() == Some(run_id))
+    {
+        Some(last) => &records[..=last],
+        None => records,
+    }
+}
+
 /// The records after the latest summary (and the summary itself), each
 /// with how many context messages it becomes.
 fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
     let start = records.iter().rposition(|r| r.kind == "summary");
-    let (summary, covers_to) = match start {
-        Some(i) => (Some(&records[i]), records[i].covers_to.unwrap_or(0)),
-        None => (None, 0),
-    };
+    let summary = start.map(|i| &records[i]);
+    let covers_to = summary.and_then(|s| s.covers_to).unwrap_or(0);
+    // A summary stands for everything up to its `covers_to` message in
+    // conversation order, which is not id order once a message was queued
+    // behind a running run (see `Store::messages`).
+    let covered_end = records.iter().position(|r| r.id == covers_to);
     let mut out = Vec::new();
     if let Some(s) = summary {
         out.push((s, 1));
     }
-    for r in records {
-        if r.id <= covers_to || r.kind == "summary" {
+    for (i, r) in records.iter().enumerate() {
+        let covered = match covered_end {
+            Some(end) => i <= end,
+            None => r.id <= covers_to,
+        };
+        if covered || r.kind == "summary" {
             continue;
         }
         let n = match r.kind.as_str() {

@@ -108,11 +108,18 @@ impl Store {
         })
     }
 
-    /// Every message of a session, oldest first.
+    /// Every message of a session in conversation order: run by run in
+    /// the order the runs were accepted, each run's messages oldest first.
+    ///
+    /// Not simply by id: a message sent while an earlier run of the session
+    /// is still working is stored at once (so it survives a crash) but is
+    /// answered after that run, so its turn comes after everything that run
+    /// writes later. (Messages without a run come first; none are written.)
     pub fn messages(&self, session_id: &str) -> Result<Vec<MessageRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ?1 ORDER BY id"
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ?1
+                 ORDER BY (SELECT rowid FROM runs WHERE runs.id = messages.run_id), id"
             ))?;
             let rows = st.query_map(params![session_id], message_row)?;
             rows.collect()
