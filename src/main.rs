@@ -96,6 +96,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List approval requests waiting for an answer (`--all`: answered
+    /// ones too).
+    Approvals {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer an approval request: yes, no or always (always also stores a
+    /// grant). A run waiting in another keel process sees it at once.
+    Approve {
+        /// The request's id (see `keel approvals`).
+        id: String,
+        /// yes | no | always
+        answer: String,
+    },
     /// Skill scaffolding.
     Skill {
         #[command(subcommand)]
@@ -327,6 +343,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", keel::repl::format_runs(&list));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Approvals { all, json }) => {
+            let list = kernel.store().approvals(!all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", keel::repl::format_approvals(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Approve { id, answer }) => {
+            let Some(a) = keel::store::ApprovalAnswer::parse(&answer) else {
+                bail!("`{answer}` is not an answer; use yes, no or always");
+            };
+            let (rec, changed) = kernel.store().answer_approval(&id, a)??;
+            println!(
+                "{} {id}: {} `{}` on `{}` for {}{}",
+                if changed {
+                    "answered"
+                } else {
+                    "already answered"
+                },
+                a.name(),
+                rec.capability,
+                rec.target,
+                rec.skill,
+                if a == keel::store::ApprovalAnswer::Always {
+                    format!(" (granted {})", rec.rule)
+                } else {
+                    String::new()
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),

@@ -1052,3 +1052,108 @@ fn the_console_switches_to_a_session_and_continues_it() {
     assert_eq!(reqs.len(), 2);
     assert_eq!(user_texts(&reqs[1].body), ["first question", "follow up"]);
 }
+
+/// Two keel processes sharing a session take turns: a message sent from a
+/// second process while the first one's run streams is answered after that
+/// run, with its answer in the context.
+#[test]
+fn two_processes_in_one_session_take_turns() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::Stall {
+                text: "First answer, slowly.".into(),
+                hold_ms: 1500,
+            },
+            Reply::text("Second answer."),
+        ],
+    );
+    let ws = notes_ws(&model, "");
+    let first = Spawned::start(keel(&ws).args(["ask", "one"]), None);
+    poll("the first request", Duration::from_secs(15), || {
+        model.request_count() >= 1
+    });
+    let session = session_titled(&ws, "one");
+    let second = ask(&ws, &["--session", &session, "two"]);
+    assert_eq!(second.status, 0, "{}", second.stderr);
+    assert_eq!(second.stdout, "Second answer.\n");
+    let (status, out) = first.finish(Duration::from_secs(15));
+    assert!(status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "First answer, slowly.\n");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 2);
+    let body = reqs[1].body.to_string();
+    assert!(
+        body.contains("First answer, slowly."),
+        "the second run saw the first one's answer: {body}"
+    );
+    assert_eq!(user_texts(&reqs[1].body), ["one", "two"]);
+    let list = runs(&ws, &session);
+    assert_eq!(
+        (list[0]["state"].as_str(), list[1]["state"].as_str()),
+        (Some("done"), Some("done"))
+    );
+}
+
+/// A run waiting for approval in one process is answered from another with
+/// `keel approve`; `keel approvals` lists it first.
+#[test]
+fn an_approval_is_answered_from_another_process() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::tool("memo__save", json!({"text": "milk"})),
+            Reply::text("Saved."),
+        ],
+    );
+    let ws = memo_ws(&model, "");
+    let rt = common::runtime();
+    let kernel = ws.kernel(&rt);
+    let agent = keel::agent::Agent::new(kernel.clone()).expect("agent");
+    let session = agent.new_session("t").expect("session");
+    let _g = rt.enter();
+    let mut handle = agent.submit(&session.id, "remember milk").expect("submit");
+    let approval = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match handle.events.recv().await {
+                    Some(keel::agent::RunEvent::Approval(a)) => return a,
+                    Some(_) => {}
+                    None => panic!("the run ended without asking"),
+                }
+            }
+        })
+        .await
+        .expect("an approval request within 10 s")
+    });
+    let listed = run(keel(&ws).args(["approvals"]));
+    assert!(
+        listed.stdout.contains(&approval.id) && listed.stdout.contains("memo wants `kv`"),
+        "{listed:?}"
+    );
+    let answered = run(keel(&ws).args(["approve", &approval.id, "yes"]));
+    assert_eq!(answered.status, 0, "{}", answered.stderr);
+    assert!(answered.stdout.contains("answered"), "{}", answered.stdout);
+    let outcome = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), handle.wait())
+            .await
+            .expect("the run goes on within 10 s of the answer")
+    });
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(outcome.tool_calls[0].result.as_deref(), Some("saved milk"));
+    assert!(!outcome.tool_calls[0].is_error);
+    // Answering again: the same answer is fine, another is refused.
+    assert_eq!(
+        run(keel(&ws).args(["approve", &approval.id, "y"])).status,
+        0
+    );
+    let refused = run(keel(&ws).args(["approve", &approval.id, "no"]));
+    assert_ne!(refused.status, 0);
+    assert!(
+        refused.stderr.contains("already answered"),
+        "{}",
+        refused.stderr
+    );
+    let bad = run(keel(&ws).args(["approve", &approval.id, "maybe"]));
+    assert!(bad.stderr.contains("yes, no or always"), "{}", bad.stderr);
+}

@@ -15,7 +15,7 @@
 //! error result when the context is next built, so the transcript always
 //! pairs every call with a result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -247,7 +247,9 @@ struct Inner {
     chain: Arc<ModelChain>,
     config: AgentConfig,
     owner: Owner,
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per session: woken when one of its runs ends here, so the next one
+    /// starts at once (runs of other processes are polled for).
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     runs: Mutex<HashMap<String, Arc<RunControl>>>,
     waiters: Mutex<HashMap<String, Arc<Waiter>>>,
     approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
@@ -401,7 +403,7 @@ impl Agent {
         Ok(record)
     }
 
-    fn lane(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lane(&self, session_id: &str) -> Arc<tokio::sync::Notify> {
         let mut lanes = lock(&self.0.lanes);
         // Forget idle lanes now and then so the map does not grow with
         // every session ever used.
@@ -409,6 +411,52 @@ impl Agent {
             lanes.retain(|_, l| Arc::strong_count(l) > 1);
         }
         lanes.entry(session_id.to_string()).or_default().clone()
+    }
+
+    /// Waits until every run accepted before this one in its session has
+    /// finished — in this process or in another keel sharing the database —
+    /// so a session's runs go one at a time, in the order their messages
+    /// came. A run ahead whose process died is failed (interrupted) rather
+    /// than waited for. Returns false if this run was cancelled meanwhile.
+    async fn wait_turn(&self, run_id: &str, ctl: &RunControl, lane: &tokio::sync::Notify) -> bool {
+        let store = self.0.kernel.store();
+        let own = self.0.owner.id();
+        let data_dir = self.0.kernel.data_dir();
+        let alive = |o: &str| o == own || Owner::is_alive(data_dir, o);
+        let mut cancel_rx = ctl.cancel_tx.subscribe();
+        loop {
+            let woken = lane.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let ahead = match store.runs_ahead(&ctl.session_id, run_id) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(run = run_id, error = %e, "cannot read the session's runs");
+                    return true;
+                }
+            };
+            if ahead.is_empty() {
+                return true;
+            }
+            if ahead.iter().any(|(_, o)| !o.as_deref().is_some_and(alive)) {
+                if let Err(e) = store.recover_interrupted_runs(&|o| alive(o)) {
+                    tracing::error!(error = %e, "cannot fail interrupted runs");
+                    return true;
+                }
+                continue;
+            }
+            let others = ahead.iter().any(|(_, o)| o.as_deref() != Some(own));
+            let poll = if others {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(5)
+            };
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = cancel_rx.wait_for(|c| *c) => return false,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
     }
 
     fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
@@ -421,8 +469,8 @@ impl Agent {
 
     async fn execute(self, run_id: String, ctl: Arc<RunControl>) {
         let lane = self.lane(&ctl.session_id);
-        let guard = lane.lock().await;
-        let (state, reason) = if ctl.cancelled.load(Ordering::Relaxed) {
+        let my_turn = self.wait_turn(&run_id, &ctl, &lane).await;
+        let (state, reason) = if !my_turn || ctl.cancelled.load(Ordering::Relaxed) {
             (
                 RunState::Cancelled,
                 Some("cancelled before it started".to_string()),
@@ -455,7 +503,7 @@ impl Agent {
             }
         };
         self.transition(&run_id, state, reason.as_deref());
-        drop(guard);
+        lane.notify_waiters();
         lock(&self.0.runs).remove(&run_id);
         let outcome =
             RunOutcome::load(self.0.kernel.store(), &run_id).unwrap_or_else(|e| RunOutcome {
@@ -802,6 +850,7 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
     // conversation order, which is not id order once a message was queued
     // behind a running run (see `Store::messages`).
     let covered_end = records.iter().position(|r| r.id == covers_to);
+    let answered = answered_calls(records);
     let mut out = Vec::new();
     if let Some(s) = summary {
         out.push((s, 1));
@@ -815,7 +864,7 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
             continue;
         }
         let n = match r.kind.as_str() {
-            "assistant" => 1 + missing_results(r, records),
+            "assistant" => 1 + missing_results(r, &answered),
             _ => 1,
         };
         out.push((r, n));
@@ -824,19 +873,25 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
 }
 
 /// Tool calls of an assistant record with no stored result.
-fn missing_results(assistant: &MessageRecord, records: &[MessageRecord]) -> usize {
+fn missing_results(assistant: &MessageRecord, answered: &HashSet<&str>) -> usize {
     parse_calls(assistant.tool_calls.as_deref())
         .iter()
-        .filter(|c| {
-            !records
-                .iter()
-                .any(|r| r.kind == "tool" && r.call_id.as_deref() == Some(&c.id))
-        })
+        .filter(|c| !answered.contains(c.id.as_str()))
         .count()
+}
+
+/// The ids of the tool calls that have a stored result.
+fn answered_calls(records: &[MessageRecord]) -> HashSet<&str> {
+    records
+        .iter()
+        .filter(|r| r.kind == "tool")
+        .filter_map(|r| r.call_id.as_deref())
+        .collect()
 }
 
 /// Stored messages → what the model sees (see [`Agent::context`]).
 pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
+    let answered = answered_calls(records);
     let mut out = Vec::new();
     for (r, _) in context_units(records) {
         match r.kind.as_str() {
@@ -846,11 +901,7 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
                 let calls = parse_calls(r.tool_calls.as_deref());
                 let missing: Vec<ToolCall> = calls
                     .iter()
-                    .filter(|c| {
-                        !records
-                            .iter()
-                            .any(|t| t.kind == "tool" && t.call_id.as_deref() == Some(&c.id))
-                    })
+                    .filter(|c| !answered.contains(c.id.as_str()))
                     .cloned()
                     .collect();
                 out.push(Message::Assistant {
@@ -999,11 +1050,23 @@ impl Approver for CallApprover {
             if left.is_zero() {
                 break None;
             }
+            // Answers given here wake the wait at once; one given by
+            // another keel process sharing the database (`keel approve`)
+            // is seen within a quarter of a second.
             answer = waiter
                 .ready
-                .wait_timeout(answer, left)
+                .wait_timeout(answer, left.min(Duration::from_millis(250)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            if answer.is_none()
+                && let Ok(Some(r)) = store.approval(&record.id)
+            {
+                match r.state.as_str() {
+                    "approved" => break Some(true),
+                    "denied" | "expired" => break Some(false),
+                    _ => {}
+                }
+            }
         };
         drop(answer);
         let approved = match decided {

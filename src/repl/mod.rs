@@ -379,6 +379,35 @@ pub fn format_sessions(list: &[crate::store::SessionRecord], current: Option<&st
     s
 }
 
+/// Approval requests, oldest first.
+pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
+    if list.is_empty() {
+        return "no approval requests waiting\n".into();
+    }
+    let mut s = String::new();
+    for a in list {
+        s.push_str(&format!(
+            "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}\n",
+            a.id,
+            a.state,
+            a.skill,
+            a.capability,
+            if a.target.is_empty() {
+                String::new()
+            } else {
+                format!(" on `{}`", a.target)
+            },
+            a.tool,
+            a.run_id,
+            a.answer
+                .as_deref()
+                .map(|x| format!(": {x}"))
+                .unwrap_or_default()
+        ));
+    }
+    s
+}
+
 /// Runs, oldest first.
 pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
     if list.is_empty() {

@@ -244,6 +244,26 @@ impl Store {
         })
     }
 
+    /// Unfinished runs of a session accepted before `run_id`, with the
+    /// processes that own them: the runs it must wait for.
+    pub fn runs_ahead(
+        &self,
+        session_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, owner FROM runs
+                 WHERE session_id = ?1
+                   AND state IN ('queued', 'running', 'waiting_permission')
+                   AND rowid < (SELECT rowid FROM runs WHERE id = ?2)
+                 ORDER BY rowid",
+            )?;
+            let rows = st.query_map(params![session_id, run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// The states a run went through, in order, with their reasons.
     pub fn run_history(&self, run_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
         self.with(|c| {
