@@ -626,6 +626,14 @@ fn skill_new(name: &str, lang: Lang) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("skill.toml"), manifest)?;
     std::fs::write(dir.join(entry), script)?;
+    std::fs::write(
+        dir.join("SKILL.md"),
+        format!(
+            "---\nname: {name}\ndescription: Describe when the agent should use {name}.\n---\n\n\
+             Tell the model when and how to use this skill's tools, e.g.:\n\n\
+             - `{name}.hello {{name}}` greets someone; use it when the user asks to be greeted.\n"
+        ),
+    )?;
     println!(
         "created {}\ntry it: keel call {name}.hello '{{\"name\": \"world\"}}'",
         dir.display()

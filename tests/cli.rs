@@ -276,7 +276,17 @@ fn skill_new_scaffolds_a_working_skill_in_each_language() {
             .call(&format!("{name}.hello"), json!({"name": "world"}))
             .ok();
         assert_eq!(r, json!({"greeting": "Hello, world!"}));
+        // The agent is told about it: the scaffold's SKILL.md is in the
+        // prompt.
+        let md = std::fs::read_to_string(ws.path(&format!("skills/{name}/SKILL.md"))).unwrap();
+        assert!(md.starts_with(&format!("---\nname: {name}\n")), "{md}");
     }
+    let rt = common::runtime();
+    let prompt = keel::agent::prompt::system_prompt(None, "/ws", &ws.kernel(&rt).skills());
+    assert!(
+        prompt.contains("`hello-rhai.hello {name}` greets someone"),
+        "{prompt}"
+    );
     ws.run(&["skill", "new", "hello-lua"])
         .err_contains(&["already exists"]);
     ws.run(&["skill", "new", "Bad Name"])
