@@ -6,6 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::agent::{NOTES, NOTES_SRC, model_table, notes_ws};
 use common::model::{FakeModel, Reply, ToolCallSpec, Wire};
 use common::{Ws, runtime};
 use keel::Kernel;
@@ -13,66 +14,6 @@ use keel::agent::owner::Owner;
 use keel::agent::{Agent, AgentError, RunEvent, RunHandle, RunOutcome, RunState};
 use keel::store::{AnswerError, ApprovalAnswer, ApprovalRecord, INTERRUPTED, Store};
 use serde_json::{Value, json};
-
-const NOTES: &str = r#"
-[skill]
-name = "notes"
-version = "1.0.0"
-description = "Keeps notes"
-entry = "main.luau"
-[capabilities]
-kv = true
-[[tools]]
-name = "add"
-description = "Add a note"
-parameters = { type = "object", properties = { text = { type = "string" } }, required = ["text"] }
-[[tools]]
-name = "list"
-description = "List notes"
-"#;
-
-const NOTES_SRC: &str = r#"
-local M = {}
-function M.add(args)
-  local n = (keel.kv.get("n") or 0) + 1
-  keel.kv.set("n", n)
-  keel.kv.set("note" .. n, args.text)
-  return { id = n }
-end
-function M.list()
-  local out = {}
-  for i = 1, (keel.kv.get("n") or 0) do out[i] = keel.kv.get("note" .. i) end
-  return out
-end
-return M
-"#;
-
-/// `[models.NAME]` for a fake model.
-fn model_table(name: &str, model: &FakeModel) -> String {
-    let provider = match model.wire() {
-        Wire::OpenAi => "openai",
-        Wire::Anthropic => "anthropic",
-    };
-    format!(
-        "[models.{name}]\nprovider = \"{provider}\"\nbase_url = \"{}\"\nmodel = \"fake-{name}\"\n",
-        model.base_url()
-    )
-}
-
-/// A workspace with the notes skill, `kv` allowed, and `model` as the
-/// only model; `extra_toml` is appended to keel.toml.
-fn notes_ws(model: &FakeModel, extra_toml: &str) -> Ws {
-    Ws::new()
-        .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
-        .file(
-            "skills/notes/SKILL.md",
-            "---\nname: notes\ndescription: Keeps notes.\n---\nAdd notes with notes.add.\n",
-        )
-        .policy(&format!(
-            "[policy]\nallow = [\"kv\"]\n\n{}\n{extra_toml}",
-            model_table("main", model)
-        ))
-}
 
 fn multi_round(wire: Wire) {
     let model = FakeModel::scripted(

@@ -12,42 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::agent::{NOTES, NOTES_SRC, model_table, notes_ws};
 use common::model::{FakeModel, Reply, Wire};
 use common::{Called, Ws};
 use serde_json::{Value, json};
-
-const NOTES: &str = r#"
-[skill]
-name = "notes"
-version = "1.0.0"
-description = "Keeps notes"
-entry = "main.luau"
-[capabilities]
-kv = true
-[[tools]]
-name = "add"
-description = "Add a note"
-parameters = { type = "object", properties = { text = { type = "string" } }, required = ["text"] }
-[[tools]]
-name = "list"
-description = "List notes"
-"#;
-
-const NOTES_SRC: &str = r#"
-local M = {}
-function M.add(args)
-  local n = (keel.kv.get("n") or 0) + 1
-  keel.kv.set("n", n)
-  keel.kv.set("note" .. n, args.text)
-  return { id = n }
-end
-function M.list()
-  local out = {}
-  for i = 1, (keel.kv.get("n") or 0) do out[i] = keel.kv.get("note" .. i) end
-  return out
-end
-return M
-"#;
 
 /// One tool, one capability use: one approval per call.
 const MEMO: &str = r#"
@@ -77,35 +45,13 @@ return M
 const GREET: &str = "[skill]\nname = \"greet\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[[tools]]\nname = \"hi\"\ndescription = \"says hi\"\n";
 const GREET_SRC: &str = "local M = {} function M.hi() return 'hi there' end return M\n";
 
-fn models_toml(model: &FakeModel, extra: &str) -> String {
-    let provider = match model.wire() {
-        Wire::OpenAi => "openai",
-        Wire::Anthropic => "anthropic",
-    };
-    format!(
-        "[models.main]\nprovider = \"{provider}\"\nbase_url = \"{}\"\nmodel = \"fake\"\n{extra}\n",
-        model.base_url()
-    )
-}
-
-/// A workspace with the notes skill, `kv` allowed, and `model` as the
-/// only model; `extra_toml` is appended to keel.toml.
-fn notes_ws(model: &FakeModel, extra_toml: &str) -> Ws {
-    Ws::new()
-        .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
-        .policy(&format!(
-            "[policy]\nallow = [\"kv\"]\n\n{}\n{extra_toml}",
-            models_toml(model, "")
-        ))
-}
-
 /// A workspace where the memo skill's `kv` must be approved each time.
 fn memo_ws(model: &FakeModel, extra_toml: &str) -> Ws {
     Ws::new()
         .skill("memo", MEMO, &[("main.luau", MEMO_SRC)])
         .policy(&format!(
             "[policy]\nask = [\"kv\"]\n\n{}\n{extra_toml}",
-            models_toml(model, "")
+            model_table("main", model)
         ))
 }
 
@@ -630,7 +576,7 @@ fn the_console_talks_to_the_agent_over_a_pipe() {
     let run_id = runs(&ws, &session)[0]["id"].as_str().unwrap().to_string();
     // In the order they were asked for.
     let expected = [
-        "model: main (fake)".to_string(),
+        "model: main (fake-main)".to_string(),
         "[tool] memo.save {\"text\":\"milk\"}\n".into(),
         "memo wants `kv` (tool memo.save with {\"text\":\"milk\"})\n".into(),
         "allow? [y]es / [n]o / [a]lways: y\n".into(),
@@ -798,11 +744,11 @@ fn the_console_on_a_terminal_streams_and_ctrl_c_cancels_the_run() {
     );
     let ws = Ws::new()
         .skill("greet", GREET, &[("main.luau", GREET_SRC)])
-        .policy(&models_toml(&model, ""));
+        .policy(&model_table("main", &model));
     let out = console_on_a_terminal(
         &ws,
         json!([
-            ["expect", "banner", r"model: main \(fake\)"],
+            ["expect", "banner", r"model: main \(fake-main\)"],
             ["send", "say hello\r"],
             ["expect", "tool started", r"\[tool\] greet\.hi \{\}"],
             [
@@ -872,7 +818,7 @@ fn ctrl_c_at_an_approval_prompt_cancels_the_run_without_waiting_for_enter() {
     let out = console_on_a_terminal(
         &ws,
         json!([
-            ["expect", "banner", r"model: main \(fake\)"],
+            ["expect", "banner", r"model: main \(fake-main\)"],
             ["send", "remember milk\r"],
             [
                 "expect",

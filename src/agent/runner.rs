@@ -585,15 +585,7 @@ impl Agent {
             // The completion (stored next) holds the whole text.
             lock(&ctl.shown).clear();
             used += completion.usage.input_tokens + completion.usage.output_tokens;
-            store
-                .record_usage(
-                    Some(run_id),
-                    None,
-                    &model,
-                    completion.usage.input_tokens,
-                    completion.usage.output_tokens,
-                )
-                .map_err(fail_store)?;
+            record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
             let calls_json =
                 (!completion.tool_calls.is_empty()).then(|| calls_to_json(&completion.tool_calls));
             store
@@ -781,15 +773,7 @@ impl Agent {
             .await
             .map_err(|e| Stop::Failed(format!("compacting the conversation failed: {e}")))?;
         let fail_store = |e: StoreError| Stop::Failed(format!("cannot write the transcript: {e}"));
-        store
-            .record_usage(
-                Some(run_id),
-                None,
-                &model,
-                completion.usage.input_tokens,
-                completion.usage.output_tokens,
-            )
-            .map_err(fail_store)?;
+        record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
         let records = self.records(run_id, ctl).map_err(fail_store)?;
@@ -927,6 +911,22 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
         }
     }
     out
+}
+
+/// Adds one model call's tokens to the run.
+fn record_usage(
+    store: &crate::store::Store,
+    run_id: &str,
+    model: &str,
+    usage: Usage,
+) -> Result<(), StoreError> {
+    store.record_usage(
+        Some(run_id),
+        None,
+        model,
+        usage.input_tokens,
+        usage.output_tokens,
+    )
 }
 
 fn calls_to_json(calls: &[ToolCall]) -> String {

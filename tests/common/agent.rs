@@ -1,0 +1,65 @@
+//! Fixtures shared by the agent tests: a skill with two tools and a
+//! workspace whose only model is a fake one.
+
+use super::Ws;
+use super::model::{FakeModel, Wire};
+
+pub const NOTES: &str = r#"
+[skill]
+name = "notes"
+version = "1.0.0"
+description = "Keeps notes"
+entry = "main.luau"
+[capabilities]
+kv = true
+[[tools]]
+name = "add"
+description = "Add a note"
+parameters = { type = "object", properties = { text = { type = "string" } }, required = ["text"] }
+[[tools]]
+name = "list"
+description = "List notes"
+"#;
+
+pub const NOTES_SRC: &str = r#"
+local M = {}
+function M.add(args)
+  local n = (keel.kv.get("n") or 0) + 1
+  keel.kv.set("n", n)
+  keel.kv.set("note" .. n, args.text)
+  return { id = n }
+end
+function M.list()
+  local out = {}
+  for i = 1, (keel.kv.get("n") or 0) do out[i] = keel.kv.get("note" .. i) end
+  return out
+end
+return M
+"#;
+
+/// `[models.NAME]` for a fake model.
+pub fn model_table(name: &str, model: &FakeModel) -> String {
+    let provider = match model.wire() {
+        Wire::OpenAi => "openai",
+        Wire::Anthropic => "anthropic",
+    };
+    format!(
+        "[models.{name}]\nprovider = \"{provider}\"\nbase_url = \"{}\"\nmodel = \"fake-{name}\"\n",
+        model.base_url()
+    )
+}
+
+/// A workspace with the notes skill, `kv` allowed, and `model` as the
+/// only model; `extra_toml` is appended to keel.toml.
+pub fn notes_ws(model: &FakeModel, extra_toml: &str) -> Ws {
+    Ws::new()
+        .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
+        .file(
+            "skills/notes/SKILL.md",
+            "---\nname: notes\ndescription: Keeps notes.\n---\nAdd notes with notes.add.\n",
+        )
+        .policy(&format!(
+            "[policy]\nallow = [\"kv\"]\n\n{}\n{extra_toml}",
+            model_table("main", model)
+        ))
+}
