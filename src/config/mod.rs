@@ -657,4 +657,41 @@ api_key_env = "ANTHROPIC_API_KEY"
         let e = parse("[limits]\nmemory_mb = 0\n").unwrap_err().to_string();
         assert!(e.contains("memory_mb = 0"), "{e}");
     }
+
+    #[test]
+    fn the_agent_section_has_defaults_and_checked_values() {
+        let d = parse("").unwrap().agent;
+        assert_eq!(d, AgentConfig::default());
+        let a = parse(
+            "[agent]\nsystem_prompt = \"Be brief.\"\nmax_tool_rounds = 3\nmax_run_seconds = 9\napproval_timeout_seconds = 5\ncompact_at = 0.5\nkeep_turns = 4\n",
+        )
+        .unwrap()
+        .agent;
+        assert_eq!(a.system_prompt.as_deref(), Some("Be brief."));
+        assert_eq!(
+            (
+                a.max_tool_rounds,
+                a.max_run_time.as_secs(),
+                a.approval_timeout.as_secs()
+            ),
+            (3, 9, 5)
+        );
+        assert_eq!((a.compact_at, a.keep_turns), (0.5, 4));
+        let e = parse("[agent]\nmax_tool_rounds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_tool_rounds must be at least 1"), "{e}");
+        let e = parse("[agent]\ncompact_at = 2.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("compact_at = 2") && e.contains("between 0.1 and 1.0"),
+            "{e}"
+        );
+        let e = parse("[agent]\nmax_rounds = 3\n").unwrap_err().to_string();
+        assert!(
+            e.contains("max_rounds") && e.contains("max_tool_rounds"),
+            "{e}"
+        );
+    }
 }
