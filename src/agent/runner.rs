@@ -269,6 +269,11 @@ enum Stop {
     Cancelled,
 }
 
+/// The transcript could not be written: the run cannot go on consistently.
+fn fail_store(e: StoreError) -> Stop {
+    Stop::Failed(format!("cannot write the transcript: {e}"))
+}
+
 impl Agent {
     /// An agent over the kernel's model chain. Fails with
     /// [`AgentError::NoModel`] (whose message says how to configure one)
@@ -528,7 +533,6 @@ impl Agent {
         let kernel = &self.0.kernel;
         let store = kernel.store();
         let cfg = &self.0.config;
-        let fail_store = |e: StoreError| Stop::Failed(format!("cannot write the transcript: {e}"));
         let mut rounds = 0u32;
         let mut used = 0u64;
         loop {
@@ -724,7 +728,7 @@ impl Agent {
             .kernel
             .store()
             .add_messages(&messages)
-            .map_err(|e| Stop::Failed(format!("cannot write the transcript: {e}")))?;
+            .map_err(fail_store)?;
         if ctl.cancelled.load(Ordering::Relaxed) {
             return Err(Stop::Cancelled);
         }
@@ -772,7 +776,6 @@ impl Agent {
             .complete(&req, &mut |_| {})
             .await
             .map_err(|e| Stop::Failed(format!("compacting the conversation failed: {e}")))?;
-        let fail_store = |e: StoreError| Stop::Failed(format!("cannot write the transcript: {e}"));
         record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
