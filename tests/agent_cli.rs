@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::agent::{NOTES, NOTES_SRC, model_table, notes_ws};
 use common::model::{FakeModel, Reply, Wire};
+use common::pty::keel_on_a_terminal;
 use common::{Called, Ws};
 use serde_json::{Value, json};
 
@@ -53,18 +54,6 @@ fn memo_ws(model: &FakeModel, extra_toml: &str) -> Ws {
             "[policy]\nask = [\"kv\"]\n\n{}\n{extra_toml}",
             model_table("main", model)
         ))
-}
-
-/// The real binary, with no model coming from the environment of whoever
-/// runs the tests.
-fn keel(ws: &Ws) -> Command {
-    let mut c = ws.keel();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPENAI_") || k.starts_with("ANTHROPIC_") {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 /// Polls `done` every 20 ms; panics with `what` after `limit`.
@@ -187,12 +176,12 @@ fn run(cmd: &mut Command) -> Called {
 }
 
 fn ask(ws: &Ws, args: &[&str]) -> Called {
-    run(keel(ws).arg("ask").args(args))
+    run(ws.keel().arg("ask").args(args))
 }
 
 /// A listing command's JSON (`keel sessions --json`, `keel runs S --json`).
 fn json_of(ws: &Ws, args: &[&str]) -> Value {
-    let out = run(keel(ws).args(args));
+    let out = run(ws.keel().args(args));
     assert_eq!(out.status, 0, "keel {args:?} failed: {}", out.stderr);
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout))
 }
@@ -428,17 +417,17 @@ fn sessions_and_runs_list_what_asks_made() {
     assert_eq!(runs(&ws, &other).len(), 1);
 
     // The plain listings show the same.
-    let text = run(keel(&ws).args(["runs", &first]));
+    let text = run(ws.keel().args(["runs", &first]));
     assert_eq!(text.status, 0);
     assert_eq!(text.stdout.matches("  done").count(), 2, "{}", text.stdout);
-    let text = run(keel(&ws).arg("sessions"));
+    let text = run(ws.keel().arg("sessions"));
     assert!(
         text.stdout.contains(&first) && text.stdout.contains("other question"),
         "{}",
         text.stdout
     );
 
-    run(keel(&ws).args(["runs", "s_nope"])).err_contains(&["s_nope", "keel sessions"]);
+    run(ws.keel().args(["runs", "s_nope"])).err_contains(&["s_nope", "keel sessions"]);
 }
 
 #[test]
@@ -455,7 +444,7 @@ fn a_run_killed_mid_stream_is_failed_as_interrupted_and_the_session_goes_on() {
         ],
     );
     let ws = notes_ws(&model, "");
-    let mut first = Spawned::start(keel(&ws).args(["ask", "remember to buy milk"]), None);
+    let mut first = Spawned::start(ws.keel().args(["ask", "remember to buy milk"]), None);
     poll(
         "the model received the request",
         Duration::from_secs(15),
@@ -524,7 +513,7 @@ fn ask_without_a_terminal_declines_approvals_at_once_and_says_how_to_grant() {
     // Were the request left to time out, the run would take 30 s, and
     // `finish` gives up after 20.
     let ws = memo_ws(&model, "[agent]\napproval_timeout_seconds = 30\n");
-    let (_, out) = Spawned::start(keel(&ws).args(["ask", "remember milk"]), None)
+    let (_, out) = Spawned::start(ws.keel().args(["ask", "remember milk"]), None)
         .finish(Duration::from_secs(20));
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "I could not save it.\n");
@@ -550,7 +539,7 @@ fn ask_without_a_terminal_declines_approvals_at_once_and_says_how_to_grant() {
     let session = session_titled(&ws, "remember milk");
     assert_eq!(runs(&ws, &session)[0]["state"], "done");
     assert!(
-        !run(keel(&ws).args(["call", "memo.save", "{\"text\":\"x\"}"]))
+        !run(ws.keel().args(["call", "memo.save", "{\"text\":\"x\"}"]))
             .stdout
             .contains("saved"),
         "the decline did not turn into a grant"
@@ -569,7 +558,7 @@ fn the_console_talks_to_the_agent_over_a_pipe() {
     let ws = memo_ws(&model, "");
     let input =
         "remember milk\ny\n/history\n/runs\n/sessions\n/session new\n/history\n/runs\n/quit\n";
-    let (_, out) = Spawned::start(&mut keel(&ws), Some(input)).finish(Duration::from_secs(30));
+    let (_, out) = Spawned::start(&mut ws.keel(), Some(input)).finish(Duration::from_secs(30));
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     let text = out.stdout;
     let session = session_titled(&ws, "remember milk");
@@ -609,124 +598,17 @@ fn the_console_talks_to_the_agent_over_a_pipe() {
         "the approval was read from the next line:\n{text}"
     );
     assert_eq!(
-        run(keel(&ws).args(["call", "memo.save", "{\"text\":\"x\"}"])).status,
+        run(ws.keel().args(["call", "memo.save", "{\"text\":\"x\"}"])).status,
         1,
         "`y` allows once, it grants nothing"
     );
     assert_eq!(sessions(&ws).len(), 2);
 }
 
-/// Types into the real console on a pseudo-terminal. Steps come as JSON:
-/// `["send", TEXT]`, `["expect", NAME, REGEX]` (searched after the previous
-/// match), `["exit"]` (waits for the exit and prints its status). Prints
-/// `OK NAME` per step met, and `FAIL …` with the screen when one is not.
-const PTY_DRIVER: &str = r#"
-import json, os, pty, re, select, signal, struct, sys, time, fcntl, termios
-keel, ws, data, steps = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-args = sys.argv[5:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.chdir(ws)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "ANTHROPIC_")) and k != "KEEL_LOG"}
-    env.update(KEEL_DATA_DIR=data, TERM="xterm")
-    os.execve(keel, [keel] + args, env)
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-buf = b""
-mark = 0
-
-def pump(seconds):
-    global buf
-    end = time.time() + seconds
-    while time.time() < end:
-        r, _, _ = select.select([fd], [], [], 0.05)
-        if not r:
-            continue
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            return
-        if not chunk:
-            return
-        buf += chunk
-        # Answer cursor-position queries as a terminal would.
-        for _ in range(chunk.count(b"\x1b[6n")):
-            os.write(fd, b"\x1b[1;1R")
-
-def fail(why):
-    print("FAIL " + why, flush=True)
-    print(buf.decode("utf-8", "replace")[-3000:], flush=True)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    sys.exit(1)
-
-for step in steps:
-    if step[0] == "send":
-        os.write(fd, step[1].encode())
-        pump(0.2)
-    elif step[0] == "expect":
-        name, pattern = step[1], re.compile(step[2].encode())
-        end = time.time() + 15
-        while True:
-            m = pattern.search(buf, mark)
-            if m:
-                mark = m.end()
-                print("OK " + name, flush=True)
-                break
-            if time.time() > end:
-                fail(name + ": never saw " + repr(step[2]))
-            pump(0.1)
-    elif step[0] == "exit":
-        end = time.time() + 15
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                print("EXIT %d" % os.waitstatus_to_exitcode(status), flush=True)
-                break
-            if time.time() > end:
-                fail("exit: the console did not end")
-            pump(0.1)
-"#;
-
 /// Runs the console on a terminal over `ws`; returns what the driver
 /// printed.
 fn console_on_a_terminal(ws: &Ws, steps: Value) -> String {
     keel_on_a_terminal(ws, &[], steps)
-}
-
-/// Runs `keel ARGS` on a terminal over `ws`; returns what the driver
-/// printed.
-fn keel_on_a_terminal(ws: &Ws, args: &[&str], steps: Value) -> String {
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-c",
-        PTY_DRIVER,
-        env!("CARGO_BIN_EXE_keel"),
-        &ws.root.display().to_string(),
-        &ws.data_dir().display().to_string(),
-        &steps.to_string(),
-    ]);
-    cmd.args(args);
-    // Every step is bounded inside the driver; this is the backstop.
-    let (_, out) = Spawned::start(&mut cmd, None).finish(Duration::from_secs(120));
-    let names: Vec<&str> = steps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s[0] == "expect")
-        .map(|s| s[1].as_str().unwrap())
-        .collect();
-    for name in names {
-        assert!(
-            out.stdout.contains(&format!("OK {name}\n")),
-            "step {name:?} failed:\n{}\n{}",
-            out.stdout,
-            out.stderr
-        );
-    }
-    out.stdout
 }
 
 #[test]
@@ -931,7 +813,7 @@ fn sigint_cancels_a_streaming_ask_with_exit_130() {
         }],
     );
     let ws = notes_ws(&model, "");
-    let mut asking = Spawned::start(keel(&ws).args(["ask", "think"]), None);
+    let mut asking = Spawned::start(ws.keel().args(["ask", "think"]), None);
     poll("the first piece on stdout", Duration::from_secs(15), || {
         asking.stdout() == "Ponderin"
     });
@@ -966,7 +848,7 @@ fn the_console_switches_to_a_session_and_continues_it() {
     let input = format!(
         "/history\n/session switch s_nope\n/session switch {session}\n/history\nfollow up\n/runs\n/sessions\n/cancel\n/session bogus\n/quit\n"
     );
-    let (_, out) = Spawned::start(&mut keel(&ws), Some(&input)).finish(Duration::from_secs(30));
+    let (_, out) = Spawned::start(&mut ws.keel(), Some(&input)).finish(Duration::from_secs(30));
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     let text = out.stdout;
     let expected = [
@@ -1015,7 +897,7 @@ fn two_processes_in_one_session_take_turns() {
         ],
     );
     let ws = notes_ws(&model, "");
-    let first = Spawned::start(keel(&ws).args(["ask", "one"]), None);
+    let first = Spawned::start(ws.keel().args(["ask", "one"]), None);
     poll("the first request", Duration::from_secs(15), || {
         model.request_count() >= 1
     });
@@ -1072,12 +954,12 @@ fn an_approval_is_answered_from_another_process() {
         .await
         .expect("an approval request within 10 s")
     });
-    let listed = run(keel(&ws).args(["approvals"]));
+    let listed = run(ws.keel().args(["approvals"]));
     assert!(
         listed.stdout.contains(&approval.id) && listed.stdout.contains("memo wants `kv`"),
         "{listed:?}"
     );
-    let answered = run(keel(&ws).args(["approve", &approval.id, "yes"]));
+    let answered = run(ws.keel().args(["approve", &approval.id, "yes"]));
     assert_eq!(answered.status, 0, "{}", answered.stderr);
     assert!(answered.stdout.contains("answered"), "{}", answered.stdout);
     let outcome = rt.block_on(async {
@@ -1090,16 +972,16 @@ fn an_approval_is_answered_from_another_process() {
     assert!(!outcome.tool_calls[0].is_error);
     // Answering again: the same answer is fine, another is refused.
     assert_eq!(
-        run(keel(&ws).args(["approve", &approval.id, "y"])).status,
+        run(ws.keel().args(["approve", &approval.id, "y"])).status,
         0
     );
-    let refused = run(keel(&ws).args(["approve", &approval.id, "no"]));
+    let refused = run(ws.keel().args(["approve", &approval.id, "no"]));
     assert_ne!(refused.status, 0);
     assert!(
         refused.stderr.contains("already answered"),
         "{}",
         refused.stderr
     );
-    let bad = run(keel(&ws).args(["approve", &approval.id, "maybe"]));
+    let bad = run(ws.keel().args(["approve", &approval.id, "maybe"]));
     assert!(bad.stderr.contains("yes, no or always"), "{}", bad.stderr);
 }

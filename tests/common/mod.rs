@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod model;
+pub mod pty;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -121,13 +122,19 @@ impl Ws {
         self.root.join(".data")
     }
 
-    /// The real binary, in the workspace, with its own data dir.
+    /// The real binary, in the workspace, with its own data dir, and no
+    /// model coming from the environment of whoever runs the tests.
     pub fn keel(&self) -> std::process::Command {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keel"));
         c.current_dir(&self.root)
             .env("KEEL_DATA_DIR", self.data_dir())
             .env_remove("KEEL_LOG")
             .stdin(std::process::Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OPENAI_") || k.starts_with("ANTHROPIC_") {
+                c.env_remove(k);
+            }
+        }
         c
     }
 
