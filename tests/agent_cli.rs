@@ -984,4 +984,15 @@ fn an_approval_is_answered_from_another_process() {
     );
     let bad = run(ws.keel().args(["approve", &approval.id, "maybe"]));
     assert!(bad.stderr.contains("yes, no or always"), "{}", bad.stderr);
+    let unknown = run(ws.keel().args(["approve", "a_nope", "yes"]));
+    assert_ne!(unknown.status, 0);
+    assert!(
+        unknown.stderr.contains("no approval request `a_nope`"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        kernel.store().grants(Some("memo")).unwrap().is_empty(),
+        "answering yes (once) and the refused answers granted nothing"
+    );
 }
