@@ -15,9 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug)]
 pub struct Owner {
     id: String,
-    /// The locked file; `None` when there is no data directory (an
-    /// in-memory store, where no other process can see the runs anyway).
-    held: Option<(File, PathBuf)>,
+    /// The locked file and the data directory it is under; `None` when
+    /// there is no data directory (an in-memory store, where no other
+    /// process can see the runs anyway).
+    held: Option<(File, PathBuf, PathBuf)>,
 }
 
 fn lock_path(dir: &Path, id: &str) -> PathBuf {
@@ -51,12 +52,23 @@ impl Owner {
         })?;
         Ok(Self {
             id,
-            held: Some((file, path)),
+            held: Some((file, path, dir.to_path_buf())),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether the run owner `id` is alive as seen from this process: it is
+    /// this process, or another one holding its lock under the same data
+    /// directory.
+    pub fn sees_alive(&self, id: &str) -> bool {
+        id == self.id
+            || self
+                .held
+                .as_ref()
+                .is_some_and(|(_, _, dir)| Self::is_alive(dir, id))
     }
 
     /// Whether the process that took `id` is still alive: its lock file
@@ -84,7 +96,7 @@ impl Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if let Some((_, path)) = &self.held {
+        if let Some((_, path, _)) = &self.held {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -99,6 +111,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = Owner::acquire(Some(d.path())).unwrap();
         assert!(Owner::is_alive(d.path(), a.id()));
+        let b = Owner::acquire(Some(d.path())).unwrap();
+        assert!(b.sees_alive(a.id()) && b.sees_alive(b.id()));
+        assert!(!b.sees_alive("123-abc"));
         let id = a.id().to_string();
         drop(a);
         assert!(!Owner::is_alive(d.path(), &id));

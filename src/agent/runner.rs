@@ -284,10 +284,9 @@ impl Agent {
         let persistent = data_dir.join("keel.db").exists();
         let owner =
             Owner::acquire(persistent.then_some(data_dir.as_path())).map_err(AgentError::Owner)?;
-        let own = owner.id().to_string();
-        let recovered = kernel.store().recover_interrupted_runs(&|id| {
-            id == own || (persistent && Owner::is_alive(&data_dir, id))
-        })?;
+        let recovered = kernel
+            .store()
+            .recover_interrupted_runs(&|id| owner.sees_alive(id))?;
         if recovered > 0 {
             tracing::warn!(
                 runs = recovered,
@@ -426,8 +425,7 @@ impl Agent {
     async fn wait_turn(&self, run_id: &str, ctl: &RunControl, lane: &tokio::sync::Notify) -> bool {
         let store = self.0.kernel.store();
         let own = self.0.owner.id();
-        let data_dir = self.0.kernel.data_dir();
-        let alive = |o: &str| o == own || Owner::is_alive(data_dir, o);
+        let alive = |o: &str| self.0.owner.sees_alive(o);
         let mut cancel_rx = ctl.cancel_tx.subscribe();
         loop {
             let woken = lane.notified();
