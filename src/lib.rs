@@ -11,6 +11,9 @@
 //!   allow), and [`capability::gate`], the one place effects are checked.
 //! - [`host`] — the host API, each function declared once with its
 //!   capability and bound into both engines.
+//! - [`sandbox`] — what confines the programs a skill runs (Landlock,
+//!   no_new_privs, process groups, PID namespaces), built from the skill's
+//!   grants; scrubbing keel's own environment block.
 //! - [`script`] — the engines (Luau, Rhai) behind one trait; sandbox limits.
 //! - [`skill`] — manifests, discovery, dependency resolution, the loaded set,
 //!   built-in skills, file watching.
@@ -36,6 +39,7 @@ pub mod host;
 pub mod kernel;
 pub mod llm;
 pub mod repl;
+pub mod sandbox;
 pub mod script;
 pub mod skill;
 pub mod store;

@@ -150,6 +150,12 @@ enum DocsFormat {
 }
 
 fn main() -> ExitCode {
+    // First, while keel has one thread: move the environment out of the
+    // block /proc/<pid>/environ shows and zero that block, so no program a
+    // skill runs can read keel's API keys there; and no core dumps or
+    // same-user ptrace of keel.
+    // SAFETY: nothing has run yet; no other thread exists.
+    let _ = unsafe { keel::sandbox::environ::seal() };
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
@@ -251,6 +257,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             } else {
                 print!("{}", keel::repl::format_skills(&set, &broken));
+                // Say how programs are confined wherever a skill may run one.
+                let runs_programs = set.skills.values().any(|sk| {
+                    sk.manifest
+                        .capabilities
+                        .iter()
+                        .any(|c| c.kind == keel::capability::CapabilityKind::Exec)
+                });
+                if runs_programs {
+                    println!("{}", keel::sandbox::status());
+                }
             }
             Ok(if set.failures.is_empty() && broken.is_empty() {
                 ExitCode::SUCCESS

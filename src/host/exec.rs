@@ -19,8 +19,16 @@
 //! Output is read on separate threads, so a child that writes a lot to both
 //! streams cannot deadlock against keel; each stream keeps at most
 //! [`MAX_OUTPUT`] bytes and the rest is read and dropped. Every run has a
-//! time limit (the script's `timeout_ms`, capped by the call's deadline); a
-//! child still running then is killed and reaped.
+//! time limit (the script's `timeout_ms`, capped by the call's deadline);
+//! the wait also ends as soon as the run is cancelled.
+//!
+//! The child runs in an OS sandbox built from the skill's grants
+//! ([`crate::sandbox`]): its own process group (and PID namespace where the
+//! kernel allows), `no_new_privs`, and Landlock limiting it to the folders
+//! the skill may read and write, the programs it may run, and the network
+//! only if it holds `net.http`. When the call ends — the program exited,
+//! the time ran out, or the run was cancelled — the whole group is killed
+//! before the program is reaped, so nothing it started outlives the call.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -91,6 +99,13 @@ fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let limit = requested.min(remaining);
     let call_bound = remaining <= requested;
 
+    let spec = sandbox_spec(ctx, &program);
+    let mode = crate::sandbox::Mode::from_setting(
+        ctx.kernel.env().get("KEEL_EXEC_SANDBOX").map(String::as_str),
+    );
+    let confinement = crate::sandbox::prepare(&spec, mode)
+        .map_err(|e| HostError::Failed(format!("{what}: {e}")))?;
+
     let mut cmd = Command::new(&program);
     #[cfg(unix)]
     {
@@ -99,11 +114,14 @@ fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         cmd.arg0(prog);
     }
     cmd.args(&argv[1..]).env_clear().envs(env).current_dir(&cwd);
+    confinement.apply(&mut cmd);
 
     tracing::debug!(
         skill = %ctx.skill.name,
         program = %program.display(),
         cwd = %cwd.display(),
+        sandbox_rules = confinement.rules,
+        sandboxed = confinement.enforced,
         "exec"
     );
     let outcome = run_child(
@@ -111,8 +129,10 @@ fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         opts.stdin.map(String::into_bytes),
         limit,
         MAX_OUTPUT,
+        &|| ctx.cancelled(),
     )
     .map_err(|e| match e {
+        RunError::Cancelled => HostError::Deadline,
         RunError::TimedOut { .. } if call_bound => HostError::Deadline,
         RunError::TimedOut { after_exit } => HostError::Failed(format!(
             "{what}: timed out after {} ms{}",
@@ -371,6 +391,109 @@ fn checked_cwd(ctx: &CallCtx, cwd: &str) -> Result<PathBuf, HostError> {
     Ok(path)
 }
 
+/// What the child may reach: the folders the skill may read and write and
+/// the programs it may run, each allowed outright by the policy (a grant
+/// that would need asking is not lent to a program, which cannot ask), minus
+/// keel's control plane and every path the policy denies or asks about.
+fn sandbox_spec(ctx: &CallCtx, program: &Path) -> crate::sandbox::Spec {
+    let gate = ctx.kernel.gate();
+    let policy = gate.policy();
+    let grants = gate.grants(&ctx.skill.name);
+    let allowed = |kind: CapabilityKind, target: Target<'_>| {
+        policy
+            .decide(&ctx.skill.name, &grants, kind, &target)
+            .decision
+            == Decision::Allow
+            && ctx.check(kind, target).is_ok()
+    };
+    let sets = std::iter::once(&policy.global).chain(policy.skills.get(&ctx.skill.name));
+    let plain_path = |r: &CapabilityRule| match &r.scope {
+        Scope::Path { path, glob: false } => Some(path.clone()),
+        _ => None,
+    };
+
+    let mut spec = crate::sandbox::Spec {
+        execute: vec![program.to_path_buf()],
+        ..Default::default()
+    };
+    for kind in [CapabilityKind::FsRead, CapabilityKind::FsWrite] {
+        let declared = ctx.skill.declared.iter().filter(|r| r.kind == kind);
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        for rule in declared {
+            match &rule.scope {
+                Scope::Path { path, glob: false } => candidates.push(path.clone()),
+                // `fs.read:*`: whatever the policy and grants name outright.
+                Scope::Any => candidates.extend(
+                    sets.clone()
+                        .flat_map(|s| s.allow.iter())
+                        .chain(grants.iter())
+                        .filter(|r| r.kind == kind)
+                        .filter_map(plain_path),
+                ),
+                // Glob scopes cannot be expressed as Landlock rules: the
+                // child gets nothing from them.
+                _ => {}
+            }
+        }
+        let roots: Vec<PathBuf> = candidates
+            .into_iter()
+            .filter(|p| allowed(kind, Target::Path(p)))
+            .collect();
+        for set in sets.clone() {
+            spec.excluded.extend(
+                set.deny
+                    .iter()
+                    .chain(set.ask.iter())
+                    .filter(|r| r.kind == kind)
+                    .filter_map(plain_path),
+            );
+        }
+        match kind {
+            CapabilityKind::FsRead => spec.read = roots,
+            _ => spec.write = roots,
+        }
+    }
+    // Other programs the skill may run by exact name (git running ssh).
+    let path_var = ctx.kernel.env().get("PATH").map(String::as_str);
+    for rule in ctx.skill.declared.iter() {
+        if let (CapabilityKind::Exec, Scope::Name(name)) = (rule.kind, &rule.scope)
+            && !name.contains('*')
+            && policy
+                .decide(&ctx.skill.name, &grants, CapabilityKind::Exec, &Target::Name(name))
+                .decision
+                == Decision::Allow
+        {
+            let found = if name.starts_with('/') {
+                Path::new(name).canonicalize().ok()
+            } else {
+                find_on_path(name, path_var).and_then(|p| p.canonicalize().ok())
+            };
+            if let Some(p) = found
+                && !spec.execute.contains(&p)
+            {
+                spec.execute.push(p);
+            }
+        }
+    }
+    spec.excluded.extend(control_plane(ctx));
+    spec.network = ctx.skill.declared.iter().any(|r| {
+        r.kind == CapabilityKind::NetHttp && !ctx.skill.pending.iter().any(|p| p == &r.text)
+    });
+    spec
+}
+
+/// keel's own files, which no program a skill runs may reach: the
+/// configuration file, the data directory (database, user skills) and
+/// every skill search path.
+fn control_plane(ctx: &CallCtx) -> Vec<PathBuf> {
+    let k = &ctx.kernel;
+    let mut out = vec![k.config_path(), k.data_dir().to_path_buf()];
+    out.extend(k.search_path().dirs);
+    out.iter()
+        .map(|p| crate::capability::paths::canonicalize_lenient(&k.workspace().join(p)))
+        .collect()
+}
+
 /// The environment for the child: declared variables that exist and that
 /// the gate allows without asking anyone.
 fn child_env(ctx: &CallCtx) -> Vec<(String, String)> {
@@ -486,17 +609,23 @@ enum RunError {
     TimedOut {
         after_exit: bool,
     },
+    /// The run the call belongs to was cancelled.
+    Cancelled,
     Spawn(std::io::Error),
     Io(String),
 }
 
-/// Runs `cmd` to completion or until `limit`, feeding it `stdin` and
-/// capturing up to `cap` bytes of each output stream.
+/// Runs `cmd` to completion, until `limit`, or until `cancelled` says so,
+/// feeding it `stdin` and capturing up to `cap` bytes of each output stream.
+/// `cmd` must lead its own process group ([`crate::sandbox::Confinement`]
+/// sets that up): the group is killed when the program ends, so whatever
+/// it started ends with it.
 fn run_child(
     cmd: &mut Command,
     stdin: Option<Vec<u8>>,
     limit: Duration,
     cap: usize,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Outcome, RunError> {
     let deadline = Instant::now() + limit;
     cmd.stdin(if stdin.is_some() {
@@ -533,9 +662,9 @@ fn run_child(
         }
     };
 
-    let status = wait_until(&mut child, deadline)?;
-    let stdout = receive_until(&out_rx, deadline)?;
-    let stderr = receive_until(&err_rx, deadline)?;
+    let status = wait_until(&mut child, deadline, cancelled)?;
+    let stdout = receive_until(&out_rx, deadline, cancelled)?;
+    let stderr = receive_until(&err_rx, deadline, cancelled)?;
     Ok(Outcome {
         status,
         stdout,
@@ -578,16 +707,32 @@ fn read_capped(r: &mut impl Read, cap: usize) -> Capture {
     capture
 }
 
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, RunError> {
+/// Waits for the program to exit, the deadline, or cancellation; polls
+/// with short sleeps so cancellation is seen within ~25 ms. However it
+/// ends, the process group is killed before the program is reaped.
+fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<ExitStatus, RunError> {
     let mut pause = Duration::from_millis(1);
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) => {}
+        match exited(child) {
+            Ok(true) => {
+                crate::sandbox::kill_group(child.id());
+                return child
+                    .wait()
+                    .map_err(|e| RunError::Io(format!("could not wait for the program: {e}")));
+            }
+            Ok(false) => {}
             Err(e) => {
                 kill_and_reap(child);
                 return Err(RunError::Io(format!("could not wait for the program: {e}")));
             }
+        }
+        if cancelled() {
+            kill_and_reap(child);
+            return Err(RunError::Cancelled);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -599,18 +744,71 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, RunErr
     }
 }
 
-fn receive_until(rx: &mpsc::Receiver<Capture>, deadline: Instant) -> Result<Capture, RunError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(left) {
-        Ok(c) => Ok(c),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(RunError::TimedOut { after_exit: true }),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(RunError::Io(
-            "the output reader stopped unexpectedly".into(),
-        )),
+/// Whether the program has exited, without reaping it: while it is a
+/// zombie its pid (and so its process group id) cannot be reused, so
+/// killing the group afterwards cannot hit a stranger.
+#[cfg(unix)]
+fn exited(child: &mut Child) -> std::io::Result<bool> {
+    let pid: libc::id_t = child.id();
+    loop {
+        // SAFETY: waitid writes only into `info`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: after a successful waitid, si_pid is set (0 if no child
+        // changed state).
+        return Ok(unsafe { info.si_pid() } != 0);
     }
 }
 
+#[cfg(not(unix))]
+fn exited(child: &mut Child) -> std::io::Result<bool> {
+    child.try_wait().map(|s| s.is_some())
+}
+
+/// Waits for an output reader; gives up at the deadline or on
+/// cancellation (checked every 25 ms).
+fn receive_until(
+    rx: &mpsc::Receiver<Capture>,
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Capture, RunError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_millis(25))) {
+            Ok(c) => return Ok(c),
+            Err(mpsc::RecvTimeoutError::Timeout) if cancelled() => {
+                return Err(RunError::Cancelled);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
+                return Err(RunError::TimedOut { after_exit: true });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(RunError::Io(
+                    "the output reader stopped unexpectedly".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Kills the program's whole process group, then reaps the program.
 fn kill_and_reap(child: &mut Child) {
+    crate::sandbox::kill_group(child.id());
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -780,8 +978,10 @@ mod tests {
 
     #[cfg(unix)]
     fn sh(script: &str, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt as _;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(script).arg("sh").args(args);
+        cmd.process_group(0);
         cmd
     }
 
@@ -794,6 +994,7 @@ mod tests {
             None,
             Duration::from_secs(20),
             MAX_OUTPUT,
+            &|| false,
         )
         .unwrap();
         assert_eq!(out.stdout.text(), ";\n$(id)\n`id`\n|\na b\n");
@@ -813,12 +1014,13 @@ mod tests {
             Some(b"piped in".to_vec()),
             Duration::from_secs(20),
             1024,
+            &|| false,
         )
         .unwrap();
         assert_eq!(out.stdout.text(), "piped in");
         assert!(out.status.success());
         // Without stdin the child reads end-of-file at once instead of hanging.
-        let out = run_child(&mut sh("cat", &[]), None, Duration::from_secs(20), 1024).unwrap();
+        let out = run_child(&mut sh("cat", &[]), None, Duration::from_secs(20), 1024, &|| false).unwrap();
         assert_eq!(out.stdout.text(), "");
     }
 
@@ -827,7 +1029,7 @@ mod tests {
     fn chatty_children_do_not_deadlock_and_are_truncated() {
         // Both streams far beyond a pipe buffer and beyond the cap.
         let script = "i=0; while [ $i -lt 3000 ]; do echo 0123456789012345678901234567890123456789; echo 0123456789012345678901234567890123456789 >&2; i=$((i+1)); done";
-        let out = run_child(&mut sh(script, &[]), None, Duration::from_secs(60), 10_000).unwrap();
+        let out = run_child(&mut sh(script, &[]), None, Duration::from_secs(60), 10_000, &|| false).unwrap();
         assert_eq!(out.stdout.data.len(), 10_000);
         assert_eq!(out.stderr.data.len(), 10_000);
         assert!(out.stdout.truncated && out.stderr.truncated);
@@ -843,6 +1045,7 @@ mod tests {
             None,
             Duration::from_millis(200),
             1024,
+            &|| false,
         )
         .unwrap_err();
         assert!(
@@ -860,6 +1063,7 @@ mod tests {
             None,
             Duration::from_secs(20),
             1024,
+            &|| false,
         )
         .unwrap();
         let v = out.into_json();

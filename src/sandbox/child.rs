@@ -1,0 +1,348 @@
+//! The child side: what runs between `fork` and `exec`.
+//!
+//! Everything in [`Setup::apply`]'s `pre_exec` closure runs in a copy of a
+//! multi-threaded process, so it makes only async-signal-safe system calls
+//! (no allocation, no locks): everything it needs was prepared in keel.
+//!
+//! With namespaces, one `fork` becomes three processes:
+//!
+//! ```text
+//! keel ── A (waits, outside)  ── B (pid 1 in the new PID namespace: reaps)
+//!                                  └─ C (the program: no_new_privs, Landlock, exec)
+//! ```
+//!
+//! `A` is what keel's `Child` sees. It leads the process group, enters the
+//! new user/PID/network namespaces and forks `B`, the namespace's init,
+//! which forks `C` and reaps everything until `C` exits, then sends `C`'s
+//! wait status to `A` over a pipe and exits — and the kernel kills whatever
+//! is left in the namespace. `A` exits the way `C` did (same code, or the
+//! same signal), so keel reads the program's own status. Killing the group
+//! kills `A` and `B`; `B` going kills the namespace. `A` and `B` close every
+//! descriptor they inherited, so the standard library's exec-error pipe and
+//! the output pipes see the program's end, not theirs. Each process asks
+//! for `SIGKILL` when its parent dies, so a `kill -9` of keel unwinds the
+//! whole chain.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use super::{Namespaces, Support};
+
+/// Prepared in keel; read (never allocated) in the child.
+pub(super) struct Setup {
+    ruleset: Option<Arc<OwnedFd>>,
+    /// `unshare` flags for `A` (0: no namespaces).
+    unshare: libc::c_int,
+    user_maps: Option<UserMaps>,
+    /// keel's pid, to notice a parent that died before PDEATHSIG was set.
+    parent: libc::pid_t,
+}
+
+/// The id maps `A` writes for its new user namespace.
+#[derive(Clone)]
+struct UserMaps {
+    uid: Vec<u8>,
+    gid: Vec<u8>,
+    /// An unprivileged process must give up `setgroups` before it may
+    /// write a gid map.
+    deny_setgroups: bool,
+}
+
+impl UserMaps {
+    fn for_current_user() -> Self {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        if uid == 0 {
+            // Root keeps every id (files in the workspace keep their owners
+            // and root's file permissions), but its capabilities now count
+            // in the child's user namespace only: no modules, no mounts,
+            // nothing over the host.
+            Self {
+                uid: b"0 0 4294967295\n".to_vec(),
+                gid: b"0 0 4294967295\n".to_vec(),
+                deny_setgroups: false,
+            }
+        } else {
+            Self {
+                uid: format!("{uid} {uid} 1\n").into_bytes(),
+                gid: format!("{gid} {gid} 1\n").into_bytes(),
+                deny_setgroups: true,
+            }
+        }
+    }
+}
+
+impl Setup {
+    pub(super) fn new(ruleset: Option<OwnedFd>, ns: Namespaces, network: bool) -> Self {
+        let net = if network { 0 } else { libc::CLONE_NEWNET };
+        let (unshare, user_maps) = match ns {
+            Namespaces::UserAndPid => (
+                libc::CLONE_NEWUSER | libc::CLONE_NEWPID | net,
+                Some(UserMaps::for_current_user()),
+            ),
+            Namespaces::Pid => (libc::CLONE_NEWPID | net, None),
+            Namespaces::None => (0, None),
+        };
+        Self {
+            ruleset: ruleset.map(Arc::new),
+            unshare,
+            user_maps,
+            // SAFETY: getpid cannot fail.
+            parent: unsafe { libc::getpid() },
+        }
+    }
+
+    pub(super) fn apply(&self, cmd: &mut Command) {
+        use std::os::unix::process::CommandExt as _;
+        // The closure keeps the ruleset open until the Command is dropped.
+        let ruleset = self.ruleset.clone();
+        let unshare = self.unshare;
+        let maps = self.user_maps.clone();
+        let parent = self.parent;
+        // SAFETY: the closure makes only async-signal-safe system calls and
+        // reads memory prepared before the fork; see `in_child`.
+        unsafe {
+            cmd.pre_exec(move || {
+                in_child(
+                    ruleset.as_ref().map(|f| f.as_raw_fd()),
+                    unshare,
+                    maps.as_ref(),
+                    parent,
+                )
+            });
+        }
+    }
+}
+
+/// Runs in the forked child. Returns in `C` only (which then execs);
+/// `A` and `B` never return.
+fn in_child(
+    ruleset: Option<RawFd>,
+    unshare: libc::c_int,
+    maps: Option<&UserMaps>,
+    parent: libc::pid_t,
+) -> std::io::Result<()> {
+    // SAFETY (whole function): only system calls, on memory owned by this
+    // process; no allocation (io::Error::last_os_error does not allocate).
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(127);
+        }
+        if unshare != 0 {
+            if libc::unshare(unshare) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(maps) = maps {
+                write_maps(maps)?;
+            }
+            let mut pipe = [-1 as RawFd; 2];
+            if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let b = raw_fork();
+            if b < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if b > 0 {
+                run_outer_waiter(b, pipe[0]);
+            }
+            // B: pid 1 of the new namespace.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            let c = raw_fork();
+            if c < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if c > 0 {
+                run_init(c, pipe[1]);
+            }
+            // C: the program. Its parent is B, in the namespace.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some(fd) = ruleset
+            && libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `fork` as a bare system call: no `atfork` handlers (they may take locks
+/// another thread of keel held at the first fork).
+unsafe fn raw_fork() -> libc::pid_t {
+    // SAFETY: clone with only SIGCHLD and no new stack is fork.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        ) as libc::pid_t
+    }
+}
+
+unsafe fn write_file(path: &CStr, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        if n < 0 || n as usize != data.len() {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+unsafe fn write_maps(maps: &UserMaps) -> std::io::Result<()> {
+    // SAFETY: see write_file.
+    unsafe {
+        if maps.deny_setgroups {
+            write_file(c"/proc/self/setgroups", b"deny")?;
+        }
+        write_file(c"/proc/self/uid_map", &maps.uid)?;
+        write_file(c"/proc/self/gid_map", &maps.gid)?;
+    }
+    Ok(())
+}
+
+/// Closes every descriptor except `keep`.
+unsafe fn close_all_but(keep: RawFd) {
+    // SAFETY: close_range only closes descriptors of this process.
+    unsafe {
+        let ok_low = keep == 0 || libc::syscall(libc::SYS_close_range, 0u32, keep as u32 - 1, 0u32) == 0;
+        let ok_high = libc::syscall(libc::SYS_close_range, keep as u32 + 1, u32::MAX, 0u32) == 0;
+        if !(ok_low && ok_high) {
+            for fd in 0..4096 {
+                if fd != keep {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
+/// A: wait for B, then exit the way the program did.
+unsafe fn run_outer_waiter(b: libc::pid_t, status_rx: RawFd) -> ! {
+    // SAFETY: system calls only.
+    unsafe {
+        close_all_but(status_rx);
+        let mut status: libc::c_int = 0;
+        while libc::waitpid(b, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        let mut buf = [0u8; 4];
+        let n = libc::read(status_rx, buf.as_mut_ptr().cast(), 4);
+        if n == 4 {
+            status = libc::c_int::from_ne_bytes(buf);
+        }
+        exit_like(status)
+    }
+}
+
+/// B: the namespace's init. Reap every orphan until the program exits,
+/// hand its status to A, and exit (which kills the rest of the namespace).
+unsafe fn run_init(c: libc::pid_t, status_tx: RawFd) -> ! {
+    // SAFETY: system calls only.
+    unsafe {
+        close_all_but(status_tx);
+        let mut status: libc::c_int = 0;
+        loop {
+            let pid = libc::waitpid(-1, &mut status, 0);
+            if pid == c {
+                break;
+            }
+            if pid < 0 && *libc::__errno_location() != libc::EINTR {
+                status = 127 << 8;
+                break;
+            }
+        }
+        let bytes = status.to_ne_bytes();
+        libc::write(status_tx, bytes.as_ptr().cast(), 4);
+        libc::_exit(0)
+    }
+}
+
+/// Exits with `status`'s code, or dies of its signal.
+unsafe fn exit_like(status: libc::c_int) -> ! {
+    // SAFETY: system calls only.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            127
+        })
+    }
+}
+
+/// Probes once, in a throwaway child, which namespaces work here.
+pub(super) fn support() -> Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    *SUPPORT.get_or_init(|| {
+        let landlock_abi = super::landlock::abi_version();
+        let full = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET;
+        let namespaces = if probe(full, Some(&UserMaps::for_current_user())) {
+            Namespaces::UserAndPid
+        } else if probe(libc::CLONE_NEWPID | libc::CLONE_NEWNET, None) {
+            Namespaces::Pid
+        } else {
+            Namespaces::None
+        };
+        Support {
+            landlock_abi,
+            namespaces,
+        }
+    })
+}
+
+/// Whether a child can enter these namespaces (and write its id maps).
+fn probe(flags: libc::c_int, maps: Option<&UserMaps>) -> bool {
+    // SAFETY: the child makes only system calls and exits; the parent
+    // reaps it.
+    unsafe {
+        let pid = raw_fork();
+        if pid < 0 {
+            return false;
+        }
+        if pid == 0 {
+            let ok = libc::unshare(flags) == 0 && maps.is_none_or(|m| write_maps(m).is_ok());
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                return false;
+            }
+        }
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+}
