@@ -1,0 +1,363 @@
+//! Programs a skill runs are confined by the skill's grants (issue 9,
+//! Security 5): each test attacks the sandbox the way a skill would, through
+//! the real `keel` binary, with real processes.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::Ws;
+use serde_json::{Value, json};
+
+/// A skill `x` with one tool `run` that runs its `argv` and returns the
+/// result, declaring `caps` (TOML lines) and allowed by the policy for
+/// exactly those.
+fn ws(caps: &str, allow: &[&str]) -> Ws {
+    let manifest = format!(
+        r#"[skill]
+name = "x"
+version = "1.0.0"
+entry = "main.luau"
+[capabilities]
+{caps}
+[[tools]]
+name = "run"
+description = "runs argv"
+parameters = {{ type = "object", properties = {{ argv = {{ type = "array" }}, timeout_ms = {{ type = "number" }} }}, required = ["argv"] }}
+"#
+    );
+    let allow = allow
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ws::new()
+        .skill(
+            "x",
+            &manifest,
+            &[(
+                "main.luau",
+                r#"local M = {}
+function M.run(a) return keel.exec.run(a.argv, { timeout_ms = a.timeout_ms }) end
+return M"#,
+            )],
+        )
+        .policy(&format!(
+            "[policy]\ndefault = \"deny\"\nallow = [{allow}]\n"
+        ))
+}
+
+fn run(ws: &Ws, argv: &[&str]) -> Value {
+    ws.call("x.run", json!({ "argv": argv })).ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Waits (bounded) until `pid` is gone; zombies of other parents count as
+/// gone only once reaped, so this also catches "killed but never reaped".
+fn gone_eventually(pid: i32) -> bool {
+    for _ in 0..2000 {
+        if !alive(pid) || is_zombie(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn git_repo(ws: &Ws) {
+    let st = std::process::Command::new("git")
+        .args(["init", "-q", "repo"])
+        .current_dir(&ws.root)
+        .status()
+        .expect("git init");
+    assert!(st.success());
+}
+
+#[test]
+fn git_alias_cannot_run_an_injected_command() {
+    let ws = ws(
+        "\"exec\" = [\"git\"]\n\"fs.read\" = [\"./repo\"]\n\"fs.write\" = [\"./repo\"]",
+        &["exec:git", "fs.read:./repo", "fs.write:./repo"],
+    );
+    git_repo(&ws);
+    let marker = ws.path("repo/pwned");
+    let r = run(
+        &ws,
+        &[
+            "git",
+            "-C",
+            ws.path("repo").to_str().unwrap(),
+            "-c",
+            &format!("alias.x=!touch {}; echo ran", marker.display()),
+            "x",
+        ],
+    );
+    assert_eq!(r["success"], false, "{r}");
+    assert!(!marker.exists(), "the injected command ran: {r}");
+    assert!(!r["stdout"].as_str().unwrap().contains("ran"), "{r}");
+}
+
+#[test]
+fn git_upload_pack_cannot_run_an_injected_command() {
+    let ws = ws(
+        "\"exec\" = [\"git\"]\n\"fs.read\" = [\"./repo\"]",
+        &["exec:git", "fs.read:./repo"],
+    );
+    git_repo(&ws);
+    let marker = ws.path("pwned");
+    let r = run(
+        &ws,
+        &[
+            "git",
+            "ls-remote",
+            &format!("--upload-pack=touch {}; false", marker.display()),
+            ws.path("repo").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["success"], false, "{r}");
+    assert!(!marker.exists(), "the injected command ran: {r}");
+}
+
+#[test]
+fn a_granted_cat_cannot_read_keels_environ() {
+    let ws = ws(
+        "\"exec\" = [\"cat\", \"sh\"]\n\"fs.read\" = [\"./box\"]",
+        &["exec:cat", "exec:sh", "fs.read:./box"],
+    );
+    std::fs::create_dir_all(ws.path("box")).unwrap();
+    let pid_file = ws.path("box/pid");
+    // The child learns keel's host pid from a file the test writes once
+    // keel is running (a skill could learn it the same way from anything
+    // it may read); it waits for the file with a bounded loop.
+    let script = format!(
+        "i=0; while [ ! -s {f} ] && [ $i -lt 2000000 ]; do i=$((i+1)); done; \
+         p=$(cat {f}); cat /proc/$p/environ; cat /proc/$p/cmdline; echo done",
+        f = pid_file.display()
+    );
+    let secret = "sk-this-must-not-leak-0123456789";
+    let child = ws
+        .keel()
+        .env("OPENAI_TEST_SECRET_KEY", secret)
+        .args([
+            "call",
+            "x.run",
+            &json!({ "argv": ["sh", "-c", script] }).to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("keel");
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    let out = child.wait_with_output().expect("keel");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(&stdout).expect("json result");
+    assert!(!stdout.contains(secret), "{stdout}");
+    assert!(r["stdout"].as_str().unwrap().contains("done"), "{r}");
+    // Not merely scrubbed: the child cannot open keel's /proc files at all.
+    let stderr = r["stderr"].as_str().unwrap();
+    assert!(
+        stderr.matches("Permission denied").count() >= 2,
+        "keel's /proc files were readable: {r}"
+    );
+}
+
+#[test]
+fn keels_own_environ_block_is_scrubbed() {
+    // A process outside any sandbox, as the same user (root here), reads
+    // keel's /proc/PID/environ while keel runs a program.
+    let ws = ws("\"exec\" = [\"sleep\"]", &["exec:sleep"]);
+    let secret = "sk-scrub-me-9876543210";
+    let mut child = ws
+        .keel()
+        .env("OPENAI_TEST_SECRET_KEY", secret)
+        .args(["call", "x.run", &json!({ "argv": ["sleep", "3"] }).to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("keel");
+    let pid = child.id();
+    // Wait (bounded) until keel has started its program, i.e. is past
+    // start-up; then its environ must be blank.
+    let mut seen_child = false;
+    for _ in 0..2000 {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default();
+        let any_threads_children = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("children"))
+                        .is_ok_and(|c| !c.trim().is_empty())
+                })
+            })
+            .unwrap_or(false);
+        if !kids.trim().is_empty() || any_threads_children {
+            seen_child = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(seen_child, "keel never started its program");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    let text = String::from_utf8_lossy(&environ);
+    assert!(!text.contains(secret), "keel's environ shows the key");
+    assert!(!text.contains("KEEL_DATA_DIR="), "the block was not scrubbed");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = child.wait();
+    assert!(!status.is_empty());
+}
+
+#[test]
+fn a_granted_cat_cannot_read_outside_its_grants() {
+    let ws = ws(
+        "\"exec\" = [\"cat\"]\n\"fs.read\" = [\"./pub\"]",
+        &["exec:cat", "fs.read:./pub"],
+    )
+    .file("pub/ok.txt", "public")
+    .file("secret/key.txt", "private");
+    let ok = run(&ws, &["cat", ws.path("pub/ok.txt").to_str().unwrap()]);
+    assert_eq!(ok["stdout"], "public", "{ok}");
+    for target in [
+        ws.path("secret/key.txt"),
+        ws.path("keel.toml"),
+        ws.path("skills/x/main.luau"),
+        ws.data_dir().join("keel.db"),
+        "/etc/shadow".into(),
+    ] {
+        let r = run(&ws, &["cat", target.to_str().unwrap()]);
+        assert_eq!(r["success"], false, "{} was readable: {r}", target.display());
+        assert!(
+            r["stderr"].as_str().unwrap().contains("Permission denied"),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn keels_control_plane_is_cut_out_of_a_granted_workspace() {
+    // fs.write:. covers keel.toml, the data dir and the skills folder; the
+    // child must reach none of them, but still the rest of the workspace.
+    let ws = ws(
+        "\"exec\" = [\"sh\", \"cat\", \"touch\"]\n\"fs.read\" = [\".\"]\n\"fs.write\" = [\".\"]",
+        &["exec:sh", "exec:cat", "exec:touch", "fs.read:.", "fs.write:."],
+    )
+    .file("work/a.txt", "a");
+    std::fs::create_dir_all(ws.data_dir()).unwrap();
+    let before = std::fs::read_to_string(ws.path("keel.toml")).unwrap();
+    let script = format!(
+        "echo 'default = \"allow\"' > {toml}; touch {data}/planted; touch {skills}/planted; touch {work}/new; cat {work}/a.txt",
+        toml = ws.path("keel.toml").display(),
+        data = ws.data_dir().display(),
+        skills = ws.path("skills").display(),
+        work = ws.path("work").display(),
+    );
+    let r = run(&ws, &["sh", "-c", &script]);
+    assert_eq!(std::fs::read_to_string(ws.path("keel.toml")).unwrap(), before);
+    assert!(!ws.data_dir().join("planted").exists());
+    assert!(!ws.path("skills/planted").exists());
+    assert!(ws.path("work/new").exists(), "{r}");
+    assert!(r["stdout"].as_str().unwrap().ends_with('a'), "{r}");
+}
+
+#[test]
+fn no_net_http_means_no_tcp_connect() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ws = ws("\"exec\" = [\"sh\"]", &["exec:sh"]);
+    // bash's /dev/tcp is not in every sh; use the shell only to show the
+    // connect failing with a program that has a connect: none is needed —
+    // `exec 3<>/dev/tcp` is bash-only, so probe with bash if present.
+    let shell = if std::path::Path::new("/bin/bash").exists() {
+        "bash"
+    } else {
+        return;
+    };
+    let ws = ws.policy(&format!(
+        "[policy]\ndefault = \"deny\"\nallow = [\"exec:{shell}\", \"exec:sh\"]\n"
+    ));
+    ws.write(
+        "skills/x/skill.toml",
+        &std::fs::read_to_string(ws.path("skills/x/skill.toml"))
+            .unwrap()
+            .replace("\"exec\" = [\"sh\"]", &format!("\"exec\" = [\"{shell}\", \"sh\"]")),
+    );
+    listener.set_nonblocking(true).unwrap();
+    let r = run(
+        &ws,
+        &[
+            shell,
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected || echo refused"),
+        ],
+    );
+    assert!(r["stdout"].as_str().unwrap().contains("refused"), "{r}");
+    assert!(listener.accept().is_err(), "a connection arrived");
+}
+
+#[test]
+fn background_and_setsid_grandchildren_do_not_outlive_the_call() {
+    let ws = ws(
+        "\"exec\" = [\"sh\", \"sleep\", \"setsid\"]",
+        &["exec:sh", "exec:sleep", "exec:setsid"],
+    );
+    // Inside the child's PID namespace `$!` is a namespace pid, meaningless
+    // on the host, so each grandchild gets a unique command line and the
+    // test finds it on the host by that.
+    let me = std::process::id();
+    let bg = format!("300.{me}");
+    let sid = format!("301.{me}");
+    for script in [
+        format!("sleep {bg} & echo started"),
+        format!("setsid sleep {sid} & echo started"),
+        format!("setsid sh -c 'sleep {sid}' </dev/null >/dev/null 2>&1 & echo started"),
+    ] {
+        let r = run(&ws, &["sh", "-c", &script]);
+        assert_eq!(r["stdout"], "started\n", "{r}");
+    }
+    let wanted = [
+        format!("sleep\0{bg}\0").into_bytes(),
+        format!("sleep\0{sid}\0").into_bytes(),
+    ];
+    let leftovers: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            wanted.contains(&cmd)
+        })
+        .filter(|pid| !gone_eventually(*pid))
+        .collect();
+    assert!(leftovers.is_empty(), "grandchildren survived: {leftovers:?}");
+}
+
+#[test]
+fn a_cancelled_or_timed_out_call_kills_the_whole_group() {
+    let ws = ws("\"exec\" = [\"sh\", \"sleep\"]", &["exec:sh", "exec:sleep"]);
+    let me = std::process::id();
+    let tag = format!("302.{me}");
+    let r = ws.call(
+        "x.run",
+        json!({ "argv": ["sh", "-c", format!("sleep {tag} & sleep {tag}")], "timeout_ms": 300 }),
+    );
+    r.err_contains(&["timed out"]);
+    let wanted = format!("sleep\0{tag}\0").into_bytes();
+    let left: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default() == wanted)
+        .filter(|pid| !gone_eventually(*pid))
+        .collect();
+    assert!(left.is_empty(), "survived the timeout: {left:?}");
+}
