@@ -361,3 +361,50 @@ fn a_cancelled_or_timed_out_call_kills_the_whole_group() {
         .collect();
     assert!(left.is_empty(), "survived the timeout: {left:?}");
 }
+
+fn pids_with_cmdline(wanted: &[u8]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default() == wanted)
+        .collect()
+}
+
+#[test]
+fn programs_die_with_a_killed_keel() {
+    let ws = ws(
+        "\"exec\" = [\"sh\", \"sleep\", \"setsid\"]",
+        &["exec:sh", "exec:sleep", "exec:setsid"],
+    );
+    let tag = format!("303.{}", std::process::id());
+    let mut keel = ws
+        .keel()
+        .args([
+            "call",
+            "x.run",
+            &json!({ "argv": ["sh", "-c", format!("setsid sleep {tag} & sleep {tag}")], "timeout_ms": 60000 })
+                .to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("keel");
+    let wanted = format!("sleep\0{tag}\0").into_bytes();
+    let mut found = Vec::new();
+    for _ in 0..4000 {
+        found = pids_with_cmdline(&wanted);
+        if found.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(found.len(), 2, "the program never started");
+    keel.kill().expect("kill -9 keel");
+    let _ = keel.wait();
+    let left: Vec<i32> = found.into_iter().filter(|p| !gone_eventually(*p)).collect();
+    for p in &left {
+        // SAFETY: cleaning up what this test started.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "outlived keel: {left:?}");
+}

@@ -1071,4 +1071,46 @@ mod tests {
         assert_eq!(v["signal"], 9);
         assert_eq!(v["success"], false);
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cancelled_run_stops_the_wait_at_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let flag = Arc::new(AtomicBool::new(false));
+        let setter = {
+            let flag = flag.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                flag.store(true, Ordering::Relaxed);
+            })
+        };
+        // Far beyond the test's patience: only cancellation can end it.
+        let err = run_child(
+            &mut sh("sleep 600 & sleep 600", &[]),
+            None,
+            Duration::from_secs(3600),
+            1024,
+            &|| flag.load(Ordering::Relaxed),
+        )
+        .unwrap_err();
+        setter.join().unwrap();
+        assert!(matches!(err, RunError::Cancelled), "{err:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn output_held_open_by_a_background_child_does_not_hold_the_call() {
+        // The group is killed when the program exits, so the background
+        // sleep's copy of stdout closes and the call ends long before it.
+        let out = run_child(
+            &mut sh("sleep 600 & echo done", &[]),
+            None,
+            Duration::from_secs(3600),
+            1024,
+            &|| false,
+        )
+        .unwrap();
+        assert_eq!(out.stdout.text(), "done\n");
+    }
 }
