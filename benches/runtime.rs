@@ -100,6 +100,8 @@ fn main() {
             .replace("main.luau", "main.rhai"),
     );
     write(&root, "skills/br/main.rhai", RHAI_SRC);
+    #[cfg(target_os = "linux")]
+    bench_exec(&root);
     let rt = runtime();
     let k = kernel(&root, &rt);
 
@@ -337,6 +339,94 @@ fn main() {
         println!(
             "keel tools --json, 100 skills: p50 {:.1} ms wall, max RSS {rss} (target <= 50 ms, <= 20 MB)",
             us(pct(&times, 0.5)) / 1000.0,
+        );
+    }
+}
+
+/// Figure 6, run first: a fork copies the calling process's page tables,
+/// so it is measured before the other figures grow this process.
+#[cfg(target_os = "linux")]
+// 6. exec of /bin/true: bare spawn, the Landlock ruleset alone, and the
+// whole confined spawn (ruleset + process group + user/PID/network
+// namespaces + no_new_privs + restrict_self). Target: the sandbox
+// setup adds <= ~1 ms.
+fn bench_exec(root: &Path) {
+    {
+        let program = std::path::PathBuf::from("/bin/true")
+            .canonicalize()
+            .expect("/bin/true");
+        let spec = keel::sandbox::Spec {
+            read: vec![root.to_path_buf()],
+            write: vec![root.join("out")],
+            execute: vec![program.clone()],
+            excluded: vec![
+                root.join("keel.toml"),
+                root.join("skills"),
+                root.join(".data"),
+            ],
+            network: false,
+        };
+        let n = 200;
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let mut times: Vec<Duration> = (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect();
+            times.sort();
+            times
+        };
+        let bare = time(&mut || {
+            let st = std::process::Command::new(&program).status().expect("true");
+            assert!(st.success());
+        });
+        let ruleset = time(&mut || {
+            let c = keel::sandbox::prepare(&spec, keel::sandbox::Mode::Required).expect("prepare");
+            std::hint::black_box(c);
+        });
+        let confined_with = |spec: &keel::sandbox::Spec| {
+            let spec = spec.clone();
+            move || {
+                let c =
+                    keel::sandbox::prepare(&spec, keel::sandbox::Mode::Required).expect("prepare");
+                let mut cmd = std::process::Command::new(&spec.execute[0]);
+                c.apply(&mut cmd);
+                let st = cmd.status().expect("confined true");
+                assert!(st.success());
+            }
+        };
+        let confined = time(&mut confined_with(&spec));
+        let with_net = keel::sandbox::Spec {
+            network: true,
+            ..spec.clone()
+        };
+        let confined_net = time(&mut confined_with(&with_net));
+        println!("{}", keel::sandbox::status());
+        for (name, t) in [
+            ("exec /bin/true, no sandbox", &bare),
+            ("Landlock ruleset build alone", &ruleset),
+            (
+                "exec /bin/true, sandboxed (no net: + network namespace)",
+                &confined,
+            ),
+            (
+                "exec /bin/true, sandboxed (skill has net.http)",
+                &confined_net,
+            ),
+        ] {
+            println!(
+                "{name}: p50 {:.0} us, p99 {:.0} us (n = {n})",
+                us(pct(t, 0.5)),
+                us(pct(t, 0.99))
+            );
+        }
+        println!(
+            "sandbox overhead per exec (p50): {:.0} us without net, {:.0} us with net (target <= ~1000 us)",
+            us(pct(&confined, 0.5)) - us(pct(&bare, 0.5)),
+            us(pct(&confined_net, 0.5)) - us(pct(&bare, 0.5)),
         );
     }
 }

@@ -182,7 +182,11 @@ fn keels_own_environ_block_is_scrubbed() {
     let mut child = ws
         .keel()
         .env("OPENAI_TEST_SECRET_KEY", secret)
-        .args(["call", "x.run", &json!({ "argv": ["sleep", "3"] }).to_string()])
+        .args([
+            "call",
+            "x.run",
+            &json!({ "argv": ["sleep", "3"] }).to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("keel");
@@ -191,8 +195,8 @@ fn keels_own_environ_block_is_scrubbed() {
     // start-up; then its environ must be blank.
     let mut seen_child = false;
     for _ in 0..2000 {
-        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default();
+        let kids =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         let any_threads_children = std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|d| {
                 d.flatten().any(|t| {
@@ -211,7 +215,10 @@ fn keels_own_environ_block_is_scrubbed() {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
     let text = String::from_utf8_lossy(&environ);
     assert!(!text.contains(secret), "keel's environ shows the key");
-    assert!(!text.contains("KEEL_DATA_DIR="), "the block was not scrubbed");
+    assert!(
+        !text.contains("KEEL_DATA_DIR="),
+        "the block was not scrubbed"
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let _ = child.wait();
     assert!(!status.is_empty());
@@ -235,7 +242,12 @@ fn a_granted_cat_cannot_read_outside_its_grants() {
         "/etc/shadow".into(),
     ] {
         let r = run(&ws, &["cat", target.to_str().unwrap()]);
-        assert_eq!(r["success"], false, "{} was readable: {r}", target.display());
+        assert_eq!(
+            r["success"],
+            false,
+            "{} was readable: {r}",
+            target.display()
+        );
         assert!(
             r["stderr"].as_str().unwrap().contains("Permission denied"),
             "{r}"
@@ -249,7 +261,13 @@ fn keels_control_plane_is_cut_out_of_a_granted_workspace() {
     // child must reach none of them, but still the rest of the workspace.
     let ws = ws(
         "\"exec\" = [\"sh\", \"cat\", \"touch\"]\n\"fs.read\" = [\".\"]\n\"fs.write\" = [\".\"]",
-        &["exec:sh", "exec:cat", "exec:touch", "fs.read:.", "fs.write:."],
+        &[
+            "exec:sh",
+            "exec:cat",
+            "exec:touch",
+            "fs.read:.",
+            "fs.write:.",
+        ],
     )
     .file("work/a.txt", "a");
     std::fs::create_dir_all(ws.data_dir()).unwrap();
@@ -262,7 +280,10 @@ fn keels_control_plane_is_cut_out_of_a_granted_workspace() {
         work = ws.path("work").display(),
     );
     let r = run(&ws, &["sh", "-c", &script]);
-    assert_eq!(std::fs::read_to_string(ws.path("keel.toml")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("keel.toml")).unwrap(),
+        before
+    );
     assert!(!ws.data_dir().join("planted").exists());
     assert!(!ws.path("skills/planted").exists());
     assert!(ws.path("work/new").exists(), "{r}");
@@ -289,7 +310,10 @@ fn no_net_http_means_no_tcp_connect() {
         "skills/x/skill.toml",
         &std::fs::read_to_string(ws.path("skills/x/skill.toml"))
             .unwrap()
-            .replace("\"exec\" = [\"sh\"]", &format!("\"exec\" = [\"{shell}\", \"sh\"]")),
+            .replace(
+                "\"exec\" = [\"sh\"]",
+                &format!("\"exec\" = [\"{shell}\", \"sh\"]"),
+            ),
     );
     listener.set_nonblocking(true).unwrap();
     let r = run(
@@ -338,7 +362,10 @@ fn background_and_setsid_grandchildren_do_not_outlive_the_call() {
         })
         .filter(|pid| !gone_eventually(*pid))
         .collect();
-    assert!(leftovers.is_empty(), "grandchildren survived: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "grandchildren survived: {leftovers:?}"
+    );
 }
 
 #[test]

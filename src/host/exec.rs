@@ -101,7 +101,10 @@ fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
     let spec = sandbox_spec(ctx, &program);
     let mode = crate::sandbox::Mode::from_setting(
-        ctx.kernel.env().get("KEEL_EXEC_SANDBOX").map(String::as_str),
+        ctx.kernel
+            .env()
+            .get("KEEL_EXEC_SANDBOX")
+            .map(String::as_str),
     );
     let confinement = crate::sandbox::prepare(&spec, mode)
         .map_err(|e| HostError::Failed(format!("{what}: {e}")))?;
@@ -459,7 +462,12 @@ fn sandbox_spec(ctx: &CallCtx, program: &Path) -> crate::sandbox::Spec {
         if let (CapabilityKind::Exec, Scope::Name(name)) = (rule.kind, &rule.scope)
             && !name.contains('*')
             && policy
-                .decide(&ctx.skill.name, &grants, CapabilityKind::Exec, &Target::Name(name))
+                .decide(
+                    &ctx.skill.name,
+                    &grants,
+                    CapabilityKind::Exec,
+                    &Target::Name(name),
+                )
                 .decision
                 == Decision::Allow
         {
@@ -1020,7 +1028,14 @@ mod tests {
         assert_eq!(out.stdout.text(), "piped in");
         assert!(out.status.success());
         // Without stdin the child reads end-of-file at once instead of hanging.
-        let out = run_child(&mut sh("cat", &[]), None, Duration::from_secs(20), 1024, &|| false).unwrap();
+        let out = run_child(
+            &mut sh("cat", &[]),
+            None,
+            Duration::from_secs(20),
+            1024,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(out.stdout.text(), "");
     }
 
@@ -1029,7 +1044,14 @@ mod tests {
     fn chatty_children_do_not_deadlock_and_are_truncated() {
         // Both streams far beyond a pipe buffer and beyond the cap.
         let script = "i=0; while [ $i -lt 3000 ]; do echo 0123456789012345678901234567890123456789; echo 0123456789012345678901234567890123456789 >&2; i=$((i+1)); done";
-        let out = run_child(&mut sh(script, &[]), None, Duration::from_secs(60), 10_000, &|| false).unwrap();
+        let out = run_child(
+            &mut sh(script, &[]),
+            None,
+            Duration::from_secs(60),
+            10_000,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(out.stdout.data.len(), 10_000);
         assert_eq!(out.stderr.data.len(), 10_000);
         assert!(out.stdout.truncated && out.stderr.truncated);

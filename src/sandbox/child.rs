@@ -54,22 +54,15 @@ impl UserMaps {
     fn for_current_user() -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        if uid == 0 {
-            // Root keeps every id (files in the workspace keep their owners
-            // and root's file permissions), but its capabilities now count
-            // in the child's user namespace only: no modules, no mounts,
-            // nothing over the host.
-            Self {
-                uid: b"0 0 4294967295\n".to_vec(),
-                gid: b"0 0 4294967295\n".to_vec(),
-                deny_setgroups: false,
-            }
-        } else {
-            Self {
-                uid: format!("{uid} {uid} 1\n").into_bytes(),
-                gid: format!("{gid} {gid} 1\n").into_bytes(),
-                deny_setgroups: true,
-            }
+        // A process may map only its own ids into a namespace it created
+        // (writing more needs CAP_SETUID in the parent namespace, which it
+        // just left). For root that is a gain: the child is root over files
+        // root owns, but has no capability over the host and no DAC
+        // override on other users' files.
+        Self {
+            uid: format!("{uid} {uid} 1\n").into_bytes(),
+            gid: format!("{gid} {gid} 1\n").into_bytes(),
+            deny_setgroups: true,
         }
     }
 }
@@ -225,7 +218,8 @@ unsafe fn write_maps(maps: &UserMaps) -> std::io::Result<()> {
 unsafe fn close_all_but(keep: RawFd) {
     // SAFETY: close_range only closes descriptors of this process.
     unsafe {
-        let ok_low = keep == 0 || libc::syscall(libc::SYS_close_range, 0u32, keep as u32 - 1, 0u32) == 0;
+        let ok_low =
+            keep == 0 || libc::syscall(libc::SYS_close_range, 0u32, keep as u32 - 1, 0u32) == 0;
         let ok_high = libc::syscall(libc::SYS_close_range, keep as u32 + 1, u32::MAX, 0u32) == 0;
         if !(ok_low && ok_high) {
             for fd in 0..4096 {

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Spec, SandboxError};
+use super::{SandboxError, Spec};
 
 /// The rights a rule gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,7 +94,12 @@ pub fn rules(spec: &Spec) -> Result<Vec<Rule>, SandboxError> {
         add_split(Path::new(p), Rights::Read, &spec.excluded, &mut out)?;
     }
     for p in SYSTEM_WRITE_FILES {
-        add_split(Path::new(p), Rights::ReadWriteFile, &spec.excluded, &mut out)?;
+        add_split(
+            Path::new(p),
+            Rights::ReadWriteFile,
+            &spec.excluded,
+            &mut out,
+        )?;
     }
     for p in &spec.read {
         add_split(p, Rights::Read, &spec.excluded, &mut out)?;
