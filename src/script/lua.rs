@@ -17,7 +17,7 @@
 //! dependency's code resolves *its* dependencies, not its caller's.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use mlua::{
     Error as LuaError, Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table,
@@ -518,7 +518,7 @@ fn load_module(lua: &Lua, skill: &Arc<LoadedSkill>, rel: &str) -> mlua::Result<L
     let meta = lua.create_table()?;
     meta.raw_set("__index", lua.globals())?;
     env.set_metatable(Some(meta))?;
-    env.raw_set("require", require_fn(lua, skill.clone())?)?;
+    env.raw_set("require", require_fn(lua, Arc::downgrade(skill))?)?;
     let value = lua
         .load(&**src)
         .set_name(format!("@{}", skill.source.display_path(rel)))
@@ -541,8 +541,17 @@ fn load_module(lua: &Lua, skill: &Arc<LoadedSkill>, rel: &str) -> mlua::Result<L
     Ok(stored)
 }
 
-fn require_fn(lua: &Lua, skill: Arc<LoadedSkill>) -> mlua::Result<Function> {
+/// `require` for one module's environment. It holds its skill *weakly*: the
+/// engine state lives in the skill version's own pool, so a strong reference
+/// here would keep every reloaded version alive forever (a reference cycle).
+/// During a call the caller holds the version, so the upgrade succeeds.
+fn require_fn(lua: &Lua, skill: Weak<LoadedSkill>) -> mlua::Result<Function> {
     lua.create_function(move |lua, name: String| {
+        let skill = skill.upgrade().ok_or_else(|| {
+            LuaError::RuntimeError(format!(
+                "require(\"{name}\"): this version of the skill has been unloaded"
+            ))
+        })?;
         let (owner, rel) = skill
             .resolve_module(&name, Language::Luau)
             .map_err(|e| LuaError::RuntimeError(format!("require(\"{name}\"): {e}")))?;

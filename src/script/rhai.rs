@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
@@ -308,7 +308,7 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, limits: &Limit
     }
     engine.register_static_module("keel", keel.into());
     engine.set_module_resolver(SkillResolver {
-        root: skill.clone(),
+        root: Arc::downgrade(skill),
         cache: Mutex::new(HashMap::new()),
     });
     engine
@@ -408,27 +408,29 @@ fn register(m: &mut Module, f: &'static HostFn, guard: &Arc<CallGuard>) {
 }
 
 /// Resolves `import` to the skill's own files and its dependencies only.
+///
+/// It holds its skill *weakly*: the engine lives in the skill version's own
+/// pool, so a strong reference would be a cycle that keeps every reloaded
+/// version (engines, sources, ASTs) alive forever.
 struct SkillResolver {
-    root: Arc<LoadedSkill>,
+    root: Weak<LoadedSkill>,
     cache: Mutex<HashMap<String, Shared<Module>>>,
 }
 
 impl SkillResolver {
     /// The skill whose source is importing (by the AST's source name).
-    fn importer(&self, source: Option<&str>) -> Arc<LoadedSkill> {
+    fn importer(&self, source: Option<&str>) -> Option<Arc<LoadedSkill>> {
+        let root = self.root.upgrade()?;
         let Some(src) = source else {
-            return self.root.clone();
+            return Some(root);
         };
-        self.root
-            .closure()
-            .into_iter()
-            .find(|s| {
-                s.source
-                    .files
-                    .keys()
-                    .any(|rel| s.source.display_path(rel) == src)
-            })
-            .unwrap_or_else(|| self.root.clone())
+        let found = root.closure().into_iter().find(|s| {
+            s.source
+                .files
+                .keys()
+                .any(|rel| s.source.display_path(rel) == src)
+        });
+        Some(found.unwrap_or(root))
     }
 }
 
@@ -440,13 +442,17 @@ impl ModuleResolver for SkillResolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        let importer = self.importer(source);
         let fail = |msg: String| {
             Box::new(EvalAltResult::ErrorInModule(
                 path.to_string(),
                 Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)),
                 pos,
             ))
+        };
+        let Some(importer) = self.importer(source) else {
+            return Err(fail(format!(
+                "import \"{path}\": this version of the skill has been unloaded"
+            )));
         };
         let (skill, rel) = importer
             .resolve_module(path, Language::Rhai)
