@@ -150,7 +150,7 @@ impl LuaInstance {
             message: error_message(&e),
         };
         let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(load_err)?;
-        let guard = Arc::new(CallGuard::default());
+        let guard = Arc::new(CallGuard::new(limits.memory_bytes));
         install_sandbox(&lua, &guard, &limits).map_err(load_err)?;
         lua.set_memory_limit(limits.memory_bytes)
             .map_err(load_err)?;
@@ -466,12 +466,19 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 },
             )
         }));
+        // A host function that gave up waiting says `Deadline` for both
+        // reasons; the call's context knows which it was.
+        let stop = if ctx.cancelled() {
+            LimitKind::Cancelled
+        } else {
+            LimitKind::Deadline
+        };
         drop(held);
         match out {
             Ok(Ok(v)) => to_lua(lua, &v),
             Ok(Err(HostError::Deadline)) => {
-                g.kill(LimitKind::Deadline);
-                Err(limit_error(LimitKind::Deadline))
+                g.kill(stop);
+                Err(limit_error(stop))
             }
             Ok(Err(e)) => Err(LuaError::RuntimeError(format!("{}: {e}", full()))),
             Err(p) => {

@@ -112,7 +112,7 @@ fn with_source(src: &str, e: &EvalAltResult) -> String {
 impl RhaiInstance {
     pub fn new(skill: &Arc<LoadedSkill>) -> Result<Self, ScriptError> {
         let limits = skill.limits;
-        let guard = Arc::new(CallGuard::default());
+        let guard = Arc::new(CallGuard::new(limits.memory_bytes));
         let mut engine = build_engine(skill, &guard, &limits);
         let entry = skill.entry_key();
         let display = source_name(skill, &entry);
@@ -259,7 +259,10 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, limits: &Limit
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(limits.max_call_depth);
     engine.set_max_expr_depths(256, 128);
-    // Data limits stand in for a memory cap: Rhai has no allocator hook.
+    // Rhai has no allocator hook: the call's memory is counted by keel's
+    // allocator (see `script::memory`) and checked in `on_progress`. The
+    // data limits below bound what one operation can allocate between two
+    // checks.
     let bytes = limits.memory_bytes;
     engine.set_max_string_size(bytes / 4);
     engine.set_max_array_size((bytes / 64).max(1024));
@@ -351,13 +354,20 @@ fn invoke(
         )));
     };
     let out = catch_unwind(AssertUnwindSafe(|| (f.call)(ctx, Args { values })));
+    // A host function that gave up waiting says `Deadline` for both
+    // reasons; the call's context knows which it was.
+    let stop = if ctx.cancelled() {
+        LimitKind::Cancelled
+    } else {
+        LimitKind::Deadline
+    };
     drop(held);
     match out {
         Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{}: {e}", full()))),
         Ok(Err(HostError::Deadline)) => {
-            guard.kill(LimitKind::Deadline);
+            guard.kill(stop);
             Err(Box::new(EvalAltResult::ErrorTerminated(
-                Dynamic::from("Deadline"),
+                Dynamic::from(format!("{stop:?}")),
                 Position::NONE,
             )))
         }
