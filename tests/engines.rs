@@ -452,3 +452,46 @@ fn a_tools_call_chain_back_into_a_skill_with_a_free_engine_is_served() {
     let ws = ping_pong(2);
     assert_eq!(ws.call("ping.start", json!({})).ok(), json!("leaf"));
 }
+
+// --- kv bound -------------------------------------------------------------------
+
+const FILLER: &str = r#"
+[skill]
+name = "filler"
+version = "1.0.0"
+description = "fills its kv"
+entry = "main.luau"
+[capabilities]
+kv = true
+[[tools]]
+name = "fill"
+description = "writes 100 KB values until refused"
+"#;
+
+const FILLER_SRC: &str = r#"
+local M = {}
+function M.fill()
+  local v = string.rep("v", 100000)
+  for i = 1, 1000 do
+    local ok, e = pcall(keel.kv.set, "k" .. i, v)
+    if not ok then return { stored = i - 1, error = e } end
+  end
+  return { stored = 1000 }
+end
+return M
+"#;
+
+#[test]
+fn a_skills_kv_data_is_bounded_by_kv_mb_with_a_clear_error() {
+    let ws = Ws::new()
+        .skill("filler", FILLER, &[("main.luau", FILLER_SRC)])
+        .policy("[policy]\nallow = [\"kv\"]\n\n[limits.skills.filler]\nkv_mb = 1\n");
+    let out = ws.call("filler.fill", json!({})).ok();
+    // 1 MiB holds ten values of 100,002 bytes (quotes included), not eleven.
+    assert_eq!(out["stored"], json!(10), "{out}");
+    let e = out["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("the limit is 1 MiB") && e.contains("kv_mb"),
+        "{e}"
+    );
+}
