@@ -495,3 +495,38 @@ fn a_skills_kv_data_is_bounded_by_kv_mb_with_a_clear_error() {
         "{e}"
     );
 }
+
+// --- keel's own environment --------------------------------------------------------
+
+/// A variable whose name or value is not UTF-8 in keel's environment does
+/// not panic it (`std::env::vars` would); it is skipped with a warning.
+#[test]
+fn a_non_utf8_environment_variable_does_not_panic_keel() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Ws::new()
+        .skill(
+            "bc",
+            BYTECODE_MANIFEST,
+            &[(
+                "main.luau",
+                "local M = {}\nfunction M.hi() return 'hi' end\nreturn M\n",
+            )],
+        )
+        .policy("");
+    let out = ws
+        .keel()
+        .args(["call", "bc.hi", "{}"])
+        .env("KEEL_BAD_VALUE", OsStr::from_bytes(b"caf\xe9"))
+        .env(OsStr::from_bytes(b"KEEL_BAD_\xffNAME"), "x")
+        .output()
+        .expect("run keel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"hi\"");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("KEEL_BAD_VALUE") && stderr.contains("not valid UTF-8"),
+        "no warning naming the variable: {stderr}"
+    );
+}
