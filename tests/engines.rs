@@ -175,6 +175,8 @@ fn call_measured(ws: &Ws, tool: &str) -> Measured {
             Ok(())
         });
     }
+    // Reaped below by `wait4` (for its rusage), which std cannot see.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.spawn().expect("spawn keel");
     let mut stderr = String::new();
     child

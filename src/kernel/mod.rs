@@ -515,12 +515,14 @@ impl Kernel {
             let mut chain =
                 CHAIN.with_borrow(|c| c.iter().map(|l| l.tool.clone()).collect::<Vec<_>>());
             chain.push(name.to_string());
-            return Err(script_err(crate::script::ScriptError::Reentrant {
-                chain: chain.join(" → "),
-                skill: skill.id.to_string(),
-                name: skill.identity.name.clone(),
-                max: skill.pool.max(),
-            }));
+            return Err(script_err(crate::script::ScriptError::Reentrant(Box::new(
+                crate::script::Reentry {
+                    chain: chain.join(" → "),
+                    skill: skill.id.to_string(),
+                    name: skill.identity.name.clone(),
+                    max: skill.pool.max(),
+                },
+            ))));
         }
         let mut instance = skill.pool.acquire(&skill, deadline).map_err(script_err)?;
         let link = ChainLink::push(Arc::as_ptr(&skill), name);

@@ -275,20 +275,29 @@ pub enum ScriptError {
     /// A `tools.call` chain came back into a skill whose every engine state
     /// is held by calls earlier in the same chain: waiting could never end,
     /// so the call fails at once.
-    #[error(
-        "tools.call chain {chain} comes back into {skill}, but every engine it may have (limits.max_instances = {max}) is held by a call earlier in this chain, so this call could never start; raise max_instances under [limits.skills.{name}] in keel.toml, or do not call back into {name}"
-    )]
-    Reentrant {
-        chain: String,
-        skill: String,
-        name: String,
-        max: usize,
-    },
+    #[error("{0}")]
+    Reentrant(Box<Reentry>),
     /// Every engine state of the skill stayed busy until the deadline.
     #[error(
         "every engine of this skill is busy ({max} calls in flight); try again or raise limits.max_instances"
     )]
     Busy { max: usize },
+}
+
+/// A `tools.call` chain that cannot be served (see [`ScriptError::Reentrant`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "tools.call chain {chain} comes back into {skill}, but every engine it may have (limits.max_instances = {max}) is held by a call earlier in this chain, so this call could never start; raise max_instances under [limits.skills.{name}] in keel.toml, or do not call back into {name}"
+)]
+pub struct Reentry {
+    /// The tools of the chain, outermost first, ` → `-joined.
+    pub chain: String,
+    /// `name@version` of the skill re-entered.
+    pub skill: String,
+    /// Its name (the `[limits.skills.NAME]` section).
+    pub name: String,
+    /// Its `max_instances`.
+    pub max: usize,
 }
 
 /// One engine state of one skill version.
