@@ -1,6 +1,8 @@
 //! keel's skill-runtime figures, printed (not asserted).
 //!
 //! Run: `cargo bench --bench runtime` (BENCHMARKS.md records the results).
+//! Figures include "RSS after 1,000 reloads of one skill" (the reload-leak
+//! check) and the host-call cost with the counting allocator in place.
 //! Each figure names its target from the issue.
 
 use std::collections::BTreeMap;
@@ -15,6 +17,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// This process's resident set, from `/proc/self/status`.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn write(root: &Path, rel: &str, text: &str) {
@@ -288,6 +302,45 @@ fn main() {
             "hot reload, write -> new version serving (50 edits): p50 {:.0} ms, p99 {:.0} ms (target p50 <= 100 ms, p99 <= 250 ms)",
             us(pct(&times, 0.5)) / 1000.0,
             us(pct(&times, 0.99)) / 1000.0
+        );
+    }
+
+    // 4b. RSS after 1,000 reloads of one skill (each followed by a call, so
+    // every version gets a warm engine). Before the reload-leak fix each
+    // reload kept ~250 KB for good.
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = dir.path().canonicalize().expect("canonical");
+        write(&r, "keel.toml", "[skills]\nbuiltin = false\n");
+        write(&r, "skills/bl/skill.toml", LUAU_MANIFEST);
+        write(&r, "skills/bl/main.luau", LUAU_SRC);
+        let k = kernel(&r, &rt);
+        let cycle = |i: usize| {
+            let src = LUAU_SRC.replace("return a.x end", &format!("return {i} end"));
+            write(&r, "skills/bl/main.luau", &src);
+            assert!(!k.reload().failed(), "reload failed");
+            assert_eq!(
+                rt.block_on(k.call_tool("bl.noop", json!({ "x": -1 })))
+                    .expect("call"),
+                json!(i)
+            );
+        };
+        for i in 0..50 {
+            cycle(i);
+        }
+        let start = rss_kib();
+        let t = Instant::now();
+        for i in 50..1050 {
+            cycle(i);
+        }
+        let took = t.elapsed();
+        let end = rss_kib();
+        println!(
+            "RSS after 1,000 reloads of one skill: {:.1} MB -> {:.1} MB ({:+.1} MB; {:.2} ms per reload + call) (target: within a few MB)",
+            start as f64 / 1024.0,
+            end as f64 / 1024.0,
+            (end as f64 - start as f64) / 1024.0,
+            took.as_secs_f64() * 1000.0 / 1000.0
         );
     }
 

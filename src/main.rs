@@ -180,7 +180,9 @@ fn init_logging() {
 fn load_config(path: Option<&Path>) -> Result<Config> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     match path {
-        Some(p) => Ok(Config::load(p)?),
+        // Absolute from the start: the file watcher watches the file's
+        // folder, and a relative `keel.toml` has none to watch.
+        Some(p) => Ok(Config::load(&cwd.join(p))?),
         None => {
             let default = cwd.join("keel.toml");
             if default.is_file() {
@@ -205,8 +207,33 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// keel's environment, as scripts may be granted it. `std::env::vars` panics
+/// on a name or value that is not UTF-8 (any process may be started with
+/// one); such a variable is left out, with a warning naming it.
+fn read_env() -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => {
+                env.insert(name, value);
+            }
+            (name, _) => {
+                let shown = match &name {
+                    Ok(n) => n.clone(),
+                    Err(raw) => raw.to_string_lossy().into_owned(),
+                };
+                // `{:?}` escapes control characters in the name.
+                tracing::warn!(
+                    "environment variable {shown:?} is not valid UTF-8 (name or value); scripts and the programs they run will not see it"
+                );
+            }
+        }
+    }
+    env
+}
+
 fn build_kernel(cli: &Cli, config: Config, rt: &tokio::runtime::Runtime) -> Result<Kernel> {
-    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let env = read_env();
     Ok(Kernel::builder(config)
         .data_dir(data_dir(cli.data_dir.clone()))
         .env(env)

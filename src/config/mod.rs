@@ -60,6 +60,8 @@ pub struct Limits {
     /// Engine states kept per skill version, so that calls waiting on I/O do
     /// not queue behind each other.
     pub max_instances: usize,
+    /// Most bytes (keys plus JSON values) a skill may keep in `keel.kv`.
+    pub kv_bytes: u64,
 }
 
 impl Default for Limits {
@@ -70,6 +72,7 @@ impl Default for Limits {
             max_operations: 100_000_000,
             max_call_depth: 128,
             max_instances: 4,
+            kv_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -228,6 +231,7 @@ impl Config {
                 max_operations: l.max_operations,
                 max_call_depth: l.max_call_depth,
                 max_instances: l.max_instances,
+                kv_mb: l.kv_mb,
             };
             cfg.limits = base
                 .apply(Limits::default())
@@ -486,6 +490,7 @@ struct RawLimitsSection {
     max_operations: Option<u64>,
     max_call_depth: Option<usize>,
     max_instances: Option<usize>,
+    kv_mb: Option<u64>,
     #[serde(default)]
     skills: BTreeMap<String, RawLimits>,
 }
@@ -498,6 +503,7 @@ struct RawLimits {
     max_operations: Option<u64>,
     max_call_depth: Option<usize>,
     max_instances: Option<usize>,
+    kv_mb: Option<u64>,
 }
 
 impl RawLimits {
@@ -533,6 +539,12 @@ impl RawLimits {
                 return Err(format!("max_instances = {i} is out of range; use 1..=256"));
             }
             l.max_instances = i;
+        }
+        if let Some(m) = self.kv_mb {
+            if !(1..=65_536).contains(&m) {
+                return Err(format!("kv_mb = {m} is out of range; use 1..=65536"));
+            }
+            l.kv_bytes = m * 1024 * 1024;
         }
         Ok(l)
     }

@@ -2,6 +2,9 @@
 //!
 //! Values are any JSON-shaped value. The namespace is the skill's name, so
 //! every version of a skill shares its data, and no skill can reach another's.
+//! Each skill's data (keys plus values) is bounded by `limits.kv_mb`
+//! (64 MiB by default); the store checks the bound and writes in one
+//! transaction.
 
 use serde_json::Value;
 
@@ -26,7 +29,7 @@ pub const FUNCTIONS: &[HostFn] = &[
         params: &[p("key", "string"), p("value", "any")],
         returns: "nil",
         capability: Some(CapabilityKind::Kv),
-        doc: "Stores a JSON-shaped value (at most 1 MiB as JSON). Setting nil deletes the key.",
+        doc: "Stores a JSON-shaped value (at most 1 MiB as JSON; a skill keeps at most `limits.kv_mb`, 64 MiB by default, in all). Setting nil deletes the key.",
         luau_example: r#"keel.kv.set("count", n + 1)"#,
         rhai_example: r#"keel::kv::set("count", n + 1);"#,
         call: set,
@@ -86,8 +89,9 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         let text = serde_json::to_string(&value).map_err(|e| {
             HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}"))
         })?;
+        let limit = ctx.kernel.config().limits_for(&ctx.skill.name).kv_bytes;
         store
-            .kv_set(&ctx.skill.name, key, &text)
+            .kv_set(&ctx.skill.name, key, &text, limit)
             .map_err(store_err)?;
     }
     Ok(Value::Null)

@@ -1,9 +1,12 @@
 //! `keel.time`: the clock and sleeping. No capability.
 //!
 //! `sleep` never outlasts the call's deadline: asked to sleep past it, it
-//! sleeps until the deadline and the call ends there.
+//! sleeps until the deadline and the call ends there. It also ends within
+//! one slice ([`SLEEP_SLICE`]) of the run being cancelled or of the
+//! deadline moving: it sleeps in short slices and looks at both between
+//! them, since a plain `thread::sleep` cannot be woken.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -42,6 +45,9 @@ fn now(_ctx: &CallCtx, _args: Args) -> Result<Value, HostError> {
     Ok(json!(secs))
 }
 
+/// Longest single wait inside `sleep`: how late a cancellation may be seen.
+pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
 fn sleep(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let ms = args.number(0)?;
     if !ms.is_finite() || ms < 0.0 {
@@ -49,12 +55,20 @@ fn sleep(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
             "time.sleep: {ms} is not a number of milliseconds >= 0"
         )));
     }
-    let want = Duration::from_secs_f64(ms / 1000.0);
-    let left = ctx.remaining()?;
-    if want >= left {
-        std::thread::sleep(left);
-        return Err(HostError::Deadline);
+    // `from_secs_f64` panics past ~584 years; nobody sleeps that long, but
+    // a script may ask.
+    let want = Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX);
+    let until = Instant::now().checked_add(want);
+    loop {
+        // `remaining` fails once the run is cancelled or the (possibly
+        // moved) deadline passed: the call ends there.
+        let left = ctx.remaining()?;
+        let now = Instant::now();
+        let to_go = match until {
+            Some(u) if u <= now => return Ok(Value::Null),
+            Some(u) => u - now,
+            None => Duration::MAX,
+        };
+        std::thread::sleep(to_go.min(left).min(SLEEP_SLICE));
     }
-    std::thread::sleep(want);
-    Ok(Value::Null)
 }

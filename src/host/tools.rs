@@ -34,11 +34,13 @@ fn call(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     ctx.check(CapabilityKind::ToolsCall, Target::Name(name))?;
     match ctx.kernel.call_tool_blocking(name, tool_args, Some(ctx)) {
         Ok(v) => Ok(v),
-        // The callee ran out of the caller's own time: the caller's deadline.
+        // The callee ran out of the caller's own time, or the run was
+        // cancelled under it: the caller ends too (the engine tells the
+        // two apart by the context).
         Err(ToolError::Script {
             error:
                 crate::script::ScriptError::Limit {
-                    kind: LimitKind::Deadline,
+                    kind: LimitKind::Deadline | LimitKind::Cancelled,
                     ..
                 },
             ..

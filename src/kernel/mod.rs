@@ -502,9 +502,68 @@ impl Kernel {
             skill: skill.id.to_string(),
             error,
         };
+        // The calls this one is nested in run on this same thread and each
+        // holds an engine of its skill until it returns. If they hold every
+        // engine this skill version has, waiting for one could only end at
+        // the deadline: fail now, naming the chain.
+        let held = CHAIN.with_borrow(|c| {
+            c.iter()
+                .filter(|l| std::ptr::eq(l.skill, Arc::as_ptr(&skill)))
+                .count()
+        });
+        if held >= skill.pool.max() {
+            let mut chain =
+                CHAIN.with_borrow(|c| c.iter().map(|l| l.tool.clone()).collect::<Vec<_>>());
+            chain.push(name.to_string());
+            return Err(script_err(crate::script::ScriptError::Reentrant(Box::new(
+                crate::script::Reentry {
+                    chain: chain.join(" → "),
+                    skill: skill.id.to_string(),
+                    name: skill.identity.name.clone(),
+                    max: skill.pool.max(),
+                },
+            ))));
+        }
         let mut instance = skill.pool.acquire(&skill, deadline).map_err(script_err)?;
+        let link = ChainLink::push(Arc::as_ptr(&skill), name);
         let result = instance.call(&parsed.tool, args, &ctx);
+        drop(link);
         skill.pool.release(instance);
         result.map_err(script_err)
+    }
+}
+
+/// One call in progress on this thread's `tools.call` chain: the skill
+/// version whose engine it holds (by address, only compared) and its tool.
+struct ChainLink {
+    skill: *const crate::skill::LoadedSkill,
+    tool: String,
+}
+
+thread_local! {
+    /// The tool calls running on this engine thread, outermost first. A
+    /// `keel.tools.call` runs its callee on the caller's thread, so this is
+    /// exactly the chain of calls the current one is nested in.
+    static CHAIN: std::cell::RefCell<Vec<ChainLink>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pops its link when the call ends, whether it returns or unwinds.
+struct ChainGuard;
+
+impl ChainLink {
+    fn push(skill: *const crate::skill::LoadedSkill, tool: &str) -> ChainGuard {
+        CHAIN.with_borrow_mut(|c| {
+            c.push(ChainLink {
+                skill,
+                tool: tool.to_string(),
+            })
+        });
+        ChainGuard
+    }
+}
+
+impl Drop for ChainGuard {
+    fn drop(&mut self) {
+        let _ = CHAIN.try_with(|c| c.borrow_mut().pop());
     }
 }

@@ -8,6 +8,13 @@
 //! Skills that depend on a changed skill get new versions too, since their
 //! engines hold the old dependency's code. Calls in flight keep their own
 //! `Arc` of the old version and finish on it.
+//!
+//! A rewrite in place (truncate, then write) can be seen half done: a
+//! script or manifest that was there and is now empty. That is not a new
+//! version, and not a removal: the working version keeps serving, nothing
+//! is reported, and the report lists the origin as `incomplete` so the
+//! watcher looks again after the debounce. Only [`Kernel::reload_settled`]
+//! (when the file stays empty) takes an emptied file at its word.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,6 +44,10 @@ pub enum ReloadOutcome {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadReport {
     pub outcomes: Vec<ReloadOutcome>,
+    /// Skills seen mid-rewrite (a file of theirs emptied): their working
+    /// version was kept without a word; look again shortly.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<Origin>,
 }
 
 impl ReloadReport {
@@ -72,21 +83,64 @@ fn by_origin(set: &SkillSet) -> BTreeMap<Origin, &Candidate> {
         .collect()
 }
 
+/// Whether `path` exists as an empty file.
+fn is_empty_file(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
+/// Whether `new` (what discovery made of `old`'s origin now, if anything)
+/// looks like `old` caught between the truncate and the write of an
+/// in-place rewrite: its manifest file is empty, or one of its scripts is
+/// empty where the working version's was not.
+fn caught_mid_write(old: &Candidate, new: Option<&Candidate>) -> bool {
+    if matches!(old.source.origin, Origin::Builtin(_)) {
+        return false;
+    }
+    match new {
+        None => is_empty_file(&old.source.manifest_path),
+        Some(n) => n.source.files.iter().any(|(rel, text)| {
+            text.is_empty() && old.source.files.get(rel).is_some_and(|t| !t.is_empty())
+        }),
+    }
+}
+
 fn label(c: &Candidate) -> String {
     format!("{}@{}", c.manifest.name, c.manifest.version)
 }
 
 impl Kernel {
     /// Rescans every skill, validates what changed, swaps the new set in and
-    /// reports. Reloads are serialised.
+    /// reports. Reloads are serialised. A skill caught mid-rewrite keeps its
+    /// working version (see the module docs).
     pub fn reload(&self) -> Arc<ReloadReport> {
+        self.reload_inner(true)
+    }
+
+    /// Like [`reload`](Self::reload), but an emptied file is taken as meant:
+    /// for the watcher, once a file has stayed empty past its retries.
+    pub fn reload_settled(&self) -> Arc<ReloadReport> {
+        self.reload_inner(false)
+    }
+
+    fn reload_inner(&self, defer_emptied: bool) -> Arc<ReloadReport> {
         let _serial = self.0.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.skills();
         let old_by_origin = by_origin(&old);
-        let (mut candidates, scan_failures) =
+        let (mut candidates, mut scan_failures) =
             crate::skill::discover(&self.search_path(), &self.scope_base());
 
         let mut report = ReloadReport::default();
+        if defer_emptied {
+            for (origin, old_c) in &old_by_origin {
+                let new = candidates.iter().find(|c| &c.source.origin == origin);
+                if caught_mid_write(old_c, new) {
+                    candidates.retain(|c| &c.source.origin != origin);
+                    scan_failures.retain(|f| &f.origin != origin);
+                    candidates.push((*old_c).clone());
+                    report.incomplete.push(origin.clone());
+                }
+            }
+        }
         // A failure already reported by the previous reload (the same broken
         // file, still on disk) stays in the set but is not reported again
         // each time some other skill changes.

@@ -471,6 +471,31 @@ pub fn render_event(e: &KernelEvent) -> String {
     }
 }
 
+/// Hands kernel events to the console, rendered, until `show` refuses (the
+/// console is gone) or the kernel closes the channel. A burst that overruns
+/// the channel (a checkout touching hundreds of skills) is reported as
+/// missed events and the loop goes on: before, `Lagged` ended it and the
+/// console silently stopped showing reloads for good.
+pub async fn forward_events(
+    mut events: tokio::sync::broadcast::Receiver<KernelEvent>,
+    mut show: impl FnMut(String) -> bool,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let line = match events.recv().await {
+            Ok(e) => render_event(&e),
+            Err(RecvError::Lagged(n)) => format!(
+                "[reload] {n} event{} missed in a burst of changes; /skills shows the current state",
+                if n == 1 { "" } else { "s" }
+            ),
+            Err(RecvError::Closed) => break,
+        };
+        if !show(line) {
+            break;
+        }
+    }
+}
+
 /// Completes commands and tool names from the current skill set.
 struct ConsoleCompleter {
     kernel: Kernel,
@@ -572,18 +597,12 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         None => print!("{}", chat::no_model_text()),
     }
     let _ = std::io::stdout().flush();
-    let mut events = kernel.subscribe();
+    let events = kernel.subscribe();
     if interactive {
         run_reedline(&mut console, events)
     } else {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
-        rt.spawn(async move {
-            while let Ok(e) = events.recv().await {
-                if tx.send(render_event(&e)).is_err() {
-                    break;
-                }
-            }
-        });
+        rt.spawn(forward_events(events, move |line| tx.send(line).is_ok()));
         let stdin = std::io::stdin();
         let mut out = std::io::stdout();
         let mut lines = stdin.lock().lines();
@@ -621,7 +640,7 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
 
 fn run_reedline(
     console: &mut Console<'_>,
-    mut events: tokio::sync::broadcast::Receiver<KernelEvent>,
+    events: tokio::sync::broadcast::Receiver<KernelEvent>,
 ) -> anyhow::Result<()> {
     let (kernel, rt) = (console.kernel, console.rt);
     use reedline::{
@@ -631,13 +650,9 @@ fn run_reedline(
     };
     let printer = ExternalPrinter::<String>::new(64);
     let sender = printer.sender();
-    rt.spawn(async move {
-        while let Ok(e) = events.recv().await {
-            if sender.send(render_event(&e)).is_err() {
-                break;
-            }
-        }
-    });
+    rt.spawn(forward_events(events, move |line| {
+        sender.send(line).is_ok()
+    }));
     let mut keys = default_emacs_keybindings();
     keys.add_binding(
         KeyModifiers::NONE,
@@ -686,6 +701,52 @@ fn run_reedline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst larger than the channel costs a "missed" line, not the
+    /// console's view of every later reload.
+    #[test]
+    fn a_burst_of_events_is_reported_as_missed_and_later_events_still_show() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::broadcast::channel(4);
+        let event = |i: usize| KernelEvent::ConfigReloaded(Ok(format!("e{i}")));
+        for i in 0..10 {
+            tx.send(event(i)).unwrap();
+        }
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let shown = lines.clone();
+        let count = || lines.lock().unwrap().len();
+        rt.block_on(async {
+            let fwd = tokio::spawn(forward_events(rx, move |l| {
+                shown.lock().unwrap().push(l);
+                true
+            }));
+            // Let the forwarder drain the burst (bounded: the current-thread
+            // runtime runs it on each yield), then send one more.
+            for _ in 0..1000 {
+                if count() == 5 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            tx.send(event(10)).unwrap();
+            drop(tx);
+            fwd.await.unwrap();
+        });
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "[reload] 6 events missed in a burst of changes; /skills shows the current state",
+                "[config] e6",
+                "[config] e7",
+                "[config] e8",
+                "[config] e9",
+                "[config] e10",
+            ]
+        );
+    }
 
     #[test]
     fn commands_parse_with_clear_errors() {

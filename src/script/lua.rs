@@ -17,7 +17,7 @@
 //! dependency's code resolves *its* dependencies, not its caller's.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use mlua::{
     Error as LuaError, Function, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Table,
@@ -150,7 +150,7 @@ impl LuaInstance {
             message: error_message(&e),
         };
         let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(load_err)?;
-        let guard = Arc::new(CallGuard::default());
+        let guard = Arc::new(CallGuard::new(limits.memory_bytes));
         install_sandbox(&lua, &guard, &limits).map_err(load_err)?;
         lua.set_memory_limit(limits.memory_bytes)
             .map_err(load_err)?;
@@ -466,12 +466,19 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 },
             )
         }));
+        // A host function that gave up waiting says `Deadline` for both
+        // reasons; the call's context knows which it was.
+        let stop = if ctx.cancelled() {
+            LimitKind::Cancelled
+        } else {
+            LimitKind::Deadline
+        };
         drop(held);
         match out {
             Ok(Ok(v)) => to_lua(lua, &v),
             Ok(Err(HostError::Deadline)) => {
-                g.kill(LimitKind::Deadline);
-                Err(limit_error(LimitKind::Deadline))
+                g.kill(stop);
+                Err(limit_error(stop))
             }
             Ok(Err(e)) => Err(LuaError::RuntimeError(format!("{}: {e}", full()))),
             Err(p) => {
@@ -484,6 +491,31 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
 }
 
 const LOADED_KEY: &str = "keel.loaded";
+
+/// What a script file that is (or looks like) precompiled bytecode gets.
+const BYTECODE_REFUSED: &str = "this file is precompiled bytecode (it starts with a control byte), not Luau source; keel loads Luau source text only, because Luau does not verify bytecode — put the source file here instead";
+
+/// Whether `src` would be taken for bytecode: Luau's loader treats a first
+/// byte below `\t`, or a version byte up to 11 (`\t` is version 9)
+/// followed by a types-version byte 1–3, as bytecode; `\x1b` is PUC Lua's
+/// signature. No Luau source starts with a control character other than
+/// white space, so refusing those costs nothing. The text-mode pin in
+/// [`load_text`] is the gate; this check only makes the message clear.
+fn looks_like_bytecode(src: &[u8]) -> bool {
+    src.iter()
+        .take(2)
+        .any(|&b| b.is_ascii_control() && !b.is_ascii_whitespace())
+}
+
+/// A chunk of Luau *source*: the mode is pinned to text, so the loader
+/// refuses bytecode whatever its first bytes are (mlua would otherwise
+/// detect it and hand it to Luau's unverified bytecode loader). This is the
+/// only way keel compiles script text.
+fn load_text<'a>(lua: &'a Lua, src: &'a [u8], display: &str) -> mlua::chunk::Chunk<'a> {
+    lua.load(src)
+        .set_name(format!("@{display}"))
+        .set_mode(mlua::chunk::ChunkMode::Text)
+}
 
 /// Loads (once per state) a module of `skill`: its file `rel`, in a fresh
 /// environment whose `require` is bound to `skill`.
@@ -513,15 +545,20 @@ fn load_module(lua: &Lua, skill: &Arc<LoadedSkill>, rel: &str) -> mlua::Result<L
             skill.id
         )));
     };
+    let display = skill.source.display_path(rel);
+    if looks_like_bytecode(src.as_bytes()) {
+        return Err(LuaError::SyntaxError {
+            message: format!("{display}: {BYTECODE_REFUSED}"),
+            incomplete_input: false,
+        });
+    }
     loaded.raw_set(key.as_str(), false)?;
     let env = lua.create_table()?;
     let meta = lua.create_table()?;
     meta.raw_set("__index", lua.globals())?;
     env.set_metatable(Some(meta))?;
-    env.raw_set("require", require_fn(lua, skill.clone())?)?;
-    let value = lua
-        .load(&**src)
-        .set_name(format!("@{}", skill.source.display_path(rel)))
+    env.raw_set("require", require_fn(lua, Arc::downgrade(skill))?)?;
+    let value = load_text(lua, src.as_bytes(), &display)
         .set_environment(env)
         .call::<LuaValue>(());
     let value = match value {
@@ -541,8 +578,17 @@ fn load_module(lua: &Lua, skill: &Arc<LoadedSkill>, rel: &str) -> mlua::Result<L
     Ok(stored)
 }
 
-fn require_fn(lua: &Lua, skill: Arc<LoadedSkill>) -> mlua::Result<Function> {
+/// `require` for one module's environment. It holds its skill *weakly*: the
+/// engine state lives in the skill version's own pool, so a strong reference
+/// here would keep every reloaded version alive forever (a reference cycle).
+/// During a call the caller holds the version, so the upgrade succeeds.
+fn require_fn(lua: &Lua, skill: Weak<LoadedSkill>) -> mlua::Result<Function> {
     lua.create_function(move |lua, name: String| {
+        let skill = skill.upgrade().ok_or_else(|| {
+            LuaError::RuntimeError(format!(
+                "require(\"{name}\"): this version of the skill has been unloaded"
+            ))
+        })?;
         let (owner, rel) = skill
             .resolve_module(&name, Language::Luau)
             .map_err(|e| LuaError::RuntimeError(format!("require(\"{name}\"): {e}")))?;
@@ -571,6 +617,29 @@ mod tests {
         rhai_example: "keel::test::boom()",
         call: boom,
     };
+
+    #[test]
+    fn real_luau_bytecode_is_refused_by_the_text_only_loader() {
+        let lua = Lua::new();
+        let bytecode = mlua::chunk::Compiler::new()
+            .compile("return 41 + 1")
+            .unwrap();
+        // The bytes are real bytecode: an unpinned load runs them.
+        assert_eq!(lua.load(&bytecode[..]).eval::<i64>().unwrap(), 42);
+        assert!(looks_like_bytecode(&bytecode), "{:?}", &bytecode[..8]);
+        let e = load_text(&lua, &bytecode, "x.luau")
+            .into_function()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("binary chunk"), "{e}");
+        // Source still loads.
+        assert_eq!(
+            load_text(&lua, b"return 41 + 1", "x.luau")
+                .call::<i64>(())
+                .unwrap(),
+            42
+        );
+    }
 
     #[test]
     fn a_host_panic_is_the_calls_error_and_pcall_cannot_swallow_it() {

@@ -13,9 +13,10 @@
 //! never reused.
 
 pub mod lua;
+pub mod memory;
 pub mod rhai;
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,18 +109,16 @@ pub struct CallGuard {
     deadline_ns: AtomicU64,
     ops: AtomicU64,
     max_ops: AtomicU64,
+    /// The engine thread's allocation counter when the call was armed
+    /// (see [`memory`]).
+    mem_mark: AtomicI64,
+    /// Most bytes a call may grow the thread's allocations by.
+    mem_cap: i64,
 }
 
 impl Default for CallGuard {
     fn default() -> Self {
-        Self {
-            ctx: arc_swap::ArcSwapOption::empty(),
-            epoch: Instant::now(),
-            killed: AtomicU8::new(0),
-            deadline_ns: AtomicU64::new(u64::MAX),
-            ops: AtomicU64::new(0),
-            max_ops: AtomicU64::new(u64::MAX),
-        }
+        Self::new(usize::MAX)
     }
 }
 
@@ -128,8 +127,25 @@ impl Default for CallGuard {
 pub const CLOCK_EVERY: u64 = 64;
 
 impl CallGuard {
-    /// Arms the guard for one call.
+    /// A guard whose calls may allocate at most `memory_cap` bytes, net.
+    pub fn new(memory_cap: usize) -> Self {
+        Self {
+            ctx: arc_swap::ArcSwapOption::empty(),
+            epoch: Instant::now(),
+            killed: AtomicU8::new(0),
+            deadline_ns: AtomicU64::new(u64::MAX),
+            ops: AtomicU64::new(0),
+            max_ops: AtomicU64::new(u64::MAX),
+            mem_mark: AtomicI64::new(0),
+            mem_cap: i64::try_from(memory_cap).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Arms the guard for one call. Must run on the thread that runs the
+    /// call: the memory mark is that thread's allocation counter.
     pub fn arm(&self, deadline: Instant, max_ops: u64) {
+        self.mem_mark
+            .store(memory::MemoryMark::now().raw(), Ordering::Relaxed);
         let ns = deadline.saturating_duration_since(self.epoch).as_nanos();
         self.deadline_ns
             .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -168,12 +184,18 @@ impl CallGuard {
             .compare_exchange(0, kind.to_u8(), Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// One check, from the engine's interrupt. Cheap on the fast path: two
-    /// relaxed loads and a store; the clock is read every [`CLOCK_EVERY`].
+    /// One check, from the engine's interrupt, on the thread running the
+    /// call. Cheap on the fast path: a few relaxed loads, one thread-local
+    /// read and a store; the clock is read every [`CLOCK_EVERY`].
     #[inline]
     pub fn tick(&self) -> Result<(), LimitKind> {
         if let Some(k) = self.killed() {
             return Err(k);
+        }
+        let mark = memory::MemoryMark::from_raw(self.mem_mark.load(Ordering::Relaxed));
+        if mark.grown() > self.mem_cap {
+            self.kill(LimitKind::Memory);
+            return Err(LimitKind::Memory);
         }
         let n = self.ops.load(Ordering::Relaxed) + 1;
         self.ops.store(n, Ordering::Relaxed);
@@ -250,11 +272,32 @@ pub enum ScriptError {
     /// The result could not be turned into JSON.
     #[error("{message}")]
     Result { message: String },
+    /// A `tools.call` chain came back into a skill whose every engine state
+    /// is held by calls earlier in the same chain: waiting could never end,
+    /// so the call fails at once.
+    #[error("{0}")]
+    Reentrant(Box<Reentry>),
     /// Every engine state of the skill stayed busy until the deadline.
     #[error(
         "every engine of this skill is busy ({max} calls in flight); try again or raise limits.max_instances"
     )]
     Busy { max: usize },
+}
+
+/// A `tools.call` chain that cannot be served (see [`ScriptError::Reentrant`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "tools.call chain {chain} comes back into {skill}, but every engine it may have (limits.max_instances = {max}) is held by a call earlier in this chain, so this call could never start; raise max_instances under [limits.skills.{name}] in keel.toml, or do not call back into {name}"
+)]
+pub struct Reentry {
+    /// The tools of the chain, outermost first, ` → `-joined.
+    pub chain: String,
+    /// `name@version` of the skill re-entered.
+    pub skill: String,
+    /// Its name (the `[limits.skills.NAME]` section).
+    pub name: String,
+    /// Its `max_instances`.
+    pub max: usize,
 }
 
 /// One engine state of one skill version.
@@ -298,6 +341,11 @@ impl InstancePool {
             freed: Condvar::new(),
             max: max.max(1),
         }
+    }
+
+    /// Most engine states this pool keeps (`limits.max_instances`).
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Engine states currently alive (idle or serving).

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
@@ -112,7 +112,7 @@ fn with_source(src: &str, e: &EvalAltResult) -> String {
 impl RhaiInstance {
     pub fn new(skill: &Arc<LoadedSkill>) -> Result<Self, ScriptError> {
         let limits = skill.limits;
-        let guard = Arc::new(CallGuard::default());
+        let guard = Arc::new(CallGuard::new(limits.memory_bytes));
         let mut engine = build_engine(skill, &guard, &limits);
         let entry = skill.entry_key();
         let display = source_name(skill, &entry);
@@ -259,7 +259,10 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, limits: &Limit
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(limits.max_call_depth);
     engine.set_max_expr_depths(256, 128);
-    // Data limits stand in for a memory cap: Rhai has no allocator hook.
+    // Rhai has no allocator hook: the call's memory is counted by keel's
+    // allocator (see `script::memory`) and checked in `on_progress`. The
+    // data limits below bound what one operation can allocate between two
+    // checks.
     let bytes = limits.memory_bytes;
     engine.set_max_string_size(bytes / 4);
     engine.set_max_array_size((bytes / 64).max(1024));
@@ -308,7 +311,7 @@ fn build_engine(skill: &Arc<LoadedSkill>, guard: &Arc<CallGuard>, limits: &Limit
     }
     engine.register_static_module("keel", keel.into());
     engine.set_module_resolver(SkillResolver {
-        root: skill.clone(),
+        root: Arc::downgrade(skill),
         cache: Mutex::new(HashMap::new()),
     });
     engine
@@ -351,13 +354,20 @@ fn invoke(
         )));
     };
     let out = catch_unwind(AssertUnwindSafe(|| (f.call)(ctx, Args { values })));
+    // A host function that gave up waiting says `Deadline` for both
+    // reasons; the call's context knows which it was.
+    let stop = if ctx.cancelled() {
+        LimitKind::Cancelled
+    } else {
+        LimitKind::Deadline
+    };
     drop(held);
     match out {
         Ok(Ok(v)) => to_dynamic(&v).map_err(|e| rt(format!("{}: {e}", full()))),
         Ok(Err(HostError::Deadline)) => {
-            guard.kill(LimitKind::Deadline);
+            guard.kill(stop);
             Err(Box::new(EvalAltResult::ErrorTerminated(
-                Dynamic::from("Deadline"),
+                Dynamic::from(format!("{stop:?}")),
                 Position::NONE,
             )))
         }
@@ -408,27 +418,29 @@ fn register(m: &mut Module, f: &'static HostFn, guard: &Arc<CallGuard>) {
 }
 
 /// Resolves `import` to the skill's own files and its dependencies only.
+///
+/// It holds its skill *weakly*: the engine lives in the skill version's own
+/// pool, so a strong reference would be a cycle that keeps every reloaded
+/// version (engines, sources, ASTs) alive forever.
 struct SkillResolver {
-    root: Arc<LoadedSkill>,
+    root: Weak<LoadedSkill>,
     cache: Mutex<HashMap<String, Shared<Module>>>,
 }
 
 impl SkillResolver {
     /// The skill whose source is importing (by the AST's source name).
-    fn importer(&self, source: Option<&str>) -> Arc<LoadedSkill> {
+    fn importer(&self, source: Option<&str>) -> Option<Arc<LoadedSkill>> {
+        let root = self.root.upgrade()?;
         let Some(src) = source else {
-            return self.root.clone();
+            return Some(root);
         };
-        self.root
-            .closure()
-            .into_iter()
-            .find(|s| {
-                s.source
-                    .files
-                    .keys()
-                    .any(|rel| s.source.display_path(rel) == src)
-            })
-            .unwrap_or_else(|| self.root.clone())
+        let found = root.closure().into_iter().find(|s| {
+            s.source
+                .files
+                .keys()
+                .any(|rel| s.source.display_path(rel) == src)
+        });
+        Some(found.unwrap_or(root))
     }
 }
 
@@ -440,13 +452,17 @@ impl ModuleResolver for SkillResolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        let importer = self.importer(source);
         let fail = |msg: String| {
             Box::new(EvalAltResult::ErrorInModule(
                 path.to_string(),
                 Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)),
                 pos,
             ))
+        };
+        let Some(importer) = self.importer(source) else {
+            return Err(fail(format!(
+                "import \"{path}\": this version of the skill has been unloaded"
+            )));
         };
         let (skill, rel) = importer
             .resolve_module(path, Language::Rhai)

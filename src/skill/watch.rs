@@ -4,7 +4,10 @@
 //! file and rename it into place), editor droppings are ignored, and then the
 //! kernel reloads. A reload never replaces a working version with a broken
 //! one, so a half-written file costs at most one reported failure, followed
-//! by a good reload when the write completes.
+//! by a good reload when the write completes. A file caught emptied (the
+//! truncate of an in-place rewrite) is not even a failure: the reload keeps
+//! the working version and the watcher looks again every [`DEBOUNCE`], up
+//! to [`EMPTY_RETRIES`] times, before taking the empty file at its word.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +19,22 @@ use crate::kernel::Kernel;
 
 /// How long the file system must be quiet before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// How many times a reload that found a file emptied is retried before the
+/// empty file is believed (40 ms apart: about a second).
+pub const EMPTY_RETRIES: u32 = 25;
+
+/// Reloads; while a skill is seen mid-rewrite, looks again after the
+/// debounce, and after [`EMPTY_RETRIES`] takes the files as they are.
+fn reload_until_settled(k: &Kernel) {
+    for _ in 0..EMPTY_RETRIES {
+        if k.reload().incomplete.is_empty() {
+            return;
+        }
+        std::thread::sleep(DEBOUNCE);
+    }
+    k.reload_settled();
+}
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SkillWatcher {
@@ -69,7 +88,7 @@ pub fn watch(kernel: &Kernel) -> Result<SkillWatcher, notify::Error> {
             let _ = k.reload_config();
         }
         if touches(&res, |p| skill_dirs.iter().any(|d| p.starts_with(d))) {
-            k.reload();
+            reload_until_settled(&k);
         }
     })?;
     let mut watched = Vec::new();

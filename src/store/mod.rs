@@ -155,6 +155,14 @@ const MIGRATIONS: &[&str] = &[
         input_tokens INTEGER NOT NULL,
         output_tokens INTEGER NOT NULL
     );",
+    // 4: bytes each skill keeps in kv (keys plus values), kept with every
+    // write so the per-skill bound is checked without scanning
+    "CREATE TABLE kv_usage (
+        skill TEXT PRIMARY KEY,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO kv_usage (skill, bytes)
+        SELECT skill, sum(octet_length(key) + octet_length(value)) FROM kv GROUP BY skill;",
 ];
 
 /// One audit record.
@@ -414,7 +422,18 @@ impl Store {
         })
     }
 
-    pub fn kv_set(&self, skill: &str, key: &str, json: &str) -> Result<(), StoreError> {
+    /// Stores `json` under `key`, unless the skill's kv data (keys plus
+    /// values, in bytes) would then pass `max_total`. A write that does not
+    /// grow the data is always allowed, so a skill over its bound (after the
+    /// bound was lowered) can still shrink. The check and the write are one
+    /// transaction, so concurrent writers cannot both slip under the bound.
+    pub fn kv_set(
+        &self,
+        skill: &str,
+        key: &str,
+        json: &str,
+        max_total: u64,
+    ) -> Result<(), StoreError> {
         Self::check_key(key)?;
         if json.len() > KV_MAX_VALUE {
             return Err(StoreError::TooLarge(format!(
@@ -422,13 +441,35 @@ impl Store {
                 json.len()
             )));
         }
-        self.with(|c| {
-            c.prepare_cached(
+        let size = (key.len() + json.len()) as i64;
+        let outcome = self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old: i64 = tx
+                .prepare_cached(
+                    "SELECT octet_length(key) + octet_length(value) FROM kv WHERE skill = ?1 AND key = ?2",
+                )?
+                .query_row(params![skill, key], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let used = kv_used(&tx, skill)?;
+            let total = used - old + size;
+            if total > used && total as u64 > max_total {
+                return Ok(Err(total));
+            }
+            tx.prepare_cached(
                 "INSERT INTO kv (skill, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (skill, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
             )?
             .execute(params![skill, key, json, now_ms()])?;
-            Ok(())
+            set_kv_used(&tx, skill, total)?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })?;
+        outcome.map_err(|total| {
+            StoreError::TooLarge(format!(
+                "kv data of skill `{skill}` would be {total} bytes; the limit is {} MiB ({max_total} bytes): delete keys it no longer needs, or raise kv_mb under [limits] (or [limits.skills.{skill}]) in keel.toml",
+                max_total / (1024 * 1024)
+            ))
         })
     }
 
@@ -436,11 +477,28 @@ impl Store {
     pub fn kv_delete(&self, skill: &str, key: &str) -> Result<bool, StoreError> {
         Self::check_key(key)?;
         self.with(|c| {
-            let n = c
-                .prepare_cached("DELETE FROM kv WHERE skill = ?1 AND key = ?2")?
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT octet_length(key) + octet_length(value) FROM kv WHERE skill = ?1 AND key = ?2",
+                )?
+                .query_row(params![skill, key], |r| r.get(0))
+                .optional()?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            tx.prepare_cached("DELETE FROM kv WHERE skill = ?1 AND key = ?2")?
                 .execute(params![skill, key])?;
-            Ok(n > 0)
+            let used = kv_used(&tx, skill)?;
+            set_kv_used(&tx, skill, (used - old).max(0))?;
+            tx.commit()?;
+            Ok(true)
         })
+    }
+
+    /// Bytes (keys plus values) `skill` keeps in kv.
+    pub fn kv_usage(&self, skill: &str) -> Result<u64, StoreError> {
+        self.with(|c| kv_used(c, skill).map(|b| b.max(0) as u64))
     }
 
     /// Keys in `skill`'s namespace that start with `prefix`, sorted, at most
@@ -459,23 +517,103 @@ impl Store {
     }
 }
 
+fn kv_used(c: &Connection, skill: &str) -> rusqlite::Result<i64> {
+    Ok(
+        c.prepare_cached("SELECT bytes FROM kv_usage WHERE skill = ?1")?
+            .query_row(params![skill], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    )
+}
+
+fn set_kv_used(c: &Connection, skill: &str, bytes: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO kv_usage (skill, bytes) VALUES (?1, ?2)
+         ON CONFLICT (skill) DO UPDATE SET bytes = excluded.bytes",
+    )?
+    .execute(params![skill, bytes])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn kv_total_bytes_per_skill_are_bounded_and_deletes_give_room_back() {
+        let s = Store::in_memory().unwrap();
+        let v = "x".repeat(400);
+        s.kv_set("a", "k1", &v, 1000).unwrap();
+        s.kv_set("a", "k2", &v, 1000).unwrap();
+        assert_eq!(s.kv_usage("a").unwrap(), 2 * (2 + 400));
+        let e = s.kv_set("a", "k3", &v, 1000).unwrap_err().to_string();
+        assert!(e.contains("kv_mb") && e.contains("`a`"), "{e}");
+        assert_eq!(s.kv_get("a", "k3").unwrap(), None, "a refused write landed");
+        // Another skill has its own budget; overwriting in place and
+        // shrinking are fine.
+        s.kv_set("b", "k3", &v, 1000).unwrap();
+        s.kv_set("a", "k1", &"y".repeat(400), 1000).unwrap();
+        s.kv_set("a", "k1", "1", 10).unwrap();
+        assert!(s.kv_delete("a", "k2").unwrap());
+        assert_eq!(s.kv_usage("a").unwrap(), 3);
+        s.kv_set("a", "k3", &v, 1000).unwrap();
+    }
+
+    /// Eight connections (as eight processes would have) race to fill one
+    /// skill's kv: the bound holds exactly, because each check and its write
+    /// are one IMMEDIATE transaction.
+    #[test]
+    fn racing_writers_cannot_overshoot_the_kv_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        let max = 50_000u64;
+        let accepted: u64 = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|t| {
+                    let path = dir.path().to_path_buf();
+                    sc.spawn(move || {
+                        let s = Store::open(&path).unwrap();
+                        let mut ok = 0u64;
+                        for i in 0..100 {
+                            let key = format!("t{t}-{i:03}");
+                            match s.kv_set("race", &key, &"v".repeat(994), max) {
+                                Ok(()) => ok += 1,
+                                Err(StoreError::TooLarge(_)) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                        ok
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let s = Store::open(dir.path()).unwrap();
+        let used = s.kv_usage("race").unwrap();
+        assert_eq!(
+            accepted, 50,
+            "{accepted} writes of 1000 bytes fit a 50000-byte bound"
+        );
+        assert_eq!(used, 50_000);
+        assert_eq!(s.kv_list("race", "").unwrap().len(), 50);
+    }
+
+    #[test]
     fn kv_namespaces_are_separate_and_prefixes_are_literal() {
         let s = Store::in_memory().unwrap();
-        s.kv_set("a", "x%1", "1").unwrap();
-        s.kv_set("a", "xy", "2").unwrap();
-        s.kv_set("b", "x%1", "3").unwrap();
+        s.kv_set("a", "x%1", "1", u64::MAX).unwrap();
+        s.kv_set("a", "xy", "2", u64::MAX).unwrap();
+        s.kv_set("b", "x%1", "3", u64::MAX).unwrap();
         assert_eq!(s.kv_get("a", "x%1").unwrap().as_deref(), Some("1"));
         assert_eq!(s.kv_get("b", "x%1").unwrap().as_deref(), Some("3"));
         assert_eq!(s.kv_list("a", "x%").unwrap(), vec!["x%1".to_string()]);
         assert!(s.kv_delete("a", "xy").unwrap());
         assert!(!s.kv_delete("a", "xy").unwrap());
         assert_eq!(s.kv_get("a", "xy").unwrap(), None);
-        assert!(s.kv_set("a", &"k".repeat(KV_MAX_KEY + 1), "1").is_err());
+        assert!(
+            s.kv_set("a", &"k".repeat(KV_MAX_KEY + 1), "1", u64::MAX)
+                .is_err()
+        );
     }
 
     #[test]
