@@ -3,15 +3,48 @@
 //! One file (`keel.db`, WAL mode) under the data directory holds the
 //! operator's grants, the audit log, each skill's key-value namespace and the
 //! capabilities each skill was first seen with. Several keel processes may
-//! share it (a console and a `keel grant` in another terminal): every read
-//! goes to the database, so a grant made elsewhere takes effect on the next
-//! call. Migrations are numbered and run once, inside a transaction.
-//! Sessions and runs live in [`sessions`], the transcript and token usage
-//! in [`transcript`], approval requests in [`approvals`].
+//! share it (a console, a `keel grant` in another terminal, twenty `keel ask`
+//! at once): every read goes to the database, so a grant made elsewhere
+//! takes effect on the next call. Sessions and runs live in [`sessions`],
+//! the transcript and token usage in [`transcript`], approval requests in
+//! [`approvals`].
+//!
+//! # Many processes, one file
+//!
+//! - Every transaction starts `BEGIN IMMEDIATE` (the connection's default
+//!   behaviour is set once, in [`Store::open`]): it takes the write lock
+//!   before it reads, so no transaction reads and then tries to upgrade to
+//!   a write lock. An upgrade is what SQLite refuses at once with "database
+//!   is locked" (the busy handler is not consulted for it) when another
+//!   process committed in between; an immediate transaction instead waits
+//!   in the busy handler for its turn. Single statements outside a
+//!   transaction take their lock up front and wait the same way.
+//! - Waits are bounded: [`BUSY_TIMEOUT`]. When it runs out the error says
+//!   which data directory and that another process holds its write lock.
+//! - Setting up a database (WAL mode, migrations) happens under an
+//!   exclusive lock on `keel.db.setup-lock` beside it, and the schema
+//!   version is read again inside the migration's immediate transaction:
+//!   fifty processes starting on an empty data directory migrate it once,
+//!   and the others wait and find it done. A database already set up is
+//!   recognised without taking that lock.
+//! - A damaged file is found at open (`PRAGMA quick_check`, which skips
+//!   the index cross-checks of a full integrity check) and reported with
+//!   what to do, rather than as a puzzling failure later.
+//! - A full disk, a lock held too long and a damaged page are reported as
+//!   what they are ([`StoreError::DiskFull`], [`StoreError::Busy`],
+//!   [`StoreError::Corrupt`]), never as a missing row.
+//!
+//! # Async callers
+//!
+//! The API is synchronous; engine threads and the CLI call it directly.
+//! Async code must not: a call can wait out the busy timeout, and a tokio
+//! worker blocked on it stalls every task on that worker. [`Store::call`]
+//! runs a closure on the store's own thread and awaits its answer, so the
+//! agent loop never holds the connection's mutex on a runtime worker.
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod approvals;
 mod sessions;
@@ -21,20 +54,29 @@ pub use approvals::{AnswerError, ApprovalAnswer, ApprovalRecord, NewApproval};
 pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord};
 pub use transcript::{MessageRecord, NewMessage, UsageTotals};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+/// Longest wait for another process's write lock (and for the setup lock)
+/// before a call fails with [`StoreError::Busy`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Jobs queued for the store thread before [`Store::call`] waits to queue.
+const QUEUE: usize = 256;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database could not be opened or a statement failed.
+    /// A statement failed for a reason not covered below. (The message
+    /// embeds SQLite's, which is therefore not also given as the source:
+    /// a chain printed with `{:#}` would say it twice.)
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {error}")]
     DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
+        path: PathBuf,
+        error: std::io::Error,
     },
     /// The database was written by a newer keel.
     #[error(
@@ -44,6 +86,38 @@ pub enum StoreError {
     /// A key or value is over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The disk (or quota) holding the data directory is full.
+    #[error(
+        "the disk holding {} is full: keel could not write its database (nothing was changed). \
+         Free some space there, or point keel at another place with --data-dir, and try again",
+        .dir.display()
+    )]
+    DiskFull { dir: PathBuf },
+    /// Another process held the write lock for longer than [`BUSY_TIMEOUT`].
+    #[error(
+        "the database in {} stayed locked for {} s: another process using this data directory \
+         holds its write lock (another keel, or a sqlite3 shell with a transaction open). \
+         Try again when it is done (`fuser {}` shows who has it open)",
+        .dir.display(), .waited.as_secs(), .dir.join("keel.db").display()
+    )]
+    Busy { dir: PathBuf, waited: Duration },
+    /// The database file is damaged.
+    #[error(
+        "the database {db} is damaged ({detail}). keel will not use it. Move it aside \
+         (`mv {db} {db}.damaged`, with its -wal and -shm files if any) to start afresh, \
+         or try to save what it holds with `sqlite3 {db}.damaged .recover | sqlite3 {db}`",
+        db = .dir.join("keel.db").display()
+    )]
+    Corrupt { dir: PathBuf, detail: String },
+    /// The store thread is gone (it only stops when the store is dropped).
+    #[error("the store's thread has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
 }
 
 /// Largest key-value key, in bytes.
@@ -195,7 +269,14 @@ pub struct GrantRecord {
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The data directory, for errors and owner liveness; `None` in memory.
+    dir: Option<PathBuf>,
+    /// The store thread's queue, started on the first [`Store::call`].
+    thread: OnceLock<tokio::sync::mpsc::Sender<Job>>,
 }
+
+/// Work for the store thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -204,45 +285,202 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where to report a store error: the data directory, or (in memory) a
+/// placeholder.
+fn dir_or_memory(dir: Option<&Path>) -> PathBuf {
+    dir.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("(in-memory database)"))
+}
+
+/// Turns SQLite's result codes for a full disk, a lock held too long and
+/// a damaged file into errors that say so.
+fn classify(e: rusqlite::Error, dir: Option<&Path>) -> StoreError {
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull {
+            dir: dir_or_memory(dir),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy {
+            dir: dir_or_memory(dir),
+            waited: BUSY_TIMEOUT,
+        },
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+            dir: dir_or_memory(dir),
+            detail: e.to_string(),
+        },
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// Holds `keel.db.setup-lock` while a database is being set up.
+struct SetupLock(std::fs::File);
+
+impl SetupLock {
+    /// Waits (at most [`BUSY_TIMEOUT`]) for the exclusive setup lock.
+    fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("keel.db.setup-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc_enospc) if libc_enospc == 28 => StoreError::DiskFull {
+                    dir: dir.to_path_buf(),
+                },
+                _ => StoreError::DataDir {
+                    path: path.clone(),
+                    error,
+                },
+            })?;
+        // The lock is only ever held for the few milliseconds of a setup,
+        // so a short poll is cheaper than a thread parked in a blocking
+        // lock that could not be abandoned at the deadline.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self(file)),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Busy {
+                        dir: dir.to_path_buf(),
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(error)) => {
+                    return Err(StoreError::DataDir { path, error });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SetupLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) `keel.db` in `data_dir`.
+    /// Opens (creating if needed) `keel.db` in `data_dir`: sets it up (WAL,
+    /// migrations) if that is not done yet, and checks it is not damaged.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            if error.raw_os_error() == Some(28) {
+                StoreError::DiskFull {
+                    dir: data_dir.to_path_buf(),
+                }
+            } else {
+                StoreError::DataDir {
+                    path: data_dir.to_path_buf(),
+                    error,
+                }
+            }
         })?;
-        let conn = Connection::open(data_dir.join("keel.db"))?;
-        Self::from_connection(conn)
+        let dir = Some(data_dir);
+        let err = |e| classify(e, dir);
+        let mut conn = Connection::open(data_dir.join("keel.db")).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
+        if !Self::is_set_up(&conn).map_err(err)? {
+            let _lock = SetupLock::acquire(data_dir)?;
+            Self::set_up(&mut conn, dir)?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        Self::quick_check(&conn, dir)?;
+        Ok(Self::with_connection(conn, dir))
     }
 
     /// An in-memory store, for tests and `keel check`.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::from_connection(Connection::open_in_memory()?)
+        let err = |e| classify(e, None);
+        let mut conn = Connection::open_in_memory().map_err(err)?;
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
+        Self::set_up(&mut conn, None)?;
+        Ok(Self::with_connection(conn, None))
     }
 
-    fn from_connection(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let supported = MIGRATIONS.len() as i64;
-        if version > supported {
-            return Err(StoreError::TooNew {
-                found: version,
-                supported,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(Self {
+    fn with_connection(conn: Connection, dir: Option<&Path>) -> Self {
+        Self {
             conn: Mutex::new(conn),
+            dir: dir.map(Path::to_path_buf),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// The data directory holding `keel.db`; `None` for an in-memory store.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Whether the database is in WAL mode at the current schema version
+    /// (read without any lock: the common case, a database in use).
+    fn is_set_up(conn: &Connection) -> rusqlite::Result<bool> {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        Ok(mode.eq_ignore_ascii_case("wal") && version == MIGRATIONS.len() as i64)
+    }
+
+    /// WAL mode and migrations. A file-backed database is set up under the
+    /// setup lock (see the module docs); the version is read again inside
+    /// each migration's immediate transaction all the same, so a keel that
+    /// does not know the lock cannot make a migration run twice.
+    fn set_up(conn: &mut Connection, dir: Option<&Path>) -> Result<(), StoreError> {
+        let err = |e| classify(e, dir);
+        if dir.is_some() {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+        }
+        let supported = MIGRATIONS.len() as i64;
+        loop {
+            let tx = conn.transaction().map_err(err)?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(err)?;
+            if version > supported {
+                return Err(StoreError::TooNew {
+                    found: version,
+                    supported,
+                });
+            }
+            let Some(sql) = MIGRATIONS.get(version as usize) else {
+                return Ok(());
+            };
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", version + 1)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+    }
+
+    /// Fails with [`StoreError::Corrupt`] if SQLite finds a damaged page.
+    fn quick_check(conn: &Connection, dir: Option<&Path>) -> Result<(), StoreError> {
+        let mut st = conn
+            .prepare("PRAGMA quick_check(5)")
+            .map_err(|e| classify(e, dir))?;
+        let problems: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| classify(e, dir))?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            dir: dir_or_memory(dir),
+            detail: problems.join("; "),
         })
     }
 
+    /// Runs `f` on the connection. Errors are classified: a full disk, a
+    /// lock held too long and a damaged page each get their own variant.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -250,7 +488,55 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(f(&mut conn)?)
+        f(&mut conn).map_err(|e| classify(e, self.dir.as_deref()))
+    }
+
+    /// Runs `f` on the store's own thread and waits for it without blocking
+    /// the async runtime. For async code (the agent loop); engine threads
+    /// and the CLI call the store directly.
+    ///
+    /// Dropping the returned future does not stop `f`: once queued, a write
+    /// happens whether or not anybody waits for its answer.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let store = self.clone();
+        let job: Job = Box::new(move || {
+            // A panic in `f` answers this call with an error (the sender
+            // is dropped) and leaves the thread serving the next one.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&store)));
+            if let Ok(r) = r {
+                let _ = answer.send(r);
+            }
+        });
+        self.queue()?
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The store thread's queue, starting the thread on first use. The
+    /// thread ends when the store (which holds the only sender) is dropped
+    /// and the queue is drained; each job holds its own `Arc` of the store.
+    fn queue(&self) -> Result<&tokio::sync::mpsc::Sender<Job>, StoreError> {
+        if let Some(q) = self.thread.get() {
+            return Ok(q);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        if self.thread.set(tx).is_ok() {
+            std::thread::Builder::new()
+                .name("keel-store".into())
+                .spawn(move || {
+                    while let Some(job) = rx.blocking_recv() {
+                        job();
+                    }
+                })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        self.thread.get().ok_or(StoreError::Closed)
     }
 
     // --- grants -----------------------------------------------------------

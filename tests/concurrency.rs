@@ -1,0 +1,272 @@
+//! Many real keel processes on one data directory: twenty workers asking
+//! ten questions each (half of them in one shared session) and fifty
+//! processes starting at once on an empty data directory. Every process
+//! must succeed, every answer must be the one asked for, and the runs of
+//! one session must never overlap — checked against the order in which
+//! their transitions were written, not against clocks.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::Ws;
+use common::agent::notes_ws;
+use common::model::{FakeModel, Reply, Wire};
+use serde_json::{Value, json};
+
+/// What one process did.
+#[derive(Debug)]
+struct Exit {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to its end, killing it after `limit` (then `status` is -1).
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Exit {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keel");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let until = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code().unwrap_or(-1);
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Exit {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// The last user message of a request body.
+fn last_user_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A model that answers each question with one `notes.add` call (so each
+/// run also writes through a skill's kv from an engine thread) and then
+/// with `answer to: QUESTION`.
+fn echo_model() -> FakeModel {
+    FakeModel::with_handler(Wire::OpenAi, |body| {
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default();
+        let question = last_user_text(body);
+        if last["role"] == "tool" {
+            Reply::text(&format!("answer to: {question}"))
+        } else {
+            Reply::tool("notes__add", json!({ "text": question }))
+        }
+    })
+}
+
+/// Every run of `session` with its transitions in the order they were
+/// written (the table's rowid: one sequence for all processes).
+fn transitions(ws: &Ws, session: &str) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(ws.data_dir().join("keel.db")).expect("open keel.db");
+    let mut st = db
+        .prepare(
+            "SELECT t.run_id, t.to_state FROM run_transitions t JOIN runs r ON r.id = t.run_id
+             WHERE r.session_id = ?1 ORDER BY t.rowid",
+        )
+        .expect("query");
+    st.query_map([session], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("transitions")
+}
+
+/// Asserts that no run of the session starts while another is between
+/// `running` and its final state, and that every run ended `done`.
+fn assert_runs_never_overlap(list: &[(String, String)], expected_runs: usize) {
+    let mut active: Option<&str> = None;
+    let mut finished: HashMap<&str, &str> = HashMap::new();
+    for (run, state) in list {
+        match state.as_str() {
+            "queued" => {}
+            "running" => {
+                assert!(
+                    active.is_none(),
+                    "run {run} started while {active:?} was running: {list:#?}"
+                );
+                active = Some(run);
+            }
+            "waiting_permission" => {}
+            end => {
+                if active == Some(run.as_str()) {
+                    active = None;
+                }
+                finished.insert(run, end);
+            }
+        }
+    }
+    assert_eq!(finished.len(), expected_runs, "{list:#?}");
+    let failed: Vec<_> = finished.iter().filter(|(_, s)| **s != "done").collect();
+    assert!(failed.is_empty(), "runs that did not end done: {failed:?}");
+}
+
+#[test]
+fn twenty_processes_asking_ten_times_each_on_one_data_dir_all_succeed() {
+    const WORKERS: usize = 20;
+    const ASKS: usize = 10;
+    let model = echo_model();
+    let ws = notes_ws(&model, "");
+    // The shared session, made by a first ask.
+    let first = run_bounded(
+        ws.keel().args(["ask", "--json", "open the shared session"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(first.status, 0, "{}", first.stderr);
+    let shared: Value = serde_json::from_str(&first.stdout).expect("ask --json");
+    let shared = shared["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+
+    let ws = Arc::new(ws);
+    let start = Arc::new(Barrier::new(WORKERS));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let ws = ws.clone();
+            let start = start.clone();
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let mut failures = Vec::new();
+                for i in 0..ASKS {
+                    let question = format!("question {i} of worker {w}");
+                    let mut cmd = ws.keel();
+                    cmd.arg("ask");
+                    if w % 2 == 0 {
+                        cmd.args(["--session", &shared]);
+                    }
+                    cmd.arg(&question);
+                    let exit = run_bounded(&mut cmd, Duration::from_secs(300));
+                    let expected = format!("answer to: {question}\n");
+                    if exit.status != 0 || exit.stdout != expected {
+                        failures.push(format!(
+                            "worker {w} ask {i}: exit {}, stdout {:?}, stderr {:?}",
+                            exit.status, exit.stdout, exit.stderr
+                        ));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = workers
+        .into_iter()
+        .flat_map(|h| h.join().expect("worker"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} asks failed:\n{}",
+        failures.len(),
+        WORKERS * ASKS,
+        failures.join("\n")
+    );
+    let list = transitions(&ws, &shared);
+    assert_runs_never_overlap(&list, 1 + WORKERS / 2 * ASKS);
+    // Every tool call (a kv write from an engine thread) succeeded.
+    let db = rusqlite::Connection::open(ws.data_dir().join("keel.db")).expect("open keel.db");
+    let (ok, failed): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*) FILTER (WHERE is_error = 0), COUNT(*) FILTER (WHERE is_error = 1)
+             FROM messages WHERE kind = 'tool'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count");
+    assert_eq!((ok, failed), (1 + (WORKERS * ASKS) as i64, 0));
+}
+
+#[test]
+fn fifty_processes_starting_at_once_on_an_empty_data_dir_all_succeed() {
+    const PROCESSES: usize = 50;
+    let model = echo_model();
+    let ws = Arc::new(notes_ws(&model, ""));
+    assert!(!ws.data_dir().exists());
+    let start = Arc::new(Barrier::new(PROCESSES));
+    let procs: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            let ws = ws.clone();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let mut cmd = ws.keel();
+                // A mix of what people start: listings, grants, and asks.
+                match i % 3 {
+                    0 => cmd.args(["sessions", "--json"]),
+                    1 => cmd.args(["grant", "notes", "exec:git"]),
+                    _ => cmd.args(["ask", &format!("hello {i}")]),
+                };
+                start.wait();
+                (i, run_bounded(&mut cmd, Duration::from_secs(300)))
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for p in procs {
+        let (i, exit) = p.join().expect("process thread");
+        if exit.status != 0 {
+            failures.push(format!(
+                "process {i}: exit {}: {}",
+                exit.status, exit.stderr
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {PROCESSES} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Migrated exactly once, to the current version, in WAL mode.
+    let db = rusqlite::Connection::open(ws.data_dir().join("keel.db")).expect("open keel.db");
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    let sessions: i64 = db
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .expect("sessions");
+    assert_eq!(
+        sessions as usize,
+        (0..PROCESSES).filter(|i| i % 3 == 2).count()
+    );
+}
