@@ -325,6 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         }) => ask(&kernel, &rt, &message, session.as_deref(), json),
         Some(Command::Sessions { json }) => {
+            settle_dead_runs(&kernel);
             let list = kernel.store().sessions()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -337,6 +338,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if kernel.store().session(&session)?.is_none() {
                 bail!("no session `{session}` (see `keel sessions`)");
             }
+            settle_dead_runs(&kernel);
             let list = kernel.store().runs(&session)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -346,6 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Approvals { all, json }) => {
+            settle_dead_runs(&kernel);
             let list = kernel.store().approvals(!all)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -379,6 +382,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Before a listing: fails the runs whose process died, so the listing
+/// shows them failed (interrupted) rather than `running` forever. A
+/// listing still works if this cannot be done (say, the database is
+/// read-only); the warning says why.
+fn settle_dead_runs(kernel: &Kernel) {
+    if let Err(e) = keel::agent::owner::recover_dead_runs(kernel.store()) {
+        tracing::warn!(error = %e, "cannot mark the runs of stopped processes as failed");
     }
 }
 

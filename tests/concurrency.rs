@@ -270,3 +270,85 @@ fn fifty_processes_starting_at_once_on_an_empty_data_dir_all_succeed() {
         (0..PROCESSES).filter(|i| i % 3 == 2).count()
     );
 }
+
+/// Polls `done` every 20 ms; panics with `what` after `limit`.
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn runs_json(ws: &Ws, session: &str) -> Vec<Value> {
+    let out = run_bounded(
+        ws.keel().args(["runs", session, "--json"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    serde_json::from_str::<Value>(&out.stdout)
+        .expect("runs --json")
+        .as_array()
+        .expect("a list")
+        .clone()
+}
+
+fn owner_files(ws: &Ws) -> Vec<String> {
+    std::fs::read_dir(ws.data_dir().join("owners"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_owner_s_run_is_listed_failed_without_another_ask_and_its_lock_file_is_cleaned() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![Reply::Stall {
+            text: "Thinking hard".into(),
+            hold_ms: 30_000,
+        }],
+    );
+    let ws = notes_ws(&model, "");
+    let mut child = ws
+        .keel()
+        .args(["ask", "think about it"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keel ask");
+    wait_for("the model got the request", Duration::from_secs(30), || {
+        model.request_count() >= 1
+    });
+    let session = || -> Option<String> {
+        let out = run_bounded(
+            ws.keel().args(["sessions", "--json"]),
+            Duration::from_secs(60),
+        );
+        let list: Value = serde_json::from_str(&out.stdout).ok()?;
+        list[0]["id"].as_str().map(str::to_string)
+    };
+    let id = session().expect("the ask's session");
+    // While its process lives, listings leave the run alone: a listing
+    // must not fail a live run.
+    for _ in 0..3 {
+        assert_eq!(runs_json(&ws, &id)[0]["state"], "running");
+    }
+    assert_eq!(owner_files(&ws).len(), 1, "{:?}", owner_files(&ws));
+
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    // No ask in between: the listing itself tells the truth.
+    let list = runs_json(&ws, &id);
+    assert_eq!(list[0]["state"], "failed", "{list:#?}");
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted")),
+        "{list:#?}"
+    );
+    assert!(owner_files(&ws).is_empty(), "{:?}", owner_files(&ws));
+}

@@ -16,6 +16,7 @@
 //! pairs every call with a result.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -280,10 +281,12 @@ impl Agent {
     /// when there is none. Marks runs whose process died as interrupted.
     pub fn new(kernel: Kernel) -> Result<Self, AgentError> {
         let chain = kernel.models().ok_or(AgentError::NoModel)?;
-        let data_dir = kernel.data_dir().to_path_buf();
-        let persistent = data_dir.join("keel.db").exists();
-        let owner =
-            Owner::acquire(persistent.then_some(data_dir.as_path())).map_err(AgentError::Owner)?;
+        // Runs in an in-memory store are seen by this process only.
+        let data_dir = kernel.store().data_dir().map(Path::to_path_buf);
+        let owner = Owner::acquire(data_dir.as_deref()).map_err(AgentError::Owner)?;
+        if let Some(dir) = &data_dir {
+            super::owner::sweep(dir);
+        }
         let recovered = kernel
             .store()
             .recover_interrupted_runs(&|id| owner.sees_alive(id))?;
