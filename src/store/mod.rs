@@ -273,6 +273,8 @@ pub struct Store {
     dir: Option<PathBuf>,
     /// The store thread's queue, started on the first [`Store::call`].
     thread: OnceLock<tokio::sync::mpsc::Sender<Job>>,
+    /// How long a statement waits for another process's lock.
+    busy: Duration,
 }
 
 /// Work for the store thread.
@@ -295,6 +297,10 @@ fn dir_or_memory(dir: Option<&Path>) -> PathBuf {
 /// Turns SQLite's result codes for a full disk, a lock held too long and
 /// a damaged file into errors that say so.
 fn classify(e: rusqlite::Error, dir: Option<&Path>) -> StoreError {
+    classify_after(e, dir, BUSY_TIMEOUT)
+}
+
+fn classify_after(e: rusqlite::Error, dir: Option<&Path>, waited: Duration) -> StoreError {
     let code = match &e {
         rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
         _ => None,
@@ -305,7 +311,7 @@ fn classify(e: rusqlite::Error, dir: Option<&Path>) -> StoreError {
         },
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy {
             dir: dir_or_memory(dir),
-            waited: BUSY_TIMEOUT,
+            waited,
         },
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
             dir: dir_or_memory(dir),
@@ -413,7 +419,16 @@ impl Store {
             conn: Mutex::new(conn),
             dir: dir.map(Path::to_path_buf),
             thread: OnceLock::new(),
+            busy: BUSY_TIMEOUT,
         }
+    }
+
+    /// Shortens the wait for other processes' locks (tests of the wait).
+    #[cfg(test)]
+    fn set_busy_timeout(&mut self, busy: Duration) {
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = conn.busy_timeout(busy);
+        self.busy = busy;
     }
 
     /// The data directory holding `keel.db`; `None` for an in-memory store.
@@ -488,7 +503,7 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|e| classify(e, self.dir.as_deref()))
+        f(&mut conn).map_err(|e| classify_after(e, self.dir.as_deref(), self.busy))
     }
 
     /// Runs `f` on the store's own thread and waits for it without blocking
@@ -748,6 +763,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::RunState;
 
     #[test]
     fn kv_namespaces_are_separate_and_prefixes_are_literal() {
@@ -804,5 +820,130 @@ mod tests {
         assert_eq!(s.baseline("other").unwrap(), None);
         assert!(s.revoke("notes", "exec:git").unwrap());
         assert!(s.grants(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn processes_opening_a_fresh_directory_at_once_and_writing_all_succeed() {
+        // Each thread has its own connection, as each process would.
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        let start = Arc::new(std::sync::Barrier::new(12));
+        let workers: Vec<_> = (0..12)
+            .map(|_| {
+                let (dir, start) = (dir.clone(), start.clone());
+                std::thread::spawn(move || -> Result<(), StoreError> {
+                    start.wait();
+                    let s = Store::open(&dir)?;
+                    let session = s.create_session("t")?;
+                    for i in 0..30 {
+                        let run = s
+                            .accept_message(&session.id, Some("me"), Some("hi"))?
+                            .expect("session exists");
+                        let moved = s.transition_run(&run.id, RunState::Running, None)?;
+                        assert_eq!(moved, Ok(()));
+                        s.add_messages(&[NewMessage {
+                            session_id: &session.id,
+                            run_id: Some(&run.id),
+                            kind: "assistant",
+                            content: "ok",
+                            ..Default::default()
+                        }])?;
+                        s.kv_set("k", &format!("{i}"), "1")?;
+                        let done = s.transition_run(&run.id, RunState::Done, None)?;
+                        assert_eq!(done, Ok(()));
+                        s.recover_interrupted_runs(&|o| o == "me")?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.sessions().unwrap().len(), 12);
+        let version: i64 = s
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn async_callers_keep_running_while_another_process_holds_the_write_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(d.path()).unwrap());
+        // Another "process": its own connection, holding the write lock.
+        let other = Connection::open(d.path().join("keel.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // One worker thread: a call that blocked it would stall the rest.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = store.clone();
+            let write = tokio::spawn(async move { s.call(|s| s.create_session("x")).await });
+            let unrelated = tokio::spawn(async { 42 });
+            assert_eq!(unrelated.await.unwrap(), 42);
+            tokio::task::yield_now().await;
+            assert!(!write.is_finished(), "the write got past a held lock");
+            tokio::task::spawn_blocking(move || other.execute_batch("COMMIT"))
+                .await
+                .unwrap()
+                .unwrap();
+            let session = write.await.unwrap().unwrap();
+            assert_eq!(store.session(&session.id).unwrap(), Some(session));
+        });
+    }
+
+    #[test]
+    fn a_lock_held_too_long_is_a_busy_error_naming_the_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let mut store = Store::open(d.path()).unwrap();
+        store.set_busy_timeout(Duration::from_millis(100));
+        let other = Connection::open(d.path().join("keel.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let e = store.create_session("x").unwrap_err();
+        assert!(matches!(e, StoreError::Busy { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&d.path().display().to_string()) && text.contains("write lock"),
+            "{text}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        assert!(store.create_session("x").is_ok());
+    }
+
+    #[test]
+    fn a_damaged_page_is_found_at_open_with_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(d.path()).unwrap();
+            for i in 0..2000 {
+                s.kv_set("k", &format!("key {i}"), &"x".repeat(200))
+                    .unwrap();
+            }
+            s.with(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+                .unwrap();
+        }
+        // Scribble over a page in the middle of the file (not the header,
+        // which SQLite would reject as "not a database" anyway).
+        let path = d.path().join("keel.db");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        let mid = (bytes.len() / page / 2) * page;
+        for b in &mut bytes[mid..mid + page] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Store::open(d.path())
+            .err()
+            .expect("a damaged database opened");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("damaged") && text.contains(".recover"),
+            "{text}"
+        );
     }
 }
