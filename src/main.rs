@@ -162,10 +162,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour codes only for a person at a terminal: in a pipe, a file or a
+    // log collector they are noise (and `NO_COLOR` turns them off anyway).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
@@ -177,10 +182,12 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         Some(p) => Ok(Config::load(p)?),
         None => {
             let default = cwd.join("keel.toml");
-            if default.is_file() {
-                Ok(Config::load(&default)?)
-            } else {
-                Ok(Config::default_for(&cwd))
+            // Only a missing keel.toml means "use the defaults": one that is
+            // a directory (or unreadable) is a mistake to report, not a
+            // reason to quietly run without the operator's policy.
+            match std::fs::symlink_metadata(&default) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default_for(&cwd)),
+                _ => Ok(Config::load(&default)?),
             }
         }
     }

@@ -67,6 +67,38 @@ pub enum AgentError {
     Answer(#[from] AnswerError),
     #[error("cannot claim runs for this process: {0}")]
     Owner(std::io::Error),
+    /// A model's base URL (from the environment: keel.toml's are checked
+    /// when it is read) is not an http(s) URL.
+    #[error(
+        "{source_name} = \"{url}\" is not an http(s) URL; set it like \
+         {source_name}=http://127.0.0.1:11434/v1 (nothing was sent or stored)"
+    )]
+    BadBaseUrl { source_name: String, url: String },
+}
+
+/// Refuses a model whose base URL cannot work, before anything is stored:
+/// a run created with it could only fail.
+fn check_base_urls(chain: &ModelChain, from_env: bool) -> Result<(), AgentError> {
+    for m in chain.models() {
+        let url = &m.endpoint.base_url;
+        if matches!(url::Url::parse(url), Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host())
+        {
+            continue;
+        }
+        let source_name = if from_env {
+            match m.provider {
+                crate::llm::ProviderKind::OpenAi => "OPENAI_BASE_URL".to_string(),
+                crate::llm::ProviderKind::Anthropic => "ANTHROPIC_BASE_URL".to_string(),
+            }
+        } else {
+            format!("[models.{}] base_url", m.name)
+        };
+        return Err(AgentError::BadBaseUrl {
+            source_name,
+            url: url.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Something that happened in a run, in order.
@@ -281,6 +313,7 @@ impl Agent {
     /// when there is none. Marks runs whose process died as interrupted.
     pub fn new(kernel: Kernel) -> Result<Self, AgentError> {
         let chain = kernel.models().ok_or(AgentError::NoModel)?;
+        check_base_urls(&chain, kernel.config().models.is_none())?;
         // Runs in an in-memory store are seen by this process only.
         let data_dir = kernel.store().data_dir().map(Path::to_path_buf);
         let owner = Owner::acquire(data_dir.as_deref()).map_err(AgentError::Owner)?;

@@ -317,8 +317,41 @@ fn classify_after(e: rusqlite::Error, dir: Option<&Path>, waited: Duration) -> S
             dir: dir_or_memory(dir),
             detail: e.to_string(),
         },
+        // SQLite reports a full disk as SQLITE_FULL only for the database
+        // and journal; growing the WAL index (`-shm`) or creating a file
+        // on a full disk is a plain I/O error. Ask the file system.
+        Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen)
+            if dir.is_some_and(no_space_left) =>
+        {
+            StoreError::DiskFull {
+                dir: dir_or_memory(dir),
+            }
+        }
         _ => StoreError::Sqlite(e),
     }
+}
+
+/// Whether the file system holding `dir` has (next to) no room left for an
+/// unprivileged writer.
+#[cfg(unix)]
+fn no_space_left(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a
+    // properly sized, writable statvfs that outlives the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    // Less than a WAL index's first page (32 KiB) cannot hold a write.
+    (stat.f_bavail as u128) * (stat.f_frsize as u128) < 64 * 1024
+}
+
+#[cfg(not(unix))]
+fn no_space_left(_: &Path) -> bool {
+    false
 }
 
 /// Holds `keel.db.setup-lock` while a database is being set up.
