@@ -124,3 +124,132 @@ fn a_full_disk_says_the_disk_is_full_and_changes_nothing() {
     let again = keel(&["ask", "after the space came back"]);
     assert_eq!(again.status, 0, "{}", again.stderr);
 }
+
+#[test]
+fn a_keel_toml_that_is_a_directory_is_an_error() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.path("keel.toml")).expect("mkdir");
+    let out = ws.run(&["skills"]);
+    out.err_contains(&["keel.toml", "is a directory"]);
+    assert_said_once(&out.stderr);
+    // The same through --config.
+    ws.run(&["--config", "keel.toml", "tools"])
+        .err_contains(&["is a directory"]);
+    // Nothing was created: the error came before the data dir.
+    assert!(!ws.data_dir().exists());
+}
+
+#[test]
+fn a_damaged_database_is_found_at_start_with_what_to_do() {
+    let ws = Ws::new().policy("");
+    // A database with some pages, checkpointed into the main file.
+    let out = ws.run(&["grant", "notes", "kv"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    {
+        let db = rusqlite::Connection::open(ws.data_dir().join("keel.db")).expect("open");
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS filler (x TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO filler SELECT printf('%0200d', i) FROM n;
+             CREATE INDEX filler_x ON filler (x);
+             PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .expect("fill");
+    }
+    let path = ws.data_dir().join("keel.db");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let page = 4096;
+    let mid = (bytes.len() / page / 2) * page;
+    bytes[mid..mid + page].fill(0x5a);
+    std::fs::write(&path, &bytes).expect("write");
+    let out = ws.run(&["grants"]);
+    out.err_contains(&["damaged", "keel.db", ".recover", "mv "]);
+    assert_said_once(&out.stderr);
+}
+
+#[test]
+fn a_bad_openai_base_url_is_refused_before_any_session_or_run_exists() {
+    let ws = Ws::new().policy("");
+    for bad in ["127.0.0.1:11434/v1", "ftp://example.com/v1", "http//oops"] {
+        let out = run(ws.keel().env("OPENAI_BASE_URL", bad).args(["ask", "hello"]));
+        out.err_contains(&["OPENAI_BASE_URL", bad, "http"]);
+        assert_said_once(&out.stderr);
+    }
+    let list = ws.run(&["sessions", "--json"]);
+    assert_eq!(list.status, 0, "{}", list.stderr);
+    assert_eq!(list.stdout.trim(), "[]", "a session was created");
+}
+
+#[test]
+fn mistakes_in_models_and_policy_give_file_line_and_did_you_mean() {
+    let cases = [
+        (
+            "[models.main]\nprovider = \"openai\"\nmodel = \"m\"\nbase_ulr = \"http://x\"\n",
+            "keel.toml:4:",
+            "did you mean `base_url`",
+        ),
+        (
+            "[models.main]\nprovider = \"opanai\"\nmodel = \"m\"\n",
+            "keel.toml:2:",
+            "did you mean \"openai\"",
+        ),
+        (
+            "[models]\nchain = [\"mian\"]\n\n[models.main]\nprovider = \"openai\"\nmodel = \"m\"\n",
+            "keel.toml:2:",
+            "did you mean `main`",
+        ),
+        (
+            "[models.main]\nprovider = \"openai\"\nmodel = \"m\"\nbase_url = \"localhost\"\n",
+            "keel.toml:4:",
+            "not an http(s) URL",
+        ),
+        (
+            "[policy]\nallow = [\"kv\",\n  \"fs.raed:./notes\"]\n",
+            "keel.toml:3:",
+            "did you mean `fs.read`",
+        ),
+        (
+            "[policy]\ndefault = \"alow\"\n",
+            "keel.toml:2:",
+            "did you mean \"allow\"",
+        ),
+        (
+            "[policy]\nalow = [\"kv\"]\n",
+            "keel.toml:2:",
+            "did you mean `allow`",
+        ),
+        (
+            "\n[policy.skills.notes]\nask = [\"kv\"]\ndenny = [\"exec:*\"]\n",
+            "keel.toml:4:",
+            "did you mean `deny`",
+        ),
+    ];
+    for (toml, at, hint) in cases {
+        let ws = Ws::new().file("keel.toml", toml);
+        let out = ws.run(&["skills"]);
+        out.err_contains(&[at, hint]);
+        assert_said_once(&out.stderr);
+    }
+}
+
+#[test]
+fn logs_in_a_pipe_carry_no_colour_codes() {
+    // A warning is logged (the run transition of a broken model), and
+    // stderr is a pipe here.
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![Reply::Status {
+            code: 400,
+            retry_after: None,
+            message: "bad request".into(),
+        }],
+    );
+    let ws = notes_ws(&model, "");
+    let out = run(ws.keel().env("KEEL_LOG", "debug").args(["ask", "hello"]));
+    assert!(
+        out.stderr.contains("DEBUG") || out.stderr.contains("WARN"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+}
