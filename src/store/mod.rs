@@ -367,7 +367,7 @@ impl SetupLock {
             .write(true)
             .open(&path)
             .map_err(|error| match error.raw_os_error() {
-                Some(libc_enospc) if libc_enospc == 28 => StoreError::DiskFull {
+                Some(libc::ENOSPC) => StoreError::DiskFull {
                     dir: dir.to_path_buf(),
                 },
                 _ => StoreError::DataDir {
@@ -412,7 +412,7 @@ impl Store {
     /// migrations) if that is not done yet, and checks it is not damaged.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
-            if error.raw_os_error() == Some(28) {
+            if error.raw_os_error() == Some(libc::ENOSPC) {
                 StoreError::DiskFull {
                     dir: data_dir.to_path_buf(),
                 }
