@@ -293,6 +293,29 @@ fn runs_json(ws: &Ws, session: &str) -> Vec<Value> {
         .clone()
 }
 
+/// The console (`keel` with no command) fed `input` on a pipe.
+fn console_over_a_pipe(ws: &Ws, args: &[&str], input: &str) -> Exit {
+    use std::io::Write;
+    let mut child = ws
+        .keel()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the console");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("type");
+    drop(stdin);
+    // The console ends at /quit or at the end of its input.
+    let out = child.wait_with_output().expect("console output");
+    Exit {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 fn owner_files(ws: &Ws) -> Vec<String> {
     std::fs::read_dir(ws.data_dir().join("owners"))
         .map(|d| {
@@ -338,10 +361,27 @@ fn a_killed_owner_s_run_is_listed_failed_without_another_ask_and_its_lock_file_i
         assert_eq!(runs_json(&ws, &id)[0]["state"], "running");
     }
     assert_eq!(owner_files(&ws).len(), 1, "{:?}", owner_files(&ws));
+    let run_id = runs_json(&ws, &id)[0]["id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
 
     child.kill().expect("kill -9");
     child.wait().expect("reap");
-    // No ask in between: the listing itself tells the truth.
+    // No ask in between, and no agent starting (a console with no model
+    // makes none): the console's listing itself tells the truth.
+    ws.write("nomodel.toml", "[skills]\nbuiltin = false\n");
+    let console = console_over_a_pipe(
+        &ws,
+        &["--config", "nomodel.toml"],
+        &format!("/session switch {id}\n/runs\n/quit\n"),
+    );
+    assert!(
+        console.stdout.contains(&format!("{run_id}  failed")),
+        "{}\n{}",
+        console.stdout,
+        console.stderr
+    );
     let list = runs_json(&ws, &id);
     assert_eq!(list[0]["state"], "failed", "{list:#?}");
     assert!(

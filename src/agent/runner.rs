@@ -10,6 +10,13 @@
 //! of `[agent]`. Everything it says and does is written to the transcript
 //! as it happens.
 //!
+//! The loop is async and never calls SQLite on a runtime worker: every
+//! store access from it goes through [`crate::store::Store::call`] (the
+//! store's own thread), so a write waiting for another process's lock
+//! stalls only that run. The approval wait runs on an engine thread and
+//! uses the store directly; [`Agent::submit`] and the other entry points
+//! for front ends are synchronous and are called from their threads.
+//!
 //! Cancelling sets the run's flag (scripts stop at their next check) and
 //! drops the model stream; a tool call the run did not see finish gets an
 //! error result when the context is next built, so the transcript always
