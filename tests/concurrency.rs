@@ -392,3 +392,28 @@ fn a_killed_owner_s_run_is_listed_failed_without_another_ask_and_its_lock_file_i
     );
     assert!(owner_files(&ws).is_empty(), "{:?}", owner_files(&ws));
 }
+
+#[test]
+fn the_overlap_check_catches_runs_that_overlap() {
+    let t = |r: &str, s: &str| (r.to_string(), s.to_string());
+    let overlapping = vec![
+        t("a", "queued"),
+        t("b", "queued"),
+        t("a", "running"),
+        t("b", "running"),
+        t("a", "done"),
+        t("b", "done"),
+    ];
+    assert!(std::panic::catch_unwind(|| assert_runs_never_overlap(&overlapping, 2)).is_err());
+    let failed = vec![t("a", "queued"), t("a", "running"), t("a", "failed")];
+    assert!(std::panic::catch_unwind(|| assert_runs_never_overlap(&failed, 1)).is_err());
+    let fine = vec![
+        t("a", "queued"),
+        t("b", "queued"),
+        t("a", "running"),
+        t("a", "done"),
+        t("b", "running"),
+        t("b", "done"),
+    ];
+    assert_runs_never_overlap(&fine, 2);
+}
