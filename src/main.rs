@@ -168,10 +168,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour codes only for a person at a terminal: in a pipe, a file or a
+    // log collector they are noise (and `NO_COLOR` turns them off anyway).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
@@ -185,10 +190,12 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         Some(p) => Ok(Config::load(&cwd.join(p))?),
         None => {
             let default = cwd.join("keel.toml");
-            if default.is_file() {
-                Ok(Config::load(&default)?)
-            } else {
-                Ok(Config::default_for(&cwd))
+            // Only a missing keel.toml means "use the defaults": one that is
+            // a directory (or unreadable) is a mistake to report, not a
+            // reason to quietly run without the operator's policy.
+            match std::fs::symlink_metadata(&default) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default_for(&cwd)),
+                _ => Ok(Config::load(&default)?),
             }
         }
     }
@@ -368,6 +375,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         }) => ask(&kernel, &rt, &message, session.as_deref(), json),
         Some(Command::Sessions { json }) => {
+            settle_dead_runs(&kernel);
             let list = kernel.store().sessions()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -380,6 +388,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if kernel.store().session(&session)?.is_none() {
                 bail!("no session `{session}` (see `keel sessions`)");
             }
+            settle_dead_runs(&kernel);
             let list = kernel.store().runs(&session)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -389,6 +398,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Approvals { all, json }) => {
+            settle_dead_runs(&kernel);
             let list = kernel.store().approvals(!all)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -422,6 +432,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Before a listing: fails the runs whose process died, so the listing
+/// shows them failed (interrupted) rather than `running` forever. A
+/// listing still works if this cannot be done (say, the database is
+/// read-only); the warning says why.
+fn settle_dead_runs(kernel: &Kernel) {
+    if let Err(e) = keel::agent::owner::recover_dead_runs(kernel.store()) {
+        tracing::warn!(error = %e, "cannot mark the runs of stopped processes as failed");
     }
 }
 

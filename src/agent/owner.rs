@@ -3,13 +3,27 @@
 //! Each process that runs agents holds an exclusive lock on its own file,
 //! `owners/ID.lock` under the data directory, for as long as it lives; the
 //! operating system drops the lock when the process dies, `kill -9`
-//! included. A run records its owner's id, so recovery at start can tell a
-//! run whose process died (fail it: interrupted) from one that another live
-//! keel (a console in the next terminal) is still working on (leave it).
+//! included. A run records its owner's id, so recovery can tell a run whose
+//! process died (fail it: interrupted) from one that another live keel (a
+//! console in the next terminal) is still working on (leave it).
+//!
+//! Recovery runs when an agent starts, while a run waits its turn, and
+//! before every listing of runs and sessions ([`recover_dead_runs`]), so
+//! `keel runs` never shows a dead process's run as `running`. It is cheap
+//! when nothing died: one read and a lock probe per live owner.
+//!
+//! A lock file gets its name only once it is locked (it is created and
+//! locked under a temporary name, then renamed), so anyone who finds
+//! `ID.lock` unlocked knows its process is gone and may delete it: a file
+//! that is still being set up can never be mistaken for a dead one. Files
+//! of dead processes are swept at start and whenever a dead owner is
+//! noticed.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::store::{Store, StoreError};
 
 /// This process's claim. Dropping it releases the lock and removes the file.
 #[derive(Debug)]
@@ -41,15 +55,22 @@ impl Owner {
         };
         std::fs::create_dir_all(dir.join("owners"))?;
         let path = lock_path(dir, &id);
+        let setting_up = dir.join("owners").join(format!(".{id}.new"));
         let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .write(true)
-            .open(&path)?;
-        file.try_lock().map_err(|e| match e {
-            TryLockError::Error(e) => e,
-            TryLockError::WouldBlock => std::io::Error::other("owner lock already held"),
-        })?;
+            .open(&setting_up)?;
+        let locked = file
+            .try_lock()
+            .map_err(|e| match e {
+                TryLockError::Error(e) => e,
+                TryLockError::WouldBlock => std::io::Error::other("owner lock already held"),
+            })
+            .and_then(|()| std::fs::rename(&setting_up, &path));
+        if let Err(e) = locked {
+            let _ = std::fs::remove_file(&setting_up);
+            return Err(e);
+        }
         Ok(Self {
             id,
             held: Some((file, path, dir.to_path_buf())),
@@ -94,6 +115,58 @@ impl Owner {
     }
 }
 
+/// Removes the lock files of owners that are gone: `ID.lock` files nobody
+/// holds, and files left half set up (`.ID.new`) by a process that died in
+/// the instant between creating and locking one. Returns how many.
+pub fn sweep(data_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("owners")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name.strip_suffix(".lock") {
+            if !Owner::is_alive(data_dir, id) {
+                removed += 1;
+            }
+        } else if name.starts_with('.') && name.ends_with(".new") {
+            // Its process locks it a moment after creating it; one that is
+            // still unlocked a minute later belongs to a process that died
+            // in between.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            let unlocked = OpenOptions::new()
+                .write(true)
+                .open(entry.path())
+                .is_ok_and(|f| f.try_lock().is_ok());
+            if old && unlocked && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// Fails (interrupted) the unfinished runs whose owner process is gone, for
+/// a process that is only looking (a listing): liveness is read from the
+/// lock files. Does nothing for an in-memory store, whose runs no other
+/// process can own.
+pub fn recover_dead_runs(store: &Store) -> Result<usize, StoreError> {
+    let Some(dir) = store.data_dir() else {
+        return Ok(0);
+    };
+    let recovered = store.recover_interrupted_runs(&|id| Owner::is_alive(dir, id))?;
+    if recovered > 0 {
+        sweep(dir);
+    }
+    Ok(recovered)
+}
+
 impl Drop for Owner {
     fn drop(&mut self) {
         if let Some((_, path, _)) = &self.held {
@@ -124,5 +197,33 @@ mod tests {
         std::fs::write(&stale, "").unwrap();
         assert!(!Owner::is_alive(d.path(), "123-abc"));
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn a_sweep_racing_new_owners_never_takes_a_live_one() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sweep(&dir);
+                }
+            })
+        };
+        for _ in 0..300 {
+            let o = Owner::acquire(Some(&dir)).unwrap();
+            assert!(Owner::is_alive(&dir, o.id()), "a live owner was swept");
+            assert!(lock_path(&dir, o.id()).exists());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sweeper.join().unwrap();
+        // Dead owners' files (unlocked, as after kill -9) are swept.
+        std::fs::write(lock_path(&dir, "1-dead"), "").unwrap();
+        let live = Owner::acquire(Some(&dir)).unwrap();
+        assert_eq!(sweep(&dir), 1);
+        assert!(!lock_path(&dir, "1-dead").exists());
+        assert!(lock_path(&dir, live.id()).exists());
     }
 }

@@ -10,12 +10,20 @@
 //! of `[agent]`. Everything it says and does is written to the transcript
 //! as it happens.
 //!
+//! The loop is async and never calls SQLite on a runtime worker: every
+//! store access from it goes through [`crate::store::Store::call`] (the
+//! store's own thread), so a write waiting for another process's lock
+//! stalls only that run. The approval wait runs on an engine thread and
+//! uses the store directly; [`Agent::submit`] and the other entry points
+//! for front ends are synchronous and are called from their threads.
+//!
 //! Cancelling sets the run's flag (scripts stop at their next check) and
 //! drops the model stream; a tool call the run did not see finish gets an
 //! error result when the context is next built, so the transcript always
 //! pairs every call with a result.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +74,38 @@ pub enum AgentError {
     Answer(#[from] AnswerError),
     #[error("cannot claim runs for this process: {0}")]
     Owner(std::io::Error),
+    /// A model's base URL (from the environment: keel.toml's are checked
+    /// when it is read) is not an http(s) URL.
+    #[error(
+        "{source_name} = \"{url}\" is not an http(s) URL; set it like \
+         {source_name}=http://127.0.0.1:11434/v1 (nothing was sent or stored)"
+    )]
+    BadBaseUrl { source_name: String, url: String },
+}
+
+/// Refuses a model whose base URL cannot work, before anything is stored:
+/// a run created with it could only fail.
+fn check_base_urls(chain: &ModelChain, from_env: bool) -> Result<(), AgentError> {
+    for m in chain.models() {
+        let url = &m.endpoint.base_url;
+        if matches!(url::Url::parse(url), Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host())
+        {
+            continue;
+        }
+        let source_name = if from_env {
+            match m.provider {
+                crate::llm::ProviderKind::OpenAi => "OPENAI_BASE_URL".to_string(),
+                crate::llm::ProviderKind::Anthropic => "ANTHROPIC_BASE_URL".to_string(),
+            }
+        } else {
+            format!("[models.{}] base_url", m.name)
+        };
+        return Err(AgentError::BadBaseUrl {
+            source_name,
+            url: url.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Something that happened in a run, in order.
@@ -280,10 +320,13 @@ impl Agent {
     /// when there is none. Marks runs whose process died as interrupted.
     pub fn new(kernel: Kernel) -> Result<Self, AgentError> {
         let chain = kernel.models().ok_or(AgentError::NoModel)?;
-        let data_dir = kernel.data_dir().to_path_buf();
-        let persistent = data_dir.join("keel.db").exists();
-        let owner =
-            Owner::acquire(persistent.then_some(data_dir.as_path())).map_err(AgentError::Owner)?;
+        check_base_urls(&chain, kernel.config().models.is_none())?;
+        // Runs in an in-memory store are seen by this process only.
+        let data_dir = kernel.store().data_dir().map(Path::to_path_buf);
+        let owner = Owner::acquire(data_dir.as_deref()).map_err(AgentError::Owner)?;
+        if let Some(dir) = &data_dir {
+            super::owner::sweep(dir);
+        }
         let recovered = kernel
             .store()
             .recover_interrupted_runs(&|id| owner.sees_alive(id))?;
@@ -423,7 +466,6 @@ impl Agent {
     /// came. A run ahead whose process died is failed (interrupted) rather
     /// than waited for. Returns false if this run was cancelled meanwhile.
     async fn wait_turn(&self, run_id: &str, ctl: &RunControl, lane: &tokio::sync::Notify) -> bool {
-        let store = self.0.kernel.store();
         let own = self.0.owner.id();
         let alive = |o: &str| self.0.owner.sees_alive(o);
         let mut cancel_rx = ctl.cancel_tx.subscribe();
@@ -431,7 +473,8 @@ impl Agent {
             let woken = lane.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let ahead = match store.runs_ahead(&ctl.session_id, run_id) {
+            let (session, run) = (ctl.session_id.clone(), run_id.to_string());
+            let ahead = match self.db(move |s| s.runs_ahead(&session, &run)).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(run = run_id, error = %e, "cannot read the session's runs");
@@ -442,7 +485,11 @@ impl Agent {
                 return true;
             }
             if ahead.iter().any(|(_, o)| !o.as_deref().is_some_and(alive)) {
-                if let Err(e) = store.recover_interrupted_runs(&|o| alive(o)) {
+                let agent = self.clone();
+                let recovered = self
+                    .db(move |s| s.recover_interrupted_runs(&|o| agent.0.owner.sees_alive(o)))
+                    .await;
+                if let Err(e) = recovered {
                     tracing::error!(error = %e, "cannot fail interrupted runs");
                     return true;
                 }
@@ -462,12 +509,31 @@ impl Agent {
         }
     }
 
+    /// Moves a run, from a thread that may block (an engine thread waiting
+    /// for an approval).
     fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
-        match self.0.kernel.store().transition_run(run_id, to, reason) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(run = run_id, error = %e, "run transition refused"),
-            Err(e) => tracing::error!(run = run_id, error = %e, "cannot store a run transition"),
-        }
+        log_transition(
+            run_id,
+            self.0.kernel.store().transition_run(run_id, to, reason),
+        );
+    }
+
+    /// Moves a run, from async code: the write happens on the store thread.
+    async fn transition_async(&self, run_id: &str, to: RunState, reason: Option<String>) {
+        let run = run_id.to_string();
+        let r = self
+            .db(move |s| s.transition_run(&run, to, reason.as_deref()))
+            .await;
+        log_transition(run_id, r);
+    }
+
+    /// Runs `f` on the store's thread (see [`crate::store::Store::call`]):
+    /// async code here never waits on SQLite on a runtime worker.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.0.kernel.store().call(f).await
     }
 
     async fn execute(self, run_id: String, ctl: Arc<RunControl>) {
@@ -479,7 +545,8 @@ impl Agent {
                 Some("cancelled before it started".to_string()),
             )
         } else {
-            self.transition(&run_id, RunState::Running, None);
+            self.transition_async(&run_id, RunState::Running, None)
+                .await;
             ctl.emit(RunEvent::State(RunState::Running));
             let mut cancel_rx = ctl.cancel_tx.subscribe();
             let limit = self.0.config.max_run_time;
@@ -495,7 +562,7 @@ impl Agent {
             // and what the user already saw stays in the transcript.
             if result.is_err() {
                 ctl.cancelled.store(true, Ordering::Relaxed);
-                if let Err(e) = self.keep_shown(&run_id, &ctl) {
+                if let Err(e) = self.keep_shown(&run_id, &ctl).await {
                     tracing::error!(run = %run_id, error = %e, "cannot write the transcript");
                 }
             }
@@ -505,23 +572,27 @@ impl Agent {
                 Err(Stop::Failed(why)) => (RunState::Failed, Some(why)),
             }
         };
-        self.transition(&run_id, state, reason.as_deref());
+        self.transition_async(&run_id, state, reason.clone()).await;
         lane.notify_waiters();
         lock(&self.0.runs).remove(&run_id);
-        let outcome =
-            RunOutcome::load(self.0.kernel.store(), &run_id).unwrap_or_else(|e| RunOutcome {
-                id: run_id.clone(),
-                session_id: ctl.session_id.clone(),
-                state: state.name().into(),
-                answer: String::new(),
-                reason: Some(format!(
-                    "{} (and the run could not be read back: {e})",
-                    reason.unwrap_or_default()
-                )),
-                model: None,
-                tool_calls: Vec::new(),
-                usage: Usage::default(),
-            });
+        let run = run_id.clone();
+        let loaded = match self.db(move |s| Ok(RunOutcome::load(s, &run))).await {
+            Ok(r) => r,
+            Err(e) => Err(AgentError::Store(e)),
+        };
+        let outcome = loaded.unwrap_or_else(|e| RunOutcome {
+            id: run_id.clone(),
+            session_id: ctl.session_id.clone(),
+            state: state.name().into(),
+            answer: String::new(),
+            reason: Some(format!(
+                "{} (and the run could not be read back: {e})",
+                reason.unwrap_or_default()
+            )),
+            model: None,
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+        });
         ctl.emit(RunEvent::State(state));
         ctl.emit(RunEvent::Finished(outcome));
     }
@@ -529,7 +600,6 @@ impl Agent {
     /// The model/tool loop.
     async fn turns(&self, run_id: &str, ctl: &Arc<RunControl>) -> Result<(), Stop> {
         let kernel = &self.0.kernel;
-        let store = kernel.store();
         let cfg = &self.0.config;
         let mut rounds = 0u32;
         let mut used = 0u64;
@@ -542,14 +612,14 @@ impl Agent {
                 &kernel.workspace().display().to_string(),
                 &set,
             );
-            let mut messages = self.context(run_id, ctl).map_err(fail_store)?;
+            let mut messages = self.context(run_id, ctl).await.map_err(fail_store)?;
             let window = self.context_window();
             let budget = (f64::from(window) * cfg.compact_at) as u32;
             if context::estimate_request(&system, &messages, &tools.defs) > budget
                 && let Some(n) = self.compact(run_id, ctl, &messages).await?
             {
                 ctl.emit(RunEvent::Compacted { messages: n });
-                messages = self.context(run_id, ctl).map_err(fail_store)?;
+                messages = self.context(run_id, ctl).await.map_err(fail_store)?;
             }
             if used >= cfg.max_run_tokens {
                 return Err(Stop::Failed(format!(
@@ -577,29 +647,38 @@ impl Agent {
                     }
                 })
                 .await;
-            let (completion, model) = match result {
+            let (mut completion, model) = match result {
                 Ok(c) => c,
                 Err(e) => {
-                    self.keep_shown(run_id, ctl).map_err(fail_store)?;
+                    self.keep_shown(run_id, ctl).await.map_err(fail_store)?;
                     return Err(Stop::Failed(format!("the model failed: {e}")));
                 }
             };
             // The completion (stored next) holds the whole text.
             lock(&ctl.shown).clear();
             used += completion.usage.input_tokens + completion.usage.output_tokens;
-            record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
+            self.record_usage(run_id, &model, completion.usage)
+                .await
+                .map_err(fail_store)?;
             let calls_json =
                 (!completion.tool_calls.is_empty()).then(|| calls_to_json(&completion.tool_calls));
-            store
-                .add_messages(&[NewMessage {
-                    session_id: &ctl.session_id,
-                    run_id: Some(run_id),
+            let (session, run, text) = (
+                ctl.session_id.clone(),
+                run_id.to_string(),
+                std::mem::take(&mut completion.text),
+            );
+            self.db(move |s| {
+                s.add_messages(&[NewMessage {
+                    session_id: &session,
+                    run_id: Some(&run),
                     kind: "assistant",
-                    content: &completion.text,
+                    content: &text,
                     tool_calls: calls_json.as_deref(),
                     ..Default::default()
                 }])
-                .map_err(fail_store)?;
+            })
+            .await
+            .map_err(fail_store)?;
             if completion.tool_calls.is_empty() {
                 if completion.stop == crate::llm::StopReason::MaxTokens {
                     return Err(Stop::Failed(format!(
@@ -623,18 +702,42 @@ impl Agent {
 
     /// Stores the text shown of a model call that did not complete, if
     /// any, as the run's (partial) answer.
-    fn keep_shown(&self, run_id: &str, ctl: &RunControl) -> Result<(), StoreError> {
+    async fn keep_shown(&self, run_id: &str, ctl: &RunControl) -> Result<(), StoreError> {
         let shown = std::mem::take(&mut *lock(&ctl.shown));
         if !shown.is_empty() {
-            self.0.kernel.store().add_messages(&[NewMessage {
-                session_id: &ctl.session_id,
-                run_id: Some(run_id),
-                kind: "assistant",
-                content: &shown,
-                ..Default::default()
-            }])?;
+            let (session, run) = (ctl.session_id.clone(), run_id.to_string());
+            self.db(move |s| {
+                s.add_messages(&[NewMessage {
+                    session_id: &session,
+                    run_id: Some(&run),
+                    kind: "assistant",
+                    content: &shown,
+                    ..Default::default()
+                }])
+            })
+            .await?;
         }
         Ok(())
+    }
+
+    /// Adds one model call's tokens to the run.
+    async fn record_usage(
+        &self,
+        run_id: &str,
+        model: &str,
+        usage: Usage,
+    ) -> Result<(), StoreError> {
+        let (run, model) = (run_id.to_string(), model.to_string());
+        self.db(move |s| {
+            s.record_usage(
+                Some(&run),
+                None,
+                &model,
+                usage.input_tokens,
+                usage.output_tokens,
+            )
+        })
+        .await
     }
 
     fn context_window(&self) -> u32 {
@@ -708,25 +811,26 @@ impl Agent {
             });
             rows.push((call.id, name, ok, content, elapsed));
         }
-        let messages: Vec<NewMessage<'_>> = rows
-            .iter()
-            .map(|(id, name, ok, content, elapsed)| NewMessage {
-                session_id: &ctl.session_id,
-                run_id: Some(run_id),
-                kind: "tool",
-                content,
-                call_id: Some(id),
-                name: Some(name),
-                is_error: !ok,
-                elapsed_ms: Some(elapsed.as_millis() as i64),
-                ..Default::default()
-            })
-            .collect();
-        self.0
-            .kernel
-            .store()
-            .add_messages(&messages)
-            .map_err(fail_store)?;
+        let (session, run) = (ctl.session_id.clone(), run_id.to_string());
+        self.db(move |s| {
+            let messages: Vec<NewMessage<'_>> = rows
+                .iter()
+                .map(|(id, name, ok, content, elapsed)| NewMessage {
+                    session_id: &session,
+                    run_id: Some(&run),
+                    kind: "tool",
+                    content,
+                    call_id: Some(id),
+                    name: Some(name),
+                    is_error: !ok,
+                    elapsed_ms: Some(elapsed.as_millis() as i64),
+                    ..Default::default()
+                })
+                .collect();
+            s.add_messages(&messages)
+        })
+        .await
+        .map_err(fail_store)?;
         if ctl.cancelled.load(Ordering::Relaxed) {
             return Err(Stop::Cancelled);
         }
@@ -737,13 +841,18 @@ impl Agent {
     /// in place of what it covers, then every later message; a tool call
     /// without a stored result gets an error result, so calls and results
     /// always pair up.
-    fn context(&self, run_id: &str, ctl: &RunControl) -> Result<Vec<Message>, StoreError> {
-        Ok(context_from_records(&self.records(run_id, ctl)?))
+    async fn context(&self, run_id: &str, ctl: &RunControl) -> Result<Vec<Message>, StoreError> {
+        Ok(context_from_records(&self.records(run_id, ctl).await?))
     }
 
     /// The stored messages a run sees (see [`seen_by`]).
-    fn records(&self, run_id: &str, ctl: &RunControl) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut records = self.0.kernel.store().messages(&ctl.session_id)?;
+    async fn records(
+        &self,
+        run_id: &str,
+        ctl: &RunControl,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let session = ctl.session_id.clone();
+        let mut records = self.db(move |s| s.messages(&session)).await?;
         let seen = seen_by(&records, run_id).len();
         records.truncate(seen);
         Ok(records)
@@ -760,7 +869,6 @@ impl Agent {
         let Some(split) = context::compaction_split(messages, self.0.config.keep_turns) else {
             return Ok(None);
         };
-        let store = self.0.kernel.store();
         let req = Request {
             model: String::new(),
             messages: context::summary_request(&messages[..split], 400),
@@ -774,23 +882,32 @@ impl Agent {
             .complete(&req, &mut |_| {})
             .await
             .map_err(|e| Stop::Failed(format!("compacting the conversation failed: {e}")))?;
-        record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
+        self.record_usage(run_id, &model, completion.usage)
+            .await
+            .map_err(fail_store)?;
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
-        let records = self.records(run_id, ctl).map_err(fail_store)?;
+        let records = self.records(run_id, ctl).await.map_err(fail_store)?;
         let Some(covers_to) = covered_id(&records, split) else {
             return Ok(None);
         };
-        store
-            .add_messages(&[NewMessage {
-                session_id: &ctl.session_id,
-                run_id: Some(run_id),
+        let (session, run, text) = (
+            ctl.session_id.clone(),
+            run_id.to_string(),
+            completion.text.trim().to_string(),
+        );
+        self.db(move |s| {
+            s.add_messages(&[NewMessage {
+                session_id: &session,
+                run_id: Some(&run),
                 kind: "summary",
-                content: completion.text.trim(),
+                content: &text,
                 covers_to: Some(covers_to),
                 ..Default::default()
             }])
-            .map_err(fail_store)?;
+        })
+        .await
+        .map_err(fail_store)?;
         Ok(Some(split))
     }
 }
@@ -914,20 +1031,13 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
     out
 }
 
-/// Adds one model call's tokens to the run.
-fn record_usage(
-    store: &crate::store::Store,
-    run_id: &str,
-    model: &str,
-    usage: Usage,
-) -> Result<(), StoreError> {
-    store.record_usage(
-        Some(run_id),
-        None,
-        model,
-        usage.input_tokens,
-        usage.output_tokens,
-    )
+/// Logs a run transition that could not be stored or was refused.
+fn log_transition(run_id: &str, r: Result<Result<(), RunError>, StoreError>) {
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(run = run_id, error = %e, "run transition refused"),
+        Err(e) => tracing::error!(run = run_id, error = %e, "cannot store a run transition"),
+    }
 }
 
 fn calls_to_json(calls: &[ToolCall]) -> String {

@@ -19,12 +19,18 @@ use crate::capability::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read. (The I/O error is part of the message,
+    /// not a separate source, so a `{:#}` chain says it once.)
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// The path is a directory, not a file.
+    #[error(
+        "{path} is a directory, not a configuration file; remove or rename it, or point --config at a file"
+    )]
+    IsDirectory { path: PathBuf },
     /// The TOML is malformed or has a key of the wrong type or name.
     #[error("{path}:{line}: {message}")]
     Syntax {
@@ -33,12 +39,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A policy rule is not a valid capability rule.
-    #[error("{path}: policy rule `{rule}` in `{list}`: {source}")]
+    #[error("{path}:{line}: policy rule `{rule}` in `{list}`: {error}")]
     Rule {
         path: PathBuf,
+        line: usize,
         list: String,
         rule: String,
-        source: Box<CapabilityError>,
+        error: Box<CapabilityError>,
     },
     /// A value is out of range or otherwise invalid.
     #[error("{path}: {message}")]
@@ -188,9 +195,14 @@ impl Config {
     /// Reads and parses `path`. `dir` anchors relative paths (the file's
     /// folder is the default workspace).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        if path.is_dir() {
+            return Err(ConfigError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let dir = path
             .parent()
@@ -205,8 +217,9 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             line: toml_error_line(text, &e),
-            message: e.message().to_string(),
+            message: suggest_field(e.message()),
         })?;
+        let at = Locator::new(text);
         let workspace = match &raw.workspace {
             Some(w) => paths::canonicalize_lenient(&dir.join(w)),
             None => paths::canonicalize_lenient(dir),
@@ -247,9 +260,13 @@ impl Config {
             cfg.agent = a.apply().map_err(invalid)?;
         }
         if let Some(m) = raw.models {
-            cfg.models = Some(parse_models(m).map_err(|message| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message,
+            cfg.models = Some(parse_models(m).map_err(|(place, message)| {
+                let keys: Vec<&str> = place.iter().map(String::as_str).collect();
+                ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    line: at.line(&keys, None),
+                    message,
+                }
             })?);
         }
         if let Some(p) = raw.policy {
@@ -261,11 +278,15 @@ impl Config {
                     rules
                         .into_iter()
                         .map(|r| {
-                            CapabilityRule::parse(&r, &base).map_err(|source| ConfigError::Rule {
-                                path: path.to_path_buf(),
-                                list: list.to_string(),
-                                rule: r.clone(),
-                                source: Box::new(source),
+                            CapabilityRule::parse(&r, &base).map_err(|error| {
+                                let keys: Vec<&str> = list.split('.').collect();
+                                ConfigError::Rule {
+                                    path: path.to_path_buf(),
+                                    line: at.line(&keys, Some(&r)),
+                                    list: list.to_string(),
+                                    rule: r.clone(),
+                                    error: Box::new(error),
+                                }
                             })
                         })
                         .collect()
@@ -279,9 +300,16 @@ impl Config {
             };
             if let Some(d) = &p.default {
                 cfg.policy.default = Decision::parse(d).ok_or_else(|| {
-                    invalid(format!(
-                        "[policy] default = \"{d}\" is not a decision; use \"allow\", \"ask\" or \"deny\""
-                    ))
+                    let hint = crate::capability::did_you_mean(d, ["allow", "ask", "deny"].into_iter())
+                        .map(|s| format!(" (did you mean \"{s}\"?)"))
+                        .unwrap_or_default();
+                    ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        line: at.line(&["policy", "default"], None),
+                        message: format!(
+                            "[policy] default = \"{d}\" is not a decision{hint}; use \"allow\", \"ask\" or \"deny\""
+                        ),
+                    }
                 })?;
             }
             cfg.policy.global = set(
@@ -298,6 +326,77 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// Finds the line of a key (or of one string in a list) in the text of a
+/// `keel.toml`, for errors found after deserializing, when serde's spans
+/// are gone.
+struct Locator<'a> {
+    text: &'a str,
+    root: Option<toml::Spanned<toml::de::DeTable<'a>>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            root: toml::de::DeTable::parse(text).ok(),
+        }
+    }
+
+    /// The 1-based line of the deepest of `keys` that exists (of the list
+    /// item equal to `item`, when given); 1 when none does.
+    fn line(&self, keys: &[&str], item: Option<&str>) -> usize {
+        let Some(root) = &self.root else { return 1 };
+        let mut span = None;
+        let mut table = Some(root.get_ref());
+        let mut value: Option<&toml::Spanned<toml::de::DeValue<'_>>> = None;
+        for k in keys {
+            let Some((key, v)) = table.and_then(|t| t.get_key_value(*k)) else {
+                break;
+            };
+            span = Some(key.span());
+            value = Some(v);
+            table = match v.get_ref() {
+                toml::de::DeValue::Table(t) => Some(t),
+                _ => None,
+            };
+        }
+        if let (Some(item), Some(v)) = (item, value)
+            && let toml::de::DeValue::Array(items) = v.get_ref()
+            && let Some(found) = items
+                .iter()
+                .find(|i| matches!(i.get_ref(), toml::de::DeValue::String(s) if s.as_ref() == item))
+        {
+            span = Some(found.span());
+        }
+        span.map(|s| {
+            self.text
+                .get(..s.start)
+                .unwrap_or(self.text)
+                .matches('\n')
+                .count()
+                + 1
+        })
+        .unwrap_or(1)
+    }
+}
+
+/// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`,
+/// `b`" when one of the expected names is close to `x`.
+fn suggest_field(message: &str) -> String {
+    let message = message.trim();
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match crate::capability::did_you_mean(unknown, candidates.into_iter()) {
+        Some(s) => format!("{message} (did you mean `{s}`?)"),
+        None => message.to_string(),
     }
 }
 
@@ -402,24 +501,50 @@ struct RawModel {
 
 /// `[models]` mixes the `chain` list with one table per model, so it is
 /// read as a table and taken apart here.
-fn parse_models(mut table: toml::Table) -> Result<ModelsConfig, String> {
+/// An error is the keys it is about (for its line) and the message.
+fn parse_models(mut table: toml::Table) -> Result<ModelsConfig, (Vec<String>, String)> {
     use crate::llm::ProviderKind;
+    let at = |keys: &[&str]| -> Vec<String> {
+        std::iter::once("models")
+            .chain(keys.iter().copied())
+            .map(str::to_string)
+            .collect()
+    };
     let chain: Vec<String> = match table.remove("chain") {
         Some(v) => v.try_into().map_err(|_| {
-            "[models] chain must be a list of model names, e.g. chain = [\"main\", \"backup\"]"
-                .to_string()
+            (
+                at(&["chain"]),
+                "[models] chain must be a list of model names, e.g. chain = [\"main\", \"backup\"]"
+                    .to_string(),
+            )
         })?,
         None => Vec::new(),
     };
     let mut models = BTreeMap::new();
     for (name, value) in table {
-        let raw: RawModel = value
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("[models.{name}]: {}", e.message().trim()))?;
+        let raw: RawModel = value.try_into().map_err(|e: toml::de::Error| {
+            let message = suggest_field(e.message());
+            // The line of the unknown key, when that is the problem.
+            let field = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .unwrap_or_default()
+                .to_string();
+            (at(&[&name, &field]), format!("[models.{name}]: {message}"))
+        })?;
         let provider = ProviderKind::parse(&raw.provider).ok_or_else(|| {
-            format!(
-                "[models.{name}] provider = \"{}\" is not a provider; use \"openai\" (any OpenAI-compatible server) or \"anthropic\"",
-                raw.provider
+            let hint = crate::capability::did_you_mean(
+                &raw.provider.to_ascii_lowercase(),
+                ["openai", "anthropic"].into_iter(),
+            )
+            .map(|s| format!(" (did you mean \"{s}\"?)"))
+            .unwrap_or_default();
+            (
+                at(&[&name, "provider"]),
+                format!(
+                    "[models.{name}] provider = \"{}\" is not a provider{hint}; use \"openai\" (any OpenAI-compatible server) or \"anthropic\"",
+                    raw.provider
+                ),
             )
         })?;
         let base_url = raw.base_url.unwrap_or_else(|| {
@@ -432,14 +557,18 @@ fn parse_models(mut table: toml::Table) -> Result<ModelsConfig, String> {
         match url::Url::parse(&base_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => {
-                return Err(format!(
-                    "[models.{name}] base_url = \"{base_url}\" is not an http(s) URL"
+                return Err((
+                    at(&[&name, "base_url"]),
+                    format!(
+                        "[models.{name}] base_url = \"{base_url}\" is not an http(s) URL; write it like \"http://127.0.0.1:11434/v1\""
+                    ),
                 ));
             }
         }
         if raw.model.trim().is_empty() {
-            return Err(format!(
-                "[models.{name}] model is empty; name the provider's model id"
+            return Err((
+                at(&[&name, "model"]),
+                format!("[models.{name}] model is empty; name the provider's model id"),
             ));
         }
         models.insert(
@@ -466,7 +595,10 @@ fn parse_models(mut table: toml::Table) -> Result<ModelsConfig, String> {
                         crate::capability::did_you_mean(n, models.keys().map(String::as_str))
                             .map(|s| format!(" (did you mean `{s}`?)"))
                             .unwrap_or_default();
-                    format!("[models] chain names `{n}`, but there is no [models.{n}]{hint}")
+                    (
+                        at(&["chain"]),
+                        format!("[models] chain names `{n}`, but there is no [models.{n}]{hint}"),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?

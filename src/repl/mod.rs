@@ -250,10 +250,14 @@ impl<'a> Console<'a> {
                 Ok(l) => format_audit(&l),
                 Err(e) => format!("error: {e}\n"),
             },
-            ConsoleCommand::Sessions => match kernel.store().sessions() {
-                Ok(list) => format_sessions(&list, self.session.as_deref()),
-                Err(e) => format!("error: {e}\n"),
-            },
+            ConsoleCommand::Sessions => {
+                match crate::agent::owner::recover_dead_runs(kernel.store())
+                    .and_then(|_| kernel.store().sessions())
+                {
+                    Ok(list) => format_sessions(&list, self.session.as_deref()),
+                    Err(e) => format!("error: {e}\n"),
+                }
+            }
             ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
                 Ok(s) => {
                     let text = format!("new session {}\n", s.id);
@@ -279,7 +283,9 @@ impl<'a> Console<'a> {
             },
             ConsoleCommand::Runs => match &self.session {
                 None => "no session yet: send a message, or /session switch ID\n".into(),
-                Some(id) => match kernel.store().runs(id) {
+                Some(id) => match crate::agent::owner::recover_dead_runs(kernel.store())
+                    .and_then(|_| kernel.store().runs(id))
+                {
                     Ok(r) => format_runs(&r),
                     Err(e) => format!("error: {e}\n"),
                 },

@@ -3,15 +3,51 @@
 //! One file (`keel.db`, WAL mode) under the data directory holds the
 //! operator's grants, the audit log, each skill's key-value namespace and the
 //! capabilities each skill was first seen with. Several keel processes may
-//! share it (a console and a `keel grant` in another terminal): every read
-//! goes to the database, so a grant made elsewhere takes effect on the next
-//! call. Migrations are numbered and run once, inside a transaction.
-//! Sessions and runs live in [`sessions`], the transcript and token usage
-//! in [`transcript`], approval requests in [`approvals`].
+//! share it (a console, a `keel grant` in another terminal, twenty `keel ask`
+//! at once): every read goes to the database, so a grant made elsewhere
+//! takes effect on the next call. Sessions and runs live in [`sessions`],
+//! the transcript and token usage in [`transcript`], approval requests in
+//! [`approvals`].
+//!
+//! # Many processes, one file
+//!
+//! - Every transaction starts `BEGIN IMMEDIATE` (the connection's default
+//!   behaviour is set once, in [`Store::open`]): it takes the write lock
+//!   before it reads, so no transaction reads and then tries to upgrade to
+//!   a write lock. An upgrade is what SQLite refuses at once with "database
+//!   is locked" (the busy handler is not consulted for it) when another
+//!   process committed in between; an immediate transaction instead waits
+//!   in the busy handler for its turn. Single statements outside a
+//!   transaction take their lock up front and wait the same way.
+//! - Waits are bounded: [`BUSY_TIMEOUT`]. When it runs out the error says
+//!   which data directory and that another process holds its write lock.
+//! - Setting up a database (WAL mode, migrations) happens under an
+//!   exclusive lock on `keel.db.setup-lock` beside it, and the schema
+//!   version is read again inside the migration's immediate transaction:
+//!   fifty processes starting on an empty data directory migrate it once,
+//!   and the others wait and find it done. A database already set up is
+//!   recognised without taking that lock.
+//! - A damaged file is found at open (`PRAGMA quick_check`, which skips
+//!   the index cross-checks of a full integrity check) and reported with
+//!   what to do, rather than as a puzzling failure later. It reads every
+//!   page, so a database over 32 MiB is checked at most once an hour (the
+//!   time of the last clean check is `keel.db.checked`'s); a damaged page
+//!   met in between is still reported as [`StoreError::Corrupt`].
+//! - A full disk, a lock held too long and a damaged page are reported as
+//!   what they are ([`StoreError::DiskFull`], [`StoreError::Busy`],
+//!   [`StoreError::Corrupt`]), never as a missing row.
+//!
+//! # Async callers
+//!
+//! The API is synchronous; engine threads and the CLI call it directly.
+//! Async code must not: a call can wait out the busy timeout, and a tokio
+//! worker blocked on it stalls every task on that worker. [`Store::call`]
+//! runs a closure on the store's own thread and awaits its answer, so the
+//! agent loop never holds the connection's mutex on a runtime worker.
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod approvals;
 mod sessions;
@@ -21,20 +57,36 @@ pub use approvals::{AnswerError, ApprovalAnswer, ApprovalRecord, NewApproval};
 pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord};
 pub use transcript::{MessageRecord, NewMessage, UsageTotals};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+/// Longest wait for another process's write lock (and for the setup lock)
+/// before a call fails with [`StoreError::Busy`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A database up to this size is checked (`PRAGMA quick_check`) at every
+/// open.
+const CHECK_ALWAYS_BYTES: u64 = 32 * 1024 * 1024;
+/// A bigger one is checked at an open at least this long after the last
+/// clean check.
+const CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Jobs queued for the store thread before [`Store::call`] waits to queue.
+const QUEUE: usize = 256;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database could not be opened or a statement failed.
+    /// A statement failed for a reason not covered below. (The message
+    /// embeds SQLite's, which is therefore not also given as the source:
+    /// a chain printed with `{:#}` would say it twice.)
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {error}")]
     DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
+        path: PathBuf,
+        error: std::io::Error,
     },
     /// The database was written by a newer keel.
     #[error(
@@ -44,6 +96,38 @@ pub enum StoreError {
     /// A key or value is over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The disk (or quota) holding the data directory is full.
+    #[error(
+        "the disk holding {} is full: keel could not write its database (nothing was changed). \
+         Free some space there, or point keel at another place with --data-dir, and try again",
+        .dir.display()
+    )]
+    DiskFull { dir: PathBuf },
+    /// Another process held the write lock for longer than [`BUSY_TIMEOUT`].
+    #[error(
+        "the database in {} stayed locked for {} s: another process using this data directory \
+         holds its write lock (another keel, or a sqlite3 shell with a transaction open). \
+         Try again when it is done (`fuser {}` shows who has it open)",
+        .dir.display(), .waited.as_secs(), .dir.join("keel.db").display()
+    )]
+    Busy { dir: PathBuf, waited: Duration },
+    /// The database file is damaged.
+    #[error(
+        "the database {db} is damaged ({detail}). keel will not use it. Move it aside \
+         (`mv {db} {db}.damaged`, with its -wal and -shm files if any) to start afresh, \
+         or try to save what it holds with `sqlite3 {db}.damaged .recover | sqlite3 {db}`",
+        db = .dir.join("keel.db").display()
+    )]
+    Corrupt { dir: PathBuf, detail: String },
+    /// The store thread is gone (it only stops when the store is dropped).
+    #[error("the store's thread has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
 }
 
 /// Largest key-value key, in bytes.
@@ -203,7 +287,16 @@ pub struct GrantRecord {
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The data directory, for errors and owner liveness; `None` in memory.
+    dir: Option<PathBuf>,
+    /// The store thread's queue, started on the first [`Store::call`].
+    thread: OnceLock<tokio::sync::mpsc::Sender<Job>>,
+    /// How long a statement waits for another process's lock.
+    busy: Duration,
 }
+
+/// Work for the store thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -212,45 +305,274 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where to report a store error: the data directory, or (in memory) a
+/// placeholder.
+fn dir_or_memory(dir: Option<&Path>) -> PathBuf {
+    dir.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("(in-memory database)"))
+}
+
+/// Turns SQLite's result codes for a full disk, a lock held too long and
+/// a damaged file into errors that say so.
+fn classify(e: rusqlite::Error, dir: Option<&Path>) -> StoreError {
+    classify_after(e, dir, BUSY_TIMEOUT)
+}
+
+fn classify_after(e: rusqlite::Error, dir: Option<&Path>, waited: Duration) -> StoreError {
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull {
+            dir: dir_or_memory(dir),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy {
+            dir: dir_or_memory(dir),
+            waited,
+        },
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+            dir: dir_or_memory(dir),
+            detail: e.to_string(),
+        },
+        // SQLite reports a full disk as SQLITE_FULL only for the database
+        // and journal; growing the WAL index (`-shm`) or creating a file
+        // on a full disk is a plain I/O error. Ask the file system.
+        Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen)
+            if dir.is_some_and(no_space_left) =>
+        {
+            StoreError::DiskFull {
+                dir: dir_or_memory(dir),
+            }
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// Whether the file system holding `dir` has (next to) no room left for an
+/// unprivileged writer.
+#[cfg(unix)]
+fn no_space_left(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a
+    // properly sized, writable statvfs that outlives the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    // Less than a WAL index's first page (32 KiB) cannot hold a write.
+    (stat.f_bavail as u128) * (stat.f_frsize as u128) < 64 * 1024
+}
+
+#[cfg(not(unix))]
+fn no_space_left(_: &Path) -> bool {
+    false
+}
+
+/// Holds `keel.db.setup-lock` while a database is being set up.
+struct SetupLock(std::fs::File);
+
+impl SetupLock {
+    /// Waits (at most [`BUSY_TIMEOUT`]) for the exclusive setup lock.
+    fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("keel.db.setup-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc::ENOSPC) => StoreError::DiskFull {
+                    dir: dir.to_path_buf(),
+                },
+                _ => StoreError::DataDir {
+                    path: path.clone(),
+                    error,
+                },
+            })?;
+        // The lock is only ever held for the few milliseconds of a setup,
+        // so a short poll is cheaper than a thread parked in a blocking
+        // lock that could not be abandoned at the deadline.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self(file)),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Busy {
+                        dir: dir.to_path_buf(),
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(error)) => {
+                    return Err(StoreError::DataDir { path, error });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SetupLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) `keel.db` in `data_dir`.
+    /// Opens (creating if needed) `keel.db` in `data_dir`: sets it up (WAL,
+    /// migrations) if that is not done yet, and checks it is not damaged.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            if error.raw_os_error() == Some(libc::ENOSPC) {
+                StoreError::DiskFull {
+                    dir: data_dir.to_path_buf(),
+                }
+            } else {
+                StoreError::DataDir {
+                    path: data_dir.to_path_buf(),
+                    error,
+                }
+            }
         })?;
-        let conn = Connection::open(data_dir.join("keel.db"))?;
-        Self::from_connection(conn)
+        let dir = Some(data_dir);
+        let err = |e| classify(e, dir);
+        let mut conn = Connection::open(data_dir.join("keel.db")).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
+        if !Self::is_set_up(&conn).map_err(err)? {
+            let _lock = SetupLock::acquire(data_dir)?;
+            Self::set_up(&mut conn, dir)?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        if Self::check_due(data_dir) {
+            Self::quick_check(&conn, dir)?;
+            Self::checked(data_dir);
+        }
+        Ok(Self::with_connection(conn, dir))
     }
 
     /// An in-memory store, for tests and `keel check`.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::from_connection(Connection::open_in_memory()?)
+        let err = |e| classify(e, None);
+        let mut conn = Connection::open_in_memory().map_err(err)?;
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
+        Self::set_up(&mut conn, None)?;
+        Ok(Self::with_connection(conn, None))
     }
 
-    fn from_connection(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let supported = MIGRATIONS.len() as i64;
-        if version > supported {
-            return Err(StoreError::TooNew {
-                found: version,
-                supported,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(Self {
+    fn with_connection(conn: Connection, dir: Option<&Path>) -> Self {
+        Self {
             conn: Mutex::new(conn),
+            dir: dir.map(Path::to_path_buf),
+            thread: OnceLock::new(),
+            busy: BUSY_TIMEOUT,
+        }
+    }
+
+    /// Shortens the wait for other processes' locks (tests of the wait).
+    #[cfg(test)]
+    fn set_busy_timeout(&mut self, busy: Duration) {
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = conn.busy_timeout(busy);
+        self.busy = busy;
+    }
+
+    /// The data directory holding `keel.db`; `None` for an in-memory store.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Whether the database is in WAL mode at the current schema version
+    /// (read without any lock: the common case, a database in use).
+    fn is_set_up(conn: &Connection) -> rusqlite::Result<bool> {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        Ok(mode.eq_ignore_ascii_case("wal") && version == MIGRATIONS.len() as i64)
+    }
+
+    /// WAL mode and migrations. A file-backed database is set up under the
+    /// setup lock (see the module docs); the version is read again inside
+    /// each migration's immediate transaction all the same, so a keel that
+    /// does not know the lock cannot make a migration run twice.
+    fn set_up(conn: &mut Connection, dir: Option<&Path>) -> Result<(), StoreError> {
+        let err = |e| classify(e, dir);
+        if dir.is_some() {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+        }
+        let supported = MIGRATIONS.len() as i64;
+        loop {
+            let tx = conn.transaction().map_err(err)?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(err)?;
+            if version > supported {
+                return Err(StoreError::TooNew {
+                    found: version,
+                    supported,
+                });
+            }
+            let Some(sql) = MIGRATIONS.get(version as usize) else {
+                return Ok(());
+            };
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", version + 1)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+    }
+
+    /// Whether this open should run `quick_check`: always for a database
+    /// up to [`CHECK_ALWAYS_BYTES`] (it reads every page: about 1.3 ms a
+    /// megabyte), and for a bigger one when the last clean check
+    /// (`keel.db.checked`) is older than [`CHECK_EVERY`], so a large
+    /// transcript does not slow every command down.
+    fn check_due(dir: &Path) -> bool {
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        if size("keel.db") + size("keel.db-wal") <= CHECK_ALWAYS_BYTES {
+            return true;
+        }
+        std::fs::metadata(dir.join("keel.db.checked"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age > CHECK_EVERY)
+    }
+
+    /// Notes a clean check (best effort: a failure only means the next
+    /// start checks again).
+    fn checked(dir: &Path) {
+        let _ = std::fs::write(dir.join("keel.db.checked"), b"");
+    }
+
+    /// Fails with [`StoreError::Corrupt`] if SQLite finds a damaged page.
+    fn quick_check(conn: &Connection, dir: Option<&Path>) -> Result<(), StoreError> {
+        let mut st = conn
+            .prepare("PRAGMA quick_check(5)")
+            .map_err(|e| classify(e, dir))?;
+        let problems: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| classify(e, dir))?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            dir: dir_or_memory(dir),
+            detail: problems.join("; "),
         })
     }
 
+    /// Runs `f` on the connection. Errors are classified: a full disk, a
+    /// lock held too long and a damaged page each get their own variant.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -258,7 +580,55 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(f(&mut conn)?)
+        f(&mut conn).map_err(|e| classify_after(e, self.dir.as_deref(), self.busy))
+    }
+
+    /// Runs `f` on the store's own thread and waits for it without blocking
+    /// the async runtime. For async code (the agent loop); engine threads
+    /// and the CLI call the store directly.
+    ///
+    /// Dropping the returned future does not stop `f`: once queued, a write
+    /// happens whether or not anybody waits for its answer.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let store = self.clone();
+        let job: Job = Box::new(move || {
+            // A panic in `f` answers this call with an error (the sender
+            // is dropped) and leaves the thread serving the next one.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&store)));
+            if let Ok(r) = r {
+                let _ = answer.send(r);
+            }
+        });
+        self.queue()?
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The store thread's queue, starting the thread on first use. The
+    /// thread ends when the store (which holds the only sender) is dropped
+    /// and the queue is drained; each job holds its own `Arc` of the store.
+    fn queue(&self) -> Result<&tokio::sync::mpsc::Sender<Job>, StoreError> {
+        if let Some(q) = self.thread.get() {
+            return Ok(q);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        if self.thread.set(tx).is_ok() {
+            std::thread::Builder::new()
+                .name("keel-store".into())
+                .spawn(move || {
+                    while let Some(job) = rx.blocking_recv() {
+                        job();
+                    }
+                })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        self.thread.get().ok_or(StoreError::Closed)
     }
 
     // --- grants -----------------------------------------------------------
@@ -538,6 +908,7 @@ fn set_kv_used(c: &Connection, skill: &str, bytes: i64) -> rusqlite::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::RunState;
 
     #[test]
     fn kv_total_bytes_per_skill_are_bounded_and_deletes_give_room_back() {
@@ -656,5 +1027,130 @@ mod tests {
         assert_eq!(s.baseline("other").unwrap(), None);
         assert!(s.revoke("notes", "exec:git").unwrap());
         assert!(s.grants(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn processes_opening_a_fresh_directory_at_once_and_writing_all_succeed() {
+        // Each thread has its own connection, as each process would.
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        let start = Arc::new(std::sync::Barrier::new(12));
+        let workers: Vec<_> = (0..12)
+            .map(|_| {
+                let (dir, start) = (dir.clone(), start.clone());
+                std::thread::spawn(move || -> Result<(), StoreError> {
+                    start.wait();
+                    let s = Store::open(&dir)?;
+                    let session = s.create_session("t")?;
+                    for i in 0..30 {
+                        let run = s
+                            .accept_message(&session.id, Some("me"), Some("hi"))?
+                            .expect("session exists");
+                        let moved = s.transition_run(&run.id, RunState::Running, None)?;
+                        assert_eq!(moved, Ok(()));
+                        s.add_messages(&[NewMessage {
+                            session_id: &session.id,
+                            run_id: Some(&run.id),
+                            kind: "assistant",
+                            content: "ok",
+                            ..Default::default()
+                        }])?;
+                        s.kv_set("k", &format!("{i}"), "1")?;
+                        let done = s.transition_run(&run.id, RunState::Done, None)?;
+                        assert_eq!(done, Ok(()));
+                        s.recover_interrupted_runs(&|o| o == "me")?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.sessions().unwrap().len(), 12);
+        let version: i64 = s
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn async_callers_keep_running_while_another_process_holds_the_write_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(d.path()).unwrap());
+        // Another "process": its own connection, holding the write lock.
+        let other = Connection::open(d.path().join("keel.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // One worker thread: a call that blocked it would stall the rest.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = store.clone();
+            let write = tokio::spawn(async move { s.call(|s| s.create_session("x")).await });
+            let unrelated = tokio::spawn(async { 42 });
+            assert_eq!(unrelated.await.unwrap(), 42);
+            tokio::task::yield_now().await;
+            assert!(!write.is_finished(), "the write got past a held lock");
+            tokio::task::spawn_blocking(move || other.execute_batch("COMMIT"))
+                .await
+                .unwrap()
+                .unwrap();
+            let session = write.await.unwrap().unwrap();
+            assert_eq!(store.session(&session.id).unwrap(), Some(session));
+        });
+    }
+
+    #[test]
+    fn a_lock_held_too_long_is_a_busy_error_naming_the_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let mut store = Store::open(d.path()).unwrap();
+        store.set_busy_timeout(Duration::from_millis(100));
+        let other = Connection::open(d.path().join("keel.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let e = store.create_session("x").unwrap_err();
+        assert!(matches!(e, StoreError::Busy { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&d.path().display().to_string()) && text.contains("write lock"),
+            "{text}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        assert!(store.create_session("x").is_ok());
+    }
+
+    #[test]
+    fn a_damaged_page_is_found_at_open_with_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(d.path()).unwrap();
+            for i in 0..2000 {
+                s.kv_set("k", &format!("key {i}"), &"x".repeat(200))
+                    .unwrap();
+            }
+            s.with(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+                .unwrap();
+        }
+        // Scribble over a page in the middle of the file (not the header,
+        // which SQLite would reject as "not a database" anyway).
+        let path = d.path().join("keel.db");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        let mid = (bytes.len() / page / 2) * page;
+        for b in &mut bytes[mid..mid + page] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Store::open(d.path())
+            .err()
+            .expect("a damaged database opened");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("damaged") && text.contains(".recover"),
+            "{text}"
+        );
     }
 }

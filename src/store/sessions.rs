@@ -8,7 +8,7 @@
 //! a run records the process that owns it so that recovery in one keel
 //! process never fails a run another live process is working on.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, now_ms};
 use crate::agent::RunState;
@@ -77,13 +77,20 @@ impl Store {
     /// Creates a session with a fresh random id.
     pub fn create_session(&self, title: &str) -> Result<SessionRecord, StoreError> {
         let created_ms = now_ms();
+        // In a transaction committed explicitly: an autocommit `RETURNING`
+        // read with `query_row` hands back the id even when the commit then
+        // fails (a full disk), and the caller would go on with a session
+        // that does not exist.
         let id: String = self.with(|c| {
-            c.query_row(
+            let tx = c.transaction()?;
+            let id = tx.query_row(
                 "INSERT INTO sessions (id, title, created_ms)
                  VALUES ('s_' || lower(hex(randomblob(8))), ?1, ?2) RETURNING id",
                 params![title, created_ms],
                 |r| r.get(0),
-            )
+            )?;
+            tx.commit()?;
+            Ok(id)
         })?;
         Ok(SessionRecord {
             id,
@@ -278,34 +285,43 @@ impl Store {
     /// Marks every unfinished run failed with [`INTERRUPTED`] unless its
     /// owner (the keel process running it) is still alive, and expires the
     /// approvals those runs were waiting on; returns how many runs.
+    ///
+    /// Cheap when there is nothing to do, so listings can call it every
+    /// time: the unfinished runs are read without a write lock, and only
+    /// when one of them has a dead owner does it take the write lock and
+    /// look again (a run may have finished in between; it is left alone).
     pub fn recover_interrupted_runs(
         &self,
         alive: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
+        let unfinished = |c: &Connection| -> rusqlite::Result<Vec<(String, String)>> {
+            let mut st = c.prepare_cached(
+                "SELECT id, state, owner FROM runs
+                 WHERE state IN ('queued', 'running', 'waiting_permission')",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, state, owner) = row?;
+                if !owner.as_deref().is_some_and(alive) {
+                    out.push((id, state));
+                }
+            }
+            Ok(out)
+        };
+        if self.with(|c| unfinished(c))?.is_empty() {
+            return Ok(0);
+        }
         let now = now_ms();
         self.with(|c| {
             let tx = c.transaction()?;
-            let stale: Vec<(String, String)> = {
-                let mut st = tx.prepare(
-                    "SELECT id, state, owner FROM runs
-                     WHERE state IN ('queued', 'running', 'waiting_permission')",
-                )?;
-                let rows = st.query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                    ))
-                })?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (id, state, owner) = row?;
-                    if !owner.as_deref().is_some_and(alive) {
-                        out.push((id, state));
-                    }
-                }
-                out
-            };
+            let stale = unfinished(&tx)?;
             for (id, state) in &stale {
                 tx.execute(
                     "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
