@@ -482,9 +482,16 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
         .map_err(|e| fail(None, e.to_string()))?;
     let id = format!("{}@{}", manifest.name, manifest.version);
     let mut files = BTreeMap::new();
-    collect_scripts(&folder, dir, Path::new(""), 0, &mut files)
+    let mut skipped = BTreeMap::new();
+    collect_scripts(&folder, dir, Path::new(""), 0, &mut files, &mut skipped)
         .map_err(|e| fail(Some(id.clone()), e))?;
     let entry = rel_key(&manifest.entry);
+    if let Some(reason) = skipped.get(&entry) {
+        return Err(fail(Some(id), format!("entry script: {reason}")));
+    }
+    for reason in skipped.values() {
+        tracing::warn!(skill = %id, "script left out: {reason}");
+    }
     if !files.contains_key(&entry) {
         return Err(fail(
             Some(id),
@@ -524,15 +531,17 @@ fn rel_key(p: &Path) -> String {
 }
 
 /// Reads every script beneath `rel` in the skill folder. Folders are
-/// entered only when they are real folders (never through a link); a
+/// entered only when they are real folders (never through a link). A
 /// script-named entry that is a link out of the folder, a FIFO, a device
-/// or too large fails the skill with the reason.
+/// or too large is left out, its reason kept in `skipped` (a `require` of
+/// it then finds nothing; as the entry script it fails the skill).
 fn collect_scripts(
     folder: &files::SkillDir,
     root: &Path,
     rel: &Path,
     depth: usize,
     out: &mut BTreeMap<String, Arc<str>>,
+    skipped: &mut BTreeMap<String, String>,
 ) -> Result<(), String> {
     if depth > 8 {
         return Ok(());
@@ -546,16 +555,22 @@ fn collect_scripts(
         }
         let child = rel.join(&name);
         if ft.is_dir() {
-            collect_scripts(folder, root, &child, depth + 1, out)?;
+            collect_scripts(folder, root, &child, depth + 1, out, skipped)?;
         } else if Language::from_path(&child).is_some() {
-            if out.len() >= MAX_FILES {
+            if out.len() + skipped.len() >= MAX_FILES {
                 return Err(format!(
                     "{}: more than {MAX_FILES} script files",
                     root.display()
                 ));
             }
-            let text = folder.read(&child).map_err(|e| e.to_string())?;
-            out.insert(rel_key(&child), Arc::from(text));
+            match folder.read(&child) {
+                Ok(text) => {
+                    out.insert(rel_key(&child), Arc::from(text));
+                }
+                Err(e) => {
+                    skipped.insert(rel_key(&child), e.to_string());
+                }
+            }
         }
     }
     Ok(())
