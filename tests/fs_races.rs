@@ -178,12 +178,14 @@ fn arena(policy_allow: &str, link_to_outside: bool) -> Arena {
 impl Arena {
     /// Runs every operation `ROUNDS` times; returns (ok, refused) totals.
     fn hammer_all(&self) -> (u64, u64) {
+        self.hammer_all_via(|args| self.ws.run(args))
+    }
+
+    fn hammer_all_via(&self, run: impl Fn(&[&str]) -> Called) -> (u64, u64) {
         let (mut ok, mut refused) = (0, 0);
         for op in OPS {
-            let c = self.ws.call(
-                "h.hammer",
-                json!({"op": op, "n": ROUNDS, "base": "./allowed/sw"}),
-            );
+            let args = json!({"op": op, "n": ROUNDS, "base": "./allowed/sw"}).to_string();
+            let c = run(&["call", "h.hammer", &args]);
             let v = c.ok();
             let leaked = v["leaked"].as_array().cloned().unwrap_or_default();
             // Luau gives an empty table for an empty list.
@@ -225,6 +227,48 @@ fn a_swapper_thread_never_gets_keel_into_a_denied_folder() {
     eprintln!("thread swapper: {flips} flips, {ok} calls went through, {refused} refused");
     // The race really happened: some operations met the folder, some the link.
     assert!(ok > 0 && refused > 0, "ok={ok} refused={refused} flips={flips}");
+}
+
+/// With no `/proc` at all (its own mount namespace, `/proc` unmounted),
+/// nothing fails open: the same race, and keel still never reaches the
+/// denied folder (before, the re-check after opening read `/proc/self/fd`
+/// and silently passed when it could not).
+#[test]
+fn without_proc_nothing_fails_open() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--mount", "--fork", "sh", "-c", "umount -l /proc && ! test -e /proc/self"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("cannot unmount /proc in a private mount namespace here (needs root and unshare); nothing to prove");
+        return;
+    }
+    let a = arena("./allowed", false);
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--fork", "sh", "-c", "umount -l /proc && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_keel")])
+            .args(args)
+            .current_dir(&a.ws.root)
+            .env("KEEL_DATA_DIR", a.ws.data_dir())
+            .env_remove("KEEL_LOG")
+            .stdin(std::process::Stdio::null());
+        let out = c.output().unwrap();
+        Called {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sw, link) = (a.ws.path("allowed/sw"), a.ws.path("allowed/sw-link"));
+    let swapper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || flip_until(&sw, &link, || stop.load(Ordering::Relaxed)))
+    };
+    let (ok, refused) = a.hammer_all_via(run);
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    a.check("after");
+    assert!(ok > 0 && refused > 0, "ok={ok} refused={refused}");
 }
 
 /// The swapper process: runs only when the parent test starts it.

@@ -291,6 +291,10 @@ pub fn open_dir(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
 /// without following links, so a link swapped in after a `mkdirat` stops
 /// the walk instead of redirecting it.
 pub fn mkdir_all(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
+    mkdir_all_with(walk(), dir, rel)
+}
+
+fn mkdir_all_with(how: Walk, dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
     let mut held: Option<OwnedFd> = None;
     for name in names(rel)? {
         let cur = held.as_ref().map_or(dir, |f| f_borrow(f));
@@ -302,7 +306,8 @@ pub fn mkdir_all(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
                 return Err(e);
             }
         }
-        let next = open_dir(cur, Path::new(std::ffi::OsStr::from_bytes(name.as_bytes())))?;
+        let name = Path::new(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let next = open_with(how, cur, name, DIR_HANDLE, 0)?;
         held = Some(next);
     }
     Ok(())
@@ -394,6 +399,80 @@ mod tests {
             assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{how:?}: {e}");
             // `..` never gets this far.
             assert!(open_with(how, r, Path::new("a/../locked"), libc::O_RDONLY, 0).is_err());
+        }
+    }
+
+    fn exchange(a: &Path, b: &Path) {
+        let a = CString::new(a.as_os_str().as_bytes()).unwrap();
+        let b = CString::new(b.as_os_str().as_bytes()).unwrap();
+        // SAFETY: two valid C strings.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    }
+
+    /// Another thread atomically exchanges a real folder with a link to a
+    /// locked one while both walks open, create and `mkdir -p` through it:
+    /// nothing in the locked folder is ever read, created or changed.
+    #[test]
+    fn both_walks_hold_against_a_swapper_thread() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        for how in BOTH {
+            let d = tempfile::tempdir().unwrap();
+            let base = d.path().canonicalize().unwrap();
+            std::fs::create_dir_all(base.join("allowed/sw")).unwrap();
+            std::fs::write(base.join("allowed/sw/f.txt"), "OK").unwrap();
+            std::fs::create_dir(base.join("locked")).unwrap();
+            std::fs::write(base.join("locked/f.txt"), "LOCKED").unwrap();
+            std::os::unix::fs::symlink(base.join("locked"), base.join("allowed/sw-link")).unwrap();
+            let root = open_root(&base).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let swapper = {
+                let (stop, sw, link) = (stop.clone(), base.join("allowed/sw"), base.join("allowed/sw-link"));
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) && n < 100_000_000 {
+                        exchange(&sw, &link);
+                        n += 1;
+                    }
+                    if n % 2 == 1 {
+                        exchange(&sw, &link);
+                    }
+                })
+            };
+            let (mut ok, mut refused) = (0u32, 0u32);
+            for _ in 0..5000 {
+                let r = root.as_fd();
+                match open_with(how, r, Path::new("allowed/sw/f.txt"), libc::O_RDONLY, 0) {
+                    Ok(fd) => {
+                        let mut s = String::new();
+                        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+                        assert_eq!(s, "OK", "{how:?} read through the link");
+                        ok += 1;
+                    }
+                    Err(_) => refused += 1,
+                }
+                let _ = open_with(how, r, Path::new("allowed/sw/new.txt"), libc::O_WRONLY | libc::O_CREAT, 0o600);
+                let _ = mkdir_all_with(how, r, Path::new("allowed/sw/made/deeper"));
+            }
+            stop.store(true, Ordering::Relaxed);
+            swapper.join().unwrap();
+            let names: Vec<_> = std::fs::read_dir(base.join("locked"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["f.txt"], "{how:?}: something was created in the locked folder");
+            assert_eq!(std::fs::read_to_string(base.join("locked/f.txt")).unwrap(), "LOCKED");
+            assert!(ok > 0 && refused > 0, "{how:?}: the race did not happen (ok={ok}, refused={refused})");
         }
     }
 
