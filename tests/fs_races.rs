@@ -162,12 +162,23 @@ fn arena(policy_allow: &str, link_to_outside: bool) -> Arena {
     plant(&outside);
     std::fs::create_dir_all(ws.path("allowed/sw")).unwrap();
     std::fs::write(ws.path("allowed/sw/f.txt"), "OK").unwrap();
+    // Relative links: a walk that follows links while staying beneath its
+    // root (cap-std's) would follow the one to `locked`, so only a walk
+    // that follows none passes; the one to the outside leaves any root.
     let target = if link_to_outside {
-        outside.clone()
+        let mut up = PathBuf::new();
+        for _ in ws.path("allowed").components().skip(1) {
+            up.push("..");
+        }
+        up.join(outside.strip_prefix("/").unwrap())
     } else {
-        ws.path("locked")
+        PathBuf::from("../locked")
     };
     std::os::unix::fs::symlink(&target, ws.path("allowed/sw-link")).unwrap();
+    assert_eq!(
+        std::fs::canonicalize(ws.path("allowed/sw-link")).unwrap(),
+        if link_to_outside { outside.clone() } else { ws.path("locked") }
+    );
     Arena {
         ws,
         _outside: outside_dir,
@@ -329,6 +340,33 @@ fn mkfifo(path: &Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
+/// `keel call`, killed after two minutes: a call that blocks on a FIFO is
+/// the bug, and the bound keeps a regression from hanging the suite.
+fn call_bounded(ws: &Ws, tool: &str, args: serde_json::Value) -> Called {
+    let mut child = ws
+        .keel()
+        .args(["call", tool, &args.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`keel call {tool}` blocked on a special file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Called {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 fn probe_ws() -> Ws {
     Ws::new()
         .skill(
@@ -358,7 +396,7 @@ fn a_fifo_is_refused_at_once_for_read_write_and_append() {
     let ws = probe_ws();
     mkfifo(&ws.path("pipe"));
     for op in ["read", "write", "append"] {
-        let c = ws.call(&format!("h.{op}"), json!({"path": "./pipe"}));
+        let c = call_bounded(&ws, &format!("h.{op}"), json!({"path": "./pipe"}));
         let e = c.err();
         assert!(
             e.contains("FIFO") && e.contains("regular files"),
@@ -376,7 +414,7 @@ fn a_fifo_is_refused_at_once_for_read_write_and_append() {
             .unwrap()
     };
     for op in ["write", "append"] {
-        let c = ws.call(&format!("h.{op}"), json!({"path": "./pipe"}));
+        let c = call_bounded(&ws, &format!("h.{op}"), json!({"path": "./pipe"}));
         assert!(c.err().contains("FIFO"), "{op}: {}", c.stderr);
     }
     let mut got = [0u8; 16];
@@ -410,11 +448,11 @@ fn devices_and_sockets_are_refused() {
             )],
         )
         .policy("[policy]\nallow = [\"fs.read:.\", \"fs.read:/dev/zero\"]\n");
-    let c = ws2.call("h.read", json!({"path": "/dev/zero"}));
+    let c = call_bounded(&ws2, "h.read", json!({"path": "/dev/zero"}));
     let e = c.err();
     assert!(e.contains("character device"), "{e}");
     for op in ["read", "write"] {
-        let c = ws.call(&format!("h.{op}"), json!({"path": "./sock"}));
+        let c = call_bounded(&ws, &format!("h.{op}"), json!({"path": "./sock"}));
         let e = c.err();
         assert!(e.contains("socket") || e.contains("No such device"), "{op}: {e}");
     }
