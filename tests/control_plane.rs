@@ -23,7 +23,9 @@ function M.mkdir(a) keel.fs.mkdir(a.path) return true end
 return M
 "#;
 
-const TOOLS: [&str; 7] = ["read", "write", "append", "list", "exists", "remove", "mkdir"];
+const TOOLS: [&str; 7] = [
+    "read", "write", "append", "list", "exists", "remove", "mkdir",
+];
 
 fn manifest() -> String {
     let mut s = "[skill]\nname = \"p\"\nversion = \"1.0.0\"\ndescription = \"control plane probe\"\nentry = \"main.luau\"\n\n\
@@ -63,10 +65,18 @@ struct Snapshot {
 fn snapshot(ws: &Ws) -> Snapshot {
     let texts = ["keel.toml", "skills/p/skill.toml", "skills/p/main.luau"]
         .iter()
-        .map(|rel| (rel.to_string(), std::fs::read_to_string(ws.path(rel)).unwrap()))
+        .map(|rel| {
+            (
+                rel.to_string(),
+                std::fs::read_to_string(ws.path(rel)).unwrap(),
+            )
+        })
         .collect();
     let db = std::fs::read(ws.path(".data/keel.db")).unwrap();
-    assert!(db.starts_with(b"SQLite format 3\0"), "keel.db lost its header");
+    assert!(
+        db.starts_with(b"SQLite format 3\0"),
+        "keel.db lost its header"
+    );
     Snapshot {
         texts,
         db_len: db.len() as u64,
@@ -84,7 +94,10 @@ fn assert_kept(before: &Snapshot, after: &Snapshot) {
 }
 
 fn assert_refused(ws: &Ws, tool: &str, path: &str, why: &str) {
-    let c = ws.call(&format!("p.{tool}"), json!({"path": path, "content": "default = \"allow\"\n"}));
+    let c = ws.call(
+        &format!("p.{tool}"),
+        json!({"path": path, "content": "default = \"allow\"\n"}),
+    );
     let e = c.err();
     assert!(
         e.contains(why) && e.contains("no skill may read or write it"),
@@ -160,7 +173,10 @@ fn a_skill_cannot_plant_or_rewrite_skills_anywhere_on_the_search_path() {
     assert_kept(&before, &snapshot(&ws));
     // Listing the workspace shows the names, which is all it ever shows.
     let listed = ws.call("p.list", json!({"path": "."})).ok().to_string();
-    assert!(listed.contains("\"skills\"") && listed.contains("keel.toml"), "{listed}");
+    assert!(
+        listed.contains("\"skills\"") && listed.contains("keel.toml"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -221,9 +237,20 @@ fn the_config_given_with_dash_dash_config_is_protected_too() {
         assert!(!out.status.success(), "{tool} {path} went through");
         assert!(e.contains("keel's own configuration"), "{tool} {path}: {e}");
     }
-    assert!(std::fs::read_to_string(ws.path("conf/other.toml")).unwrap().contains("workspace"));
+    assert!(
+        std::fs::read_to_string(ws.path("conf/other.toml"))
+            .unwrap()
+            .contains("workspace")
+    );
     // Other files are still the skill's to use.
     let out = run("write", "./notes/b.txt");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(ws.path("notes/b.txt")).unwrap(), "x");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path("notes/b.txt")).unwrap(),
+        "x"
+    );
 }

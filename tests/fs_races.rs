@@ -62,7 +62,9 @@ end
 return M
 "#;
 
-const OPS: [&str; 7] = ["read", "write", "append", "list", "exists", "remove", "mkdir"];
+const OPS: [&str; 7] = [
+    "read", "write", "append", "list", "exists", "remove", "mkdir",
+];
 
 fn manifest() -> String {
     "[skill]\nname = \"h\"\nversion = \"1.0.0\"\ndescription = \"race probe\"\nentry = \"main.luau\"\n\n\
@@ -177,7 +179,11 @@ fn arena(policy_allow: &str, link_to_outside: bool) -> Arena {
     std::os::unix::fs::symlink(&target, ws.path("allowed/sw-link")).unwrap();
     assert_eq!(
         std::fs::canonicalize(ws.path("allowed/sw-link")).unwrap(),
-        if link_to_outside { outside.clone() } else { ws.path("locked") }
+        if link_to_outside {
+            outside.clone()
+        } else {
+            ws.path("locked")
+        }
     );
     Arena {
         ws,
@@ -237,7 +243,10 @@ fn a_swapper_thread_never_gets_keel_into_a_denied_folder() {
     let flips = flips.load(Ordering::Relaxed);
     eprintln!("thread swapper: {flips} flips, {ok} calls went through, {refused} refused");
     // The race really happened: some operations met the folder, some the link.
-    assert!(ok > 0 && refused > 0, "ok={ok} refused={refused} flips={flips}");
+    assert!(
+        ok > 0 && refused > 0,
+        "ok={ok} refused={refused} flips={flips}"
+    );
 }
 
 /// With no `/proc` at all (its own mount namespace, `/proc` unmounted),
@@ -247,21 +256,36 @@ fn a_swapper_thread_never_gets_keel_into_a_denied_folder() {
 #[test]
 fn without_proc_nothing_fails_open() {
     let probe = std::process::Command::new("unshare")
-        .args(["--mount", "--fork", "sh", "-c", "umount -l /proc && ! test -e /proc/self"])
+        .args([
+            "--mount",
+            "--fork",
+            "sh",
+            "-c",
+            "umount -l /proc && ! test -e /proc/self",
+        ])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("cannot unmount /proc in a private mount namespace here (needs root and unshare); nothing to prove");
+        eprintln!(
+            "cannot unmount /proc in a private mount namespace here (needs root and unshare); nothing to prove"
+        );
         return;
     }
     let a = arena("./allowed", false);
     let run = |args: &[&str]| {
         let mut c = std::process::Command::new("unshare");
-        c.args(["--mount", "--fork", "sh", "-c", "umount -l /proc && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_keel")])
-            .args(args)
-            .current_dir(&a.ws.root)
-            .env("KEEL_DATA_DIR", a.ws.data_dir())
-            .env_remove("KEEL_LOG")
-            .stdin(std::process::Stdio::null());
+        c.args([
+            "--mount",
+            "--fork",
+            "sh",
+            "-c",
+            "umount -l /proc && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_keel"),
+        ])
+        .args(args)
+        .current_dir(&a.ws.root)
+        .env("KEEL_DATA_DIR", a.ws.data_dir())
+        .env_remove("KEEL_LOG")
+        .stdin(std::process::Stdio::null());
         let out = c.output().unwrap();
         Called {
             status: out.status.code().unwrap_or(-1),
@@ -297,7 +321,7 @@ fn swapper_process_entry() {
     let n = flip_until(Path::new(&sw), Path::new(&link), || {
         // Look at the stop file every 64 flips: the loop stays tight.
         i += 1;
-        i % 64 == 0 && stop.exists()
+        i.is_multiple_of(64) && stop.exists()
     });
     println!("flips={n}");
 }
@@ -310,7 +334,12 @@ fn a_swapper_process_never_gets_keel_outside_the_workspace() {
     let a = arena("./allowed/sw", true);
     let stop = a.ws.path("stop-swapping");
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "swapper_process_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "swapper_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("KEEL_TEST_SWAP", a.ws.path("allowed/sw"))
         .env("KEEL_TEST_SWAP_LINK", a.ws.path("allowed/sw-link"))
         .env("KEEL_TEST_SWAP_STOP", &stop)
@@ -328,7 +357,10 @@ fn a_swapper_process_never_gets_keel_outside_the_workspace() {
         .find_map(|l| l.split("flips=").nth(1))
         .unwrap_or("?");
     eprintln!("process swapper: {flips} flips, {ok} calls went through, {refused} refused");
-    assert!(ok > 0 && refused > 0, "ok={ok} refused={refused} flips={flips}");
+    assert!(
+        ok > 0 && refused > 0,
+        "ok={ok} refused={refused} flips={flips}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -454,7 +486,9 @@ fn devices_and_sockets_are_refused() {
     for op in ["read", "write"] {
         let c = call_bounded(&ws, &format!("h.{op}"), json!({"path": "./sock"}));
         let e = c.err();
-        assert!(e.contains("socket") || e.contains("No such device"), "{op}: {e}");
+        assert!(
+            e.contains("socket") || e.contains("No such device"),
+            "{op}: {e}"
+        );
     }
 }
-

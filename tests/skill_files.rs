@@ -57,8 +57,12 @@ fn skills_json(ws: &Ws) -> (i32, Value) {
     }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {text} {}", String::from_utf8_lossy(&out.stderr)));
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (out.status.code().unwrap_or(-1), v)
 }
 
@@ -68,7 +72,11 @@ fn failure(v: &Value, suffix: &str) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["origin"]["path"].as_str().is_some_and(|p| p.ends_with(suffix)))
+        .find(|f| {
+            f["origin"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(suffix))
+        })
         .unwrap_or_else(|| panic!("no failure for {suffix}: {v:#}"))["error"]
         .as_str()
         .unwrap()
@@ -93,7 +101,10 @@ fn special_files_and_device_links_in_scripts_are_skipped_with_a_reason() {
     assert_eq!(status, 1, "{v:#}");
     good_is_listed(&v);
     let e = failure(&v, "scripts/hang.luau");
-    assert!(e.contains("FIFO") && e.contains("not a regular file"), "{e}");
+    assert!(
+        e.contains("FIFO") && e.contains("not a regular file"),
+        "{e}"
+    );
     let e = failure(&v, "scripts/zero.rhai");
     assert!(e.contains("character device"), "{e}");
     let e = failure(&v, "skills/data-hang.luau");
@@ -105,7 +116,11 @@ fn special_files_and_device_links_in_scripts_are_skipped_with_a_reason() {
 fn special_files_and_escaping_links_in_a_skill_folder_fail_that_skill_only() {
     let outside = tempfile::tempdir().unwrap();
     let secret = outside.path().join("secret.md");
-    std::fs::write(&secret, "---\ndescription: OUTSIDE-SECRET\n---\nOUTSIDE-SECRET body\n").unwrap();
+    std::fs::write(
+        &secret,
+        "---\ndescription: OUTSIDE-SECRET\n---\nOUTSIDE-SECRET body\n",
+    )
+    .unwrap();
     std::fs::write(outside.path().join("skill.toml"), manifest("stolen")).unwrap();
     let big = "-- x\n".repeat(300_000);
     let ws = Ws::new()
@@ -121,7 +136,10 @@ fn special_files_and_escaping_links_in_a_skill_folder_fail_that_skill_only() {
     symlink(&secret, &ws.path("skills/md-link/SKILL.md"));
     mkfifo(&ws.path("skills/md-fifo/SKILL.md"));
     // A skill.toml that is a link out of its folder, and one that is a FIFO.
-    symlink(outside.path().join("skill.toml"), &ws.path("skills/toml-link/skill.toml"));
+    symlink(
+        outside.path().join("skill.toml"),
+        &ws.path("skills/toml-link/skill.toml"),
+    );
     std::fs::write(ws.path("skills/toml-link/main.luau"), GOOD_SRC).unwrap();
     mkfifo(&ws.path("skills/toml-fifo/skill.toml"));
     let (status, v) = skills_json(&ws);
@@ -132,18 +150,27 @@ fn special_files_and_escaping_links_in_a_skill_folder_fail_that_skill_only() {
     let e = failure(&v, "skills/zero-main");
     assert!(e.contains("leads out of the skill folder"), "{e}");
     let e = failure(&v, "skills/md-link");
-    assert!(e.contains("SKILL.md") && e.contains("leads out of the skill folder"), "{e}");
+    assert!(
+        e.contains("SKILL.md") && e.contains("leads out of the skill folder"),
+        "{e}"
+    );
     let e = failure(&v, "skills/md-fifo");
     assert!(e.contains("SKILL.md") && e.contains("FIFO"), "{e}");
     let e = failure(&v, "skills/big");
     assert!(e.contains("1024 KiB limit"), "{e}");
     let e = failure(&v, "skills/toml-link");
-    assert!(e.contains("skill.toml") && e.contains("leads out of the skill folder"), "{e}");
+    assert!(
+        e.contains("skill.toml") && e.contains("leads out of the skill folder"),
+        "{e}"
+    );
     let e = failure(&v, "skills/toml-fifo");
     assert!(e.contains("skill.toml") && e.contains("FIFO"), "{e}");
     // The outside file never became a skill or instructions.
     let all = v.to_string();
-    assert!(!all.contains("OUTSIDE-SECRET") && !all.contains("stolen"), "{v:#}");
+    assert!(
+        !all.contains("OUTSIDE-SECRET") && !all.contains("stolen"),
+        "{v:#}"
+    );
     // A tool call still works (every command discovers skills).
     let c = ws.call("good.hi", serde_json::json!({}));
     assert_eq!(c.ok(), serde_json::json!("hi"));
@@ -153,12 +180,22 @@ fn special_files_and_escaping_links_in_a_skill_folder_fail_that_skill_only() {
 #[test]
 fn a_link_inside_the_skill_folder_is_read() {
     let ws = Ws::new()
-        .skill("good", GOOD_MANIFEST, &[("real.luau", GOOD_SRC), ("docs.md", "---\ndescription: Inside.\n---\nbody\n")])
+        .skill(
+            "good",
+            GOOD_MANIFEST,
+            &[
+                ("real.luau", GOOD_SRC),
+                ("docs.md", "---\ndescription: Inside.\n---\nbody\n"),
+            ],
+        )
         .policy("");
     symlink("real.luau", &ws.path("skills/good/main.luau"));
     symlink("docs.md", &ws.path("skills/good/SKILL.md"));
     let (status, v) = skills_json(&ws);
     assert_eq!(status, 0, "{v:#}");
     good_is_listed(&v);
-    assert_eq!(ws.call("good.hi", serde_json::json!({})).ok(), serde_json::json!("hi"));
+    assert_eq!(
+        ws.call("good.hi", serde_json::json!({})).ok(),
+        serde_json::json!("hi")
+    );
 }

@@ -180,7 +180,13 @@ mod tests {
         ] {
             assert_eq!(p.covering(Path::new(t)).map(|p| p.kind), Some(kind), "{t}");
         }
-        for t in ["/ws", "/ws/keel.toml.bak", "/ws/skills-old/x", "/real", "/ws/notes"] {
+        for t in [
+            "/ws",
+            "/ws/keel.toml.bak",
+            "/ws/skills-old/x",
+            "/real",
+            "/ws/notes",
+        ] {
             assert!(p.covering(Path::new(t)).is_none(), "{t}");
         }
     }
@@ -195,10 +201,16 @@ mod tests {
         assert!(msg.contains("no skill may read or write it"), "{msg}");
         assert!(msg.contains("`fs.write`"), "{msg}");
         assert!(p.refuse(CapabilityKind::FsRead, &Target::Path(t)).is_some());
-        assert!(p.refuse(CapabilityKind::Exec, &Target::Name("keel.toml")).is_none());
+        assert!(
+            p.refuse(CapabilityKind::Exec, &Target::Name("keel.toml"))
+                .is_none()
+        );
         assert!(p.refuse(CapabilityKind::Kv, &Target::None).is_none());
         let d = p
-            .refuse(CapabilityKind::FsRead, &Target::Path(Path::new("/real/data/keel.db")))
+            .refuse(
+                CapabilityKind::FsRead,
+                &Target::Path(Path::new("/real/data/keel.db")),
+            )
             .unwrap();
         assert!(d.to_string().contains("/ws/link-data"), "{d}");
         assert!(d.to_string().contains("audit log"), "{d}");

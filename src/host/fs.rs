@@ -403,7 +403,10 @@ mod tests {
 
     #[test]
     fn glob_rules_root_at_their_static_prefix() {
-        assert_eq!(rule_root(&rule("fs.read:./notes/*.md")), PathBuf::from("/ws/notes"));
+        assert_eq!(
+            rule_root(&rule("fs.read:./notes/*.md")),
+            PathBuf::from("/ws/notes")
+        );
     }
 
     #[test]
@@ -413,16 +416,25 @@ mod tests {
             declared: rule("fs.write:."),
             by: Some(rule("fs.write:./notes")),
         };
-        assert_eq!(allowed_root(&wide_declared, target), Some(PathBuf::from("/ws/notes")));
+        assert_eq!(
+            allowed_root(&wide_declared, target),
+            Some(PathBuf::from("/ws/notes"))
+        );
         let wide_policy = Allowed {
             declared: rule("fs.write:./notes/a"),
             by: Some(rule("fs.write:*")),
         };
-        assert_eq!(allowed_root(&wide_policy, target), Some(PathBuf::from("/ws/notes/a")));
+        assert_eq!(
+            allowed_root(&wide_policy, target),
+            Some(PathBuf::from("/ws/notes/a"))
+        );
         let by_default = Allowed {
             declared: rule("fs.write:./notes"),
             by: None,
         };
-        assert_eq!(allowed_root(&by_default, target), Some(PathBuf::from("/ws/notes")));
+        assert_eq!(
+            allowed_root(&by_default, target),
+            Some(PathBuf::from("/ws/notes"))
+        );
     }
 }

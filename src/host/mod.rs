@@ -284,11 +284,7 @@ impl CallCtx {
 
     /// Asks the gate whether this call may touch `target` with `kind`;
     /// returns the declared rule that covers it and the rule that allowed it.
-    pub fn check(
-        &self,
-        kind: CapabilityKind,
-        target: Target<'_>,
-    ) -> Result<Allowed, HostError> {
+    pub fn check(&self, kind: CapabilityKind, target: Target<'_>) -> Result<Allowed, HostError> {
         let timed;
         let approver = match &self.run {
             Some(run) => {

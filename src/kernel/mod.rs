@@ -188,7 +188,10 @@ impl KernelBuilder {
 /// keel's own files, which no fs capability reaches: the configuration in
 /// use (and the `keel.toml` a start in the workspace would read), the data
 /// directory, and every skill folder.
-fn protected_paths(config: &Config, data_dir: &Path) -> crate::capability::protected::ProtectedPaths {
+fn protected_paths(
+    config: &Config,
+    data_dir: &Path,
+) -> crate::capability::protected::ProtectedPaths {
     use crate::capability::protected::{ProtectedKind, ProtectedPaths};
     let mut p = ProtectedPaths::new();
     let mut add = |kind, path: &Path| {

@@ -115,7 +115,10 @@ impl SkillDir {
 impl SkillDir {
     /// The names and types (links not followed) of the entries of the
     /// folder `rel` beneath the skill folder, sorted by name.
-    pub fn read_dir(&self, rel: &Path) -> std::io::Result<Vec<(std::ffi::OsString, cap_std::fs::FileType)>> {
+    pub fn read_dir(
+        &self,
+        rel: &Path,
+    ) -> std::io::Result<Vec<(std::ffi::OsString, cap_std::fs::FileType)>> {
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -252,6 +255,10 @@ mod tests {
         assert!(e.to_string().contains("character device"), "{e}");
         let e = read_file(&skill.join("fifo.luau")).unwrap_err();
         assert!(e.to_string().contains("FIFO"), "{e}");
-        assert!(read_file(&skill.join("missing")).unwrap_err().is_not_found());
+        assert!(
+            read_file(&skill.join("missing"))
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 }

@@ -194,7 +194,8 @@ fn walk_components(
     let mut held: Option<OwnedFd> = None;
     for name in folders {
         let cur = held.as_ref().map_or(dir, |f| f_borrow(f));
-        let next = openat_nofollow(cur, name, DIR_HANDLE, 0).map_err(|e| symlink_as_eloop(cur, name, e))?;
+        let next = openat_nofollow(cur, name, DIR_HANDLE, 0)
+            .map_err(|e| symlink_as_eloop(cur, name, e))?;
         held = Some(next);
     }
     let cur = held.as_ref().map_or(dir, |f| f_borrow(f));
@@ -384,14 +385,23 @@ mod tests {
             let (d, root) = setup();
             let r = root.as_fd();
             let ok = open_with(how, r, Path::new("a/b/f.txt"), libc::O_RDONLY, 0).unwrap();
-            assert_eq!(fstat(ok.as_fd()).unwrap().st_mode & libc::S_IFMT, libc::S_IFREG);
+            assert_eq!(
+                fstat(ok.as_fd()).unwrap().st_mode & libc::S_IFMT,
+                libc::S_IFREG
+            );
             for rel in ["a/link/secret", "a/flink", "a/link"] {
                 let e = open_with(how, r, Path::new(rel), libc::O_RDONLY, 0).unwrap_err();
                 assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{how:?} {rel}: {e}");
             }
             // Creating through a dangling link creates nothing.
-            let e = open_with(how, r, Path::new("a/dangling"), libc::O_WRONLY | libc::O_CREAT, 0o600)
-                .unwrap_err();
+            let e = open_with(
+                how,
+                r,
+                Path::new("a/dangling"),
+                libc::O_WRONLY | libc::O_CREAT,
+                0o600,
+            )
+            .unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{how:?}: {e}");
             assert!(!d.path().join("a/new.txt").exists());
             // A handle for a link is refused too.
@@ -437,7 +447,11 @@ mod tests {
             let root = open_root(&base).unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let swapper = {
-                let (stop, sw, link) = (stop.clone(), base.join("allowed/sw"), base.join("allowed/sw-link"));
+                let (stop, sw, link) = (
+                    stop.clone(),
+                    base.join("allowed/sw"),
+                    base.join("allowed/sw-link"),
+                );
                 std::thread::spawn(move || {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) && n < 100_000_000 {
@@ -455,13 +469,20 @@ mod tests {
                 match open_with(how, r, Path::new("allowed/sw/f.txt"), libc::O_RDONLY, 0) {
                     Ok(fd) => {
                         let mut s = String::new();
-                        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+                        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s)
+                            .unwrap();
                         assert_eq!(s, "OK", "{how:?} read through the link");
                         ok += 1;
                     }
                     Err(_) => refused += 1,
                 }
-                let _ = open_with(how, r, Path::new("allowed/sw/new.txt"), libc::O_WRONLY | libc::O_CREAT, 0o600);
+                let _ = open_with(
+                    how,
+                    r,
+                    Path::new("allowed/sw/new.txt"),
+                    libc::O_WRONLY | libc::O_CREAT,
+                    0o600,
+                );
                 let _ = mkdir_all_with(how, r, Path::new("allowed/sw/made/deeper"));
             }
             stop.store(true, Ordering::Relaxed);
@@ -470,9 +491,19 @@ mod tests {
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
                 .collect();
-            assert_eq!(names, ["f.txt"], "{how:?}: something was created in the locked folder");
-            assert_eq!(std::fs::read_to_string(base.join("locked/f.txt")).unwrap(), "LOCKED");
-            assert!(ok > 0 && refused > 0, "{how:?}: the race did not happen (ok={ok}, refused={refused})");
+            assert_eq!(
+                names,
+                ["f.txt"],
+                "{how:?}: something was created in the locked folder"
+            );
+            assert_eq!(
+                std::fs::read_to_string(base.join("locked/f.txt")).unwrap(),
+                "LOCKED"
+            );
+            assert!(
+                ok > 0 && refused > 0,
+                "{how:?}: the race did not happen (ok={ok}, refused={refused})"
+            );
         }
     }
 
