@@ -492,3 +492,34 @@ fn devices_and_sockets_are_refused() {
         );
     }
 }
+
+/// A hard link is a second name for a file that the check never saw (here,
+/// one in a folder the skill may not write): keel writes neither through
+/// it nor truncates it.
+#[test]
+fn a_file_with_several_hard_links_is_not_written() {
+    let ws = probe_ws();
+    ws.write("locked/secret.txt", "LOCKED");
+    std::fs::create_dir_all(ws.path("notes")).unwrap();
+    std::fs::hard_link(ws.path("locked/secret.txt"), ws.path("notes/h.txt")).unwrap();
+    for op in ["write", "append"] {
+        let c = call_bounded(&ws, &format!("h.{op}"), json!({"path": "./notes/h.txt"}));
+        let e = c.err();
+        assert!(
+            e.contains("hard links") && e.contains("fs.write"),
+            "{op}: {e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ws.path("locked/secret.txt")).unwrap(),
+            "LOCKED",
+            "{op} changed the file behind the hard link"
+        );
+    }
+    // A file with one name is written as usual.
+    ws.write("notes/one.txt", "old");
+    call_bounded(&ws, "h.write", json!({"path": "./notes/one.txt"})).ok();
+    assert_eq!(
+        std::fs::read_to_string(ws.path("notes/one.txt")).unwrap(),
+        "x"
+    );
+}
