@@ -7,6 +7,12 @@
 //! is attached; with nobody to answer it is a denial that says how to grant.
 //! Every decision — allowed, asked, denied — is written to the audit log.
 //! Messages name the capability and target, never a secret's value.
+//!
+//! Before any of that, file access to keel's own files (the config in use,
+//! the data dir, every skill folder) is refused whatever the declaration,
+//! policy or grants say (see [`protected`](super::protected)).
+//! An allowed check returns the declaration and the rule that allowed it,
+//! so file access can be rooted at the narrower of the two.
 
 use std::sync::Arc;
 

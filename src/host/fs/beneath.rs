@@ -170,6 +170,13 @@ pub fn open_with(
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 WALK.store(PER_COMPONENT, Ordering::Relaxed);
             }
+            // Some seccomp profiles answer unknown syscalls with EPERM. The
+            // walk is as strict, so its answer stands, without giving up
+            // openat2 for good (EPERM can also be a real answer, which the
+            // walk then repeats).
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                return walk_components(dir, &names, flags, mode);
+            }
             other => {
                 WALK.store(OPENAT2, Ordering::Relaxed);
                 return other;
