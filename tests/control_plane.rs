@@ -254,3 +254,27 @@ fn the_config_given_with_dash_dash_config_is_protected_too() {
         "x"
     );
 }
+
+/// keel's own environment holds the secrets the `env` rules deny; a policy
+/// that allows reading everywhere still does not reach it through `/proc`.
+#[cfg(target_os = "linux")]
+#[test]
+fn keel_s_own_proc_entry_is_not_readable_even_under_fs_read_everywhere() {
+    let ws = ws();
+    for path in [
+        "/proc/self/environ",
+        "/proc/self/cmdline",
+        "/proc/thread-self/environ",
+        "/proc/self/fd",
+    ] {
+        let c = ws.call("p.read", json!({"path": path}));
+        let e = c.err();
+        assert!(
+            e.contains("keel's own process") || e.contains("keel's own data"),
+            "{path}: {e}"
+        );
+    }
+    // Other files in /proc are the policy's to allow.
+    let c = ws.call("p.exists", json!({"path": "/proc/cpuinfo"}));
+    assert_eq!(c.ok(), json!(true));
+}

@@ -6,7 +6,9 @@
 //! any of them could grant itself anything (rewrite the policy to
 //! `default = "allow"`), plant or rewrite skills (itself included), or erase
 //! the audit log; one that could read them could read other skills' code and
-//! state. So file access to them is refused before the policy is consulted:
+//! state. keel's own `/proc/<pid>` is protected the same way: its
+//! `environ` holds every secret the `env` rules deny. So file access to
+//! them is refused before the policy is consulted:
 //! no declaration, policy rule or grant reaches them.
 //!
 //! This module is pure: the kernel hands it absolute paths (lexical and
@@ -32,6 +34,8 @@ pub enum ProtectedKind {
     DataDir,
     /// A folder skills are loaded from.
     SkillPath,
+    /// keel's own process in `/proc` (its environment, memory, open files).
+    Process,
 }
 
 impl ProtectedKind {
@@ -40,6 +44,9 @@ impl ProtectedKind {
             Self::Config => "keel's own configuration",
             Self::DataDir => "keel's own data (its database, audit log and user skills)",
             Self::SkillPath => "a folder keel loads skills from",
+            Self::Process => {
+                "keel's own process (its environment with the secrets it holds, its memory and open files)"
+            }
         }
     }
 }

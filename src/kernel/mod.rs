@@ -187,7 +187,7 @@ impl KernelBuilder {
 
 /// keel's own files, which no fs capability reaches: the configuration in
 /// use (and the `keel.toml` a start in the workspace would read), the data
-/// directory, and every skill folder.
+/// directory, every skill folder, and keel's own `/proc/<pid>`.
 fn protected_paths(
     config: &Config,
     data_dir: &Path,
@@ -208,6 +208,13 @@ fn protected_paths(
         add(ProtectedKind::SkillPath, dir);
     }
     add(ProtectedKind::SkillPath, &data_dir.join("skills"));
+    // `/proc/self` resolves to this; targets are resolved before matching.
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        add(
+            ProtectedKind::Process,
+            &Path::new("/proc").join(std::process::id().to_string()),
+        );
+    }
     p
 }
 
