@@ -7,11 +7,18 @@
 //! is attached; with nobody to answer it is a denial that says how to grant.
 //! Every decision — allowed, asked, denied — is written to the audit log.
 //! Messages name the capability and target, never a secret's value.
+//!
+//! Before any of that, file access to keel's own files (the config in use,
+//! the data dir, every skill folder) is refused whatever the declaration,
+//! policy or grants say (see [`protected`](super::protected)).
+//! An allowed check returns the declaration and the rule that allowed it,
+//! so file access can be rooted at the narrower of the two.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::protected::{ControlPlaneRefusal, ProtectedPaths};
 use super::{CapabilityKind, CapabilityRule, Decision, Policy, ScopeBase, Target};
 use crate::skill::SkillIdentity;
 use crate::store::{AuditEntry, Store};
@@ -61,6 +68,18 @@ pub enum GateError {
         why: &'static str,
         suggested: String,
     },
+    /// The target is keel's own configuration, data or a skill folder.
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneRefusal),
+}
+
+/// What let an effect through: the declaration that covers it, and the
+/// policy rule or grant that allowed it (none when the default did). File
+/// access is rooted at the narrower of the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub declared: CapabilityRule,
+    pub by: Option<CapabilityRule>,
 }
 
 /// "`fs.read` on `/x`", or just "`kv`" for capabilities without a scope.
@@ -99,6 +118,8 @@ pub struct Gate {
     store: Arc<Store>,
     workspace: std::path::PathBuf,
     approver: ArcSwap<Option<Arc<dyn Approver>>>,
+    /// keel's own files: refused to every fs capability.
+    protected: ProtectedPaths,
 }
 
 impl Gate {
@@ -108,7 +129,19 @@ impl Gate {
             store,
             workspace,
             approver: ArcSwap::from_pointee(None),
+            protected: ProtectedPaths::default(),
         }
+    }
+
+    /// Sets the paths no fs capability reaches (see
+    /// [`protected`](super::protected)).
+    pub fn with_protected(mut self, protected: ProtectedPaths) -> Self {
+        self.protected = protected;
+        self
+    }
+
+    pub fn protected(&self) -> &ProtectedPaths {
+        &self.protected
     }
 
     /// Replaces the policy (config reload).
@@ -140,14 +173,15 @@ impl Gate {
     }
 
     /// Checks one effect. Returns the declared rule that covers the target
-    /// (its scope is where file operations are rooted).
+    /// and the policy rule that allowed it (file operations are rooted at
+    /// the narrower of the two).
     pub fn check(
         &self,
         skill: &SkillIdentity,
         tool: &str,
         kind: CapabilityKind,
         target: &Target<'_>,
-    ) -> Result<CapabilityRule, GateError> {
+    ) -> Result<Allowed, GateError> {
         self.check_as(skill, tool, kind, target, None)
     }
 
@@ -160,7 +194,7 @@ impl Gate {
         kind: CapabilityKind,
         target: &Target<'_>,
         approver: Option<&dyn Approver>,
-    ) -> Result<CapabilityRule, GateError> {
+    ) -> Result<Allowed, GateError> {
         let target_text = target.to_string();
         let result = self.decide(skill, tool, kind, target, &target_text, approver);
         let (decision, reason) = match &result {
@@ -192,7 +226,10 @@ impl Gate {
         target: &Target<'_>,
         target_text: &str,
         approver: Option<&dyn Approver>,
-    ) -> Result<(CapabilityRule, String), GateError> {
+    ) -> Result<(Allowed, String), GateError> {
+        if let Some(refusal) = self.protected.refuse(kind, target) {
+            return Err(refusal.into());
+        }
         // Prefer a covering declaration the skill already had when first
         // seen: a newer, broader one must not shadow it.
         let is_pending = |r: &&CapabilityRule| skill.pending.iter().any(|p| p == &r.text);
@@ -229,7 +266,13 @@ impl Gate {
         }
         let d = policy.decide(&skill.name, &grants, kind, target);
         match d.decision {
-            Decision::Allow => Ok((declared.clone(), d.reason)),
+            Decision::Allow => Ok((
+                Allowed {
+                    declared: declared.clone(),
+                    by: d.rule,
+                },
+                d.reason,
+            )),
             Decision::Deny => {
                 let hint = if d.reason.starts_with("policy default") {
                     format!(
@@ -260,7 +303,13 @@ impl Gate {
                             rule: suggested.clone(),
                         };
                         if a.approve(&req) {
-                            return Ok((declared.clone(), format!("{} (approved)", d.reason)));
+                            return Ok((
+                                Allowed {
+                                    declared: declared.clone(),
+                                    by: d.rule,
+                                },
+                                format!("{} (approved)", d.reason),
+                            ));
                         }
                         "the request was not approved"
                     }

@@ -18,6 +18,7 @@
 pub mod gate;
 pub mod net;
 pub mod paths;
+pub mod protected;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -466,6 +467,9 @@ pub struct PolicyDecision {
     pub decision: Decision,
     /// `policy deny fs.write:./notes/locked`, `grant exec:git`, `default`, …
     pub reason: String,
+    /// The rule or grant that decided, if one did (not the default). File
+    /// access is rooted at it when it is narrower than the declaration.
+    pub rule: Option<CapabilityRule>,
 }
 
 impl Policy {
@@ -487,6 +491,7 @@ impl Policy {
                 return PolicyDecision {
                     decision: Decision::Deny,
                     reason: format!("policy deny `{r}`"),
+                    rule: Some(r.clone()),
                 };
             }
             if ask.is_none() {
@@ -500,23 +505,27 @@ impl Policy {
             return PolicyDecision {
                 decision: Decision::Allow,
                 reason: format!("grant `{g}`"),
+                rule: Some(g.clone()),
             };
         }
         if let Some(r) = ask {
             return PolicyDecision {
                 decision: Decision::Ask,
                 reason: format!("policy ask `{r}`"),
+                rule: Some(r.clone()),
             };
         }
         if let Some(r) = allow {
             return PolicyDecision {
                 decision: Decision::Allow,
                 reason: format!("policy allow `{r}`"),
+                rule: Some(r.clone()),
             };
         }
         PolicyDecision {
             decision: self.default,
             reason: format!("policy default `{}`", self.default),
+            rule: None,
         }
     }
 }

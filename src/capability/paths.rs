@@ -2,8 +2,12 @@
 //!
 //! Targets are matched after symlinks are resolved, so a link inside a granted
 //! folder that points outside it is judged by where it points. The open itself
-//! then happens beneath the granted root (see `host::fs`), so a link swapped in
-//! between this check and the open still cannot leave the root.
+//! then happens from a handle on the allowed root, by the resolved path,
+//! following no symlink at all (see `host::fs`), so a link swapped in between
+//! this check and the open makes the open fail instead of leaving the root.
+//!
+//! Rules are resolved once, when they are parsed: a rule naming a path that
+//! goes through a symlink covers where the link pointed at that moment.
 
 use std::path::{Component, Path, PathBuf};
 

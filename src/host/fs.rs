@@ -1,22 +1,37 @@
 //! `keel.fs`: files beneath granted folders.
 //!
 //! A path from a script is made absolute against the workspace and resolved
-//! (symlinks followed, `..` applied) before the gate judges it. The file is
-//! then opened *beneath the declared root* with cap-std, which refuses any
-//! walk that leaves it — so a symlink swapped in between the check and the
-//! open still cannot escape. After opening, the descriptor's real path is
-//! read back; if it differs from what was checked, the gate judges it again
-//! (a swap inside the root must not reach a denied sub-folder).
+//! (symlinks followed, `..` applied) before the gate judges it. The gate says
+//! which declaration covers it and which policy rule or grant allowed it;
+//! the file is then reached from a directory handle on the *narrower* of the
+//! two roots, by the checked path below it, with no symlink followed
+//! anywhere — not in the root's own path, not in the folders beneath it, not
+//! at the end (see [`beneath`]: `openat2` with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS`, or an `O_NOFOLLOW` walk where the kernel lacks it).
+//! So what is opened is exactly what was checked: a symlink swapped in by
+//! another process between the check and the open makes the call fail, it
+//! never lands in a denied sub-folder, keel's own files, or outside.
+//!
+//! Only regular files and folders are read or written. Files are opened
+//! with `O_NONBLOCK` (a FIFO or device never blocks the open) and `fstat`ed
+//! before any byte moves; anything else is refused at once. Writes open
+//! without `O_TRUNC`, check what they opened, and only then truncate; a file
+//! with several hard links is not written (its other names were never
+//! checked). `mkdir` creates one folder at a time beneath the handle,
+//! `remove` unlinks by name in a parent folder opened the same way. Nothing
+//! here reads `/proc`, and a refusal never says where a link points.
 
+mod beneath;
+
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use serde_json::{Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, p};
+use crate::capability::gate::Allowed;
 use crate::capability::{CapabilityKind, CapabilityRule, Scope, Target};
 
 /// Largest file `fs.read` returns.
@@ -104,14 +119,14 @@ pub const FUNCTIONS: &[HostFn] = &[
     },
 ];
 
-/// A checked target: the declared root to open beneath and the path below it.
+/// A checked target: a handle on the root the gate allowed, and the checked
+/// path below it (plain names only).
 struct Beneath {
-    dir: Dir,
+    root: OwnedFd,
     rel: PathBuf,
-    target: PathBuf,
 }
 
-/// The folder a declared rule roots file access at.
+/// The folder a rule roots file access at.
 fn rule_root(rule: &CapabilityRule) -> PathBuf {
     match &rule.scope {
         Scope::Path { path, glob: false } => path.clone(),
@@ -124,36 +139,39 @@ fn rule_root(rule: &CapabilityRule) -> PathBuf {
     }
 }
 
+/// The deepest root among the declaration and the allowing rule that holds
+/// `target`: both cover it, so access is confined to where both reach.
+fn allowed_root(allowed: &Allowed, target: &Path) -> Option<PathBuf> {
+    std::iter::once(&allowed.declared)
+        .chain(allowed.by.as_ref())
+        .map(rule_root)
+        .filter(|r| target.starts_with(r))
+        .max_by_key(|r| r.components().count())
+}
+
 fn failed(op: &str, path: &str, e: std::io::Error) -> HostError {
     HostError::Failed(format!("{op} {path:?}: {e}"))
 }
 
-/// Errors from opening beneath the root: a refused symlink gets a message
-/// naming the capability and where the link points.
-fn open_failed(
-    kind: CapabilityKind,
-    op: &str,
-    path: &str,
-    b: &Beneath,
-    e: std::io::Error,
-) -> HostError {
-    // cap-std's words for a walk that would leave the root, and the
-    // kernel's for O_NOFOLLOW meeting a link.
-    let outside = e.to_string().contains("outside of the filesystem");
-    if outside || e.raw_os_error() == Some(libc::ELOOP) {
-        let to = b
-            .dir
-            .read_link_contents(&b.rel)
-            .map(|t| format!(" -> {:?}", t.display().to_string()))
-            .unwrap_or_default();
-        return HostError::Denied(format!(
-            "`{kind}` refused for {path:?}: it is a symbolic link{to} that does not resolve to a file inside the declared folder (or it changed after the check); keel does not {op} through such links"
-        ));
+/// Errors from opening beneath the root. A link met on the way is a denial
+/// that names the capability — never where the link points.
+fn open_failed(kind: CapabilityKind, op: &str, path: &str, e: std::io::Error) -> HostError {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) => HostError::Denied(format!(
+            "`{kind}` refused for {path:?}: part of the path is a symbolic link (or it changed after the check); keel does not {op} through symbolic links — use the real path"
+        )),
+        Some(libc::ENXIO) => special(op, path, "a FIFO or socket with nothing on the other end"),
+        _ => failed(op, path, e),
     }
-    failed(op, path, e)
 }
 
-/// Resolves and checks `path`, then opens the declared root as a `Dir`.
+fn special(op: &str, path: &str, what: &str) -> HostError {
+    HostError::Failed(format!(
+        "{op} {path:?}: it is {what}; keel only reads and writes regular files and folders"
+    ))
+}
+
+/// Resolves and checks `path`, then opens a handle on the allowed root.
 fn beneath(ctx: &CallCtx, kind: CapabilityKind, path: &str) -> Result<Beneath, HostError> {
     let target = ctx.resolve_path(path)?;
     beneath_target(ctx, kind, path, target)
@@ -165,63 +183,49 @@ fn beneath_target(
     path: &str,
     target: PathBuf,
 ) -> Result<Beneath, HostError> {
-    let rule = ctx.check(kind, Target::Path(&target))?;
-    let mut root = rule_root(&rule);
+    let allowed = ctx.check(kind, Target::Path(&target))?;
+    let Some(mut root) = allowed_root(&allowed, &target) else {
+        return Err(HostError::Denied(format!(
+            "{path:?} is outside the declared folder"
+        )));
+    };
     // A rule may name a single file, or a folder that does not exist yet:
     // open the nearest existing folder above it. `rel` then still only
-    // names components beneath the rule's root, none of which exist yet
-    // (so none is a symlink).
-    while !root.is_dir() && root.pop() {}
+    // names components beneath the rule's root, and the walk refuses any
+    // of them that is a link by the time it is opened.
+    while std::fs::symlink_metadata(&root).map_or(true, |m| !m.is_dir()) && root.pop() {}
     let rel = target
         .strip_prefix(&root)
         .map(Path::to_path_buf)
         .map_err(|_| HostError::Denied(format!("{path:?} is outside the declared folder")))?;
-    let dir = Dir::open_ambient_dir(&root, ambient_authority())
-        .map_err(|e| failed("open folder", &root.display().to_string(), e))?;
-    Ok(Beneath { dir, rel, target })
+    let root = beneath::open_root(&root).map_err(|e| open_failed(kind, "open", path, e))?;
+    Ok(Beneath { root, rel })
 }
 
-impl Beneath {
-    fn rel_or_dot(&self) -> &Path {
-        if self.rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &self.rel
-        }
+/// Refuses anything but a regular file (and says what it is).
+fn require_regular(op: &str, path: &str, st: &libc::stat) -> Result<(), HostError> {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Ok(()),
+        libc::S_IFDIR => Err(HostError::Failed(format!(
+            "{op} {path:?}: is a folder (use keel.fs.list)"
+        ))),
+        _ => Err(special(op, path, beneath::kind_of(st))),
     }
 }
 
-/// Re-judges an opened file by where it really is.
-fn verify_opened(
-    ctx: &CallCtx,
-    kind: CapabilityKind,
-    b: &Beneath,
-    fd: i32,
-) -> Result<(), HostError> {
-    let real = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-    if let Ok(real) = real
-        && real != b.target
-    {
-        ctx.check(kind, Target::Path(&real))?;
-    }
-    Ok(())
-}
+/// Flags every data open carries: never block on a FIFO or device, never
+/// make a terminal ours.
+const NO_WAIT: libc::c_int = libc::O_NONBLOCK | libc::O_NOCTTY;
 
 fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
-    let b = beneath(ctx, CapabilityKind::FsRead, path)?;
-    let file = b
-        .dir
-        .open(b.rel_or_dot())
-        .map_err(|e| failed("read", path, e))?;
-    let mut file = file.into_std();
-    verify_opened(ctx, CapabilityKind::FsRead, &b, file.as_raw_fd())?;
-    let meta = file.metadata().map_err(|e| failed("read", path, e))?;
-    if meta.is_dir() {
-        return Err(HostError::Failed(format!(
-            "read {path:?}: is a folder (use keel.fs.list)"
-        )));
-    }
+    let kind = CapabilityKind::FsRead;
+    let b = beneath(ctx, kind, path)?;
+    let fd = beneath::open(b.root.as_fd(), &b.rel, libc::O_RDONLY | NO_WAIT, 0)
+        .map_err(|e| open_failed(kind, "read", path, e))?;
+    let st = beneath::fstat(fd.as_fd()).map_err(|e| failed("read", path, e))?;
+    require_regular("read", path, &st)?;
+    let mut file = std::fs::File::from(fd);
     let mut buf = Vec::new();
     (&mut file)
         .take(MAX_READ + 1)
@@ -241,25 +245,30 @@ fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 fn write_with(ctx: &CallCtx, args: Args, append: bool) -> Result<Value, HostError> {
     let path = args.str(0)?;
     let content = args.str(1)?;
-    let b = beneath(ctx, CapabilityKind::FsWrite, path)?;
-    // Never create or write through a link at the end of the path: a
-    // dangling link could otherwise create a file wherever it points
-    // beneath the root, before the re-check below could refuse it.
-    let mut opts = OpenOptions::new();
-    opts.write(true).create(true).custom_flags(libc::O_NOFOLLOW);
-    if append {
-        opts.append(true);
-    } else {
-        opts.truncate(true);
-    }
+    let kind = CapabilityKind::FsWrite;
     let op = if append { "append" } else { "write" };
-    let file = b
-        .dir
-        .open_with(b.rel_or_dot(), &opts)
-        .map_err(|e| open_failed(CapabilityKind::FsWrite, op, path, &b, e))?;
-    let mut file = file.into_std();
-    verify_opened(ctx, CapabilityKind::FsWrite, &b, file.as_raw_fd())?;
-    file.write_all(content.as_bytes())
+    let b = beneath(ctx, kind, path)?;
+    // No O_TRUNC: nothing is cut before we know what was opened.
+    let mut flags = libc::O_WRONLY | libc::O_CREAT | NO_WAIT;
+    if append {
+        flags |= libc::O_APPEND;
+    }
+    let fd = beneath::open(b.root.as_fd(), &b.rel, flags, 0o666)
+        .map_err(|e| open_failed(kind, op, path, e))?;
+    let st = beneath::fstat(fd.as_fd()).map_err(|e| failed(op, path, e))?;
+    require_regular(op, path, &st)?;
+    if st.st_nlink > 1 {
+        return Err(HostError::Denied(format!(
+            "`{kind}` refused for {path:?}: the file has {} hard links, and keel checked only this name; keel does not write a file that is also reachable by other names",
+            st.st_nlink
+        )));
+    }
+    let file = std::fs::File::from(fd);
+    if !append {
+        file.set_len(0).map_err(|e| failed(op, path, e))?;
+    }
+    (&file)
+        .write_all(content.as_bytes())
         .map_err(|e| failed(op, path, e))?;
     Ok(Value::Null)
 }
@@ -274,11 +283,17 @@ fn append(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
-    let b = beneath(ctx, CapabilityKind::FsRead, path)?;
-    let entries = b
-        .dir
-        .read_dir(b.rel_or_dot())
-        .map_err(|e| failed("list", path, e))?;
+    let kind = CapabilityKind::FsRead;
+    let b = beneath(ctx, kind, path)?;
+    let fd = beneath::open(
+        b.root.as_fd(),
+        &b.rel,
+        libc::O_RDONLY | libc::O_DIRECTORY | NO_WAIT,
+        0,
+    )
+    .map_err(|e| open_failed(kind, "list", path, e))?;
+    let dir = cap_std::fs::Dir::from_std_file(std::fs::File::from(fd));
+    let entries = dir.entries().map_err(|e| failed("list", path, e))?;
     let mut out = Vec::new();
     for e in entries {
         let e = e.map_err(|e| failed("list", path, e))?;
@@ -297,6 +312,8 @@ fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         } else {
             "other"
         };
+        // Entry metadata is read relative to the folder without following
+        // links, so a link's size is never its target's.
         let size = if ft.is_file() {
             e.metadata().map(|m| m.len()).unwrap_or(0)
         } else {
@@ -308,16 +325,36 @@ fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     Ok(Value::Array(out))
 }
 
+/// Splits `rel` into its parent folder and last name.
+fn parent_and_name(rel: &Path) -> Option<(&Path, &OsStr)> {
+    Some((rel.parent().unwrap_or(Path::new("")), rel.file_name()?))
+}
+
 fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
     let b = beneath(ctx, CapabilityKind::FsRead, path)?;
-    Ok(Value::Bool(
-        b.dir.try_exists(b.rel_or_dot()).unwrap_or(false),
-    ))
+    let Some((parent, name)) = parent_and_name(&b.rel) else {
+        // The root itself: its handle is open, so it exists.
+        return Ok(Value::Bool(true));
+    };
+    // Anything in the way (missing folder, a link, a file) means "not
+    // there as far as this skill can reach": the answer never depends on
+    // what lies past a link.
+    let Ok(dir) = beneath::open_dir(b.root.as_fd(), parent) else {
+        return Ok(Value::Bool(false));
+    };
+    let Ok(name) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name)) else {
+        return Ok(Value::Bool(false));
+    };
+    let st = beneath::lstat_at(dir.as_fd(), &name).map_err(|e| failed("exists", path, e))?;
+    Ok(Value::Bool(st.is_some_and(|st| {
+        st.st_mode & libc::S_IFMT != libc::S_IFLNK
+    })))
 }
 
 fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
+    let kind = CapabilityKind::FsWrite;
     // Removing a symlink removes the link, not what it points to: resolve
     // the folder, keep the last component as written.
     let p = Path::new(path);
@@ -330,34 +367,27 @@ fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         Some(d) if !d.is_empty() => ctx.resolve_path(&d)?,
         _ => ctx.resolve_path(".")?,
     };
-    let b = beneath_target(ctx, CapabilityKind::FsWrite, path, parent.join(name))?;
-    if b.rel.as_os_str().is_empty() {
+    let b = beneath_target(ctx, kind, path, parent.join(name))?;
+    let Some((parent, name)) = parent_and_name(&b.rel) else {
         return Err(HostError::Denied(format!(
             "remove {path:?}: refusing to remove a declared root folder itself"
         )));
-    }
-    let meta = match b.dir.symlink_metadata(&b.rel) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Value::Bool(false)),
-        Err(e) => return Err(failed("remove", path, e)),
     };
-    let r = if meta.is_dir() {
-        b.dir.remove_dir(&b.rel)
-    } else {
-        b.dir.remove_file(&b.rel)
+    let dir = match beneath::open_dir(b.root.as_fd(), parent) {
+        Ok(d) => d,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Value::Bool(false)),
+        Err(e) => return Err(open_failed(kind, "remove", path, e)),
     };
-    r.map_err(|e| failed("remove", path, e))?;
-    Ok(Value::Bool(true))
+    beneath::remove_at(dir.as_fd(), name)
+        .map(Value::Bool)
+        .map_err(|e| failed("remove", path, e))
 }
 
 fn mkdir(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let path = args.str(0)?;
-    let b = beneath(ctx, CapabilityKind::FsWrite, path)?;
-    if !b.rel.as_os_str().is_empty() {
-        b.dir
-            .create_dir_all(&b.rel)
-            .map_err(|e| failed("mkdir", path, e))?;
-    }
+    let kind = CapabilityKind::FsWrite;
+    let b = beneath(ctx, kind, path)?;
+    beneath::mkdir_all(b.root.as_fd(), &b.rel).map_err(|e| open_failed(kind, "mkdir", path, e))?;
     Ok(Value::Null)
 }
 
@@ -366,24 +396,45 @@ mod tests {
     use super::*;
     use crate::capability::ScopeBase;
 
-    #[test]
-    fn opening_beneath_never_follows_a_final_symlink() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("locked")).unwrap();
-        std::os::unix::fs::symlink("locked/created.txt", d.path().join("dangling")).unwrap();
-        let dir = Dir::open_ambient_dir(d.path(), ambient_authority()).unwrap();
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).custom_flags(libc::O_NOFOLLOW);
-        let err = dir.open_with("dangling", &opts).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
-        assert!(!d.path().join("locked/created.txt").exists());
+    fn rule(s: &str) -> CapabilityRule {
+        let ws = PathBuf::from("/ws");
+        CapabilityRule::parse(s, &ScopeBase { workspace: &ws }).unwrap()
     }
 
     #[test]
     fn glob_rules_root_at_their_static_prefix() {
-        let ws = PathBuf::from("/ws");
-        let r =
-            CapabilityRule::parse("fs.read:./notes/*.md", &ScopeBase { workspace: &ws }).unwrap();
-        assert_eq!(rule_root(&r), PathBuf::from("/ws/notes"));
+        assert_eq!(
+            rule_root(&rule("fs.read:./notes/*.md")),
+            PathBuf::from("/ws/notes")
+        );
+    }
+
+    #[test]
+    fn access_is_rooted_at_the_narrower_of_declaration_and_policy() {
+        let target = Path::new("/ws/notes/a/x.txt");
+        let wide_declared = Allowed {
+            declared: rule("fs.write:."),
+            by: Some(rule("fs.write:./notes")),
+        };
+        assert_eq!(
+            allowed_root(&wide_declared, target),
+            Some(PathBuf::from("/ws/notes"))
+        );
+        let wide_policy = Allowed {
+            declared: rule("fs.write:./notes/a"),
+            by: Some(rule("fs.write:*")),
+        };
+        assert_eq!(
+            allowed_root(&wide_policy, target),
+            Some(PathBuf::from("/ws/notes/a"))
+        );
+        let by_default = Allowed {
+            declared: rule("fs.write:./notes"),
+            by: None,
+        };
+        assert_eq!(
+            allowed_root(&by_default, target),
+            Some(PathBuf::from("/ws/notes"))
+        );
     }
 }

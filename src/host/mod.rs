@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::capability::gate::{ApprovalRequest, Approver};
-use crate::capability::{CapabilityKind, CapabilityRule, Target};
+use crate::capability::gate::{Allowed, ApprovalRequest, Approver};
+use crate::capability::{CapabilityKind, Target};
 use crate::kernel::Kernel;
 use crate::skill::SkillIdentity;
 
@@ -283,12 +283,8 @@ impl CallCtx {
     }
 
     /// Asks the gate whether this call may touch `target` with `kind`;
-    /// returns the declared rule that covers it.
-    pub fn check(
-        &self,
-        kind: CapabilityKind,
-        target: Target<'_>,
-    ) -> Result<CapabilityRule, HostError> {
+    /// returns the declared rule that covers it and the rule that allowed it.
+    pub fn check(&self, kind: CapabilityKind, target: Target<'_>) -> Result<Allowed, HostError> {
         let timed;
         let approver = match &self.run {
             Some(run) => {

@@ -163,7 +163,8 @@ impl KernelBuilder {
             self.config.policy.clone(),
             store.clone(),
             self.config.workspace.clone(),
-        );
+        )
+        .with_protected(protected_paths(&self.config, &data_dir));
         let (events, _) = tokio::sync::broadcast::channel(64);
         let kernel = Kernel(Arc::new(KernelInner {
             config: self.config,
@@ -182,6 +183,39 @@ impl KernelBuilder {
         kernel.0.skills.store(Arc::new(set));
         Ok(kernel)
     }
+}
+
+/// keel's own files, which no fs capability reaches: the configuration in
+/// use (and the `keel.toml` a start in the workspace would read), the data
+/// directory, every skill folder, and keel's own `/proc/<pid>`.
+fn protected_paths(
+    config: &Config,
+    data_dir: &Path,
+) -> crate::capability::protected::ProtectedPaths {
+    use crate::capability::protected::{ProtectedKind, ProtectedPaths};
+    let mut p = ProtectedPaths::new();
+    let mut add = |kind, path: &Path| {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let canonical = crate::capability::paths::canonicalize_lenient(&abs);
+        p.add(kind, abs, Some(canonical));
+    };
+    if let Some(src) = &config.source {
+        add(ProtectedKind::Config, src);
+    }
+    add(ProtectedKind::Config, &config.workspace.join("keel.toml"));
+    add(ProtectedKind::DataDir, data_dir);
+    for dir in &config.skill_paths {
+        add(ProtectedKind::SkillPath, dir);
+    }
+    add(ProtectedKind::SkillPath, &data_dir.join("skills"));
+    // `/proc/self` resolves to this; targets are resolved before matching.
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        add(
+            ProtectedKind::Process,
+            &Path::new("/proc").join(std::process::id().to_string()),
+        );
+    }
+    p
 }
 
 impl Kernel {

@@ -12,6 +12,7 @@
 //! half-written one) never changes what an existing version runs.
 
 pub mod builtin;
+pub mod files;
 pub mod manifest;
 pub mod resolve;
 pub mod watch;
@@ -31,8 +32,7 @@ pub use resolve::{NodeId, ResolveError};
 
 /// Most script files one skill may hold.
 pub const MAX_FILES: usize = 1000;
-/// Largest script file, in bytes.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub use files::{MAX_FILE_BYTES, SkillFileError};
 
 /// Who a skill is, for the gate: the authority under which its tools run.
 #[derive(Debug)]
@@ -433,7 +433,9 @@ pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, V
                 continue;
             }
             if path.is_dir() {
-                if path.join("skill.toml").is_file() {
+                // Any `skill.toml` makes a skill folder, even one that is a
+                // link or a FIFO: loading it then says what is wrong.
+                if std::fs::symlink_metadata(path.join("skill.toml")).is_ok() {
                     push(load_folder(&path, base));
                 }
             } else if Language::from_path(&path).is_some()
@@ -462,19 +464,8 @@ fn fingerprint(manifest: &str, files: &BTreeMap<String, Arc<str>>, md: Option<&s
     h.finish()
 }
 
-fn read_text(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "{}: file is {} bytes; the limit is {MAX_FILE_BYTES}",
-            path.display(),
-            meta.len()
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Loads a folder skill: its manifest and every script file beneath it.
+/// Loads a folder skill: its manifest and every script file beneath it,
+/// each read beneath the folder (see [`files`]).
 pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillFailure> {
     let origin = Origin::Folder(dir.to_path_buf());
     let fail = |skill: Option<String>, error: String| SkillFailure {
@@ -482,14 +473,25 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
         origin: origin.clone(),
         error,
     };
+    let folder = files::SkillDir::open(dir).map_err(|e| fail(None, e.to_string()))?;
     let manifest_path = dir.join("skill.toml");
-    let text = read_text(&manifest_path).map_err(|e| fail(None, e))?;
+    let text = folder
+        .read(Path::new("skill.toml"))
+        .map_err(|e| fail(None, e.to_string()))?;
     let manifest = SkillManifest::parse(&text, &manifest_path, None, base)
         .map_err(|e| fail(None, e.to_string()))?;
     let id = format!("{}@{}", manifest.name, manifest.version);
     let mut files = BTreeMap::new();
-    collect_scripts(dir, dir, 0, &mut files).map_err(|e| fail(Some(id.clone()), e))?;
+    let mut skipped = BTreeMap::new();
+    collect_scripts(&folder, dir, Path::new(""), 0, &mut files, &mut skipped)
+        .map_err(|e| fail(Some(id.clone()), e))?;
     let entry = rel_key(&manifest.entry);
+    if let Some(reason) = skipped.get(&entry) {
+        return Err(fail(Some(id), format!("entry script: {reason}")));
+    }
+    for reason in skipped.values() {
+        tracing::warn!(skill = %id, "script left out: {reason}");
+    }
     if !files.contains_key(&entry) {
         return Err(fail(
             Some(id),
@@ -500,15 +502,13 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
             ),
         ));
     }
-    // SKILL.md is optional; one that cannot be read is left out with a
-    // warning rather than failing a skill whose code is fine.
-    let md_path = dir.join("SKILL.md");
-    let md = if md_path.is_file() {
-        read_text(&md_path)
-            .inspect_err(|e| tracing::warn!(skill = %id, error = %e, "SKILL.md left out"))
-            .ok()
-    } else {
-        None
+    // SKILL.md is optional. One that is there but cannot be read safely (a
+    // link out of the folder, a FIFO, too large) fails the skill with the
+    // reason: what the model is told must come from the skill itself.
+    let md = match folder.read(Path::new("SKILL.md")) {
+        Ok(t) => Some(t),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(fail(Some(id), e.to_string())),
     };
     Ok(Candidate {
         source: Arc::new(SkillSource {
@@ -530,36 +530,47 @@ fn rel_key(p: &Path) -> String {
         .join("/")
 }
 
+/// Reads every script beneath `rel` in the skill folder. Folders are
+/// entered only when they are real folders (never through a link). A
+/// script-named entry that is a link out of the folder, a FIFO, a device
+/// or too large is left out, its reason kept in `skipped` (a `require` of
+/// it then finds nothing; as the entry script it fails the skill).
 fn collect_scripts(
+    folder: &files::SkillDir,
     root: &Path,
-    dir: &Path,
+    rel: &Path,
     depth: usize,
     out: &mut BTreeMap<String, Arc<str>>,
+    skipped: &mut BTreeMap<String, String>,
 ) -> Result<(), String> {
     if depth > 8 {
         return Ok(());
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name();
+    let entries = folder
+        .read_dir(rel)
+        .map_err(|e| format!("{}: {e}", root.join(rel).display()))?;
+    for (name, ft) in entries {
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        // Never follow links out of a skill's folder when reading its code.
-        let Ok(ft) = e.file_type() else { continue };
+        let child = rel.join(&name);
         if ft.is_dir() {
-            collect_scripts(root, &path, depth + 1, out)?;
-        } else if ft.is_file() && Language::from_path(&path).is_some() {
-            if out.len() >= MAX_FILES {
+            collect_scripts(folder, root, &child, depth + 1, out, skipped)?;
+        } else if Language::from_path(&child).is_some() {
+            if out.len() + skipped.len() >= MAX_FILES {
                 return Err(format!(
                     "{}: more than {MAX_FILES} script files",
                     root.display()
                 ));
             }
-            let text = read_text(&path)?;
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            out.insert(rel_key(rel), Arc::from(text));
+            match folder.read(&child) {
+                Ok(text) => {
+                    out.insert(rel_key(&child), Arc::from(text));
+                }
+                Err(e) => {
+                    skipped.insert(rel_key(&child), e.to_string());
+                }
+            }
         }
     }
     Ok(())
@@ -569,13 +580,13 @@ fn collect_scripts(
 /// (a helper file, not a skill).
 pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, SkillFailure>> {
     let origin = Origin::File(path.to_path_buf());
-    let text = match read_text(path) {
+    let text = match files::read_file(path) {
         Ok(t) => t,
-        Err(error) => {
+        Err(e) => {
             return Some(Err(SkillFailure {
                 skill: None,
                 origin,
-                error,
+                error: e.to_string(),
             }));
         }
     };
