@@ -107,6 +107,14 @@ impl ProtectedPaths {
         &self.0
     }
 
+    /// Every form of every protected path (as configured and with symlinks
+    /// resolved): what a confinement that works by path must leave out.
+    pub fn all_forms(&self) -> impl Iterator<Item = &Path> {
+        self.0
+            .iter()
+            .flat_map(|p| p.forms.iter().map(PathBuf::as_path))
+    }
+
     /// The protected path `target` (canonical, absolute) is, or is beneath.
     pub fn covering(&self, target: &Path) -> Option<&Protected> {
         self.0

@@ -483,23 +483,19 @@ fn sandbox_spec(ctx: &CallCtx, program: &Path) -> crate::sandbox::Spec {
             }
         }
     }
-    spec.excluded.extend(control_plane(ctx));
+    // keel's own files, which no program a skill runs may reach: the same
+    // list the gate refuses file capabilities on.
+    spec.excluded.extend(
+        ctx.kernel
+            .gate()
+            .protected()
+            .all_forms()
+            .map(Path::to_path_buf),
+    );
     spec.network = ctx.skill.declared.iter().any(|r| {
         r.kind == CapabilityKind::NetHttp && !ctx.skill.pending.iter().any(|p| p == &r.text)
     });
     spec
-}
-
-/// keel's own files, which no program a skill runs may reach: the
-/// configuration file, the data directory (database, user skills) and
-/// every skill search path.
-fn control_plane(ctx: &CallCtx) -> Vec<PathBuf> {
-    let k = &ctx.kernel;
-    let mut out = vec![k.config_path(), k.data_dir().to_path_buf()];
-    out.extend(k.search_path().dirs);
-    out.iter()
-        .map(|p| crate::capability::paths::canonicalize_lenient(&k.workspace().join(p)))
-        .collect()
 }
 
 /// The environment for the child: declared variables that exist and that

@@ -1055,7 +1055,7 @@ mod tests {
                             content: "ok",
                             ..Default::default()
                         }])?;
-                        s.kv_set("k", &format!("{i}"), "1")?;
+                        s.kv_set("k", &format!("{i}"), "1", u64::MAX)?;
                         let done = s.transition_run(&run.id, RunState::Done, None)?;
                         assert_eq!(done, Ok(()));
                         s.recover_interrupted_runs(&|o| o == "me")?;
@@ -1127,7 +1127,7 @@ mod tests {
         {
             let s = Store::open(d.path()).unwrap();
             for i in 0..2000 {
-                s.kv_set("k", &format!("key {i}"), &"x".repeat(200))
+                s.kv_set("k", &format!("key {i}"), &"x".repeat(200), u64::MAX)
                     .unwrap();
             }
             s.with(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
