@@ -128,6 +128,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SkillCommand {
+    /// Accept ORIGIN as the owner of skill NAME in this workspace: a new
+    /// copy claiming a known name (shown as a claimant in `keel skills`)
+    /// loads, and takes over the name's grants, baseline and policy
+    /// section here; the previous origin becomes the claimant.
+    Accept {
+        name: String,
+        /// The claimant's folder or one-file script (as `keel skills`
+        /// shows it), or `<builtin>/NAME`.
+        #[arg(long, value_name = "PATH")]
+        origin: String,
+    },
     /// Create a working skill in ./skills/NAME.
     New {
         name: String,
@@ -155,7 +166,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keel: {e:#}");
+            // Errors quote skill names, targets and script messages.
+            eprintln!(
+                "keel: {}",
+                keel::text::escape_control_keep_lines(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -168,6 +183,8 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Skills put text in log fields; a log line stays one true line.
+        .fmt_fields(keel::text::EscapedFields)
         .try_init();
 }
 
@@ -281,17 +298,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Check { path }) => check(&kernel, path.as_deref()),
         Some(Command::Grant { skill, capability }) => {
             let rule = parse_grant(&kernel, &skill, &capability)?;
-            let new = kernel.store().grant(&skill, &rule.text)?;
+            let new = kernel
+                .store()
+                .grant(kernel.workspace(), &skill, &rule.text)?;
             println!(
-                "{} {skill} {}",
+                "{} {skill} {} in workspace {}",
                 if new { "granted" } else { "already granted:" },
-                rule.text
+                rule.text,
+                kernel.workspace().display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Revoke { skill, capability }) => {
             let rule = parse_grant(&kernel, &skill, &capability)?;
-            if kernel.store().revoke(&skill, &rule.text)? {
+            if keel::repl::revoke_here_or_legacy(
+                kernel.store(),
+                kernel.workspace(),
+                &skill,
+                &rule.text,
+            )? {
                 println!("revoked {skill} {}", rule.text);
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -302,7 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Some(Command::Grants { json }) => {
-            let grants = kernel.store().grants(None)?;
+            let grants = kernel.store().all_grants()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&grants)?);
             } else {
@@ -359,25 +384,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("`{answer}` is not an answer; use yes, no or always");
             };
             let (rec, changed) = kernel.store().answer_approval(&id, a)??;
+            let esc = keel::text::escape_control;
             println!(
-                "{} {id}: {} `{}` on `{}` for {}{}",
+                "{} {}: {} `{}` on `{}` for {}{}",
                 if changed {
                     "answered"
                 } else {
                     "already answered"
                 },
+                esc(&id),
                 a.name(),
-                rec.capability,
-                rec.target,
-                rec.skill,
+                esc(&rec.capability),
+                esc(&rec.target),
+                esc(&rec.skill),
                 if a == keel::store::ApprovalAnswer::Always {
-                    format!(" (granted {})", rec.rule)
+                    format!(
+                        " (granted {} in workspace {})",
+                        esc(&rec.rule),
+                        esc(&rec.workspace)
+                    )
                 } else {
                     String::new()
                 }
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Skill {
+            command: SkillCommand::Accept { name, origin },
+        }) => skill_accept(&kernel, &name, &origin),
         Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -458,6 +492,59 @@ fn ask(
             ExitCode::from(1)
         }
     })
+}
+
+/// `keel skill accept NAME --origin PATH`: the operator names which copy
+/// of a skill owns the name in this workspace.
+fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
+    use keel::text::escape_control as esc;
+    if !valid_skill_name(name) {
+        bail!("`{}` is not a skill name (see `keel skills`)", esc(name));
+    }
+    let set = kernel.skills();
+    // The origin must be one keel found for this name: a claimant, or the
+    // owner itself (accepting it again changes nothing).
+    let wanted = Origin::File(PathBuf::from(origin)).key();
+    let found = set
+        .claimants
+        .iter()
+        .map(|c| (&c.name, &c.origin))
+        .chain(set.skills.values().map(|s| (&s.manifest.name, &s.source.origin)))
+        .find(|(n, o)| n.as_str() == name && (o.key() == wanted || o.to_string() == origin));
+    let Some((_, found)) = found else {
+        let known: Vec<String> = set
+            .claimants
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.origin.key())
+            .collect();
+        bail!(
+            "no copy of skill `{}` was found at {}; {}",
+            esc(name),
+            esc(origin),
+            if known.is_empty() {
+                "`keel skills` lists every copy and its origin".to_string()
+            } else {
+                format!("claimants: {}", known.join(", "))
+            }
+        );
+    };
+    let key = found.key();
+    let previous = kernel
+        .store()
+        .accept_skill_origin(kernel.workspace(), name, &key)?;
+    match previous {
+        Some(p) if p == key => println!("{name} from {key} already owns the name here"),
+        Some(p) => println!(
+            "accepted {name} from {key} in workspace {} (it takes over the name's grants and baseline; {p} is now a claimant)",
+            kernel.workspace().display()
+        ),
+        None => println!(
+            "accepted {name} from {key} in workspace {}",
+            kernel.workspace().display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses a grant, normalising it the way the gate will read it back.

@@ -992,7 +992,7 @@ fn an_approval_is_answered_from_another_process() {
         unknown.stderr
     );
     assert!(
-        kernel.store().grants(Some("memo")).unwrap().is_empty(),
+        kernel.store().all_grants().unwrap().is_empty(),
         "answering yes (once) and the refused answers granted nothing"
     );
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::{CapabilityKind, CapabilityRule, Decision, Policy, ScopeBase, Target};
+use super::{
+    CapabilityKind, CapabilityRule, Decision, DecisionBasis, Policy, ScopeBase, Target, exact_rule,
+};
 use crate::skill::SkillIdentity;
 use crate::store::{AuditEntry, Store};
 
@@ -79,8 +81,11 @@ pub struct ApprovalRequest {
     pub tool: String,
     pub capability: CapabilityKind,
     pub target: String,
-    /// The rule `always` would grant.
-    pub rule: String,
+    /// The rule `always` would grant: exactly this target
+    /// ([`exact_rule`](super::exact_rule)), never the manifest's wider
+    /// declaration. `None` when no rule names this target alone; such a
+    /// request can be approved once, not for good.
+    pub rule: Option<String>,
 }
 
 /// Something that can answer `ask` decisions: the agent's runs (which park
@@ -125,14 +130,20 @@ impl Gate {
         self.approver.store(Arc::new(approver));
     }
 
-    /// The operator's grants for a skill, parsed. A grant that no longer
-    /// parses (written by another keel version) is skipped.
-    pub fn grants(&self, skill: &str) -> Vec<CapabilityRule> {
-        let base = ScopeBase {
+    fn scope_base(&self) -> ScopeBase<'_> {
+        ScopeBase {
             workspace: &self.workspace,
-        };
+        }
+    }
+
+    /// The operator's grants for a skill in this workspace, parsed. Grants
+    /// made in another workspace (or before grants were per workspace) do
+    /// not apply here. A grant that no longer parses (written by another
+    /// keel version) is skipped.
+    pub fn grants(&self, skill: &str) -> Vec<CapabilityRule> {
+        let base = self.scope_base();
         self.store
-            .grants(Some(skill))
+            .grants(&self.workspace, Some(skill))
             .unwrap_or_default()
             .into_iter()
             .filter_map(|g| CapabilityRule::parse(&g.capability, &base).ok())
@@ -228,16 +239,22 @@ impl Gate {
             });
         }
         let d = policy.decide(&skill.name, &grants, kind, target);
+        // What a grant or an allow rule for exactly this target looks like.
+        let exact = exact_rule(kind, target, &self.scope_base()).map(|r| r.text);
+        let suggested = exact.clone().unwrap_or_else(|| declared.text.clone());
         match d.decision {
             Decision::Allow => Ok((declared.clone(), d.reason)),
             Decision::Deny => {
-                let hint = if d.reason.starts_with("policy default") {
-                    format!(
-                        "grant it with `keel grant {} {}` or add \"{}\" to [policy] allow in keel.toml",
-                        skill.name, declared.text, declared.text
-                    )
-                } else {
-                    "a deny rule wins over allow rules and grants; change it in keel.toml to allow this".into()
+                let hint = match d.basis {
+                    DecisionBasis::Default => format!(
+                        "grant it with `keel grant {} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml",
+                        skill.name
+                    ),
+                    DecisionBasis::NonPublicAddress => format!(
+                        "if this skill should reach it, name the address in the policy: add \"{suggested}\" to [policy] allow in keel.toml or run `keel grant {} {suggested}`",
+                        skill.name
+                    ),
+                    _ => "a deny rule wins over allow rules and grants; change it in keel.toml to allow this".into(),
                 };
                 Err(GateError::Denied {
                     skill: skill.name.clone(),
@@ -248,7 +265,6 @@ impl Gate {
                 })
             }
             Decision::Ask => {
-                let suggested = declared.text.clone();
                 let own = self.approver.load();
                 let why = match approver.or(own.as_ref().as_deref()) {
                     Some(a) => {
@@ -257,7 +273,7 @@ impl Gate {
                             tool: tool.to_string(),
                             capability: kind,
                             target: target_text.to_string(),
-                            rule: suggested.clone(),
+                            rule: exact,
                         };
                         if a.approve(&req) {
                             return Ok((declared.clone(), format!("{} (approved)", d.reason)));

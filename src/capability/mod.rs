@@ -296,9 +296,30 @@ impl CapabilityRule {
         Ok(Self { kind, scope, text })
     }
 
-    /// Does this rule cover the target? Host rules match by name and port
-    /// here; the address check happens in the gate after resolution.
+    /// Does this rule *grant* the target? This is the matcher for
+    /// declarations, allow and ask rules and operator grants. Host rules
+    /// match by name and port here (the gate checks resolved addresses
+    /// again), and a non-public IP target is covered only by a rule that
+    /// names that address or its range: `net.http:*` and host names never
+    /// grant loopback, link-local or private addresses
+    /// ([`net::rule_grants`]).
     pub fn covers(&self, kind: CapabilityKind, target: &Target<'_>) -> bool {
+        self.matches(kind, target, net::rule_grants)
+    }
+
+    /// Does this rule's pattern reach the target at all? The matcher for
+    /// deny rules: `deny net.http:*` denies loopback too, although it
+    /// could never grant it.
+    pub fn reaches(&self, kind: CapabilityKind, target: &Target<'_>) -> bool {
+        self.matches(kind, target, net::rule_matches_name)
+    }
+
+    fn matches(
+        &self,
+        kind: CapabilityKind,
+        target: &Target<'_>,
+        host_matches: fn(&HostRule, &Host, u16) -> bool,
+    ) -> bool {
         if kind != self.kind {
             return false;
         }
@@ -311,13 +332,54 @@ impl CapabilityRule {
                     _ => false,
                 }
             }
-            (Scope::Host(rule), Target::Host { host, port }) => {
-                net::rule_matches_name(rule, host, *port)
-            }
+            (Scope::Host(rule), Target::Host { host, port }) => host_matches(rule, host, *port),
             (Scope::Name(pat), Target::Name(n)) => glob_match(pat, n),
             _ => false,
         }
     }
+}
+
+/// The narrowest rule that grants exactly this one target: `exec:ls`,
+/// `fs.read:/abs/path/file`, `net.http:host:port`, `kv`. This, never the
+/// manifest's wider declaration, is what answering `always` stores, and
+/// what the approval prompt shows.
+///
+/// `None` when no rule can name the target alone: a name or path holding
+/// `*` (it would be read back as a wildcard: a program called `*` must not
+/// turn `always` into `exec:*`), or one with spaces or control characters.
+/// Such a request can be approved once, never for good. The result is
+/// checked by parsing it back and matching the target, so what is stored
+/// is what was shown and grants only what was asked.
+pub fn exact_rule(kind: CapabilityKind, target: &Target<'_>, base: &ScopeBase<'_>) -> Option<CapabilityRule> {
+    let text = match target {
+        Target::None => kind.name().to_string(),
+        Target::Name(n) => {
+            if n.contains('*') {
+                return None;
+            }
+            format!("{kind}:{n}")
+        }
+        Target::Path(p) => {
+            let p = p.to_str()?;
+            if p.contains('*') || !p.starts_with('/') || p.chars().any(char::is_control) {
+                return None;
+            }
+            format!("{kind}:{p}")
+        }
+        Target::Host { .. } => format!("{kind}:{target}"),
+    };
+    let rule = CapabilityRule::parse(&text, base).ok()?;
+    let exact = match (&rule.scope, target) {
+        (Scope::Path { path, glob: false }, Target::Path(p)) => path == p,
+        (Scope::Name(n), Target::Name(t)) => n == t,
+        (Scope::Host(h), Target::Host { port, .. }) => {
+            h.port() == Some(*port)
+                && matches!(h.pattern(), net::HostPattern::Exact(_) | net::HostPattern::Ip(_))
+        }
+        (Scope::Any, Target::None) => true,
+        _ => false,
+    };
+    (exact && rule.covers(kind, target)).then_some(rule)
 }
 
 fn parse_path_scope(
@@ -460,18 +522,46 @@ impl Default for Policy {
     }
 }
 
+/// What produced a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecisionBasis {
+    /// An allow, ask or deny rule of the policy.
+    Rule,
+    /// An operator grant.
+    Grant,
+    /// The policy's `default`.
+    Default,
+    /// A non-public address that no allow rule, ask rule or grant names:
+    /// denied whatever the default says.
+    NonPublicAddress,
+}
+
 /// A decision with the rule that produced it, for messages and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDecision {
     pub decision: Decision,
+    pub basis: DecisionBasis,
     /// `policy deny fs.write:./notes/locked`, `grant exec:git`, `default`, …
     pub reason: String,
+}
+
+/// The non-public IP a target names, if any (for the address rule).
+fn non_public_target(target: &Target<'_>) -> Option<std::net::IpAddr> {
+    match target {
+        Target::Host {
+            host: Host::Ip(ip), ..
+        } if !net::is_public(*ip) => Some(*ip),
+        _ => None,
+    }
 }
 
 impl Policy {
     /// Decides a target for a skill. `grants` are the operator's persisted
     /// grants for this skill: a grant answers `ask` (and the default) with
-    /// yes, but never overrides a `deny`.
+    /// yes, but never overrides a `deny`. A non-public address is never
+    /// decided by the default: unless an allow rule, ask rule or grant names
+    /// it (or its range), it is denied.
     pub fn decide(
         &self,
         skill: &str,
@@ -483,9 +573,10 @@ impl Policy {
         let mut ask = None;
         let mut allow = None;
         for set in sets {
-            if let Some(r) = set.deny.iter().find(|r| r.covers(kind, target)) {
+            if let Some(r) = set.deny.iter().find(|r| r.reaches(kind, target)) {
                 return PolicyDecision {
                     decision: Decision::Deny,
+                    basis: DecisionBasis::Rule,
                     reason: format!("policy deny `{r}`"),
                 };
             }
@@ -499,23 +590,37 @@ impl Policy {
         if let Some(g) = grants.iter().find(|r| r.covers(kind, target)) {
             return PolicyDecision {
                 decision: Decision::Allow,
+                basis: DecisionBasis::Grant,
                 reason: format!("grant `{g}`"),
             };
         }
         if let Some(r) = ask {
             return PolicyDecision {
                 decision: Decision::Ask,
+                basis: DecisionBasis::Rule,
                 reason: format!("policy ask `{r}`"),
             };
         }
         if let Some(r) = allow {
             return PolicyDecision {
                 decision: Decision::Allow,
+                basis: DecisionBasis::Rule,
                 reason: format!("policy allow `{r}`"),
+            };
+        }
+        if let Some(ip) = non_public_target(target) {
+            return PolicyDecision {
+                decision: Decision::Deny,
+                basis: DecisionBasis::NonPublicAddress,
+                reason: format!(
+                    "the address rule: {ip} is a {} address, and no allow rule or grant names it (`*` and host names never cover a non-public address)",
+                    net::non_public_kind(ip).unwrap_or("non-public")
+                ),
             };
         }
         PolicyDecision {
             decision: self.default,
+            basis: DecisionBasis::Default,
             reason: format!("policy default `{}`", self.default),
         }
     }

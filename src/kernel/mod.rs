@@ -23,7 +23,7 @@ use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
 use crate::host::CallCtx;
 use crate::skill::{self, SearchPath, SkillManifest, SkillSet};
-use crate::store::{Store, StoreError};
+use crate::store::{Standing, Store, StoreError};
 use crate::tool::{ToolError, ToolName, validate_args};
 
 /// How deep `keel.tools.call` chains may nest.
@@ -328,24 +328,18 @@ impl Kernel {
         }
     }
 
-    /// Declared capabilities of `m` that were not there when the skill was
-    /// first seen; records the first sighting.
-    fn pending_capabilities(&self, m: &SkillManifest) -> Vec<String> {
+    /// Where skill `m` from `origin` stands in this workspace: owner (with
+    /// its capabilities newer than its baseline) or claimant. Records a
+    /// first sighting. Without the records it fails closed: a claimant.
+    fn sight_skill(&self, m: &SkillManifest, origin: &skill::Origin, may_accept: bool) -> Standing {
         let declared: Vec<String> = m.capabilities.iter().map(|c| c.text.clone()).collect();
-        match self.0.store.baseline(&m.name) {
-            Ok(Some(base)) => declared.into_iter().filter(|d| !base.contains(d)).collect(),
-            Ok(None) => {
-                if let Err(e) = self.0.store.set_baseline(&m.name, &declared) {
-                    tracing::warn!(skill = %m.name, error = %e, "could not record the skill's capabilities");
-                }
-                Vec::new()
-            }
-            Err(e) => {
-                // Without the record, treat everything as new: fail closed.
-                tracing::warn!(skill = %m.name, error = %e, "could not read the skill's approved capabilities");
-                declared
-            }
-        }
+        self.0
+            .store
+            .sight_skill(&self.0.config.workspace, &m.name, &origin.key(), &declared, may_accept)
+            .unwrap_or_else(|e| {
+                tracing::warn!(skill = %m.name, error = %e, "could not read who owns the skill name; not loading it");
+                Standing::Claimant { owner: None }
+            })
     }
 
     fn build_skill_set(&self, previous: Option<&SkillSet>) -> SkillSet {
@@ -364,7 +358,7 @@ impl Kernel {
             failures,
             previous,
             &|name| self.0.config.limits_for(name),
-            &|m| self.pending_capabilities(m),
+            &|m, origin, may_accept| self.sight_skill(m, origin, may_accept),
         )
     }
 

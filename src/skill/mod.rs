@@ -39,6 +39,9 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 pub struct SkillInfo {
     pub name: String,
     pub version: Version,
+    /// Where it was loaded from: with the name, its identity. Grants,
+    /// baseline and data belong to the origin accepted for the name.
+    pub origin: Origin,
     /// Capabilities the manifest declares.
     pub declared: Vec<CapabilityRule>,
     /// Declared capabilities (as written) that were not there when the
@@ -59,6 +62,21 @@ pub enum Origin {
     File(PathBuf),
     /// Compiled into the binary.
     Builtin(String),
+}
+
+impl Origin {
+    /// The origin as the store keys a skill's identity: the absolute,
+    /// symlink-resolved path of its folder or file (so `./skills/x` and
+    /// `/abs/skills/x` are one origin), or `<builtin>/name`.
+    pub fn key(&self) -> String {
+        match self {
+            Origin::Folder(p) | Origin::File(p) => std::fs::canonicalize(p)
+                .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                .to_string_lossy()
+                .into_owned(),
+            Origin::Builtin(_) => self.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for Origin {
@@ -155,6 +173,26 @@ pub struct SkillFailure {
     /// `file:line: message` where a file and line are known.
     pub error: String,
 }
+
+/// A skill held back because another origin owns its name here (or two
+/// copies compete for a name nobody owns yet). Nothing of it runs and it
+/// inherits nothing until the operator accepts its origin
+/// (`keel skill accept NAME --origin PATH`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Claimant {
+    /// `name@version`.
+    pub skill: String,
+    pub name: String,
+    pub origin: Origin,
+    /// The origin that owns the name in this workspace, if any.
+    pub owner: Option<String>,
+    /// Why it is held back, with what to do.
+    pub reason: String,
+}
+
+/// What the kernel's records say about a skill found on disk: its standing
+/// in this workspace (see [`crate::store::Standing`]).
+pub type SightFn<'a> = &'a dyn Fn(&SkillManifest, &Origin, bool) -> crate::store::Standing;
 
 /// A resolved skill version, ready to be called (its engines start lazily).
 pub struct LoadedSkill {
@@ -299,29 +337,83 @@ pub struct SkillSet {
     pub tools: BTreeMap<String, ToolEntry>,
     /// What the set was built from, to rebuild after a reload.
     pub candidates: Vec<Candidate>,
+    /// Skills held back because their name belongs to another origin here.
+    pub claimants: Vec<Claimant>,
 }
 
 impl SkillSet {
     /// Resolves candidates into a set. Loaded versions from `previous` that
-    /// are unchanged are reused, engines and all. `pending_for(manifest)`
-    /// returns the declared capabilities that were not there when the skill
-    /// was first seen.
+    /// are unchanged are reused, engines and all.
+    ///
+    /// A skill's identity is its name *and* origin: `sight(manifest,
+    /// origin, may_accept)` says whether this origin owns the name in the
+    /// workspace (accepting a never-seen name from it when `may_accept`),
+    /// and which declared capabilities are newer than its baseline. A
+    /// candidate whose name another origin owns is held back as a
+    /// [`Claimant`]: not loaded, no tools, not a dependency of anything.
+    /// Two copies of one `name@version` are never a silent pick: the
+    /// owner's copy loads and the other is a claimant; if neither owns the
+    /// name yet, neither loads and the error names both.
     pub fn build(
         candidates: Vec<Candidate>,
         mut failures: Vec<SkillFailure>,
         previous: Option<&SkillSet>,
         limits_for: &dyn Fn(&str) -> Limits,
-        pending_for: &dyn Fn(&SkillManifest) -> Vec<String>,
+        sight: SightFn<'_>,
     ) -> SkillSet {
-        // First candidate for a (name, version) wins: search order is
-        // precedence, so ./skills can override a built-in skill.
-        let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
-        let mut kept = Vec::new();
+        use crate::store::Standing;
+        let mut groups: BTreeMap<NodeId, Vec<Candidate>> = BTreeMap::new();
         for c in candidates {
             let id = NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
-            if let std::collections::btree_map::Entry::Vacant(e) = by_id.entry(id) {
-                e.insert(c.clone());
-                kept.push(c);
+            groups.entry(id).or_default().push(c);
+        }
+        // Several versions of one name must agree on its owner: sight each
+        // name's origins together, in search order.
+        let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
+        let mut pending: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+        let mut kept = Vec::new();
+        let mut claimants = Vec::new();
+        for (id, group) in groups {
+            kept.extend(group.iter().cloned());
+            let may_accept = group.len() == 1;
+            let mut owners = Vec::new();
+            for c in &group {
+                match sight(&c.manifest, &c.source.origin, may_accept) {
+                    Standing::Owner { pending: p } => owners.push((c.clone(), p)),
+                    Standing::Claimant { owner } => {
+                        let reason = match (&owner, group.len()) {
+                            (Some(o), _) => format!(
+                                "`{id}` from {} claims the name `{}`, which in this workspace belongs to {o}; it is not loaded and inherits nothing (grants, policy section, data) until you accept it: keel skill accept {} --origin {}",
+                                c.source.origin, id.name, id.name, c.source.origin.key()
+                            ),
+                            (None, 1) => format!(
+                                "`{id}` from {} could not be checked against keel's records of who owns the name (see the log); it is not loaded",
+                                c.source.origin
+                            ),
+                            (None, _) => format!(
+                                "`{id}` is defined twice: {}; remove or rename one, or accept one: keel skill accept {} --origin PATH",
+                                group
+                                    .iter()
+                                    .map(|g| g.source.origin.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" and "),
+                                id.name
+                            ),
+                        };
+                        claimants.push(Claimant {
+                            skill: id.to_string(),
+                            name: id.name.clone(),
+                            origin: c.source.origin.clone(),
+                            owner,
+                            reason,
+                        });
+                    }
+                }
+            }
+            // One origin owns a name, so at most one copy is an owner.
+            if let Some((c, p)) = owners.into_iter().next() {
+                pending.insert(id.clone(), p);
+                by_id.insert(id, c);
             }
         }
         let nodes: Vec<resolve::SkillNode> = by_id
@@ -359,7 +451,8 @@ impl SkillSet {
                         name: c.manifest.name.clone(),
                         version: c.manifest.version.clone(),
                         declared: c.manifest.capabilities.clone(),
-                        pending: pending_for(&c.manifest),
+                        origin: c.source.origin.clone(),
+                        pending: pending.get(id).cloned().unwrap_or_default(),
                     }),
                     manifest: c.manifest.clone(),
                     source: c.source.clone(),
@@ -389,6 +482,7 @@ impl SkillSet {
             failures,
             tools,
             candidates: kept,
+            claimants,
         }
     }
 

@@ -155,7 +155,45 @@ const MIGRATIONS: &[&str] = &[
         input_tokens INTEGER NOT NULL,
         output_tokens INTEGER NOT NULL
     );",
+    // 4: grants and baselines per workspace; who owns a skill name. Rows
+    // from before carry the workspace '' (see `LEGACY_WORKSPACE`): such a
+    // grant applies nowhere, and such a baseline is adopted (moved) by the
+    // first workspace that loads a skill of that name.
+    "CREATE TABLE grants_v4 (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        capability TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill, capability)
+    );
+    INSERT INTO grants_v4 (workspace, skill, capability, created_ms)
+        SELECT '', skill, capability, created_ms FROM grants;
+    DROP TABLE grants;
+    ALTER TABLE grants_v4 RENAME TO grants;
+    CREATE TABLE skill_baseline_v4 (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        capability TEXT NOT NULL,
+        PRIMARY KEY (workspace, skill, capability)
+    );
+    INSERT INTO skill_baseline_v4 (workspace, skill, capability)
+        SELECT '', skill, capability FROM skill_baseline;
+    DROP TABLE skill_baseline;
+    ALTER TABLE skill_baseline_v4 RENAME TO skill_baseline;
+    CREATE TABLE skill_owners (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        accepted_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill)
+    );
+    ALTER TABLE approvals ADD COLUMN workspace TEXT NOT NULL DEFAULT '';",
 ];
+
+/// The workspace of grants and baselines recorded before they were kept
+/// per workspace (migration 4). A grant there applies nowhere; `keel
+/// grants` lists it with a hint to grant it again where it is meant.
+pub const LEGACY_WORKSPACE: &str = "";
 
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -187,9 +225,31 @@ pub struct AuditEntry<'a> {
 /// A persisted grant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GrantRecord {
+    /// The workspace (absolute path) the grant applies in; `""`
+    /// ([`LEGACY_WORKSPACE`]) for a grant from before grants were per
+    /// workspace, which applies nowhere.
+    pub workspace: String,
     pub skill: String,
     pub capability: String,
     pub created_ms: i64,
+}
+
+/// Where a skill name stands in a workspace, for the origin loading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// The origin owns the name here (it was accepted: first seen, or by
+    /// the operator). `pending` are its declared capabilities that were not
+    /// in its baseline.
+    Owner { pending: Vec<String> },
+    /// Another origin owns the name here (or, with `owner: None`, nobody
+    /// does yet and this origin may not take it, e.g. because two copies
+    /// compete for it).
+    Claimant { owner: Option<String> },
+}
+
+/// A workspace as the store keys it.
+fn ws_key(workspace: &Path) -> String {
+    workspace.to_string_lossy().into_owned()
 }
 
 /// The SQLite store. Cheap to share behind an `Arc`.
@@ -255,87 +315,202 @@ impl Store {
 
     // --- grants -----------------------------------------------------------
 
-    /// Records a grant; granting twice is not an error.
-    pub fn grant(&self, skill: &str, capability: &str) -> Result<bool, StoreError> {
+    /// Records a grant for a skill in a workspace; granting twice is not an
+    /// error.
+    pub fn grant(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        capability: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "INSERT OR IGNORE INTO grants (skill, capability, created_ms) VALUES (?1, ?2, ?3)",
-                params![skill, capability, now_ms()],
+                "INSERT OR IGNORE INTO grants (workspace, skill, capability, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![ws_key(workspace), skill, capability, now_ms()],
             )?;
             Ok(n > 0)
         })
     }
 
-    /// Removes a grant; returns whether there was one.
-    pub fn revoke(&self, skill: &str, capability: &str) -> Result<bool, StoreError> {
+    /// Removes a grant; returns whether there was one. `workspace` may be
+    /// [`LEGACY_WORKSPACE`] to clear a grant from before the migration.
+    pub fn revoke(&self, workspace: &str, skill: &str, capability: &str) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "DELETE FROM grants WHERE skill = ?1 AND capability = ?2",
-                params![skill, capability],
+                "DELETE FROM grants WHERE workspace = ?1 AND skill = ?2 AND capability = ?3",
+                params![workspace, skill, capability],
             )?;
             Ok(n > 0)
         })
     }
 
-    /// Grants for one skill, or for all skills with `None`.
-    pub fn grants(&self, skill: Option<&str>) -> Result<Vec<GrantRecord>, StoreError> {
+    /// Grants in one workspace for one skill (or every skill with `None`).
+    pub fn grants(
+        &self,
+        workspace: &Path,
+        skill: Option<&str>,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        self.grants_where(Some(&ws_key(workspace)), skill)
+    }
+
+    /// Every grant in every workspace, legacy ones included: `keel grants`.
+    pub fn all_grants(&self) -> Result<Vec<GrantRecord>, StoreError> {
+        self.grants_where(None, None)
+    }
+
+    fn grants_where(
+        &self,
+        workspace: Option<&str>,
+        skill: Option<&str>,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT skill, capability, created_ms FROM grants
-                 WHERE ?1 IS NULL OR skill = ?1 ORDER BY skill, capability",
+                "SELECT workspace, skill, capability, created_ms FROM grants
+                 WHERE (?1 IS NULL OR workspace = ?1) AND (?2 IS NULL OR skill = ?2)
+                 ORDER BY workspace, skill, capability",
             )?;
-            let rows = st.query_map(params![skill], |r| {
+            let rows = st.query_map(params![workspace, skill], |r| {
                 Ok(GrantRecord {
-                    skill: r.get(0)?,
-                    capability: r.get(1)?,
-                    created_ms: r.get(2)?,
+                    workspace: r.get(0)?,
+                    skill: r.get(1)?,
+                    capability: r.get(2)?,
+                    created_ms: r.get(3)?,
                 })
             })?;
             rows.collect()
         })
     }
 
-    // --- first-seen capabilities -------------------------------------------
+    // --- skill owners and first-seen capabilities ---------------------------
 
-    /// The capabilities a skill declared when keel first loaded it, or
-    /// `None` if it has never been seen.
-    pub fn baseline(&self, skill: &str) -> Result<Option<Vec<String>>, StoreError> {
+    /// Where `skill` from `origin` stands in `workspace`, recording a first
+    /// sighting: a name never seen in this workspace is accepted from this
+    /// origin (when `may_accept`), with the declared capabilities as its
+    /// baseline. One immediate transaction, so two processes sighting the
+    /// same new name at once agree on its owner.
+    ///
+    /// A baseline from before baselines were per workspace is adopted
+    /// (moved, not copied) by the first workspace that accepts the name:
+    /// it is stricter than the current declaration, never wider.
+    pub fn sight_skill(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        origin: &str,
+        declared: &[String],
+        may_accept: bool,
+    ) -> Result<Standing, StoreError> {
+        let ws = ws_key(workspace);
         self.with(|c| {
-            let seen: Option<i64> = c
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let owner: Option<String> = tx
                 .query_row(
-                    "SELECT 1 FROM skill_baseline WHERE skill = ?1 LIMIT 1",
-                    params![skill],
+                    "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2",
+                    params![ws, skill],
                     |r| r.get(0),
                 )
                 .optional()?;
-            if seen.is_none() {
-                return Ok(None);
+            match owner {
+                Some(o) if o != origin => return Ok(Standing::Claimant { owner: Some(o) }),
+                None if !may_accept => return Ok(Standing::Claimant { owner: None }),
+                None => {
+                    tx.execute(
+                        "INSERT INTO skill_owners (workspace, skill, origin, accepted_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![ws, skill, origin, now_ms()],
+                    )?;
+                }
+                Some(_) => {}
             }
-            let mut st = c.prepare_cached(
-                "SELECT capability FROM skill_baseline WHERE skill = ?1 ORDER BY capability",
-            )?;
-            let rows = st.query_map(params![skill], |r| r.get(0))?;
-            Ok(Some(rows.collect::<rusqlite::Result<Vec<String>>>()?))
+            // The owner's first load here records its baseline (or adopts
+            // the legacy one); later loads compare against it.
+            {
+                {
+                    let has_baseline: bool = tx.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM skill_baseline WHERE workspace = ?1 AND skill = ?2)",
+                        params![ws, skill],
+                        |r| r.get(0),
+                    )?;
+                    if !has_baseline {
+                        let adopted = tx.execute(
+                            "UPDATE skill_baseline SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
+                            params![ws, LEGACY_WORKSPACE, skill],
+                        )?;
+                        if adopted == 0 {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO skill_baseline (workspace, skill, capability)
+                                 VALUES (?1, ?2, '')",
+                                params![ws, skill],
+                            )?;
+                            for cap in declared {
+                                tx.execute(
+                                    "INSERT OR IGNORE INTO skill_baseline (workspace, skill, capability)
+                                     VALUES (?1, ?2, ?3)",
+                                    params![ws, skill, cap],
+                                )?;
+                            }
+                        }
+                    }
+                }
+            }
+            let base: Vec<String> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT capability FROM skill_baseline WHERE workspace = ?1 AND skill = ?2",
+                )?;
+                let rows = st.query_map(params![ws, skill], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.commit()?;
+            let pending = declared
+                .iter()
+                .filter(|d| !base.contains(d))
+                .cloned()
+                .collect();
+            Ok(Standing::Owner { pending })
         })
     }
 
-    /// Records the capabilities a skill was first seen with. A skill with no
-    /// capabilities is recorded with the empty marker `""`, so that it counts
-    /// as seen.
-    pub fn set_baseline(&self, skill: &str, capabilities: &[String]) -> Result<(), StoreError> {
+    /// The origin that owns `skill` in `workspace`, if any.
+    pub fn skill_owner(&self, workspace: &Path, skill: &str) -> Result<Option<String>, StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            c.query_row(
+                "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2",
+                params![ws_key(workspace), skill],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// The operator accepts `origin` as the owner of `skill` in `workspace`
+    /// (`keel skill accept`): it takes over the name's grants and baseline
+    /// there. Returns the previous owner.
+    pub fn accept_skill_origin(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        origin: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let ws = ws_key(workspace);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let previous: Option<String> = tx
+                .query_row(
+                    "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2",
+                    params![ws, skill],
+                    |r| r.get(0),
+                )
+                .optional()?;
             tx.execute(
-                "INSERT OR IGNORE INTO skill_baseline (skill, capability) VALUES (?1, '')",
-                params![skill],
+                "INSERT INTO skill_owners (workspace, skill, origin, accepted_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (workspace, skill) DO UPDATE SET origin = excluded.origin,
+                    accepted_ms = excluded.accepted_ms",
+                params![ws, skill, origin, now_ms()],
             )?;
-            for cap in capabilities {
-                tx.execute(
-                    "INSERT OR IGNORE INTO skill_baseline (skill, capability) VALUES (?1, ?2)",
-                    params![skill, cap],
-                )?;
-            }
-            tx.commit()
+            tx.commit()?;
+            Ok(previous)
         })
     }
 
@@ -503,20 +678,105 @@ mod tests {
     #[test]
     fn grants_persist_across_reopen_and_migrations_run_once() {
         let d = tempfile::tempdir().unwrap();
+        let a = Path::new("/ws/a");
+        let b = Path::new("/ws/b");
         {
             let s = Store::open(d.path()).unwrap();
-            assert!(s.grant("notes", "exec:git").unwrap());
-            assert!(!s.grant("notes", "exec:git").unwrap());
-            s.set_baseline("notes", &["kv".into()]).unwrap();
+            assert!(s.grant(a, "notes", "exec:git").unwrap());
+            assert!(!s.grant(a, "notes", "exec:git").unwrap());
         }
         let s = Store::open(d.path()).unwrap();
-        assert_eq!(s.grants(Some("notes")).unwrap().len(), 1);
+        assert_eq!(s.grants(a, Some("notes")).unwrap().len(), 1);
+        // A grant is for its workspace only.
+        assert!(s.grants(b, Some("notes")).unwrap().is_empty());
+        assert!(s.revoke("/ws/a", "notes", "exec:git").unwrap());
+        assert!(s.all_grants().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_first_origin_owns_a_name_and_others_are_claimants() {
+        let s = Store::in_memory().unwrap();
+        let a = Path::new("/ws/a");
+        let caps = ["kv".to_string()];
         assert_eq!(
-            s.baseline("notes").unwrap(),
-            Some(vec!["".into(), "kv".into()])
+            s.sight_skill(a, "vict", "/ws/a/skills/vict", &caps, true).unwrap(),
+            Standing::Owner { pending: vec![] }
         );
-        assert_eq!(s.baseline("other").unwrap(), None);
-        assert!(s.revoke("notes", "exec:git").unwrap());
-        assert!(s.grants(None).unwrap().is_empty());
+        // Same origin, a new capability: pending.
+        let more = ["kv".to_string(), "exec:*".to_string()];
+        assert_eq!(
+            s.sight_skill(a, "vict", "/ws/a/skills/vict", &more, true).unwrap(),
+            Standing::Owner {
+                pending: vec!["exec:*".into()]
+            }
+        );
+        // Another origin: a claimant, whatever it declares.
+        assert_eq!(
+            s.sight_skill(a, "vict", "/ws/a/scripts/zz.luau", &caps, true).unwrap(),
+            Standing::Claimant {
+                owner: Some("/ws/a/skills/vict".into())
+            }
+        );
+        // Another workspace: its own first sighting and baseline.
+        let b = Path::new("/ws/b");
+        assert_eq!(
+            s.sight_skill(b, "vict", "/ws/b/skills/vict", &more, true).unwrap(),
+            Standing::Owner { pending: vec![] }
+        );
+        // Nobody owns it and it may not be accepted: held back.
+        assert_eq!(
+            s.sight_skill(a, "twin", "/x", &caps, false).unwrap(),
+            Standing::Claimant { owner: None }
+        );
+        // The operator accepts the claimant: it inherits the baseline.
+        assert_eq!(
+            s.accept_skill_origin(a, "vict", "/ws/a/scripts/zz.luau").unwrap(),
+            Some("/ws/a/skills/vict".into())
+        );
+        assert_eq!(
+            s.sight_skill(a, "vict", "/ws/a/scripts/zz.luau", &more, true).unwrap(),
+            Standing::Owner {
+                pending: vec!["exec:*".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn rows_from_before_the_migration_apply_nowhere_or_are_adopted_once() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            // A database at schema 3, with a grant and a baseline.
+            let c = Connection::open(d.path().join("keel.db")).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 3).unwrap();
+            c.execute_batch(
+                "INSERT INTO grants VALUES ('notes', 'fs.read:/ws/a', 1);
+                 INSERT INTO skill_baseline VALUES ('notes', ''), ('notes', 'kv');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        let all = s.all_grants().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].workspace, LEGACY_WORKSPACE);
+        assert!(s.grants(Path::new("/ws/a"), None).unwrap().is_empty());
+        // The first workspace to load `notes` adopts the old baseline (the
+        // stricter one): `exec:git` stays pending.
+        let caps = ["kv".to_string(), "exec:git".to_string()];
+        assert_eq!(
+            s.sight_skill(Path::new("/ws/a"), "notes", "/ws/a/skills/notes", &caps, true)
+                .unwrap(),
+            Standing::Owner {
+                pending: vec!["exec:git".into()]
+            }
+        );
+        // Moved, not copied: the next workspace starts from its own.
+        assert_eq!(
+            s.sight_skill(Path::new("/ws/b"), "notes", "/ws/b/notes", &caps, true)
+                .unwrap(),
+            Standing::Owner { pending: vec![] }
+        );
     }
 }
