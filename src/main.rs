@@ -269,7 +269,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", keel::repl::format_skills(&set, &broken));
             }
-            Ok(if set.failures.is_empty() && broken.is_empty() {
+            Ok(if set.failures.is_empty() && broken.is_empty() && set.claimants.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -530,19 +530,16 @@ fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
         );
     };
     let key = found.key();
-    let previous = kernel
+    if kernel
         .store()
-        .accept_skill_origin(kernel.workspace(), name, &key)?;
-    match previous {
-        Some(p) if p == key => println!("{name} from {key} already owns the name here"),
-        Some(p) => println!(
-            "accepted {name} from {key} in workspace {} (it takes over the name's grants and baseline; {p} is now a claimant)",
+        .accept_skill_origin(kernel.workspace(), name, &key)?
+    {
+        println!(
+            "accepted {name} from {key} in workspace {}: it loads from the next start or reload, and shares the name's grants, baseline, policy section and data here",
             kernel.workspace().display()
-        ),
-        None => println!(
-            "accepted {name} from {key} in workspace {}",
-            kernel.workspace().display()
-        ),
+        );
+    } else {
+        println!("{name} from {key} is already accepted here");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -588,7 +585,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
         })
         .collect();
     let failures: Vec<&SkillFailure> = set.failures.iter().chain(broken).collect();
-    json!({ "skills": skills, "failures": failures })
+    json!({ "skills": skills, "failures": failures, "claimants": set.claimants })
 }
 
 fn tools_json(set: &SkillSet) -> Value {

@@ -24,13 +24,16 @@ use crate::store::{AuditEntry, Store};
 pub enum GateError {
     /// The skill's manifest does not declare a capability covering the target.
     #[error(
-        "skill `{skill}` did not declare `{capability}` for `{target}`; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])"
+        "skill `{skill}` did not declare `{capability}` for `{target}`{note}; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])"
     )]
     NotDeclared {
         skill: String,
         capability: CapabilityKind,
         target: String,
         example: String,
+        /// Why a declaration that looks like it covers the target does not
+        /// (a non-public address), or empty.
+        note: String,
     },
     /// The declaration is newer than what the operator approved.
     #[error(
@@ -53,7 +56,7 @@ pub enum GateError {
     },
     /// The policy asks, and nobody answered yes.
     #[error(
-        "`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; grant it with `keel grant {skill} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml"
+        "`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; {hint}"
     )]
     AskUnanswered {
         skill: String,
@@ -61,8 +64,39 @@ pub enum GateError {
         target: String,
         reason: String,
         why: &'static str,
-        suggested: String,
+        /// How to grant it: the exact rule, and the declaration.
+        hint: String,
     },
+}
+
+/// How to allow an effect for good: exactly this target, and (named as
+/// the wider choice it is) everything the skill declared.
+fn grant_hint(skill: &str, exact: Option<&str>, declared: &str) -> String {
+    match exact {
+        Some(e) if e != declared => format!(
+            "grant exactly this with `keel grant {skill} {e}`, or all the skill declares with `keel grant {skill} {declared}` (or add either to [policy] allow in keel.toml)"
+        ),
+        _ => format!(
+            "grant it with `keel grant {skill} {declared}` or add \"{declared}\" to [policy] allow in keel.toml"
+        ),
+    }
+}
+
+/// For a non-public address: why `*` or a host name did not cover it.
+fn non_public_note(target: &Target<'_>) -> String {
+    match target {
+        Target::Host {
+            host: super::Host::Ip(ip),
+            ..
+        } => super::net::non_public_kind(*ip)
+            .map(|kind| {
+                format!(
+                    " ({ip} is a non-public {kind} address: `*` and host names never cover one; name it, e.g. net.http:{target}, in the manifest and in the policy)"
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 /// "`fs.read` on `/x`", or just "`kv`" for capabilities without a scope.
@@ -217,6 +251,7 @@ impl Gate {
                 capability: kind,
                 target: target_text.to_string(),
                 example: self.suggest_scope(kind, target),
+                note: non_public_note(target),
             });
         };
         let grants = self.grants(&skill.name);
@@ -241,19 +276,19 @@ impl Gate {
         let d = policy.decide(&skill.name, &grants, kind, target);
         // What a grant or an allow rule for exactly this target looks like.
         let exact = exact_rule(kind, target, &self.scope_base()).map(|r| r.text);
-        let suggested = exact.clone().unwrap_or_else(|| declared.text.clone());
+        let grant_hint = grant_hint(&skill.name, exact.as_deref(), &declared.text);
         match d.decision {
             Decision::Allow => Ok((declared.clone(), d.reason)),
             Decision::Deny => {
                 let hint = match d.basis {
-                    DecisionBasis::Default => format!(
-                        "grant it with `keel grant {} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml",
-                        skill.name
-                    ),
-                    DecisionBasis::NonPublicAddress => format!(
-                        "if this skill should reach it, name the address in the policy: add \"{suggested}\" to [policy] allow in keel.toml or run `keel grant {} {suggested}`",
-                        skill.name
-                    ),
+                    DecisionBasis::Default => grant_hint,
+                    DecisionBasis::NonPublicAddress => {
+                        let rule = exact.as_deref().unwrap_or(&declared.text);
+                        format!(
+                            "if this skill should reach it, name the address in the policy: add \"{rule}\" to [policy] allow in keel.toml or run `keel grant {} {rule}`",
+                            skill.name
+                        )
+                    }
                     _ => "a deny rule wins over allow rules and grants; change it in keel.toml to allow this".into(),
                 };
                 Err(GateError::Denied {
@@ -288,7 +323,7 @@ impl Gate {
                     target: target_text.to_string(),
                     reason: d.reason,
                     why,
-                    suggested,
+                    hint: grant_hint,
                 })
             }
         }

@@ -613,7 +613,7 @@ impl Policy {
                 decision: Decision::Deny,
                 basis: DecisionBasis::NonPublicAddress,
                 reason: format!(
-                    "the address rule: {ip} is a {} address, and no allow rule or grant names it (`*` and host names never cover a non-public address)",
+                    "the address rule ({ip} is a non-public {} address and no allow rule or grant names it; `*` and host names never cover one)",
                     net::non_public_kind(ip).unwrap_or("non-public")
                 ),
             };

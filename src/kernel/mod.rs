@@ -22,8 +22,8 @@ use crate::capability::gate::Gate;
 use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
 use crate::host::CallCtx;
-use crate::skill::{self, SearchPath, SkillManifest, SkillSet};
-use crate::store::{Standing, Store, StoreError};
+use crate::skill::{self, SearchPath, SkillSet};
+use crate::store::{SkillCopy, Standing, Store, StoreError};
 use crate::tool::{ToolError, ToolName, validate_args};
 
 /// How deep `keel.tools.call` chains may nest.
@@ -328,17 +328,35 @@ impl Kernel {
         }
     }
 
-    /// Where skill `m` from `origin` stands in this workspace: owner (with
-    /// its capabilities newer than its baseline) or claimant. Records a
-    /// first sighting. Without the records it fails closed: a claimant.
-    fn sight_skill(&self, m: &SkillManifest, origin: &skill::Origin, may_accept: bool) -> Standing {
-        let declared: Vec<String> = m.capabilities.iter().map(|c| c.text.clone()).collect();
+    /// Where each copy of skill `name` stands in this workspace: accepted
+    /// (with its capabilities newer than the name's baseline) or claimant.
+    /// Records a first sighting. Without the records it fails closed:
+    /// every copy is held back.
+    fn sight_skill(&self, name: &str, copies: &[skill::Copy<'_>]) -> Vec<Standing> {
+        let keys: Vec<(String, Vec<String>, bool)> = copies
+            .iter()
+            .map(|(m, origin, may_accept)| {
+                (
+                    origin.key(),
+                    m.capabilities.iter().map(|c| c.text.clone()).collect(),
+                    *may_accept,
+                )
+            })
+            .collect();
+        let asked: Vec<SkillCopy<'_>> = keys
+            .iter()
+            .map(|(origin, declared, may_accept)| SkillCopy {
+                origin,
+                declared,
+                may_accept: *may_accept,
+            })
+            .collect();
         self.0
             .store
-            .sight_skill(&self.0.config.workspace, &m.name, &origin.key(), &declared, may_accept)
+            .sight_skill(&self.0.config.workspace, name, &asked)
             .unwrap_or_else(|e| {
-                tracing::warn!(skill = %m.name, error = %e, "could not read who owns the skill name; not loading it");
-                Standing::Claimant { owner: None }
+                tracing::warn!(skill = %name, error = %e, "could not read the skill name's accepted origins; not loading it");
+                vec![Standing::Claimant { owners: vec![] }; copies.len()]
             })
     }
 
@@ -358,7 +376,7 @@ impl Kernel {
             failures,
             previous,
             &|name| self.0.config.limits_for(name),
-            &|m, origin, may_accept| self.sight_skill(m, origin, may_accept),
+            &|name, copies| self.sight_skill(name, copies),
         )
     }
 

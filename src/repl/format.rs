@@ -37,6 +37,15 @@ pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
             }
         );
     }
+    for c in &set.claimants {
+        let _ = writeln!(
+            s,
+            "CLAIMANT {} from {}: {}",
+            esc(&c.skill),
+            esc(&c.origin.to_string()),
+            esc(&c.reason)
+        );
+    }
     for f in set.failures.iter().chain(broken) {
         // An error can span lines (a traceback); a line inside it cannot
         // pretend to be something else.

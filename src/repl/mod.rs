@@ -565,10 +565,17 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         if set.skills.len() == 1 { "" } else { "s" },
         set.tools.len(),
         if set.tools.len() == 1 { "" } else { "s" },
-        if set.failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} failed to load (see /skills)", set.failures.len())
+        match (set.failures.len(), set.claimants.len()) {
+            (0, 0) => String::new(),
+            (f, 0) => format!(", {f} failed to load (see /skills)"),
+            (0, c) => format!(
+                ", {c} held back as new claimant{} of a known name (see /skills)",
+                if c == 1 { "" } else { "s" }
+            ),
+            (f, c) => format!(
+                ", {f} failed to load, {c} held back as new claimant{} of a known name (see /skills)",
+                if c == 1 { "" } else { "s" }
+            ),
         },
         match &watcher {
             Some(w) if !w.watched.is_empty() => format!(

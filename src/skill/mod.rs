@@ -184,15 +184,21 @@ pub struct Claimant {
     pub skill: String,
     pub name: String,
     pub origin: Origin,
-    /// The origin that owns the name in this workspace, if any.
-    pub owner: Option<String>,
+    /// The origins accepted for the name in this workspace (empty: none
+    /// yet).
+    pub owners: Vec<String>,
     /// Why it is held back, with what to do.
     pub reason: String,
 }
 
-/// What the kernel's records say about a skill found on disk: its standing
-/// in this workspace (see [`crate::store::Standing`]).
-pub type SightFn<'a> = &'a dyn Fn(&SkillManifest, &Origin, bool) -> crate::store::Standing;
+/// One copy of a skill found on disk, for [`SightFn`]: its manifest, its
+/// origin, and whether a first sighting may accept it.
+pub type Copy<'a> = (&'a SkillManifest, &'a Origin, bool);
+
+/// What the kernel's records say about every copy of one skill name found
+/// on disk: each copy's standing in this workspace, in the same order (see
+/// [`crate::store::Standing`]).
+pub type SightFn<'a> = &'a dyn Fn(&str, &[Copy<'_>]) -> Vec<crate::store::Standing>;
 
 /// A resolved skill version, ready to be called (its engines start lazily).
 pub struct LoadedSkill {
@@ -362,60 +368,91 @@ impl SkillSet {
         sight: SightFn<'_>,
     ) -> SkillSet {
         use crate::store::Standing;
-        let mut groups: BTreeMap<NodeId, Vec<Candidate>> = BTreeMap::new();
-        for c in candidates {
-            let id = NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
-            groups.entry(id).or_default().push(c);
+        let id_of = |c: &Candidate| NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
+        let mut copies: BTreeMap<NodeId, Vec<Origin>> = BTreeMap::new();
+        let mut names: Vec<&str> = Vec::new();
+        for c in &candidates {
+            copies.entry(id_of(c)).or_default().push(c.source.origin.clone());
+            if !names.contains(&c.manifest.name.as_str()) {
+                names.push(&c.manifest.name);
+            }
         }
-        // Several versions of one name must agree on its owner: sight each
-        // name's origins together, in search order.
         let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
         let mut pending: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
-        let mut kept = Vec::new();
         let mut claimants = Vec::new();
-        for (id, group) in groups {
-            kept.extend(group.iter().cloned());
-            let may_accept = group.len() == 1;
-            let mut owners = Vec::new();
-            for c in &group {
-                match sight(&c.manifest, &c.source.origin, may_accept) {
-                    Standing::Owner { pending: p } => owners.push((c.clone(), p)),
-                    Standing::Claimant { owner } => {
-                        let reason = match (&owner, group.len()) {
-                            (Some(o), _) => format!(
-                                "`{id}` from {} claims the name `{}`, which in this workspace belongs to {o}; it is not loaded and inherits nothing (grants, policy section, data) until you accept it: keel skill accept {} --origin {}",
-                                c.source.origin, id.name, id.name, c.source.origin.key()
-                            ),
-                            (None, 1) => format!(
-                                "`{id}` from {} could not be checked against keel's records of who owns the name (see the log); it is not loaded",
-                                c.source.origin
-                            ),
-                            (None, _) => format!(
-                                "`{id}` is defined twice: {}; remove or rename one, or accept one: keel skill accept {} --origin PATH",
-                                group
-                                    .iter()
-                                    .map(|g| g.source.origin.to_string())
+        // Every copy of a name is sighted together, so a name seen for the
+        // first time accepts all the copies (versions) found now.
+        for name in names {
+            let group: Vec<&Candidate> = candidates
+                .iter()
+                .filter(|c| c.manifest.name == name)
+                .collect();
+            let asked: Vec<Copy<'_>> = group
+                .iter()
+                .map(|c| {
+                    let twins = copies[&id_of(c)].len();
+                    (&*c.manifest, &c.source.origin, twins == 1)
+                })
+                .collect();
+            let standings = sight(name, &asked);
+            for (i, c) in group.into_iter().enumerate() {
+                let id = id_of(c);
+                let same = &copies[&id];
+                // A short answer (a bug in `sight`) holds copies back.
+                let standing = standings
+                    .get(i)
+                    .cloned()
+                    .unwrap_or(Standing::Claimant { owners: vec![] });
+                match standing {
+                    Standing::Owner { pending: p } if !by_id.contains_key(&id) => {
+                        pending.insert(id.clone(), p);
+                        by_id.insert(id, c.clone());
+                    }
+                    Standing::Owner { .. } | Standing::Claimant { .. } => {
+                        let owners = match standing {
+                            Standing::Claimant { owners } => owners,
+                            Standing::Owner { .. } => Vec::new(),
+                        };
+                        let reason = if same.len() > 1 {
+                            format!(
+                                "`{id}` is defined twice: {}; remove or rename one (or give it another version){}",
+                                same.iter()
+                                    .map(|o| o.to_string())
                                     .collect::<Vec<_>>()
                                     .join(" and "),
-                                id.name
-                            ),
+                                if by_id.contains_key(&id) {
+                                    ", the accepted copy is loaded"
+                                } else {
+                                    ", neither is loaded"
+                                }
+                            )
+                        } else if owners.is_empty() {
+                            format!(
+                                "`{id}` from {} could not be checked against keel's records of the name's origins (see the log); it is not loaded",
+                                c.source.origin
+                            )
+                        } else {
+                            format!(
+                                "`{id}` from {} claims the name `{}`, which in this workspace belongs to {}; it is not loaded and inherits nothing (grants, policy section, data) until you accept it: keel skill accept {} --origin {}",
+                                c.source.origin,
+                                id.name,
+                                owners.join(", "),
+                                id.name,
+                                c.source.origin.key()
+                            )
                         };
                         claimants.push(Claimant {
                             skill: id.to_string(),
                             name: id.name.clone(),
                             origin: c.source.origin.clone(),
-                            owner,
+                            owners,
                             reason,
                         });
                     }
                 }
             }
-            // One origin owns a name, so at most one copy is an owner.
-            if let Some((c, p)) = owners.into_iter().next() {
-                pending.insert(id.clone(), p);
-                by_id.insert(id, c);
-            }
         }
+        let kept = candidates;
         let nodes: Vec<resolve::SkillNode> = by_id
             .values()
             .map(|c| resolve::SkillNode {

@@ -185,7 +185,7 @@ const MIGRATIONS: &[&str] = &[
         skill TEXT NOT NULL,
         origin TEXT NOT NULL,
         accepted_ms INTEGER NOT NULL,
-        PRIMARY KEY (workspace, skill)
+        PRIMARY KEY (workspace, skill, origin)
     );
     ALTER TABLE approvals ADD COLUMN workspace TEXT NOT NULL DEFAULT '';",
 ];
@@ -234,17 +234,37 @@ pub struct GrantRecord {
     pub created_ms: i64,
 }
 
-/// Where a skill name stands in a workspace, for the origin loading it.
+/// Where one copy of a skill stands in a workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
-    /// The origin owns the name here (it was accepted: first seen, or by
-    /// the operator). `pending` are its declared capabilities that were not
-    /// in its baseline.
+    /// Its origin is accepted for the name here (it was there when the
+    /// name was first seen, or the operator accepted it). `pending` are
+    /// its declared capabilities that are not in the name's baseline.
     Owner { pending: Vec<String> },
-    /// Another origin owns the name here (or, with `owner: None`, nobody
-    /// does yet and this origin may not take it, e.g. because two copies
-    /// compete for it).
-    Claimant { owner: Option<String> },
+    /// Its origin is not accepted for the name here. `owners` are the
+    /// origins that are (empty: nobody yet, and this copy could not be
+    /// accepted, e.g. two copies of one version compete).
+    Claimant { owners: Vec<String> },
+}
+
+/// One copy of a skill found on disk, as [`Store::sight_skill`] sees it.
+#[derive(Debug, Clone)]
+pub struct SkillCopy<'a> {
+    /// [`Origin::key`](crate::skill::Origin::key).
+    pub origin: &'a str,
+    /// Its declared capabilities, as written.
+    pub declared: &'a [String],
+    /// Whether a first sighting may accept it (false for one of two copies
+    /// of the same version).
+    pub may_accept: bool,
+}
+
+fn accepted_origins(c: &Connection, ws: &str, name: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2 ORDER BY accepted_ms, origin",
+    )?;
+    let rows = st.query_map(params![ws, name], |r| r.get(0))?;
+    rows.collect()
 }
 
 /// A workspace as the store keys it.
@@ -382,74 +402,59 @@ impl Store {
         })
     }
 
-    // --- skill owners and first-seen capabilities ---------------------------
+    // --- skill origins and first-seen capabilities ---------------------------
 
-    /// Where `skill` from `origin` stands in `workspace`, recording a first
-    /// sighting: a name never seen in this workspace is accepted from this
-    /// origin (when `may_accept`), with the declared capabilities as its
-    /// baseline. One immediate transaction, so two processes sighting the
-    /// same new name at once agree on its owner.
+    /// Where each copy of skill `name` stands in `workspace`, recording a
+    /// first sighting: when the name was never seen here, every copy found
+    /// now (whose `may_accept` is set) is accepted, with the union of their
+    /// declared capabilities as the name's baseline. Later, a copy from an
+    /// origin not accepted here is a claimant. One immediate transaction,
+    /// so processes sighting the same new name at once agree.
     ///
     /// A baseline from before baselines were per workspace is adopted
     /// (moved, not copied) by the first workspace that accepts the name:
-    /// it is stricter than the current declaration, never wider.
+    /// it can only be stricter than the current declaration.
     pub fn sight_skill(
         &self,
         workspace: &Path,
-        skill: &str,
-        origin: &str,
-        declared: &[String],
-        may_accept: bool,
-    ) -> Result<Standing, StoreError> {
+        name: &str,
+        copies: &[SkillCopy<'_>],
+    ) -> Result<Vec<Standing>, StoreError> {
         let ws = ws_key(workspace);
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let owner: Option<String> = tx
-                .query_row(
-                    "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2",
-                    params![ws, skill],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match owner {
-                Some(o) if o != origin => return Ok(Standing::Claimant { owner: Some(o) }),
-                None if !may_accept => return Ok(Standing::Claimant { owner: None }),
-                None => {
+            let mut accepted = accepted_origins(&tx, &ws, name)?;
+            if accepted.is_empty() {
+                let now = now_ms();
+                for copy in copies.iter().filter(|c| c.may_accept) {
                     tx.execute(
-                        "INSERT INTO skill_owners (workspace, skill, origin, accepted_ms)
+                        "INSERT OR IGNORE INTO skill_owners (workspace, skill, origin, accepted_ms)
                          VALUES (?1, ?2, ?3, ?4)",
-                        params![ws, skill, origin, now_ms()],
+                        params![ws, name, copy.origin, now],
                     )?;
+                    accepted.push(copy.origin.to_string());
                 }
-                Some(_) => {}
-            }
-            // The owner's first load here records its baseline (or adopts
-            // the legacy one); later loads compare against it.
-            {
-                {
-                    let has_baseline: bool = tx.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM skill_baseline WHERE workspace = ?1 AND skill = ?2)",
-                        params![ws, skill],
-                        |r| r.get(0),
+                let has_baseline: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM skill_baseline WHERE workspace = ?1 AND skill = ?2)",
+                    params![ws, name],
+                    |r| r.get(0),
+                )?;
+                if !accepted.is_empty() && !has_baseline {
+                    let adopted = tx.execute(
+                        "UPDATE skill_baseline SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
+                        params![ws, LEGACY_WORKSPACE, name],
                     )?;
-                    if !has_baseline {
-                        let adopted = tx.execute(
-                            "UPDATE skill_baseline SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
-                            params![ws, LEGACY_WORKSPACE, skill],
-                        )?;
-                        if adopted == 0 {
+                    if adopted == 0 {
+                        let declared = copies
+                            .iter()
+                            .filter(|c| c.may_accept)
+                            .flat_map(|c| c.declared.iter().map(String::as_str));
+                        for cap in std::iter::once("").chain(declared) {
                             tx.execute(
                                 "INSERT OR IGNORE INTO skill_baseline (workspace, skill, capability)
-                                 VALUES (?1, ?2, '')",
-                                params![ws, skill],
+                                 VALUES (?1, ?2, ?3)",
+                                params![ws, name, cap],
                             )?;
-                            for cap in declared {
-                                tx.execute(
-                                    "INSERT OR IGNORE INTO skill_baseline (workspace, skill, capability)
-                                     VALUES (?1, ?2, ?3)",
-                                    params![ws, skill, cap],
-                                )?;
-                            }
                         }
                     }
                 }
@@ -458,59 +463,54 @@ impl Store {
                 let mut st = tx.prepare_cached(
                     "SELECT capability FROM skill_baseline WHERE workspace = ?1 AND skill = ?2",
                 )?;
-                let rows = st.query_map(params![ws, skill], |r| r.get(0))?;
+                let rows = st.query_map(params![ws, name], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             tx.commit()?;
-            let pending = declared
+            Ok(copies
                 .iter()
-                .filter(|d| !base.contains(d))
-                .cloned()
-                .collect();
-            Ok(Standing::Owner { pending })
+                .map(|copy| {
+                    if accepted.iter().any(|o| o == copy.origin) {
+                        Standing::Owner {
+                            pending: copy
+                                .declared
+                                .iter()
+                                .filter(|d| !base.contains(d))
+                                .cloned()
+                                .collect(),
+                        }
+                    } else {
+                        Standing::Claimant {
+                            owners: accepted.clone(),
+                        }
+                    }
+                })
+                .collect())
         })
     }
 
-    /// The origin that owns `skill` in `workspace`, if any.
-    pub fn skill_owner(&self, workspace: &Path, skill: &str) -> Result<Option<String>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2",
-                params![ws_key(workspace), skill],
-                |r| r.get(0),
-            )
-            .optional()
-        })
+    /// The origins accepted for skill `name` in `workspace`.
+    pub fn skill_origins(&self, workspace: &Path, name: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|c| accepted_origins(c, &ws_key(workspace), name))
     }
 
-    /// The operator accepts `origin` as the owner of `skill` in `workspace`
-    /// (`keel skill accept`): it takes over the name's grants and baseline
-    /// there. Returns the previous owner.
+    /// The operator accepts `origin` for skill `name` in `workspace` (`keel
+    /// skill accept`): a copy from there loads and shares the name's
+    /// grants, baseline, policy section and data. Returns whether it was
+    /// new.
     pub fn accept_skill_origin(
         &self,
         workspace: &Path,
-        skill: &str,
+        name: &str,
         origin: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let ws = ws_key(workspace);
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let previous: Option<String> = tx
-                .query_row(
-                    "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2",
-                    params![ws, skill],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute(
-                "INSERT INTO skill_owners (workspace, skill, origin, accepted_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (workspace, skill) DO UPDATE SET origin = excluded.origin,
-                    accepted_ms = excluded.accepted_ms",
-                params![ws, skill, origin, now_ms()],
+            let n = c.execute(
+                "INSERT OR IGNORE INTO skill_owners (workspace, skill, origin, accepted_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![ws_key(workspace), name, origin, now_ms()],
             )?;
-            tx.commit()?;
-            Ok(previous)
+            Ok(n > 0)
         })
     }
 
@@ -693,51 +693,72 @@ mod tests {
         assert!(s.all_grants().unwrap().is_empty());
     }
 
+    fn copy<'a>(origin: &'a str, declared: &'a [String]) -> SkillCopy<'a> {
+        SkillCopy {
+            origin,
+            declared,
+            may_accept: true,
+        }
+    }
+
     #[test]
-    fn the_first_origin_owns_a_name_and_others_are_claimants() {
+    fn the_origins_first_seen_own_a_name_and_others_are_claimants() {
         let s = Store::in_memory().unwrap();
         let a = Path::new("/ws/a");
         let caps = ["kv".to_string()];
-        assert_eq!(
-            s.sight_skill(a, "vict", "/ws/a/skills/vict", &caps, true).unwrap(),
-            Standing::Owner { pending: vec![] }
-        );
-        // Same origin, a new capability: pending.
         let more = ["kv".to_string(), "exec:*".to_string()];
+        // First sighting: every copy found now is accepted (two versions
+        // side by side), their declarations together are the baseline.
         assert_eq!(
-            s.sight_skill(a, "vict", "/ws/a/skills/vict", &more, true).unwrap(),
-            Standing::Owner {
+            s.sight_skill(a, "vict", &[copy("/a/v1", &caps), copy("/a/v2", &caps)])
+                .unwrap(),
+            vec![
+                Standing::Owner { pending: vec![] },
+                Standing::Owner { pending: vec![] }
+            ]
+        );
+        // An accepted origin that declares more: pending.
+        assert_eq!(
+            s.sight_skill(a, "vict", &[copy("/a/v1", &more)]).unwrap(),
+            vec![Standing::Owner {
                 pending: vec!["exec:*".into()]
-            }
+            }]
         );
         // Another origin: a claimant, whatever it declares.
         assert_eq!(
-            s.sight_skill(a, "vict", "/ws/a/scripts/zz.luau", &caps, true).unwrap(),
-            Standing::Claimant {
-                owner: Some("/ws/a/skills/vict".into())
-            }
+            s.sight_skill(a, "vict", &[copy("/a/scripts/zz.luau", &caps)])
+                .unwrap(),
+            vec![Standing::Claimant {
+                owners: vec!["/a/v1".into(), "/a/v2".into()]
+            }]
         );
         // Another workspace: its own first sighting and baseline.
         let b = Path::new("/ws/b");
         assert_eq!(
-            s.sight_skill(b, "vict", "/ws/b/skills/vict", &more, true).unwrap(),
-            Standing::Owner { pending: vec![] }
+            s.sight_skill(b, "vict", &[copy("/b/vict", &more)]).unwrap(),
+            vec![Standing::Owner { pending: vec![] }]
         );
         // Nobody owns it and it may not be accepted: held back.
+        let twin = SkillCopy {
+            may_accept: false,
+            ..copy("/x", &caps)
+        };
         assert_eq!(
-            s.sight_skill(a, "twin", "/x", &caps, false).unwrap(),
-            Standing::Claimant { owner: None }
+            s.sight_skill(a, "twin", &[twin.clone(), twin]).unwrap(),
+            vec![
+                Standing::Claimant { owners: vec![] },
+                Standing::Claimant { owners: vec![] }
+            ]
         );
-        // The operator accepts the claimant: it inherits the baseline.
+        // The operator accepts the claimant: it shares the baseline.
+        assert!(s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau").unwrap());
+        assert!(!s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau").unwrap());
         assert_eq!(
-            s.accept_skill_origin(a, "vict", "/ws/a/scripts/zz.luau").unwrap(),
-            Some("/ws/a/skills/vict".into())
-        );
-        assert_eq!(
-            s.sight_skill(a, "vict", "/ws/a/scripts/zz.luau", &more, true).unwrap(),
-            Standing::Owner {
+            s.sight_skill(a, "vict", &[copy("/a/scripts/zz.luau", &more)])
+                .unwrap(),
+            vec![Standing::Owner {
                 pending: vec!["exec:*".into()]
-            }
+            }]
         );
     }
 
@@ -766,17 +787,17 @@ mod tests {
         // stricter one): `exec:git` stays pending.
         let caps = ["kv".to_string(), "exec:git".to_string()];
         assert_eq!(
-            s.sight_skill(Path::new("/ws/a"), "notes", "/ws/a/skills/notes", &caps, true)
+            s.sight_skill(Path::new("/ws/a"), "notes", &[copy("/ws/a/skills/notes", &caps)])
                 .unwrap(),
-            Standing::Owner {
+            vec![Standing::Owner {
                 pending: vec!["exec:git".into()]
-            }
+            }]
         );
         // Moved, not copied: the next workspace starts from its own.
         assert_eq!(
-            s.sight_skill(Path::new("/ws/b"), "notes", "/ws/b/notes", &caps, true)
+            s.sight_skill(Path::new("/ws/b"), "notes", &[copy("/ws/b/notes", &caps)])
                 .unwrap(),
-            Standing::Owner { pending: vec![] }
+            vec![Standing::Owner { pending: vec![] }]
         );
     }
 }
