@@ -757,6 +757,114 @@ mod tests {
         );
     }
 
+    fn host_target(h: &str) -> net::Target {
+        net::parse_target(h).unwrap()
+    }
+
+    /// Issue 9, Security 4: `net.http:*` and host names never grant a
+    /// non-public address; only a rule naming it does, and deny `*` still
+    /// denies it. Every IP spelling lands on the same decision.
+    #[test]
+    fn non_public_addresses_need_a_rule_that_names_them() {
+        let (_d, ws) = base();
+        let mut p = Policy {
+            default: Decision::Allow,
+            ..Default::default()
+        };
+        p.global.allow.push(rule("net.http:*", &ws));
+        p.global.allow.push(rule("net.http:localhost", &ws));
+        let decide = |p: &Policy, grants: &[CapabilityRule], url: &str| {
+            let t = host_target(url);
+            let target = Target::Host {
+                host: &t.host,
+                port: t.port,
+            };
+            p.decide("s", grants, CapabilityKind::NetHttp, &target)
+        };
+        for url in [
+            "http://127.0.0.1:18082/",
+            "http://2130706433:18082/",
+            "http://0x7f.1:18082/",
+            "http://0177.0.0.1:18082/",
+            "http://[::ffff:127.0.0.1]:18082/",
+            "http://[::1]:18082/",
+            "http://169.254.169.254/",
+            "http://10.1.2.3/",
+            "http://100.64.0.1/",
+            "http://[fd00::1]/",
+            "http://0.0.0.0:18082/",
+        ] {
+            let d = decide(&p, &[], url);
+            assert_eq!(d.decision, Decision::Deny, "{url}: {d:?}");
+            assert_eq!(d.basis, DecisionBasis::NonPublicAddress, "{url}");
+            assert!(d.reason.contains("non-public"), "{}", d.reason);
+        }
+        // A public address and a name are decided as before.
+        assert_eq!(decide(&p, &[], "http://93.184.216.34/").decision, Decision::Allow);
+        assert_eq!(decide(&p, &[], "http://localhost:1/").decision, Decision::Allow);
+        // Named by an allow rule, a CIDR, or a grant: allowed, port held.
+        let mut named = p.clone();
+        named.global.allow.push(rule("net.http:127.0.0.1:18082", &ws));
+        named.global.allow.push(rule("net.http:10.0.0.0/8", &ws));
+        assert_eq!(decide(&named, &[], "http://0x7f000001:18082/").decision, Decision::Allow);
+        assert_eq!(decide(&named, &[], "http://127.0.0.1:18083/").decision, Decision::Deny);
+        assert_eq!(decide(&named, &[], "http://10.9.9.9/").decision, Decision::Allow);
+        let g = [rule("net.http:[::1]:18082", &ws)];
+        assert_eq!(decide(&p, &g, "http://[::1]:18082/").decision, Decision::Allow);
+        // An ask rule with `*` does not reach it either; one naming it does.
+        let mut ask = Policy::default();
+        ask.global.ask.push(rule("net.http:*", &ws));
+        assert_eq!(decide(&ask, &[], "http://127.0.0.1/").decision, Decision::Deny);
+        ask.global.ask.push(rule("net.http:127.0.0.1", &ws));
+        assert_eq!(decide(&ask, &[], "http://127.0.0.1/").decision, Decision::Ask);
+        // Deny `*` denies loopback although it could never grant it.
+        let mut deny = named.clone();
+        deny.global.deny.push(rule("net.http:*", &ws));
+        let d = decide(&deny, &[], "http://127.0.0.1:18082/");
+        assert_eq!((d.decision, d.basis), (Decision::Deny, DecisionBasis::Rule));
+        // Declarations follow the same rule (the gate's first check).
+        let star = rule("net.http:*", &ws);
+        let lo = host_target("http://127.0.0.1:18082/");
+        let lo = Target::Host {
+            host: &lo.host,
+            port: lo.port,
+        };
+        assert!(!star.covers(CapabilityKind::NetHttp, &lo));
+        assert!(star.reaches(CapabilityKind::NetHttp, &lo));
+        assert!(rule("net.http:127.0.0.1:18082", &ws).covers(CapabilityKind::NetHttp, &lo));
+    }
+
+    /// Issue 9, Security 3: `always` stores exactly the target's rule.
+    #[test]
+    fn the_exact_rule_names_one_target_and_nothing_wider() {
+        let (_d, ws) = base();
+        let b = ScopeBase { workspace: &ws };
+        let ex = |kind, t: Target<'_>| exact_rule(kind, &t, &b).map(|r| r.text);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("ls")).as_deref(), Some("exec:ls"));
+        assert_eq!(ex(CapabilityKind::Kv, Target::None).as_deref(), Some("kv"));
+        let file = ws.join("notes/a.txt");
+        let r = exact_rule(CapabilityKind::FsRead, &Target::Path(&file), &b).unwrap();
+        assert_eq!(r.text, format!("fs.read:{}", file.display()));
+        assert!(!r.covers(CapabilityKind::FsRead, &Target::Path(&ws.join("notes/b.txt"))));
+        let h = Host::Ip("::1".parse().unwrap());
+        assert_eq!(
+            ex(CapabilityKind::NetHttp, Target::Host { host: &h, port: 8080 }).as_deref(),
+            Some("net.http:[::1]:8080")
+        );
+        let n = Host::Name("api.example.com".into());
+        assert_eq!(
+            ex(CapabilityKind::NetHttp, Target::Host { host: &n, port: 443 }).as_deref(),
+            Some("net.http:api.example.com:443")
+        );
+        // Nothing names these alone: `always` is not offered.
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("*")), None);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("l*s")), None);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("a b")), None);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("ls\r\x1b[2K")), None);
+        let glob = ws.join("a*b");
+        assert_eq!(ex(CapabilityKind::FsRead, Target::Path(&glob)), None);
+    }
+
     /// A small deterministic generator, so the property below needs no
     /// extra crates and fails the same way every time.
     fn xorshift(state: &mut u64) -> u64 {
