@@ -712,7 +712,7 @@ fn malformed_arguments(wire: Wire) {
     assert!(given[1].contains("invalid arguments"), "{given:?}");
     assert_pairs(&reqs[1].body);
     assert_eq!(
-        h.store().kv_get("notes", "n").unwrap(),
+        h.store().kv_get(&h.ws.root, "notes", "n").unwrap(),
         None,
         "a note was added"
     );
@@ -845,9 +845,10 @@ fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
             // Cancel once the loop is surely running.
             let (agent, store, run_id) =
                 (h.agent.clone(), h.kernel.store().clone(), run_id.clone());
+            let root = h.ws.root.clone();
             canceller = Some(std::thread::spawn(move || {
                 let until = Instant::now() + Duration::from_secs(5);
-                while store.kv_get("spinner", "spinning").unwrap().is_none()
+                while store.kv_get(&root, "spinner", "spinning").unwrap().is_none()
                     && Instant::now() < until
                 {
                     std::thread::sleep(Duration::from_millis(5));

@@ -255,12 +255,12 @@ fn a_grant_made_in_one_workspace_does_not_apply_in_another() {
 /// The tutorial's `notes` (in one folder) must not poison the example's
 /// `notes` (in another) through a shared data dir: each workspace records
 /// its own first sighting, so the example's wider declaration is not
-/// "new since first load".
+/// "new since first load", and each has its own kv data.
 #[test]
 fn the_same_skill_name_in_two_workspaces_has_two_baselines() {
     let tutorial = VICT.replace("vict", "notes");
     let example = tutorial.replace("kv = true", "kv = true\n\"fs.read\" = [\".\"]");
-    let example_src = "local M = {}\nfunction M.put(a) return keel.fs.read('note.txt') end\nfunction M.who() return 'example' end\nreturn M\n";
+    let example_src = "local M = {}\nfunction M.put(a) return keel.fs.read('note.txt') end\nfunction M.who() return keel.kv.get('secret') or 'nothing' end\nreturn M\n";
     let a = Ws::new()
         .skill("notes", &tutorial, &[("main.luau", VICT_SRC)])
         .policy("[policy]\nallow = [\"kv\"]\n");
@@ -269,6 +269,10 @@ fn the_same_skill_name_in_two_workspaces_has_two_baselines() {
         .file("note.txt", "example note")
         .policy("[policy]\nallow = [\"kv\", \"fs.read:.\"]\n");
     assert_eq!(a.call("notes.who", json!({})).ok(), json!("folder"));
+    assert_eq!(
+        a.call("notes.put", json!({"s": "tutorial secret"})).ok(),
+        json!("stored")
+    );
     let out = b
         .keel()
         .env("KEEL_DATA_DIR", a.data_dir())
@@ -281,4 +285,12 @@ fn the_same_skill_name_in_two_workspaces_has_two_baselines() {
     );
     assert!(out.status.success(), "poisoned: {stderr}");
     assert!(stdout.contains("example note"), "{stdout}");
+    // Nor does it read the tutorial's data.
+    let out = b
+        .keel()
+        .env("KEEL_DATA_DIR", a.data_dir())
+        .args(["call", "notes.who", "{}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"nothing\"");
 }

@@ -65,7 +65,7 @@ fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     match ctx
         .kernel
         .store()
-        .kv_get(&ctx.skill.name, key)
+        .kv_get(ctx.kernel.workspace(), &ctx.skill.name, key)
         .map_err(store_err)?
     {
         None => Ok(Value::Null),
@@ -81,13 +81,15 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let store = ctx.kernel.store();
     if value.is_null() {
-        store.kv_delete(&ctx.skill.name, key).map_err(store_err)?;
+        store
+            .kv_delete(ctx.kernel.workspace(), &ctx.skill.name, key)
+            .map_err(store_err)?;
     } else {
         let text = serde_json::to_string(&value).map_err(|e| {
             HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}"))
         })?;
         store
-            .kv_set(&ctx.skill.name, key, &text)
+            .kv_set(ctx.kernel.workspace(), &ctx.skill.name, key, &text)
             .map_err(store_err)?;
     }
     Ok(Value::Null)
@@ -99,7 +101,7 @@ fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let existed = ctx
         .kernel
         .store()
-        .kv_delete(&ctx.skill.name, key)
+        .kv_delete(ctx.kernel.workspace(), &ctx.skill.name, key)
         .map_err(store_err)?;
     Ok(Value::Bool(existed))
 }
@@ -110,7 +112,7 @@ fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let keys = ctx
         .kernel
         .store()
-        .kv_list(&ctx.skill.name, prefix)
+        .kv_list(ctx.kernel.workspace(), &ctx.skill.name, prefix)
         .map_err(store_err)?;
     Ok(Value::Array(keys.into_iter().map(Value::String).collect()))
 }

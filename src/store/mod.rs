@@ -155,10 +155,11 @@ const MIGRATIONS: &[&str] = &[
         input_tokens INTEGER NOT NULL,
         output_tokens INTEGER NOT NULL
     );",
-    // 4: grants and baselines per workspace; who owns a skill name. Rows
-    // from before carry the workspace '' (see `LEGACY_WORKSPACE`): such a
-    // grant applies nowhere, and such a baseline is adopted (moved) by the
-    // first workspace that loads a skill of that name.
+    // 4: grants, baselines and kv data per workspace; which origins a skill
+    // name is accepted from. Rows from before carry the workspace '' (see
+    // `LEGACY_WORKSPACE`): such a grant applies nowhere; such a baseline
+    // and such kv data are adopted (moved) by the first workspace that
+    // accepts a skill of that name.
     "CREATE TABLE grants_v4 (
         workspace TEXT NOT NULL,
         skill TEXT NOT NULL,
@@ -187,6 +188,18 @@ const MIGRATIONS: &[&str] = &[
         accepted_ms INTEGER NOT NULL,
         PRIMARY KEY (workspace, skill, origin)
     );
+    CREATE TABLE kv_v4 (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill, key)
+    );
+    INSERT INTO kv_v4 (workspace, skill, key, value, updated_ms)
+        SELECT '', skill, key, value, updated_ms FROM kv;
+    DROP TABLE kv;
+    ALTER TABLE kv_v4 RENAME TO kv;
     ALTER TABLE approvals ADD COLUMN workspace TEXT NOT NULL DEFAULT '';",
 ];
 
@@ -439,6 +452,14 @@ impl Store {
                     params![ws, name],
                     |r| r.get(0),
                 )?;
+                if !accepted.is_empty() {
+                    // The name's data from before kv was per workspace
+                    // follows it here, once.
+                    tx.execute(
+                        "UPDATE kv SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
+                        params![ws, LEGACY_WORKSPACE, name],
+                    )?;
+                }
                 if !accepted.is_empty() && !has_baseline {
                     let adopted = tx.execute(
                         "UPDATE skill_baseline SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
@@ -579,17 +600,33 @@ impl Store {
         Ok(())
     }
 
-    /// The JSON text stored under `key` in `skill`'s namespace.
-    pub fn kv_get(&self, skill: &str, key: &str) -> Result<Option<String>, StoreError> {
+    /// The JSON text stored under `key` in `skill`'s namespace in
+    /// `workspace`. A namespace belongs to the skill name in one workspace
+    /// (shared by the origins accepted for it there), so a skill of the
+    /// same name elsewhere never reads it.
+    pub fn kv_get(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         Self::check_key(key)?;
         self.with(|c| {
-            c.prepare_cached("SELECT value FROM kv WHERE skill = ?1 AND key = ?2")?
-                .query_row(params![skill, key], |r| r.get(0))
-                .optional()
+            c.prepare_cached(
+                "SELECT value FROM kv WHERE workspace = ?1 AND skill = ?2 AND key = ?3",
+            )?
+            .query_row(params![ws_key(workspace), skill, key], |r| r.get(0))
+            .optional()
         })
     }
 
-    pub fn kv_set(&self, skill: &str, key: &str, json: &str) -> Result<(), StoreError> {
+    pub fn kv_set(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        key: &str,
+        json: &str,
+    ) -> Result<(), StoreError> {
         Self::check_key(key)?;
         if json.len() > KV_MAX_VALUE {
             return Err(StoreError::TooLarge(format!(
@@ -599,36 +636,46 @@ impl Store {
         }
         self.with(|c| {
             c.prepare_cached(
-                "INSERT INTO kv (skill, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (skill, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                "INSERT INTO kv (workspace, skill, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (workspace, skill, key) DO UPDATE SET value = excluded.value,
+                    updated_ms = excluded.updated_ms",
             )?
-            .execute(params![skill, key, json, now_ms()])?;
+            .execute(params![ws_key(workspace), skill, key, json, now_ms()])?;
             Ok(())
         })
     }
 
     /// Deletes a key; returns whether it existed.
-    pub fn kv_delete(&self, skill: &str, key: &str) -> Result<bool, StoreError> {
+    pub fn kv_delete(&self, workspace: &Path, skill: &str, key: &str) -> Result<bool, StoreError> {
         Self::check_key(key)?;
         self.with(|c| {
             let n = c
-                .prepare_cached("DELETE FROM kv WHERE skill = ?1 AND key = ?2")?
-                .execute(params![skill, key])?;
+                .prepare_cached("DELETE FROM kv WHERE workspace = ?1 AND skill = ?2 AND key = ?3")?
+                .execute(params![ws_key(workspace), skill, key])?;
             Ok(n > 0)
         })
     }
 
     /// Keys in `skill`'s namespace that start with `prefix`, sorted, at most
     /// [`KV_MAX_LIST`].
-    pub fn kv_list(&self, skill: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    pub fn kv_list(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
         Self::check_key(prefix)?;
         self.with(|c| {
             // substr() rather than LIKE, so `%` and `_` in a prefix are literal.
             let mut st = c.prepare_cached(
-                "SELECT key FROM kv WHERE skill = ?1 AND substr(key, 1, length(?2)) = ?2
-                 ORDER BY key LIMIT ?3",
+                "SELECT key FROM kv WHERE workspace = ?1 AND skill = ?2
+                    AND substr(key, 1, length(?3)) = ?3
+                 ORDER BY key LIMIT ?4",
             )?;
-            let rows = st.query_map(params![skill, prefix, KV_MAX_LIST as i64], |r| r.get(0))?;
+            let rows = st.query_map(
+                params![ws_key(workspace), skill, prefix, KV_MAX_LIST as i64],
+                |r| r.get(0),
+            )?;
             rows.collect()
         })
     }
@@ -641,16 +688,21 @@ mod tests {
     #[test]
     fn kv_namespaces_are_separate_and_prefixes_are_literal() {
         let s = Store::in_memory().unwrap();
-        s.kv_set("a", "x%1", "1").unwrap();
-        s.kv_set("a", "xy", "2").unwrap();
-        s.kv_set("b", "x%1", "3").unwrap();
-        assert_eq!(s.kv_get("a", "x%1").unwrap().as_deref(), Some("1"));
-        assert_eq!(s.kv_get("b", "x%1").unwrap().as_deref(), Some("3"));
-        assert_eq!(s.kv_list("a", "x%").unwrap(), vec!["x%1".to_string()]);
-        assert!(s.kv_delete("a", "xy").unwrap());
-        assert!(!s.kv_delete("a", "xy").unwrap());
-        assert_eq!(s.kv_get("a", "xy").unwrap(), None);
-        assert!(s.kv_set("a", &"k".repeat(KV_MAX_KEY + 1), "1").is_err());
+        let w = Path::new("/ws/a");
+        s.kv_set(w, "a", "x%1", "1").unwrap();
+        s.kv_set(w, "a", "xy", "2").unwrap();
+        s.kv_set(w, "b", "x%1", "3").unwrap();
+        assert_eq!(s.kv_get(w, "a", "x%1").unwrap().as_deref(), Some("1"));
+        assert_eq!(s.kv_get(w, "b", "x%1").unwrap().as_deref(), Some("3"));
+        assert_eq!(s.kv_list(w, "a", "x%").unwrap(), vec!["x%1".to_string()]);
+        assert!(s.kv_delete(w, "a", "xy").unwrap());
+        assert!(!s.kv_delete(w, "a", "xy").unwrap());
+        assert_eq!(s.kv_get(w, "a", "xy").unwrap(), None);
+        assert!(s.kv_set(w, "a", &"k".repeat(KV_MAX_KEY + 1), "1").is_err());
+        // The same skill name in another workspace is another namespace.
+        let other = Path::new("/ws/b");
+        assert_eq!(s.kv_get(other, "a", "x%1").unwrap(), None);
+        assert!(s.kv_list(other, "a", "").unwrap().is_empty());
     }
 
     #[test]
@@ -774,7 +826,8 @@ mod tests {
             c.pragma_update(None, "user_version", 3).unwrap();
             c.execute_batch(
                 "INSERT INTO grants VALUES ('notes', 'fs.read:/ws/a', 1);
-                 INSERT INTO skill_baseline VALUES ('notes', ''), ('notes', 'kv');",
+                 INSERT INTO skill_baseline VALUES ('notes', ''), ('notes', 'kv');
+                 INSERT INTO kv VALUES ('notes', 'n', '1', 1);",
             )
             .unwrap();
         }
@@ -793,7 +846,13 @@ mod tests {
                 pending: vec!["exec:git".into()]
             }]
         );
+        // The old data followed the name to that workspace.
+        assert_eq!(
+            s.kv_get(Path::new("/ws/a"), "notes", "n").unwrap().as_deref(),
+            Some("1")
+        );
         // Moved, not copied: the next workspace starts from its own.
+        assert_eq!(s.kv_get(Path::new("/ws/b"), "notes", "n").unwrap(), None);
         assert_eq!(
             s.sight_skill(Path::new("/ws/b"), "notes", &[copy("/ws/b/notes", &caps)])
                 .unwrap(),
