@@ -269,11 +269,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", keel::repl::format_skills(&set, &broken));
             }
-            Ok(if set.failures.is_empty() && broken.is_empty() && set.claimants.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(
+                if set.failures.is_empty() && broken.is_empty() && set.claimants.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         Some(Command::Tools { json }) => {
             let set = kernel.skills();
@@ -509,7 +511,11 @@ fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
         .claimants
         .iter()
         .map(|c| (&c.name, &c.origin))
-        .chain(set.skills.values().map(|s| (&s.manifest.name, &s.source.origin)))
+        .chain(
+            set.skills
+                .values()
+                .map(|s| (&s.manifest.name, &s.source.origin)),
+        )
         .find(|(n, o)| n.as_str() == name && (o.key() == wanted || o.to_string() == origin));
     let Some((_, found)) = found else {
         let known: Vec<String> = set

@@ -153,7 +153,10 @@ mod tests {
             escape_control("x\u{202e}gpj.exe\u{2066}\u{2069}"),
             "x\\u{202e}gpj.exe\\u{2066}\\u{2069}"
         );
-        assert_eq!(escape_control_keep_lines("a\nb\rc\td\x1b"), "a\nb\\rc\td\\x1b");
+        assert_eq!(
+            escape_control_keep_lines("a\nb\rc\td\x1b"),
+            "a\nb\\rc\td\\x1b"
+        );
     }
 
     #[test]

@@ -449,7 +449,11 @@ fn always_is_remembered_and_the_next_run_does_not_ask() {
     // Another file in the same folder: asked, and a no refuses it.
     let (third, asked_third, _) = answered_run(&h, &h.session(), vec![ApprovalAnswer::No]);
     assert_eq!(third.state, "done", "{third:?}");
-    assert_eq!(asked_third.len(), 1, "b.txt was not covered by a.txt's grant");
+    assert_eq!(
+        asked_third.len(),
+        1,
+        "b.txt was not covered by a.txt's grant"
+    );
     assert!(third.tool_calls[0].is_error, "{third:?}");
     assert!(!h.ws.path("out/b.txt").exists());
     assert_eq!(h.store().approvals(false).unwrap().len(), 2);
@@ -848,7 +852,10 @@ fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
             let root = h.ws.root.clone();
             canceller = Some(std::thread::spawn(move || {
                 let until = Instant::now() + Duration::from_secs(5);
-                while store.kv_get(&root, "spinner", "spinning").unwrap().is_none()
+                while store
+                    .kv_get(&root, "spinner", "spinning")
+                    .unwrap()
+                    .is_none()
                     && Instant::now() < until
                 {
                     std::thread::sleep(Duration::from_millis(5));

@@ -155,26 +155,41 @@ fn the_policy_naming_the_address_lets_it_through() {
         &declared,
         &format!("[policy]\nallow = [\"net.http:*\", \"net.http:127.0.0.1:{port}\"]\n"),
     );
-    assert_eq!(get(&allowed, &format!("http://127.0.0.1:{port}/text")).ok(), json!("hello"));
+    assert_eq!(
+        get(&allowed, &format!("http://127.0.0.1:{port}/text")).ok(),
+        json!("hello")
+    );
     // Any spelling of the named address is the named address.
-    assert_eq!(get(&allowed, &format!("http://0x7f000001:{port}/text")).ok(), json!("hello"));
+    assert_eq!(
+        get(&allowed, &format!("http://0x7f000001:{port}/text")).ok(),
+        json!("hello")
+    );
     assert_eq!(server.hits(), 2);
     // Another port on the same host is not named.
-    get(&allowed, &format!("http://127.0.0.1:{}/text", port.wrapping_add(1).max(1)))
-        .err_contains(&["net.http"]);
+    get(
+        &allowed,
+        &format!("http://127.0.0.1:{}/text", port.wrapping_add(1).max(1)),
+    )
+    .err_contains(&["net.http"]);
 
     let cidr = fetcher(
         "\"127.0.0.0/8\"",
         "[policy]\nallow = [\"net.http:127.0.0.0/8\"]\n",
     );
-    assert_eq!(get(&cidr, &format!("http://127.0.0.1:{port}/text")).ok(), json!("hello"));
+    assert_eq!(
+        get(&cidr, &format!("http://127.0.0.1:{port}/text")).ok(),
+        json!("hello")
+    );
 
     // An operator grant names it too (in this workspace).
     let granted = fetcher(&declared, "[policy]\nallow = [\"net.http:*\"]\n");
     get(&granted, &format!("http://127.0.0.1:{port}/text")).err_contains(&["non-public"]);
     let g = granted.run(&["grant", "p", &format!("net.http:127.0.0.1:{port}")]);
     assert_eq!(g.status, 0, "{}", g.stderr);
-    assert_eq!(get(&granted, &format!("http://127.0.0.1:{port}/text")).ok(), json!("hello"));
+    assert_eq!(
+        get(&granted, &format!("http://127.0.0.1:{port}/text")).ok(),
+        json!("hello")
+    );
     assert_eq!(server.hits(), 4);
 }
 
@@ -193,7 +208,10 @@ fn a_name_resolving_to_loopback_needs_the_address_named() {
     let named = ws.policy(&format!(
         "[policy]\nallow = [\"net.http:localhost:{port}\", \"net.http:127.0.0.1:{port}\"]\n"
     ));
-    assert_eq!(get(&named, &format!("http://localhost:{port}/text")).ok(), json!("hello"));
+    assert_eq!(
+        get(&named, &format!("http://localhost:{port}/text")).ok(),
+        json!("hello")
+    );
     assert_eq!(server.hits(), 1);
 }
 
@@ -246,5 +264,9 @@ fn metadata_private_shared_and_unique_local_need_the_policy_too() {
     }
     // The audit log records each as a denial by the address rule.
     let audit = ws.run(&["audit", "--limit", "20"]);
-    assert!(audit.stdout.contains("the address rule"), "{}", audit.stdout);
+    assert!(
+        audit.stdout.contains("the address rule"),
+        "{}",
+        audit.stdout
+    );
 }

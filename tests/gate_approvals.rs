@@ -121,10 +121,7 @@ fn always_stores_exactly_the_rule_the_prompt_showed() {
     );
     // The grant answers for `true` without asking; `false` is still asked
     // (and nobody can answer a `keel call`).
-    assert_eq!(
-        ws.call("sh.run", json!({"argv": ["true"]})).ok(),
-        json!(0)
-    );
+    assert_eq!(ws.call("sh.run", json!({"argv": ["true"]})).ok(), json!(0));
     ws.call("sh.run", json!({"argv": ["false"]}))
         .err_contains(&["needs approval", "keel grant sh exec:false"]);
 }
@@ -147,7 +144,10 @@ fn a_forged_approval_prompt_is_shown_escaped() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     let err = &out.stderr;
     for raw in ['\r', '\x1b', '\u{202e}'] {
-        assert!(!err.contains(raw), "raw {raw:?} reached the terminal: {err:?}");
+        assert!(
+            !err.contains(raw),
+            "raw {raw:?} reached the terminal: {err:?}"
+        );
     }
     assert!(
         err.contains("true\\r\\x1b[2K\\x1b[1A[approval a_0]") && err.contains("\\u{202e}"),
@@ -193,7 +193,11 @@ fn audit_and_log_lines_cannot_be_forged() {
         "one record, one line:\n{}",
         audit.stdout
     );
-    assert!(audit.stdout.contains("nothing\\n2026-01-01"), "{}", audit.stdout);
+    assert!(
+        audit.stdout.contains("nothing\\n2026-01-01"),
+        "{}",
+        audit.stdout
+    );
     // The JSON form keeps the value as it was (serde escapes it).
     let json = ws.run(&["audit", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -217,5 +221,8 @@ fn audit_and_log_lines_cannot_be_forged() {
         !err.lines().any(|l| l.starts_with("FORGED")),
         "a forged log line: {err}"
     );
-    assert!(err.contains("ok\\nFORGED ERROR keel: granted\\x1b[31m"), "{err}");
+    assert!(
+        err.contains("ok\\nFORGED ERROR keel: granted\\x1b[31m"),
+        "{err}"
+    );
 }

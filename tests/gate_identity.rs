@@ -89,7 +89,11 @@ fn another_origin_claiming_a_known_name_gets_nothing_until_accepted() {
         "inherits nothing",
         &format!("keel skill accept vict --origin {}", zz.display()),
     ] {
-        assert!(listed.stdout.contains(fragment), "lacks {fragment:?}:\n{}", listed.stdout);
+        assert!(
+            listed.stdout.contains(fragment),
+            "lacks {fragment:?}:\n{}",
+            listed.stdout
+        );
     }
     let j = skills_json(&ws);
     assert_eq!(j["claimants"][0]["skill"], "vict@9.0.0");
@@ -105,7 +109,11 @@ fn another_origin_claiming_a_known_name_gets_nothing_until_accepted() {
     // The operator accepts it: from then on it loads and shares the name.
     let accepted = ws.run(&["skill", "accept", "vict", "--origin", "scripts/zz.luau"]);
     assert_eq!(accepted.status, 0, "{}", accepted.stderr);
-    assert!(accepted.stdout.contains("accepted vict from"), "{}", accepted.stdout);
+    assert!(
+        accepted.stdout.contains("accepted vict from"),
+        "{}",
+        accepted.stdout
+    );
     assert_eq!(ws.call("vict.steal", json!({})).ok(), json!("hunter2"));
     assert_eq!(ws.call("vict.who", json!({})).ok(), json!("claimant"));
 }
@@ -116,9 +124,19 @@ fn accept_refuses_an_origin_that_holds_no_copy_of_the_skill() {
     let ws = Ws::new()
         .skill("vict", VICT, &[("main.luau", VICT_SRC)])
         .policy("");
-    let out = ws.run(&["skill", "accept", "vict", "--origin", "scripts/nothing.luau"]);
+    let out = ws.run(&[
+        "skill",
+        "accept",
+        "vict",
+        "--origin",
+        "scripts/nothing.luau",
+    ]);
     assert_ne!(out.status, 0);
-    assert!(out.stderr.contains("no copy of skill `vict`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no copy of skill `vict`"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Two copies of one name and version are an error naming both, not a
@@ -147,7 +165,9 @@ fn two_copies_of_one_version_are_an_error_naming_both() {
     assert_eq!(ok.status, 0, "{}", ok.stderr);
     assert_eq!(ws.call("vict.who", json!({})).ok(), json!("folder"));
     assert!(
-        ws.run(&["skills"]).stdout.contains("the accepted copy is loaded"),
+        ws.run(&["skills"])
+            .stdout
+            .contains("the accepted copy is loaded"),
         "the duplicate is still reported"
     );
 }
@@ -162,13 +182,21 @@ fn versions_present_at_first_sight_are_accepted_later_ones_are_claimants() {
         .replace("name = \"who\"", "name = \"who2\"");
     let ws = Ws::new()
         .skill("vict", VICT, &[("main.luau", VICT_SRC)])
-        .skill("vict-2", &v2, &[("main.luau", &VICT_SRC.replace("M.who(", "M.who2("))])
+        .skill(
+            "vict-2",
+            &v2,
+            &[("main.luau", &VICT_SRC.replace("M.who(", "M.who2("))],
+        )
         .policy("[policy]\nallow = [\"kv\"]\n");
     assert_eq!(ws.call("vict.who2", json!({})).ok(), json!("folder"));
     let v3 = VICT
         .replace("1.0.0", "3.0.0")
         .replace("name = \"who\"", "name = \"who3\"");
-    let ws = ws.skill("vict-3", &v3, &[("main.luau", &VICT_SRC.replace("M.who(", "M.who3("))]);
+    let ws = ws.skill(
+        "vict-3",
+        &v3,
+        &[("main.luau", &VICT_SRC.replace("M.who(", "M.who3("))],
+    );
     ws.call("vict.who3", json!({}))
         .err_contains(&["no tool `vict.who3`"]);
     assert!(ws.run(&["skills"]).stdout.contains("CLAIMANT vict@3.0.0"));
@@ -221,7 +249,10 @@ fn a_grant_made_in_one_workspace_does_not_apply_in_another() {
     };
     let g = a.run(&["grant", "reader", "fs.read:."]);
     assert_eq!(g.status, 0, "{}", g.stderr);
-    assert!(g.stdout.contains(&format!("in workspace {}", a.root.display())));
+    assert!(
+        g.stdout
+            .contains(&format!("in workspace {}", a.root.display()))
+    );
     assert_eq!(
         a.call("reader.read", json!({"path": "mine.txt"})).ok(),
         json!("from a")

@@ -350,7 +350,11 @@ impl CapabilityRule {
 /// Such a request can be approved once, never for good. The result is
 /// checked by parsing it back and matching the target, so what is stored
 /// is what was shown and grants only what was asked.
-pub fn exact_rule(kind: CapabilityKind, target: &Target<'_>, base: &ScopeBase<'_>) -> Option<CapabilityRule> {
+pub fn exact_rule(
+    kind: CapabilityKind,
+    target: &Target<'_>,
+    base: &ScopeBase<'_>,
+) -> Option<CapabilityRule> {
     let text = match target {
         Target::None => kind.name().to_string(),
         Target::Name(n) => {
@@ -374,7 +378,10 @@ pub fn exact_rule(kind: CapabilityKind, target: &Target<'_>, base: &ScopeBase<'_
         (Scope::Name(n), Target::Name(t)) => n == t,
         (Scope::Host(h), Target::Host { port, .. }) => {
             h.port() == Some(*port)
-                && matches!(h.pattern(), net::HostPattern::Exact(_) | net::HostPattern::Ip(_))
+                && matches!(
+                    h.pattern(),
+                    net::HostPattern::Exact(_) | net::HostPattern::Ip(_)
+                )
         }
         (Scope::Any, Target::None) => true,
         _ => false,
@@ -800,23 +807,50 @@ mod tests {
             assert!(d.reason.contains("non-public"), "{}", d.reason);
         }
         // A public address and a name are decided as before.
-        assert_eq!(decide(&p, &[], "http://93.184.216.34/").decision, Decision::Allow);
-        assert_eq!(decide(&p, &[], "http://localhost:1/").decision, Decision::Allow);
+        assert_eq!(
+            decide(&p, &[], "http://93.184.216.34/").decision,
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&p, &[], "http://localhost:1/").decision,
+            Decision::Allow
+        );
         // Named by an allow rule, a CIDR, or a grant: allowed, port held.
         let mut named = p.clone();
-        named.global.allow.push(rule("net.http:127.0.0.1:18082", &ws));
+        named
+            .global
+            .allow
+            .push(rule("net.http:127.0.0.1:18082", &ws));
         named.global.allow.push(rule("net.http:10.0.0.0/8", &ws));
-        assert_eq!(decide(&named, &[], "http://0x7f000001:18082/").decision, Decision::Allow);
-        assert_eq!(decide(&named, &[], "http://127.0.0.1:18083/").decision, Decision::Deny);
-        assert_eq!(decide(&named, &[], "http://10.9.9.9/").decision, Decision::Allow);
+        assert_eq!(
+            decide(&named, &[], "http://0x7f000001:18082/").decision,
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&named, &[], "http://127.0.0.1:18083/").decision,
+            Decision::Deny
+        );
+        assert_eq!(
+            decide(&named, &[], "http://10.9.9.9/").decision,
+            Decision::Allow
+        );
         let g = [rule("net.http:[::1]:18082", &ws)];
-        assert_eq!(decide(&p, &g, "http://[::1]:18082/").decision, Decision::Allow);
+        assert_eq!(
+            decide(&p, &g, "http://[::1]:18082/").decision,
+            Decision::Allow
+        );
         // An ask rule with `*` does not reach it either; one naming it does.
         let mut ask = Policy::default();
         ask.global.ask.push(rule("net.http:*", &ws));
-        assert_eq!(decide(&ask, &[], "http://127.0.0.1/").decision, Decision::Deny);
+        assert_eq!(
+            decide(&ask, &[], "http://127.0.0.1/").decision,
+            Decision::Deny
+        );
         ask.global.ask.push(rule("net.http:127.0.0.1", &ws));
-        assert_eq!(decide(&ask, &[], "http://127.0.0.1/").decision, Decision::Ask);
+        assert_eq!(
+            decide(&ask, &[], "http://127.0.0.1/").decision,
+            Decision::Ask
+        );
         // Deny `*` denies loopback although it could never grant it.
         let mut deny = named.clone();
         deny.global.deny.push(rule("net.http:*", &ws));
@@ -840,20 +874,40 @@ mod tests {
         let (_d, ws) = base();
         let b = ScopeBase { workspace: &ws };
         let ex = |kind, t: Target<'_>| exact_rule(kind, &t, &b).map(|r| r.text);
-        assert_eq!(ex(CapabilityKind::Exec, Target::Name("ls")).as_deref(), Some("exec:ls"));
+        assert_eq!(
+            ex(CapabilityKind::Exec, Target::Name("ls")).as_deref(),
+            Some("exec:ls")
+        );
         assert_eq!(ex(CapabilityKind::Kv, Target::None).as_deref(), Some("kv"));
         let file = ws.join("notes/a.txt");
         let r = exact_rule(CapabilityKind::FsRead, &Target::Path(&file), &b).unwrap();
         assert_eq!(r.text, format!("fs.read:{}", file.display()));
-        assert!(!r.covers(CapabilityKind::FsRead, &Target::Path(&ws.join("notes/b.txt"))));
+        assert!(!r.covers(
+            CapabilityKind::FsRead,
+            &Target::Path(&ws.join("notes/b.txt"))
+        ));
         let h = Host::Ip("::1".parse().unwrap());
         assert_eq!(
-            ex(CapabilityKind::NetHttp, Target::Host { host: &h, port: 8080 }).as_deref(),
+            ex(
+                CapabilityKind::NetHttp,
+                Target::Host {
+                    host: &h,
+                    port: 8080
+                }
+            )
+            .as_deref(),
             Some("net.http:[::1]:8080")
         );
         let n = Host::Name("api.example.com".into());
         assert_eq!(
-            ex(CapabilityKind::NetHttp, Target::Host { host: &n, port: 443 }).as_deref(),
+            ex(
+                CapabilityKind::NetHttp,
+                Target::Host {
+                    host: &n,
+                    port: 443
+                }
+            )
+            .as_deref(),
             Some("net.http:api.example.com:443")
         );
         // Nothing names these alone: `always` is not offered.

@@ -300,7 +300,6 @@ pub enum HostPattern {
     /// `::ffff:0:0/96` is held as the IPv4 range it denotes, because
     /// targets are compared in canonical form.
     Cidr(IpNet),
-
 }
 
 /// One operator-granted network scope: a host pattern and an optional port.

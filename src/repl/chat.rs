@@ -199,7 +199,11 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
                 let _ = writeln!(notes, "\n[approval {}] {state}", rec.id);
                 return;
             }
-            let _ = writeln!(notes, "\nnobody can answer here, so no; {}", grant_hint(rec));
+            let _ = writeln!(
+                notes,
+                "\nnobody can answer here, so no; {}",
+                grant_hint(rec)
+            );
             let _ = agent.answer(&rec.id, ApprovalAnswer::No);
             return;
         };

@@ -368,11 +368,15 @@ impl SkillSet {
         sight: SightFn<'_>,
     ) -> SkillSet {
         use crate::store::Standing;
-        let id_of = |c: &Candidate| NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
+        let id_of =
+            |c: &Candidate| NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
         let mut copies: BTreeMap<NodeId, Vec<Origin>> = BTreeMap::new();
         let mut names: Vec<&str> = Vec::new();
         for c in &candidates {
-            copies.entry(id_of(c)).or_default().push(c.source.origin.clone());
+            copies
+                .entry(id_of(c))
+                .or_default()
+                .push(c.source.origin.clone());
             if !names.contains(&c.manifest.name.as_str()) {
                 names.push(&c.manifest.name);
             }

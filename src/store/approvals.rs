@@ -348,7 +348,11 @@ mod tests {
         );
         assert!(s.all_grants().unwrap().is_empty());
         // Still pending: yes or no are taken.
-        assert!(s.answer_approval(&a.id, ApprovalAnswer::Yes).unwrap().is_ok());
+        assert!(
+            s.answer_approval(&a.id, ApprovalAnswer::Yes)
+                .unwrap()
+                .is_ok()
+        );
     }
 
     #[test]

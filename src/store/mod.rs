@@ -368,7 +368,12 @@ impl Store {
 
     /// Removes a grant; returns whether there was one. `workspace` may be
     /// [`LEGACY_WORKSPACE`] to clear a grant from before the migration.
-    pub fn revoke(&self, workspace: &str, skill: &str, capability: &str) -> Result<bool, StoreError> {
+    pub fn revoke(
+        &self,
+        workspace: &str,
+        skill: &str,
+        capability: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
                 "DELETE FROM grants WHERE workspace = ?1 AND skill = ?2 AND capability = ?3",
@@ -803,8 +808,14 @@ mod tests {
             ]
         );
         // The operator accepts the claimant: it shares the baseline.
-        assert!(s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau").unwrap());
-        assert!(!s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau").unwrap());
+        assert!(
+            s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau")
+                .unwrap()
+        );
+        assert!(
+            !s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau")
+                .unwrap()
+        );
         assert_eq!(
             s.sight_skill(a, "vict", &[copy("/a/scripts/zz.luau", &more)])
                 .unwrap(),
@@ -840,15 +851,21 @@ mod tests {
         // stricter one): `exec:git` stays pending.
         let caps = ["kv".to_string(), "exec:git".to_string()];
         assert_eq!(
-            s.sight_skill(Path::new("/ws/a"), "notes", &[copy("/ws/a/skills/notes", &caps)])
-                .unwrap(),
+            s.sight_skill(
+                Path::new("/ws/a"),
+                "notes",
+                &[copy("/ws/a/skills/notes", &caps)]
+            )
+            .unwrap(),
             vec![Standing::Owner {
                 pending: vec!["exec:git".into()]
             }]
         );
         // The old data followed the name to that workspace.
         assert_eq!(
-            s.kv_get(Path::new("/ws/a"), "notes", "n").unwrap().as_deref(),
+            s.kv_get(Path::new("/ws/a"), "notes", "n")
+                .unwrap()
+                .as_deref(),
             Some("1")
         );
         // Moved, not copied: the next workspace starts from its own.
