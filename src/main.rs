@@ -629,7 +629,11 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
     let in_scope = |o: &Origin| scope.as_ref().is_none_or(|p| under(o, p));
     let mut problems = 0;
     for f in set.failures.iter().filter(|f| in_scope(&f.origin)) {
-        println!("{}", f.error);
+        println!("{}", keel::text::escape_control_keep_lines(&f.error));
+        problems += 1;
+    }
+    for c in set.claimants.iter().filter(|c| in_scope(&c.origin)) {
+        println!("held back: {}", keel::text::escape_control(&c.reason));
         problems += 1;
     }
     let policy = kernel.gate().policy();
@@ -646,7 +650,7 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
                 s.source.origin
             ),
             Err(e) => {
-                println!("{e}");
+                println!("{}", keel::text::escape_control_keep_lines(&e.to_string()));
                 problems += 1;
                 continue;
             }

@@ -325,3 +325,40 @@ fn the_same_skill_name_in_two_workspaces_has_two_baselines() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"nothing\"");
 }
+
+/// A claimant that appears while keel runs is reported by the reload (the
+/// console shows it) and does not replace the serving skill.
+#[test]
+fn a_claimant_appearing_at_reload_is_held_back_and_reported() {
+    let ws = Ws::new()
+        .skill("vict", VICT, &[("main.luau", VICT_SRC)])
+        .policy("[policy]\nallow = [\"kv\"]\n");
+    let rt = common::runtime();
+    let kernel = ws.kernel(&rt);
+    ws.write("scripts/zz.luau", ZZ);
+    let report = kernel.reload();
+    let held: Vec<String> = report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, keel::kernel::ReloadOutcome::HeldBack { .. }))
+        .map(|o| o.to_string())
+        .collect();
+    assert_eq!(held.len(), 1, "{:?}", report.outcomes);
+    assert!(held[0].contains("claims the name `vict`"), "{}", held[0]);
+    assert!(
+        !report
+            .outcomes
+            .iter()
+            .any(|o| o.to_string().contains("loaded vict@9.0.0")),
+        "{:?}",
+        report.outcomes
+    );
+    let set = kernel.skills();
+    assert!(set.tools.contains_key("vict.who") && !set.tools.contains_key("vict.steal"));
+    // Reported once, not at every reload.
+    let again = kernel.reload();
+    assert!(again.outcomes.is_empty(), "{:?}", again.outcomes);
+    // What the console prints for it is one escaped line.
+    let line = keel::repl::render_event(&keel::kernel::KernelEvent::Reloaded(report.clone()));
+    assert!(line.contains("[reload] new claimant held back"), "{line}");
+}

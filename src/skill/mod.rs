@@ -456,7 +456,16 @@ impl SkillSet {
                 }
             }
         }
-        let kept = candidates;
+        // What the set was built from: the accepted copies (claimants are
+        // rediscovered, and sighted again, on every build).
+        let kept: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| {
+                by_id
+                    .get(&id_of(c))
+                    .is_some_and(|k| k.source.origin == c.source.origin)
+            })
+            .collect();
         let nodes: Vec<resolve::SkillNode> = by_id
             .values()
             .map(|c| resolve::SkillNode {
