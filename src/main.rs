@@ -489,7 +489,9 @@ fn ask(
         _ => {
             eprintln!(
                 "keel: the run failed: {}",
-                outcome.reason.as_deref().unwrap_or("no reason recorded")
+                keel::text::escape_control(
+                    outcome.reason.as_deref().unwrap_or("no reason recorded")
+                )
             );
             ExitCode::from(1)
         }

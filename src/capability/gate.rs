@@ -7,6 +7,22 @@
 //! is attached; with nobody to answer it is a denial that says how to grant.
 //! Every decision — allowed, asked, denied — is written to the audit log.
 //! Messages name the capability and target, never a secret's value.
+//!
+//! What the gate guarantees beyond the policy's words:
+//! - **Non-public addresses are explicit.** A loopback, link-local, private,
+//!   shared or unique-local address is granted only by a declaration *and*
+//!   a policy rule or grant that name it (see [`super::net::rule_grants`]);
+//!   the default never decides it.
+//! - **An approval grants what it showed.** The request carries the exact
+//!   rule for the target ([`super::exact_rule`]), which is what `always`
+//!   stores — never the manifest's wider declaration; a target no rule can
+//!   name alone (a name with `*`) can be approved once, never for good.
+//! - **Grants are per workspace.** Only grants made in this workspace are
+//!   consulted; one made elsewhere (or before grants were per workspace)
+//!   does not apply here.
+//! - **A skill is its name and origin.** A copy from an origin not accepted
+//!   for the name never reaches the gate: it is not loaded (see
+//!   [`crate::skill::SkillSet::build`]).
 
 use std::sync::Arc;
 

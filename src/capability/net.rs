@@ -15,6 +15,14 @@
 //!    (not the operator) decides where it points; that is what DNS rebinding and
 //!    names such as `localtest.me` (which resolves to 127.0.0.1) exploit.
 //!
+//! The same rule holds for the operator's side: [`rule_grants`] is the
+//! matcher for everything that *grants* (declarations, allow and ask rules,
+//! grants), and it covers a non-public address only when the rule names it
+//! by IP or CIDR, so the common policy `net.http:*` does not open loopback
+//! or the metadata service to a skill that merely declares them. Deny rules
+//! use [`rule_matches_name`], so `deny net.http:*` denies those too. CIDR
+//! ranges are [`ipnet`] networks.
+//!
 //! Alternative spellings of addresses are normalised before any comparison, so
 //! `http://2130706433/`, `http://0x7f.1/`, `http://0177.0.0.1/`,
 //! `http://[::ffff:127.0.0.1]/` and `http://[::127.0.0.1]/` are all treated as

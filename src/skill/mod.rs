@@ -7,6 +7,14 @@
 //! Building reads manifests and script text only — engines start lazily, on a
 //! skill's first call — so listing a hundred skills costs no engine start.
 //!
+//! A skill's identity is its name *and* its origin (folder, one-file script
+//! or built-in). The origins found when a name is first seen in a
+//! workspace are accepted for it; a copy from any other origin later is a
+//! [`Claimant`]: not loaded, no tools, not a dependency, nothing inherited
+//! (grants, baseline, policy section, kv data), until the operator runs
+//! `keel skill accept NAME --origin PATH`. Two copies of one `name@version`
+//! are never a silent pick.
+//!
 //! Sources are read into memory when a skill is found. A version that is
 //! serving keeps its own copy of its text, so an edit on disk (even a broken,
 //! half-written one) never changes what an existing version runs.

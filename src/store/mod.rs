@@ -1,8 +1,15 @@
 //! SQLite: the only place SQL is written.
 //!
 //! One file (`keel.db`, WAL mode) under the data directory holds the
-//! operator's grants, the audit log, each skill's key-value namespace and the
-//! capabilities each skill was first seen with. Several keel processes may
+//! operator's grants, the audit log, each skill's key-value namespace, the
+//! capabilities each skill was first seen with, and the origins each skill
+//! name is accepted from. Grants, baselines, kv data and accepted origins
+//! are kept per workspace (the canonical path keel runs in): one data dir
+//! shared by several projects never lets a grant, a first sighting or a
+//! skill's data in one apply to another. Rows written before that
+//! (migration 4) carry the workspace `""`: a grant there applies nowhere
+//! (`keel grants` says so), a baseline and kv data move to the first
+//! workspace that accepts the skill name. Several keel processes may
 //! share it (a console and a `keel grant` in another terminal): every read
 //! goes to the database, so a grant made elsewhere takes effect on the next
 //! call. Migrations are numbered and run once, inside a transaction.
