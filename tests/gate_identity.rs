@@ -362,3 +362,57 @@ fn a_claimant_appearing_at_reload_is_held_back_and_reported() {
     let line = keel::repl::render_event(&keel::kernel::KernelEvent::Reloaded(report.clone()));
     assert!(line.contains("[reload] new claimant held back"), "{line}");
 }
+
+/// Many processes sighting a name at once on one data dir agree on who
+/// owns it: one immediate transaction per sighting, no lock errors, no
+/// second owner slipping in.
+#[test]
+fn concurrent_first_sightings_agree_on_the_owner() {
+    let ws = Ws::new()
+        .skill("vict", VICT, &[("main.luau", VICT_SRC)])
+        .policy("[policy]\nallow = [\"kv\"]\n");
+    // Migrations first (their own race is another test's subject).
+    let warm = Ws::new().policy("");
+    let shared = ws.data_dir();
+    assert_eq!(
+        warm.keel()
+            .env("KEEL_DATA_DIR", &shared)
+            .arg("skills")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    let spawn_all = |tool: &str| -> Vec<std::process::Output> {
+        let children: Vec<_> = (0..12)
+            .map(|_| {
+                ws.keel()
+                    .args(["call", tool, "{}"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    };
+    for out in spawn_all("vict.who") {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"folder\"");
+    }
+    ws.write("scripts/zz.luau", ZZ);
+    for out in spawn_all("vict.steal") {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no tool `vict.steal`"), "{err}");
+    }
+    let store = keel::store::Store::open(&shared).unwrap();
+    assert_eq!(
+        store.skill_origins(&ws.root, "vict").unwrap(),
+        vec![ws.path("skills/vict").display().to_string()]
+    );
+}
