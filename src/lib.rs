@@ -25,6 +25,8 @@
 //! - [`config`] — `keel.toml`.
 //! - [`repl`] — the console and the terminal side of talking to the agent
 //!   (also used by `keel ask`).
+//! - [`text`] — the one escape for text that reaches a terminal or a text
+//!   log (control characters and bidi overrides made visible).
 //! - [`docs`] — the host API reference and editor definitions, generated
 //!   from the host declarations.
 //!
@@ -43,6 +45,7 @@ pub mod sandbox;
 pub mod script;
 pub mod skill;
 pub mod store;
+pub mod text;
 pub mod tool;
 
 pub use kernel::Kernel;

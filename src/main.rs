@@ -128,6 +128,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SkillCommand {
+    /// Accept ORIGIN as the owner of skill NAME in this workspace: a new
+    /// copy claiming a known name (shown as a claimant in `keel skills`)
+    /// loads, and takes over the name's grants, baseline and policy
+    /// section here; the previous origin becomes the claimant.
+    Accept {
+        name: String,
+        /// The claimant's folder or one-file script (as `keel skills`
+        /// shows it), or `<builtin>/NAME`.
+        #[arg(long, value_name = "PATH")]
+        origin: String,
+    },
     /// Create a working skill in ./skills/NAME.
     New {
         name: String,
@@ -161,7 +172,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keel: {e:#}");
+            // Errors quote skill names, targets and script messages.
+            eprintln!(
+                "keel: {}",
+                keel::text::escape_control_keep_lines(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -179,6 +194,8 @@ fn init_logging() {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Skills put text in log fields; a log line stays one true line.
+        .fmt_fields(keel::text::EscapedFields)
         .try_init();
 }
 
@@ -302,11 +319,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("{}", keel::sandbox::status());
                 }
             }
-            Ok(if set.failures.is_empty() && broken.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(
+                if set.failures.is_empty() && broken.is_empty() && set.claimants.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         Some(Command::Tools { json }) => {
             let set = kernel.skills();
@@ -331,17 +350,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Check { path }) => check(&kernel, path.as_deref()),
         Some(Command::Grant { skill, capability }) => {
             let rule = parse_grant(&kernel, &skill, &capability)?;
-            let new = kernel.store().grant(&skill, &rule.text)?;
+            let new = kernel
+                .store()
+                .grant(kernel.workspace(), &skill, &rule.text)?;
             println!(
-                "{} {skill} {}",
+                "{} {skill} {} in workspace {}",
                 if new { "granted" } else { "already granted:" },
-                rule.text
+                rule.text,
+                kernel.workspace().display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Revoke { skill, capability }) => {
             let rule = parse_grant(&kernel, &skill, &capability)?;
-            if kernel.store().revoke(&skill, &rule.text)? {
+            if keel::repl::revoke_here_or_legacy(
+                kernel.store(),
+                kernel.workspace(),
+                &skill,
+                &rule.text,
+            )? {
                 println!("revoked {skill} {}", rule.text);
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -352,7 +379,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Some(Command::Grants { json }) => {
-            let grants = kernel.store().grants(None)?;
+            let grants = kernel.store().all_grants()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&grants)?);
             } else {
@@ -412,25 +439,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("`{answer}` is not an answer; use yes, no or always");
             };
             let (rec, changed) = kernel.store().answer_approval(&id, a)??;
+            let esc = keel::text::escape_control;
             println!(
-                "{} {id}: {} `{}` on `{}` for {}{}",
+                "{} {}: {} `{}` on `{}` for {}{}",
                 if changed {
                     "answered"
                 } else {
                     "already answered"
                 },
+                esc(&id),
                 a.name(),
-                rec.capability,
-                rec.target,
-                rec.skill,
+                esc(&rec.capability),
+                esc(&rec.target),
+                esc(&rec.skill),
                 if a == keel::store::ApprovalAnswer::Always {
-                    format!(" (granted {})", rec.rule)
+                    format!(
+                        " (granted {} in workspace {})",
+                        esc(&rec.rule),
+                        esc(&rec.workspace)
+                    )
                 } else {
                     String::new()
                 }
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Skill {
+            command: SkillCommand::Accept { name, origin },
+        }) => skill_accept(&kernel, &name, &origin),
         Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -516,11 +552,67 @@ fn ask(
         _ => {
             eprintln!(
                 "keel: the run failed: {}",
-                outcome.reason.as_deref().unwrap_or("no reason recorded")
+                keel::text::escape_control(
+                    outcome.reason.as_deref().unwrap_or("no reason recorded")
+                )
             );
             ExitCode::from(1)
         }
     })
+}
+
+/// `keel skill accept NAME --origin PATH`: the operator names which copy
+/// of a skill owns the name in this workspace.
+fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
+    use keel::text::escape_control as esc;
+    if !valid_skill_name(name) {
+        bail!("`{}` is not a skill name (see `keel skills`)", esc(name));
+    }
+    let set = kernel.skills();
+    // The origin must be one keel found for this name: a claimant, or the
+    // owner itself (accepting it again changes nothing).
+    let wanted = Origin::File(PathBuf::from(origin)).key();
+    let found = set
+        .claimants
+        .iter()
+        .map(|c| (&c.name, &c.origin))
+        .chain(
+            set.skills
+                .values()
+                .map(|s| (&s.manifest.name, &s.source.origin)),
+        )
+        .find(|(n, o)| n.as_str() == name && (o.key() == wanted || o.to_string() == origin));
+    let Some((_, found)) = found else {
+        let known: Vec<String> = set
+            .claimants
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.origin.key())
+            .collect();
+        bail!(
+            "no copy of skill `{}` was found at {}; {}",
+            esc(name),
+            esc(origin),
+            if known.is_empty() {
+                "`keel skills` lists every copy and its origin".to_string()
+            } else {
+                format!("claimants: {}", known.join(", "))
+            }
+        );
+    };
+    let key = found.key();
+    if kernel
+        .store()
+        .accept_skill_origin(kernel.workspace(), name, &key)?
+    {
+        println!(
+            "accepted {name} from {key} in workspace {}: it loads from the next start or reload, and shares the name's grants, baseline, policy section and data here",
+            kernel.workspace().display()
+        );
+    } else {
+        println!("{name} from {key} is already accepted here");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses a grant, normalising it the way the gate will read it back.
@@ -564,7 +656,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
         })
         .collect();
     let failures: Vec<&SkillFailure> = set.failures.iter().chain(broken).collect();
-    json!({ "skills": skills, "failures": failures })
+    json!({ "skills": skills, "failures": failures, "claimants": set.claimants })
 }
 
 fn tools_json(set: &SkillSet) -> Value {
@@ -602,7 +694,11 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
     let in_scope = |o: &Origin| scope.as_ref().is_none_or(|p| under(o, p));
     let mut problems = 0;
     for f in set.failures.iter().filter(|f| in_scope(&f.origin)) {
-        println!("{}", f.error);
+        println!("{}", keel::text::escape_control_keep_lines(&f.error));
+        problems += 1;
+    }
+    for c in set.claimants.iter().filter(|c| in_scope(&c.origin)) {
+        println!("held back: {}", keel::text::escape_control(&c.reason));
         problems += 1;
     }
     let policy = kernel.gate().policy();
@@ -619,7 +715,7 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
                 s.source.origin
             ),
             Err(e) => {
-                println!("{e}");
+                println!("{}", keel::text::escape_control_keep_lines(&e.to_string()));
                 problems += 1;
                 continue;
             }

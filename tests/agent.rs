@@ -358,9 +358,18 @@ fn an_approved_effect_happens_and_the_run_waited_for_it() {
     let (outcome, asked, answered) = answered_run(&h, &h.session(), vec![ApprovalAnswer::Yes]);
     assert_eq!(outcome.state, "done", "{outcome:?}");
     assert_eq!(asked.len(), 1);
+    // The prompt's rule is exactly the file the call writes, not the
+    // manifest's `fs.write:./out`.
+    let exact = format!(
+        "fs.write:{}",
+        std::fs::canonicalize(h.ws.path("out"))
+            .unwrap()
+            .join("a.txt")
+            .display()
+    );
     assert_eq!(
         (asked[0].skill.as_str(), asked[0].rule.as_str()),
-        ("writer", "fs.write:./out")
+        ("writer", exact.as_str())
     );
     assert!(answered[0].is_ok(), "{answered:?}");
     assert!(!outcome.tool_calls[0].is_error, "{outcome:?}");
@@ -378,7 +387,7 @@ fn an_approved_effect_happens_and_the_run_waited_for_it() {
         "approved"
     );
     assert!(
-        h.store().grants(Some("writer")).unwrap().is_empty(),
+        h.store().all_grants().unwrap().is_empty(),
         "yes is not always"
     );
 }
@@ -412,23 +421,42 @@ fn always_is_remembered_and_the_next_run_does_not_ask() {
         vec![
             save_call("a.txt"),
             Reply::text("Saved."),
-            save_call("b.txt"),
+            save_call("a.txt"),
             Reply::text("Saved again."),
+            save_call("b.txt"),
+            Reply::text("Not saved."),
         ],
     );
     let h = Harness::new(writer_ws(&model, ASK_WRITES));
     let (first, asked, _) = answered_run(&h, &h.session(), vec![ApprovalAnswer::Always]);
     assert_eq!(first.state, "done", "{first:?}");
     assert_eq!(asked.len(), 1);
-    let grants = h.store().grants(Some("writer")).unwrap();
+    // `always` stored exactly what the prompt showed: this one file, in
+    // this workspace; never the manifest's wider `fs.write:./out`.
+    let grants = h.store().all_grants().unwrap();
     assert_eq!(grants.len(), 1);
-    assert_eq!(grants[0].capability, "fs.write:./out");
+    assert_eq!(grants[0].capability, asked[0].rule);
+    assert!(grants[0].capability.ends_with("/out/a.txt"), "{grants:?}");
+    assert_eq!(
+        std::path::Path::new(&grants[0].workspace),
+        std::fs::canonicalize(h.ws.path(".")).unwrap()
+    );
+    // The same file again: not asked.
     let (second, asked_again, _) = answered_run(&h, &h.session(), vec![ApprovalAnswer::No]);
     assert_eq!(second.state, "done", "{second:?}");
     assert!(asked_again.is_empty(), "asked again: {asked_again:?}");
     assert!(!second.tool_calls[0].is_error, "{second:?}");
-    assert!(h.ws.path("out/b.txt").exists());
-    assert_eq!(h.store().approvals(false).unwrap().len(), 1);
+    // Another file in the same folder: asked, and a no refuses it.
+    let (third, asked_third, _) = answered_run(&h, &h.session(), vec![ApprovalAnswer::No]);
+    assert_eq!(third.state, "done", "{third:?}");
+    assert_eq!(
+        asked_third.len(),
+        1,
+        "b.txt was not covered by a.txt's grant"
+    );
+    assert!(third.tool_calls[0].is_error, "{third:?}");
+    assert!(!h.ws.path("out/b.txt").exists());
+    assert_eq!(h.store().approvals(false).unwrap().len(), 2);
 }
 
 /// Nobody answering within `approval_timeout_seconds` is a no: the request
@@ -688,7 +716,7 @@ fn malformed_arguments(wire: Wire) {
     assert!(given[1].contains("invalid arguments"), "{given:?}");
     assert_pairs(&reqs[1].body);
     assert_eq!(
-        h.store().kv_get("notes", "n").unwrap(),
+        h.store().kv_get(&h.ws.root, "notes", "n").unwrap(),
         None,
         "a note was added"
     );
@@ -821,9 +849,13 @@ fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
             // Cancel once the loop is surely running.
             let (agent, store, run_id) =
                 (h.agent.clone(), h.kernel.store().clone(), run_id.clone());
+            let root = h.ws.root.clone();
             canceller = Some(std::thread::spawn(move || {
                 let until = Instant::now() + Duration::from_secs(5);
-                while store.kv_get("spinner", "spinning").unwrap().is_none()
+                while store
+                    .kv_get(&root, "spinner", "spinning")
+                    .unwrap()
+                    .is_none()
                     && Instant::now() < until
                 {
                     std::thread::sleep(Duration::from_millis(5));

@@ -567,7 +567,7 @@ fn the_console_talks_to_the_agent_over_a_pipe() {
     let expected = [
         "model: main (fake-main)".to_string(),
         "[tool] memo.save {\"text\":\"milk\"}\n".into(),
-        "memo wants `kv` (tool memo.save with {\"text\":\"milk\"})\n".into(),
+        "memo wants `kv` (tool memo.save with {\"text\":\"milk\"}); always grants `kv`\n".into(),
         "allow? [y]es / [n]o / [a]lways: y\n".into(),
         "[tool] memo.save ok (".into(),
         "): saved milk\n".into(),
@@ -992,7 +992,7 @@ fn an_approval_is_answered_from_another_process() {
         unknown.stderr
     );
     assert!(
-        kernel.store().grants(Some("memo")).unwrap().is_empty(),
+        kernel.store().all_grants().unwrap().is_empty(),
         "answering yes (once) and the refused answers granted nothing"
     );
 }

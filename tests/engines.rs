@@ -349,8 +349,12 @@ fn sleep_is_cancelled(file: &str, src: &str) {
     let call =
         rt.spawn(async move { k2.call_tool_for("sleeper.nap", json!({}), Some(link)).await });
     let store = k.store().clone();
+    let ws_path = k.workspace().to_path_buf();
     within(20, "the script to start sleeping", || {
-        store.kv_get("sleeper", "sleeping").unwrap().is_some()
+        store
+            .kv_get(&ws_path, "sleeper", "sleeping")
+            .unwrap()
+            .is_some()
     });
     cancelled.store(true, Ordering::Relaxed);
     within(20, "the cancelled sleep to end the call", || {
@@ -363,7 +367,7 @@ fn sleep_is_cancelled(file: &str, src: &str) {
         .to_string();
     assert!(err.contains("cancelled"), "{err}");
     assert_eq!(
-        store.kv_get("sleeper", "woke").unwrap(),
+        store.kv_get(&ws_path, "sleeper", "woke").unwrap(),
         None,
         "the script ran on after its run was cancelled"
     );

@@ -1128,7 +1128,8 @@ impl Approver for CallApprover {
             tool: &request.tool,
             capability: request.capability.name(),
             target: &request.target,
-            rule: &request.rule,
+            rule: request.rule.as_deref().unwrap_or(""),
+            workspace: agent.0.kernel.workspace(),
             arguments: &self.arguments,
         }) {
             Ok(r) => r,

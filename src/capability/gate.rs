@@ -13,13 +13,31 @@
 //! policy or grants say (see [`protected`](super::protected)).
 //! An allowed check returns the declaration and the rule that allowed it,
 //! so file access can be rooted at the narrower of the two.
+//!
+//! What the gate guarantees beyond the policy's words:
+//! - **Non-public addresses are explicit.** A loopback, link-local, private,
+//!   shared or unique-local address is granted only by a declaration *and*
+//!   a policy rule or grant that name it (see [`super::net::rule_grants`]);
+//!   the default never decides it.
+//! - **An approval grants what it showed.** The request carries the exact
+//!   rule for the target ([`super::exact_rule`]), which is what `always`
+//!   stores — never the manifest's wider declaration; a target no rule can
+//!   name alone (a name with `*`) can be approved once, never for good.
+//! - **Grants are per workspace.** Only grants made in this workspace are
+//!   consulted; one made elsewhere (or before grants were per workspace)
+//!   does not apply here.
+//! - **A skill is its name and origin.** A copy from an origin not accepted
+//!   for the name never reaches the gate: it is not loaded (see
+//!   [`crate::skill::SkillSet::build`]).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::protected::{ControlPlaneRefusal, ProtectedPaths};
-use super::{CapabilityKind, CapabilityRule, Decision, Policy, ScopeBase, Target};
+use super::{
+    CapabilityKind, CapabilityRule, Decision, DecisionBasis, Policy, ScopeBase, Target, exact_rule,
+};
 use crate::skill::SkillIdentity;
 use crate::store::{AuditEntry, Store};
 
@@ -29,13 +47,16 @@ use crate::store::{AuditEntry, Store};
 pub enum GateError {
     /// The skill's manifest does not declare a capability covering the target.
     #[error(
-        "skill `{skill}` did not declare `{capability}` for `{target}`; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])"
+        "skill `{skill}` did not declare `{capability}` for `{target}`{note}; add it to [capabilities] in its skill.toml (e.g. \"{capability}\" = [\"{example}\"])"
     )]
     NotDeclared {
         skill: String,
         capability: CapabilityKind,
         target: String,
         example: String,
+        /// Why a declaration that looks like it covers the target does not
+        /// (a non-public address), or empty.
+        note: String,
     },
     /// The declaration is newer than what the operator approved.
     #[error(
@@ -58,7 +79,7 @@ pub enum GateError {
     },
     /// The policy asks, and nobody answered yes.
     #[error(
-        "`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; grant it with `keel grant {skill} {suggested}` or add \"{suggested}\" to [policy] allow in keel.toml"
+        "`{capability}` on `{target}` needs approval for skill `{skill}` ({reason}) and {why}; {hint}"
     )]
     AskUnanswered {
         skill: String,
@@ -66,7 +87,8 @@ pub enum GateError {
         target: String,
         reason: String,
         why: &'static str,
-        suggested: String,
+        /// How to grant it: the exact rule, and the declaration.
+        hint: String,
     },
     /// The target is keel's own configuration, data or a skill folder.
     #[error(transparent)]
@@ -80,6 +102,36 @@ pub enum GateError {
 pub struct Allowed {
     pub declared: CapabilityRule,
     pub by: Option<CapabilityRule>,
+}
+
+/// How to allow an effect for good: exactly this target, and (named as
+/// the wider choice it is) everything the skill declared.
+fn grant_hint(skill: &str, exact: Option<&str>, declared: &str) -> String {
+    match exact {
+        Some(e) if e != declared => format!(
+            "grant exactly this with `keel grant {skill} {e}`, or all the skill declares with `keel grant {skill} {declared}` (or add either to [policy] allow in keel.toml)"
+        ),
+        _ => format!(
+            "grant it with `keel grant {skill} {declared}` or add \"{declared}\" to [policy] allow in keel.toml"
+        ),
+    }
+}
+
+/// For a non-public address: why `*` or a host name did not cover it.
+fn non_public_note(target: &Target<'_>) -> String {
+    match target {
+        Target::Host {
+            host: super::Host::Ip(ip),
+            ..
+        } => super::net::non_public_kind(*ip)
+            .map(|kind| {
+                format!(
+                    " ({ip} is a non-public {kind} address: `*` and host names never cover one; name it, e.g. net.http:{target}, in the manifest and in the policy)"
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 /// "`fs.read` on `/x`", or just "`kv`" for capabilities without a scope.
@@ -98,8 +150,11 @@ pub struct ApprovalRequest {
     pub tool: String,
     pub capability: CapabilityKind,
     pub target: String,
-    /// The rule `always` would grant.
-    pub rule: String,
+    /// The rule `always` would grant: exactly this target
+    /// ([`exact_rule`](super::exact_rule)), never the manifest's wider
+    /// declaration. `None` when no rule names this target alone; such a
+    /// request can be approved once, not for good.
+    pub rule: Option<String>,
 }
 
 /// Something that can answer `ask` decisions: the agent's runs (which park
@@ -158,14 +213,20 @@ impl Gate {
         self.approver.store(Arc::new(approver));
     }
 
-    /// The operator's grants for a skill, parsed. A grant that no longer
-    /// parses (written by another keel version) is skipped.
-    pub fn grants(&self, skill: &str) -> Vec<CapabilityRule> {
-        let base = ScopeBase {
+    fn scope_base(&self) -> ScopeBase<'_> {
+        ScopeBase {
             workspace: &self.workspace,
-        };
+        }
+    }
+
+    /// The operator's grants for a skill in this workspace, parsed. Grants
+    /// made in another workspace (or before grants were per workspace) do
+    /// not apply here. A grant that no longer parses (written by another
+    /// keel version) is skipped.
+    pub fn grants(&self, skill: &str) -> Vec<CapabilityRule> {
+        let base = self.scope_base();
         self.store
-            .grants(Some(skill))
+            .grants(&self.workspace, Some(skill))
             .unwrap_or_default()
             .into_iter()
             .filter_map(|g| CapabilityRule::parse(&g.capability, &base).ok())
@@ -243,6 +304,7 @@ impl Gate {
                 capability: kind,
                 target: target_text.to_string(),
                 example: self.suggest_scope(kind, target),
+                note: non_public_note(target),
             });
         };
         let grants = self.grants(&skill.name);
@@ -265,6 +327,9 @@ impl Gate {
             });
         }
         let d = policy.decide(&skill.name, &grants, kind, target);
+        // What a grant or an allow rule for exactly this target looks like.
+        let exact = exact_rule(kind, target, &self.scope_base()).map(|r| r.text);
+        let grant_hint = grant_hint(&skill.name, exact.as_deref(), &declared.text);
         match d.decision {
             Decision::Allow => Ok((
                 Allowed {
@@ -274,13 +339,16 @@ impl Gate {
                 d.reason,
             )),
             Decision::Deny => {
-                let hint = if d.reason.starts_with("policy default") {
-                    format!(
-                        "grant it with `keel grant {} {}` or add \"{}\" to [policy] allow in keel.toml",
-                        skill.name, declared.text, declared.text
-                    )
-                } else {
-                    "a deny rule wins over allow rules and grants; change it in keel.toml to allow this".into()
+                let hint = match d.basis {
+                    DecisionBasis::Default => grant_hint,
+                    DecisionBasis::NonPublicAddress => {
+                        let rule = exact.as_deref().unwrap_or(&declared.text);
+                        format!(
+                            "if this skill should reach it, name the address in the policy: add \"{rule}\" to [policy] allow in keel.toml or run `keel grant {} {rule}`",
+                            skill.name
+                        )
+                    }
+                    _ => "a deny rule wins over allow rules and grants; change it in keel.toml to allow this".into(),
                 };
                 Err(GateError::Denied {
                     skill: skill.name.clone(),
@@ -291,7 +359,6 @@ impl Gate {
                 })
             }
             Decision::Ask => {
-                let suggested = declared.text.clone();
                 let own = self.approver.load();
                 let why = match approver.or(own.as_ref().as_deref()) {
                     Some(a) => {
@@ -300,7 +367,7 @@ impl Gate {
                             tool: tool.to_string(),
                             capability: kind,
                             target: target_text.to_string(),
-                            rule: suggested.clone(),
+                            rule: exact,
                         };
                         if a.approve(&req) {
                             return Ok((
@@ -321,7 +388,7 @@ impl Gate {
                     target: target_text.to_string(),
                     reason: d.reason,
                     why,
-                    suggested,
+                    hint: grant_hint,
                 })
             }
         }

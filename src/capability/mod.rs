@@ -297,9 +297,30 @@ impl CapabilityRule {
         Ok(Self { kind, scope, text })
     }
 
-    /// Does this rule cover the target? Host rules match by name and port
-    /// here; the address check happens in the gate after resolution.
+    /// Does this rule *grant* the target? This is the matcher for
+    /// declarations, allow and ask rules and operator grants. Host rules
+    /// match by name and port here (the gate checks resolved addresses
+    /// again), and a non-public IP target is covered only by a rule that
+    /// names that address or its range: `net.http:*` and host names never
+    /// grant loopback, link-local or private addresses
+    /// ([`net::rule_grants`]).
     pub fn covers(&self, kind: CapabilityKind, target: &Target<'_>) -> bool {
+        self.matches(kind, target, net::rule_grants)
+    }
+
+    /// Does this rule's pattern reach the target at all? The matcher for
+    /// deny rules: `deny net.http:*` denies loopback too, although it
+    /// could never grant it.
+    pub fn reaches(&self, kind: CapabilityKind, target: &Target<'_>) -> bool {
+        self.matches(kind, target, net::rule_matches_name)
+    }
+
+    fn matches(
+        &self,
+        kind: CapabilityKind,
+        target: &Target<'_>,
+        host_matches: fn(&HostRule, &Host, u16) -> bool,
+    ) -> bool {
         if kind != self.kind {
             return false;
         }
@@ -312,13 +333,61 @@ impl CapabilityRule {
                     _ => false,
                 }
             }
-            (Scope::Host(rule), Target::Host { host, port }) => {
-                net::rule_matches_name(rule, host, *port)
-            }
+            (Scope::Host(rule), Target::Host { host, port }) => host_matches(rule, host, *port),
             (Scope::Name(pat), Target::Name(n)) => glob_match(pat, n),
             _ => false,
         }
     }
+}
+
+/// The narrowest rule that grants exactly this one target: `exec:ls`,
+/// `fs.read:/abs/path/file`, `net.http:host:port`, `kv`. This, never the
+/// manifest's wider declaration, is what answering `always` stores, and
+/// what the approval prompt shows.
+///
+/// `None` when no rule can name the target alone: a name or path holding
+/// `*` (it would be read back as a wildcard: a program called `*` must not
+/// turn `always` into `exec:*`), or one with spaces or control characters.
+/// Such a request can be approved once, never for good. The result is
+/// checked by parsing it back and matching the target, so what is stored
+/// is what was shown and grants only what was asked.
+pub fn exact_rule(
+    kind: CapabilityKind,
+    target: &Target<'_>,
+    base: &ScopeBase<'_>,
+) -> Option<CapabilityRule> {
+    let text = match target {
+        Target::None => kind.name().to_string(),
+        Target::Name(n) => {
+            if n.contains('*') {
+                return None;
+            }
+            format!("{kind}:{n}")
+        }
+        Target::Path(p) => {
+            let p = p.to_str()?;
+            if p.contains('*') || !p.starts_with('/') || p.chars().any(char::is_control) {
+                return None;
+            }
+            format!("{kind}:{p}")
+        }
+        Target::Host { .. } => format!("{kind}:{target}"),
+    };
+    let rule = CapabilityRule::parse(&text, base).ok()?;
+    let exact = match (&rule.scope, target) {
+        (Scope::Path { path, glob: false }, Target::Path(p)) => path == p,
+        (Scope::Name(n), Target::Name(t)) => n == t,
+        (Scope::Host(h), Target::Host { port, .. }) => {
+            h.port() == Some(*port)
+                && matches!(
+                    h.pattern(),
+                    net::HostPattern::Exact(_) | net::HostPattern::Ip(_)
+                )
+        }
+        (Scope::Any, Target::None) => true,
+        _ => false,
+    };
+    (exact && rule.covers(kind, target)).then_some(rule)
 }
 
 fn parse_path_scope(
@@ -461,10 +530,26 @@ impl Default for Policy {
     }
 }
 
+/// What produced a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecisionBasis {
+    /// An allow, ask or deny rule of the policy.
+    Rule,
+    /// An operator grant.
+    Grant,
+    /// The policy's `default`.
+    Default,
+    /// A non-public address that no allow rule, ask rule or grant names:
+    /// denied whatever the default says.
+    NonPublicAddress,
+}
+
 /// A decision with the rule that produced it, for messages and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDecision {
     pub decision: Decision,
+    pub basis: DecisionBasis,
     /// `policy deny fs.write:./notes/locked`, `grant exec:git`, `default`, …
     pub reason: String,
     /// The rule or grant that decided, if one did (not the default). File
@@ -472,10 +557,22 @@ pub struct PolicyDecision {
     pub rule: Option<CapabilityRule>,
 }
 
+/// The non-public IP a target names, if any (for the address rule).
+fn non_public_target(target: &Target<'_>) -> Option<std::net::IpAddr> {
+    match target {
+        Target::Host {
+            host: Host::Ip(ip), ..
+        } if !net::is_public(*ip) => Some(*ip),
+        _ => None,
+    }
+}
+
 impl Policy {
     /// Decides a target for a skill. `grants` are the operator's persisted
     /// grants for this skill: a grant answers `ask` (and the default) with
-    /// yes, but never overrides a `deny`.
+    /// yes, but never overrides a `deny`. A non-public address is never
+    /// decided by the default: unless an allow rule, ask rule or grant names
+    /// it (or its range), it is denied.
     pub fn decide(
         &self,
         skill: &str,
@@ -487,9 +584,10 @@ impl Policy {
         let mut ask = None;
         let mut allow = None;
         for set in sets {
-            if let Some(r) = set.deny.iter().find(|r| r.covers(kind, target)) {
+            if let Some(r) = set.deny.iter().find(|r| r.reaches(kind, target)) {
                 return PolicyDecision {
                     decision: Decision::Deny,
+                    basis: DecisionBasis::Rule,
                     reason: format!("policy deny `{r}`"),
                     rule: Some(r.clone()),
                 };
@@ -504,6 +602,7 @@ impl Policy {
         if let Some(g) = grants.iter().find(|r| r.covers(kind, target)) {
             return PolicyDecision {
                 decision: Decision::Allow,
+                basis: DecisionBasis::Grant,
                 reason: format!("grant `{g}`"),
                 rule: Some(g.clone()),
             };
@@ -511,6 +610,7 @@ impl Policy {
         if let Some(r) = ask {
             return PolicyDecision {
                 decision: Decision::Ask,
+                basis: DecisionBasis::Rule,
                 reason: format!("policy ask `{r}`"),
                 rule: Some(r.clone()),
             };
@@ -518,12 +618,25 @@ impl Policy {
         if let Some(r) = allow {
             return PolicyDecision {
                 decision: Decision::Allow,
+                basis: DecisionBasis::Rule,
                 reason: format!("policy allow `{r}`"),
                 rule: Some(r.clone()),
             };
         }
+        if let Some(ip) = non_public_target(target) {
+            return PolicyDecision {
+                decision: Decision::Deny,
+                basis: DecisionBasis::NonPublicAddress,
+                reason: format!(
+                    "the address rule ({ip} is a non-public {} address and no allow rule or grant names it; `*` and host names never cover one)",
+                    net::non_public_kind(ip).unwrap_or("non-public")
+                ),
+                rule: None,
+            };
+        }
         PolicyDecision {
             decision: self.default,
+            basis: DecisionBasis::Default,
             reason: format!("policy default `{}`", self.default),
             rule: None,
         }
@@ -659,6 +772,161 @@ mod tests {
             d("x", &[], CapabilityKind::Kv, Target::None),
             Decision::Deny
         );
+    }
+
+    fn host_target(h: &str) -> net::Target {
+        net::parse_target(h).unwrap()
+    }
+
+    /// Issue 9, Security 4: `net.http:*` and host names never grant a
+    /// non-public address; only a rule naming it does, and deny `*` still
+    /// denies it. Every IP spelling lands on the same decision.
+    #[test]
+    fn non_public_addresses_need_a_rule_that_names_them() {
+        let (_d, ws) = base();
+        let mut p = Policy {
+            default: Decision::Allow,
+            ..Default::default()
+        };
+        p.global.allow.push(rule("net.http:*", &ws));
+        p.global.allow.push(rule("net.http:localhost", &ws));
+        let decide = |p: &Policy, grants: &[CapabilityRule], url: &str| {
+            let t = host_target(url);
+            let target = Target::Host {
+                host: &t.host,
+                port: t.port,
+            };
+            p.decide("s", grants, CapabilityKind::NetHttp, &target)
+        };
+        for url in [
+            "http://127.0.0.1:18082/",
+            "http://2130706433:18082/",
+            "http://0x7f.1:18082/",
+            "http://0177.0.0.1:18082/",
+            "http://[::ffff:127.0.0.1]:18082/",
+            "http://[::1]:18082/",
+            "http://169.254.169.254/",
+            "http://10.1.2.3/",
+            "http://100.64.0.1/",
+            "http://[fd00::1]/",
+            "http://0.0.0.0:18082/",
+        ] {
+            let d = decide(&p, &[], url);
+            assert_eq!(d.decision, Decision::Deny, "{url}: {d:?}");
+            assert_eq!(d.basis, DecisionBasis::NonPublicAddress, "{url}");
+            assert!(d.reason.contains("non-public"), "{}", d.reason);
+        }
+        // A public address and a name are decided as before.
+        assert_eq!(
+            decide(&p, &[], "http://93.184.216.34/").decision,
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&p, &[], "http://localhost:1/").decision,
+            Decision::Allow
+        );
+        // Named by an allow rule, a CIDR, or a grant: allowed, port held.
+        let mut named = p.clone();
+        named
+            .global
+            .allow
+            .push(rule("net.http:127.0.0.1:18082", &ws));
+        named.global.allow.push(rule("net.http:10.0.0.0/8", &ws));
+        assert_eq!(
+            decide(&named, &[], "http://0x7f000001:18082/").decision,
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&named, &[], "http://127.0.0.1:18083/").decision,
+            Decision::Deny
+        );
+        assert_eq!(
+            decide(&named, &[], "http://10.9.9.9/").decision,
+            Decision::Allow
+        );
+        let g = [rule("net.http:[::1]:18082", &ws)];
+        assert_eq!(
+            decide(&p, &g, "http://[::1]:18082/").decision,
+            Decision::Allow
+        );
+        // An ask rule with `*` does not reach it either; one naming it does.
+        let mut ask = Policy::default();
+        ask.global.ask.push(rule("net.http:*", &ws));
+        assert_eq!(
+            decide(&ask, &[], "http://127.0.0.1/").decision,
+            Decision::Deny
+        );
+        ask.global.ask.push(rule("net.http:127.0.0.1", &ws));
+        assert_eq!(
+            decide(&ask, &[], "http://127.0.0.1/").decision,
+            Decision::Ask
+        );
+        // Deny `*` denies loopback although it could never grant it.
+        let mut deny = named.clone();
+        deny.global.deny.push(rule("net.http:*", &ws));
+        let d = decide(&deny, &[], "http://127.0.0.1:18082/");
+        assert_eq!((d.decision, d.basis), (Decision::Deny, DecisionBasis::Rule));
+        // Declarations follow the same rule (the gate's first check).
+        let star = rule("net.http:*", &ws);
+        let lo = host_target("http://127.0.0.1:18082/");
+        let lo = Target::Host {
+            host: &lo.host,
+            port: lo.port,
+        };
+        assert!(!star.covers(CapabilityKind::NetHttp, &lo));
+        assert!(star.reaches(CapabilityKind::NetHttp, &lo));
+        assert!(rule("net.http:127.0.0.1:18082", &ws).covers(CapabilityKind::NetHttp, &lo));
+    }
+
+    /// Issue 9, Security 3: `always` stores exactly the target's rule.
+    #[test]
+    fn the_exact_rule_names_one_target_and_nothing_wider() {
+        let (_d, ws) = base();
+        let b = ScopeBase { workspace: &ws };
+        let ex = |kind, t: Target<'_>| exact_rule(kind, &t, &b).map(|r| r.text);
+        assert_eq!(
+            ex(CapabilityKind::Exec, Target::Name("ls")).as_deref(),
+            Some("exec:ls")
+        );
+        assert_eq!(ex(CapabilityKind::Kv, Target::None).as_deref(), Some("kv"));
+        let file = ws.join("notes/a.txt");
+        let r = exact_rule(CapabilityKind::FsRead, &Target::Path(&file), &b).unwrap();
+        assert_eq!(r.text, format!("fs.read:{}", file.display()));
+        assert!(!r.covers(
+            CapabilityKind::FsRead,
+            &Target::Path(&ws.join("notes/b.txt"))
+        ));
+        let h = Host::Ip("::1".parse().unwrap());
+        assert_eq!(
+            ex(
+                CapabilityKind::NetHttp,
+                Target::Host {
+                    host: &h,
+                    port: 8080
+                }
+            )
+            .as_deref(),
+            Some("net.http:[::1]:8080")
+        );
+        let n = Host::Name("api.example.com".into());
+        assert_eq!(
+            ex(
+                CapabilityKind::NetHttp,
+                Target::Host {
+                    host: &n,
+                    port: 443
+                }
+            )
+            .as_deref(),
+            Some("net.http:api.example.com:443")
+        );
+        // Nothing names these alone: `always` is not offered.
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("*")), None);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("l*s")), None);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("a b")), None);
+        assert_eq!(ex(CapabilityKind::Exec, Target::Name("ls\r\x1b[2K")), None);
+        let glob = ws.join("a*b");
+        assert_eq!(ex(CapabilityKind::FsRead, Target::Path(&glob)), None);
     }
 
     /// A small deterministic generator, so the property below needs no

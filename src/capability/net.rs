@@ -15,6 +15,14 @@
 //!    (not the operator) decides where it points; that is what DNS rebinding and
 //!    names such as `localtest.me` (which resolves to 127.0.0.1) exploit.
 //!
+//! The same rule holds for the operator's side: [`rule_grants`] is the
+//! matcher for everything that *grants* (declarations, allow and ask rules,
+//! grants), and it covers a non-public address only when the rule names it
+//! by IP or CIDR, so the common policy `net.http:*` does not open loopback
+//! or the metadata service to a skill that merely declares them. Deny rules
+//! use [`rule_matches_name`], so `deny net.http:*` denies those too. CIDR
+//! ranges are [`ipnet`] networks.
+//!
 //! Alternative spellings of addresses are normalised before any comparison, so
 //! `http://2130706433/`, `http://0x7f.1/`, `http://0177.0.0.1/`,
 //! `http://[::ffff:127.0.0.1]/` and `http://[::127.0.0.1]/` are all treated as
@@ -30,6 +38,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use url::Url;
 
 /// Why a URL, a host rule or a connection was refused.
@@ -295,13 +304,10 @@ pub enum HostPattern {
     Subdomain(String),
     /// A single IP address (canonical form).
     Ip(IpAddr),
-    /// A CIDR range; `network` has all host bits clear.
-    Cidr {
-        /// First address of the range.
-        network: IpAddr,
-        /// Prefix length (0..=32 for IPv4, 0..=128 for IPv6).
-        prefix: u8,
-    },
+    /// A CIDR range, host bits clear (`10.0.0.0/8`). A range inside
+    /// `::ffff:0:0/96` is held as the IPv4 range it denotes, because
+    /// targets are compared in canonical form.
+    Cidr(IpNet),
 }
 
 /// One operator-granted network scope: a host pattern and an optional port.
@@ -328,13 +334,14 @@ impl HostRule {
 
     /// Whether the rule names this address itself (IP literal or CIDR), which
     /// is the only way a non-public address is granted.
-    fn names_address(&self, ip: IpAddr, port: u16) -> bool {
+    pub fn names_address(&self, ip: IpAddr, port: u16) -> bool {
         if !self.port_matches(port) {
             return false;
         }
+        let ip = canonical_ip(ip);
         match &self.pattern {
             HostPattern::Ip(rule_ip) => *rule_ip == ip,
-            HostPattern::Cidr { network, prefix } => cidr_contains(*network, *prefix, ip),
+            HostPattern::Cidr(net) => net.contains(&ip),
             HostPattern::Any | HostPattern::Exact(_) | HostPattern::Subdomain(_) => false,
         }
     }
@@ -347,7 +354,7 @@ impl fmt::Display for HostRule {
             HostPattern::Exact(name) => f.write_str(name)?,
             HostPattern::Subdomain(suffix) => write!(f, "*.{suffix}")?,
             HostPattern::Ip(ip) => f.write_str(&bracketed(*ip))?,
-            HostPattern::Cidr { network, prefix } => write!(f, "{network}/{prefix}")?,
+            HostPattern::Cidr(net) => write!(f, "{net}")?,
         }
         match self.port {
             Some(port) => write!(f, ":{port}"),
@@ -559,64 +566,38 @@ fn parse_cidr(rule: &str, addr: &str, prefix: &str) -> Result<HostRule, NetError
     })?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let prefix = if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()) {
-        prefix.parse::<u8>().ok().filter(|p| *p <= max)
+        prefix.parse::<u8>().ok()
     } else {
         None
     };
-    let Some(prefix) = prefix else {
-        return Err(err(&format!(
+    let net = prefix.and_then(|p| IpNet::new(ip, p).ok()).ok_or_else(|| {
+        err(&format!(
             "the prefix length must be a number from 0 to {max}"
-        )));
-    };
+        ))
+    })?;
 
     // Targets are compared in canonical form, so a range inside ::ffff:0:0/96
     // has to become the IPv4 range it denotes or it could never match.
-    let (ip, prefix) = match ip {
-        IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
-            Some(v4) => (IpAddr::V4(v4), prefix - 96),
-            None => (ip, prefix),
+    let net = match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::new_assert(v4, v6.prefix_len() - 96)),
+            None => net,
         },
-        _ => (ip, prefix),
+        other => other,
     };
 
-    let network = mask_ip(ip, prefix);
-    if network != ip {
+    if net.trunc() != net {
         return Err(err(&format!(
-            "{ip} has bits set beyond the /{prefix} prefix; did you mean {network}/{prefix}?"
+            "{} has bits set beyond the /{} prefix; did you mean {}?",
+            net.addr(),
+            net.prefix_len(),
+            net.trunc()
         )));
     }
     Ok(HostRule {
-        pattern: HostPattern::Cidr { network, prefix },
+        pattern: HostPattern::Cidr(net),
         port: None,
     })
-}
-
-fn mask_ip(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & mask_v4(prefix))),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & mask_v6(prefix))),
-    }
-}
-
-fn mask_v4(prefix: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0)
-}
-
-fn mask_v6(prefix: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128 - u32::from(prefix.min(128)))
-        .unwrap_or(0)
-}
-
-fn cidr_contains(network: IpAddr, prefix: u8, ip: IpAddr) -> bool {
-    match (network, ip) {
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-            mask_ip(ip, prefix) == network
-        }
-        _ => false,
-    }
 }
 
 /// Whether `rule` names this host and port, as written in the URL.
@@ -640,38 +621,73 @@ pub fn rule_matches_name(rule: &HostRule, host: &Host, port: u16) -> bool {
             .and_then(|rest| rest.strip_suffix('.'))
             .is_some_and(|sub| !sub.is_empty() && !sub.split('.').any(str::is_empty)),
         (HostPattern::Ip(rule_ip), Host::Ip(ip)) => *rule_ip == canonical_ip(*ip),
-        (HostPattern::Cidr { network, prefix }, Host::Ip(ip)) => {
-            cidr_contains(*network, *prefix, canonical_ip(*ip))
-        }
+        (HostPattern::Cidr(net), Host::Ip(ip)) => net.contains(&canonical_ip(*ip)),
         _ => false,
     }
 }
 
+/// Whether `rule` grants this target: [`rule_matches_name`], except that a
+/// non-public IP target (loopback, link-local, private, shared, unique-local,
+/// …) is granted only by a rule that names that address or its range
+/// ([`HostRule::names_address`]). `*` and host-name patterns never cover one:
+/// the operator's word for a non-public address has to be explicit.
+///
+/// This is the matcher for everything that *grants* (declarations, allow and
+/// ask rules, operator grants); deny rules use [`rule_matches_name`], so
+/// `deny net.http:*` still denies loopback.
+pub fn rule_grants(rule: &HostRule, host: &Host, port: u16) -> bool {
+    match host {
+        Host::Ip(ip) if !is_public(*ip) => rule.names_address(*ip, port),
+        _ => rule_matches_name(rule, host, port),
+    }
+}
+
+/// What kind of non-public address `ip` is, for messages; `None` if public.
+pub fn non_public_kind(ip: IpAddr) -> Option<&'static str> {
+    if is_public(ip) {
+        return None;
+    }
+    Some(match canonical_ip(ip) {
+        IpAddr::V4(v4) if v4.is_loopback() => "loopback",
+        IpAddr::V4(v4) if v4.is_link_local() => "link-local",
+        IpAddr::V4(v4) if v4.is_private() => "private",
+        IpAddr::V4(v4) if Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 10).contains(&v4) => {
+            "shared (carrier-grade NAT)"
+        }
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 => "this-host",
+        IpAddr::V6(v6) if v6.is_loopback() => "loopback",
+        IpAddr::V6(v6) if v6.is_unspecified() => "this-host",
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => "link-local",
+        IpAddr::V6(v6) if v6.is_unique_local() => "unique-local",
+        _ => "special-purpose",
+    })
+}
+
 /// IPv4 ranges that are not reachable on (or not meant for) the public
-/// internet. Each entry is (network, prefix length).
-const NON_PUBLIC_V4: &[(Ipv4Addr, u8)] = &[
+/// internet.
+const NON_PUBLIC_V4: &[Ipv4Net] = &[
     // "This network"; 0.0.0.0 reaches the local host on common stacks.
-    (Ipv4Addr::new(0, 0, 0, 0), 8),
-    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    Ipv4Net::new_assert(Ipv4Addr::new(0, 0, 0, 0), 8),
+    Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 8),
     // Carrier-grade NAT: the provider's side of the network, not the internet.
-    (Ipv4Addr::new(100, 64, 0, 0), 10),
-    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 10),
+    Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8),
     // Link-local, including the cloud metadata service at 169.254.169.254.
-    (Ipv4Addr::new(169, 254, 0, 0), 16),
-    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16),
+    Ipv4Net::new_assert(Ipv4Addr::new(172, 16, 0, 0), 12),
     // IETF protocol assignments (whole block, for simplicity and caution).
-    (Ipv4Addr::new(192, 0, 0, 0), 24),
-    (Ipv4Addr::new(192, 0, 2, 0), 24),
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 0, 0), 24),
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 2, 0), 24),
     // Deprecated 6to4 relay anycast; can tunnel to arbitrary destinations.
-    (Ipv4Addr::new(192, 88, 99, 0), 24),
-    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 88, 99, 0), 24),
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 0, 0), 16),
     // Benchmarking; used inside some container networks.
-    (Ipv4Addr::new(198, 18, 0, 0), 15),
-    (Ipv4Addr::new(198, 51, 100, 0), 24),
-    (Ipv4Addr::new(203, 0, 113, 0), 24),
-    (Ipv4Addr::new(224, 0, 0, 0), 4),
+    Ipv4Net::new_assert(Ipv4Addr::new(198, 18, 0, 0), 15),
+    Ipv4Net::new_assert(Ipv4Addr::new(198, 51, 100, 0), 24),
+    Ipv4Net::new_assert(Ipv4Addr::new(203, 0, 113, 0), 24),
+    Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4),
     // Reserved, which also covers broadcast 255.255.255.255.
-    (Ipv4Addr::new(240, 0, 0, 0), 4),
+    Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4),
 ];
 
 /// IPv6 ranges carved out of global unicast (2000::/3) that are not public.
@@ -679,13 +695,13 @@ const NON_PUBLIC_V4: &[(Ipv4Addr, u8)] = &[
 /// link-local fe80::/10, multicast ff00::/8, discard 100::/64, SRv6 5f00::/16,
 /// local-use NAT64 64:ff9b:1::/48, ...), except the IPv4-embedding forms,
 /// which are handled before this table is consulted.
-const NON_PUBLIC_V6: &[(Ipv6Addr, u8)] = &[
+const NON_PUBLIC_V6: &[Ipv6Net] = &[
     // IETF protocol assignments (Teredo 2001::/32 is classified earlier);
     // includes benchmarking 2001:2::/48 and the ORCHID blocks.
-    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
     // Documentation.
-    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
-    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
+    Ipv6Net::new_assert(Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),
 ];
 
 /// Whether `ip` is an ordinary public internet address.
@@ -707,16 +723,12 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let bits = ip.to_bits();
-    !NON_PUBLIC_V4
-        .iter()
-        .any(|(net, prefix)| bits & mask_v4(*prefix) == net.to_bits())
+    !NON_PUBLIC_V4.iter().any(|net| net.contains(&ip))
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let bits = ip.to_bits();
-    let in_range =
-        |net: Ipv6Addr, prefix: u8| bits & mask_v6(prefix) == net.to_bits() & mask_v6(prefix);
+    let in_range = |net: Ipv6Addr, prefix: u8| Ipv6Net::new_assert(net, prefix).contains(&ip);
     let v4_at = |shift: u32| Ipv4Addr::from_bits(((bits >> shift) & 0xffff_ffff) as u32);
 
     if in_range(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
@@ -733,9 +745,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if !in_range(Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3) {
         return false;
     }
-    !NON_PUBLIC_V6
-        .iter()
-        .any(|(net, prefix)| in_range(*net, *prefix))
+    !NON_PUBLIC_V6.iter().any(|net| net.contains(&ip))
 }
 
 /// Decide which of a target's addresses the connection may go to.
@@ -1019,42 +1029,27 @@ mod tests {
             ),
             (
                 "10.0.0.0/8",
-                HostPattern::Cidr {
-                    network: v4("10.0.0.0"),
-                    prefix: 8,
-                },
+                HostPattern::Cidr("10.0.0.0/8".parse().unwrap()),
                 None,
             ),
             (
                 "fd00::/8",
-                HostPattern::Cidr {
-                    network: ip("fd00::"),
-                    prefix: 8,
-                },
+                HostPattern::Cidr("fd00::/8".parse().unwrap()),
                 None,
             ),
             (
                 "[fd00::]/8",
-                HostPattern::Cidr {
-                    network: ip("fd00::"),
-                    prefix: 8,
-                },
+                HostPattern::Cidr("fd00::/8".parse().unwrap()),
                 None,
             ),
             (
                 "::ffff:10.0.0.0/104",
-                HostPattern::Cidr {
-                    network: v4("10.0.0.0"),
-                    prefix: 8,
-                },
+                HostPattern::Cidr("10.0.0.0/8".parse().unwrap()),
                 None,
             ),
             (
                 "0.0.0.0/0",
-                HostPattern::Cidr {
-                    network: v4("0.0.0.0"),
-                    prefix: 0,
-                },
+                HostPattern::Cidr("0.0.0.0/0".parse().unwrap()),
                 None,
             ),
             ("*", HostPattern::Any, None),

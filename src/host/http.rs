@@ -5,12 +5,18 @@
 //!
 //! 1. [`net::parse_target`]: http/https only, no credentials in the URL,
 //!    alternative IP spellings normalised;
-//! 2. the gate, for the host and port as written;
+//! 2. the gate, for the host and port as written. For an IP literal that
+//!    is not public (loopback, link-local, private, shared, unique-local,
+//!    …) both the declaration and the policy (an allow rule or an operator
+//!    grant) must *name* that address or its range: `net.http:*` and host
+//!    names never cover one ([`net::rule_grants`]), and the policy's
+//!    `default` never decides one;
 //! 3. name resolution (IP literals are not resolved);
 //! 4. [`net::check_addresses`] against the skill's declared host rules: a
 //!    non-public address survives only if the manifest names it;
-//! 5. the gate again for every surviving non-public address, so the policy
-//!    must name a loopback or private address too, not just the manifest.
+//! 5. the gate again for every surviving non-public address, under the
+//!    same rule as step 2: a name that resolves to loopback (`localhost`,
+//!    or a rebinding name) needs the policy to name the address too.
 //!
 //! The connection then goes only to the checked addresses: the client is
 //! built per hop with a resolver that knows nothing but those addresses, so

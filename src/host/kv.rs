@@ -68,7 +68,7 @@ fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     match ctx
         .kernel
         .store()
-        .kv_get(&ctx.skill.name, key)
+        .kv_get(ctx.kernel.workspace(), &ctx.skill.name, key)
         .map_err(store_err)?
     {
         None => Ok(Value::Null),
@@ -84,14 +84,16 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let store = ctx.kernel.store();
     if value.is_null() {
-        store.kv_delete(&ctx.skill.name, key).map_err(store_err)?;
+        store
+            .kv_delete(ctx.kernel.workspace(), &ctx.skill.name, key)
+            .map_err(store_err)?;
     } else {
         let text = serde_json::to_string(&value).map_err(|e| {
             HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}"))
         })?;
         let limit = ctx.kernel.config().limits_for(&ctx.skill.name).kv_bytes;
         store
-            .kv_set(&ctx.skill.name, key, &text, limit)
+            .kv_set(ctx.kernel.workspace(), &ctx.skill.name, key, &text, limit)
             .map_err(store_err)?;
     }
     Ok(Value::Null)
@@ -103,7 +105,7 @@ fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let existed = ctx
         .kernel
         .store()
-        .kv_delete(&ctx.skill.name, key)
+        .kv_delete(ctx.kernel.workspace(), &ctx.skill.name, key)
         .map_err(store_err)?;
     Ok(Value::Bool(existed))
 }
@@ -114,7 +116,7 @@ fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let keys = ctx
         .kernel
         .store()
-        .kv_list(&ctx.skill.name, prefix)
+        .kv_list(ctx.kernel.workspace(), &ctx.skill.name, prefix)
         .map_err(store_err)?;
     Ok(Value::Array(keys.into_iter().map(Value::String).collect()))
 }

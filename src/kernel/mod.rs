@@ -22,8 +22,8 @@ use crate::capability::gate::Gate;
 use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
 use crate::host::CallCtx;
-use crate::skill::{self, SearchPath, SkillManifest, SkillSet};
-use crate::store::{Store, StoreError};
+use crate::skill::{self, SearchPath, SkillSet};
+use crate::store::{SkillCopy, Standing, Store, StoreError};
 use crate::tool::{ToolError, ToolName, validate_args};
 
 /// How deep `keel.tools.call` chains may nest.
@@ -362,24 +362,36 @@ impl Kernel {
         }
     }
 
-    /// Declared capabilities of `m` that were not there when the skill was
-    /// first seen; records the first sighting.
-    fn pending_capabilities(&self, m: &SkillManifest) -> Vec<String> {
-        let declared: Vec<String> = m.capabilities.iter().map(|c| c.text.clone()).collect();
-        match self.0.store.baseline(&m.name) {
-            Ok(Some(base)) => declared.into_iter().filter(|d| !base.contains(d)).collect(),
-            Ok(None) => {
-                if let Err(e) = self.0.store.set_baseline(&m.name, &declared) {
-                    tracing::warn!(skill = %m.name, error = %e, "could not record the skill's capabilities");
-                }
-                Vec::new()
-            }
-            Err(e) => {
-                // Without the record, treat everything as new: fail closed.
-                tracing::warn!(skill = %m.name, error = %e, "could not read the skill's approved capabilities");
-                declared
-            }
-        }
+    /// Where each copy of skill `name` stands in this workspace: accepted
+    /// (with its capabilities newer than the name's baseline) or claimant.
+    /// Records a first sighting. Without the records it fails closed:
+    /// every copy is held back.
+    fn sight_skill(&self, name: &str, copies: &[skill::Copy<'_>]) -> Vec<Standing> {
+        let keys: Vec<(String, Vec<String>, bool)> = copies
+            .iter()
+            .map(|(m, origin, may_accept)| {
+                (
+                    origin.key(),
+                    m.capabilities.iter().map(|c| c.text.clone()).collect(),
+                    *may_accept,
+                )
+            })
+            .collect();
+        let asked: Vec<SkillCopy<'_>> = keys
+            .iter()
+            .map(|(origin, declared, may_accept)| SkillCopy {
+                origin,
+                declared,
+                may_accept: *may_accept,
+            })
+            .collect();
+        self.0
+            .store
+            .sight_skill(&self.0.config.workspace, name, &asked)
+            .unwrap_or_else(|e| {
+                tracing::warn!(skill = %name, error = %e, "could not read the skill name's accepted origins; not loading it");
+                vec![Standing::Claimant { owners: vec![] }; copies.len()]
+            })
     }
 
     fn build_skill_set(&self, previous: Option<&SkillSet>) -> SkillSet {
@@ -398,7 +410,7 @@ impl Kernel {
             failures,
             previous,
             &|name| self.0.config.limits_for(name),
-            &|m| self.pending_capabilities(m),
+            &|name, copies| self.sight_skill(name, copies),
         )
     }
 

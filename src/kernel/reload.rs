@@ -38,6 +38,9 @@ pub enum ReloadOutcome {
         error: String,
         kept: Option<String>,
     },
+    /// A new copy claims a skill name that belongs to other origins here:
+    /// it is not loaded until the operator accepts it.
+    HeldBack { origin: Origin, reason: String },
 }
 
 /// The result of one reload.
@@ -72,6 +75,7 @@ impl std::fmt::Display for ReloadOutcome {
                 Some(k) => write!(f, "reload failed, still serving {k}: {error}"),
                 None => write!(f, "load failed: {error}"),
             },
+            Self::HeldBack { reason, .. } => write!(f, "new claimant held back: {reason}"),
         }
     }
 }
@@ -274,6 +278,20 @@ impl Kernel {
                     .push(ReloadOutcome::Removed { skill: label(c) });
             }
         }
+        // A copy newly held back as a claimant of a known name is shown
+        // where the operator is, once.
+        for c in &set.claimants {
+            let known = old
+                .claimants
+                .iter()
+                .any(|o| o.origin == c.origin && o.reason == c.reason);
+            if !known {
+                report.outcomes.push(ReloadOutcome::HeldBack {
+                    origin: c.origin.clone(),
+                    reason: c.reason.clone(),
+                });
+            }
+        }
         self.0.skills.store(Arc::new(set));
         let report = Arc::new(report);
         if !report.is_empty() {
@@ -282,7 +300,9 @@ impl Kernel {
             let shown = self.0.events.receiver_count() > 0;
             for o in &report.outcomes {
                 match o {
-                    ReloadOutcome::Failed { .. } if !shown => tracing::warn!("{o}"),
+                    ReloadOutcome::Failed { .. } | ReloadOutcome::HeldBack { .. } if !shown => {
+                        tracing::warn!("{o}")
+                    }
                     _ => tracing::info!("{o}"),
                 }
             }

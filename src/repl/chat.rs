@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::agent::{Agent, RunEvent, RunOutcome};
 use crate::store::{ApprovalAnswer, ApprovalRecord, MessageRecord};
+use crate::text::{escape_control as esc, escape_control_keep_lines};
 
 /// Where a conversation's output goes: the answer, and everything else
 /// (tool calls, approvals, states). `keel ask` sends the second to stderr
@@ -70,7 +71,8 @@ pub fn converse(
         };
         match event {
             RunEvent::Text(t) => {
-                let _ = answer.write_all(t.as_bytes());
+                // Model text can carry what a tool result put in it.
+                let _ = answer.write_all(escape_control_keep_lines(&t).as_bytes());
                 let _ = answer.flush();
                 mid_line = !t.ends_with('\n');
             }
@@ -82,7 +84,12 @@ pub fn converse(
                     let _ = answer.flush();
                     mid_line = false;
                 }
-                let _ = writeln!(notes, "[tool] {name} {}", one_line(&arguments, 120));
+                let _ = writeln!(
+                    notes,
+                    "[tool] {} {}",
+                    esc(&name),
+                    esc(&one_line(&arguments, 120))
+                );
             }
             RunEvent::ToolFinished {
                 name,
@@ -93,9 +100,11 @@ pub fn converse(
             } => {
                 let _ = writeln!(
                     notes,
-                    "[tool] {name} {} ({}): {summary}",
+                    "[tool] {} {} ({}): {}",
+                    esc(&name),
                     if ok { "ok" } else { "failed" },
-                    format_elapsed(elapsed)
+                    format_elapsed(elapsed),
+                    esc(&summary)
                 );
             }
             RunEvent::Approval(rec) => {
@@ -103,20 +112,7 @@ pub fn converse(
                     let _ = writeln!(answer);
                     mid_line = false;
                 }
-                let on = if rec.target.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on `{}`", rec.target)
-                };
-                let _ = writeln!(
-                    notes,
-                    "[approval {}] {} wants `{}`{on} (tool {} with {})",
-                    rec.id,
-                    rec.skill,
-                    rec.capability,
-                    rec.tool,
-                    one_line(&rec.arguments, 120)
-                );
+                let _ = writeln!(notes, "{}", approval_prompt(&rec));
                 let _ = notes.flush();
                 answer_approval(agent, &rec, notes, ask);
             }
@@ -139,6 +135,49 @@ pub fn converse(
     Ok(outcome)
 }
 
+/// The approval prompt: what the skill wants, on what, from which tool
+/// call, and exactly what `always` would store. Every part a skill can
+/// influence is escaped, so the prompt cannot be redrawn by what it shows.
+pub fn approval_prompt(rec: &ApprovalRecord) -> String {
+    let on = if rec.target.is_empty() {
+        String::new()
+    } else {
+        format!(" on `{}`", esc(&rec.target))
+    };
+    format!(
+        "[approval {}] {} wants `{}`{on} (tool {} with {}); {}",
+        esc(&rec.id),
+        esc(&rec.skill),
+        esc(&rec.capability),
+        esc(&rec.tool),
+        esc(&one_line(&rec.arguments, 120)),
+        always_grants(rec)
+    )
+}
+
+/// What answering `always` stores, in words: the exact rule, or that
+/// `always` is not on offer for this request.
+pub fn always_grants(rec: &ApprovalRecord) -> String {
+    if rec.rule.is_empty() {
+        "`always` is not offered: no rule names this target alone".to_string()
+    } else {
+        format!("always grants `{}`", esc(&rec.rule))
+    }
+}
+
+/// How to allow a request for good without being asked: the exact rule.
+fn grant_hint(rec: &ApprovalRecord) -> String {
+    if rec.rule.is_empty() {
+        "no single rule names this target; allow it in keel.toml if you must".to_string()
+    } else {
+        format!(
+            "to allow it without asking: keel grant {} {}",
+            esc(&rec.skill),
+            esc(&rec.rule)
+        )
+    }
+}
+
 fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, ask: AskPerson<'_>) {
     let store = agent.kernel().store();
     // Cancelled, expired, or answered elsewhere: no longer pending.
@@ -148,7 +187,12 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
     };
     let wanted = || settled().is_none();
     loop {
-        let _ = write!(notes, "allow? [y]es / [n]o / [a]lways: ");
+        let prompt = if rec.rule.is_empty() {
+            "allow? [y]es / [n]o: "
+        } else {
+            "allow? [y]es / [n]o / [a]lways: "
+        };
+        let _ = write!(notes, "{prompt}");
         let _ = notes.flush();
         let Some(line) = ask(rec, &wanted) else {
             if let Some(state) = settled() {
@@ -157,8 +201,8 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
             }
             let _ = writeln!(
                 notes,
-                "\nnobody can answer here, so no; to allow it without asking: keel grant {} {}",
-                rec.skill, rec.rule
+                "\nnobody can answer here, so no; {}",
+                grant_hint(rec)
             );
             let _ = agent.answer(&rec.id, ApprovalAnswer::No);
             return;
@@ -169,11 +213,20 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
         };
         match agent.answer(&rec.id, answer) {
             Ok(r) if r.answer.as_deref() == Some("always") => {
-                let _ = writeln!(notes, "granted {} {} for good", rec.skill, rec.rule);
+                let _ = writeln!(
+                    notes,
+                    "granted {} {} for good",
+                    esc(&rec.skill),
+                    esc(&rec.rule)
+                );
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = writeln!(notes, "{e}");
+                let _ = writeln!(notes, "{}", esc(&e.to_string()));
+                // `always` without a rule is refused; ask again.
+                if answer == ApprovalAnswer::Always && rec.rule.is_empty() {
+                    continue;
+                }
             }
         }
         return;

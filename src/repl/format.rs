@@ -6,6 +6,7 @@ use crate::capability::net::HostPattern;
 use crate::capability::{CapabilityRule, Decision, Host, Policy, Scope, Target};
 use crate::skill::{SkillFailure, SkillSet};
 use crate::store::{AuditRecord, GrantRecord};
+use crate::text::escape_control as esc;
 
 /// Skills and failures; `broken` lists loaded skills found not to compile
 /// or load (`Kernel::validate`), shown as failures instead.
@@ -36,12 +37,23 @@ pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
             }
         );
     }
+    for c in &set.claimants {
+        let _ = writeln!(
+            s,
+            "CLAIMANT {} from {}: {}",
+            esc(&c.skill),
+            esc(&c.origin.to_string()),
+            esc(&c.reason)
+        );
+    }
     for f in set.failures.iter().chain(broken) {
+        // An error can span lines (a traceback); a line inside it cannot
+        // pretend to be something else.
         let _ = writeln!(
             s,
             "FAILED {}: {}",
-            f.skill.clone().unwrap_or_else(|| f.origin.to_string()),
-            f.error
+            esc(&f.skill.clone().unwrap_or_else(|| f.origin.to_string())),
+            crate::text::escape_control_keep_lines(&f.error)
         );
     }
     s
@@ -53,19 +65,39 @@ pub fn format_tools(set: &SkillSet) -> String {
         s.push_str("no tools\n");
     }
     for (name, e) in &set.tools {
-        let _ = writeln!(s, "{name:<28} {}", e.spec().description);
+        let _ = writeln!(s, "{name:<28} {}", esc(&e.spec().description));
     }
     s
 }
 
+/// Grants grouped by workspace (a grant applies only in its own); those
+/// from before grants were per workspace are listed last, with what to do.
 pub fn format_grants(grants: &[GrantRecord]) -> String {
     if grants.is_empty() {
         return "no grants (grant with `keel grant SKILL CAPABILITY`)\n".into();
     }
-    grants
+    let mut s = String::new();
+    let mut current: Option<&str> = None;
+    let (legacy, scoped): (Vec<_>, Vec<_>) = grants
         .iter()
-        .map(|g| format!("{:<20} {}\n", g.skill, g.capability))
-        .collect()
+        .partition(|g| g.workspace == crate::store::LEGACY_WORKSPACE);
+    for g in &scoped {
+        if current != Some(g.workspace.as_str()) {
+            current = Some(&g.workspace);
+            let _ = writeln!(s, "in workspace {}:", esc(&g.workspace));
+        }
+        let _ = writeln!(s, "  {:<20} {}", esc(&g.skill), esc(&g.capability));
+    }
+    if !legacy.is_empty() {
+        let _ = writeln!(
+            s,
+            "from before grants were per workspace (they apply nowhere; grant again with `keel grant` in the workspace where each is meant, then `keel revoke` these):"
+        );
+        for g in &legacy {
+            let _ = writeln!(s, "  {:<20} {}", esc(&g.skill), esc(&g.capability));
+        }
+    }
+    s
 }
 
 /// `2026-11-23T01:50:25Z` from milliseconds since the epoch (UTC).
@@ -100,13 +132,13 @@ pub fn format_audit(log: &[AuditRecord]) -> String {
             s,
             "{} {:<5} {}@{} {} {} {} — {}",
             format_time(r.at_ms),
-            r.decision,
-            r.skill,
-            r.version,
-            r.tool,
-            r.capability,
-            r.target,
-            r.reason
+            esc(&r.decision),
+            esc(&r.skill),
+            esc(&r.version),
+            esc(&r.tool),
+            esc(&r.capability),
+            esc(&r.target),
+            esc(&r.reason)
         );
     }
     s

@@ -236,7 +236,7 @@ impl<'a> Console<'a> {
                     String::new()
                 }
             }
-            ConsoleCommand::Grants => match kernel.store().grants(None) {
+            ConsoleCommand::Grants => match kernel.store().all_grants() {
                 Ok(g) => format_grants(&g),
                 Err(e) => format!("error: {e}\n"),
             },
@@ -379,7 +379,7 @@ pub fn format_sessions(list: &[crate::store::SessionRecord], current: Option<&st
         s.push_str(&format!(
             "{mark} {}  {}\n",
             x.id,
-            chat::one_line(&x.title, 60)
+            crate::text::escape_control(&chat::one_line(&x.title, 60))
         ));
     }
     s
@@ -392,23 +392,25 @@ pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
     }
     let mut s = String::new();
     for a in list {
+        let esc = crate::text::escape_control;
         s.push_str(&format!(
-            "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}\n",
-            a.id,
-            a.state,
-            a.skill,
-            a.capability,
+            "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}; {}\n",
+            esc(&a.id),
+            esc(&a.state),
+            esc(&a.skill),
+            esc(&a.capability),
             if a.target.is_empty() {
                 String::new()
             } else {
-                format!(" on `{}`", a.target)
+                format!(" on `{}`", esc(&a.target))
             },
-            a.tool,
-            a.run_id,
+            esc(&a.tool),
+            esc(&a.run_id),
             a.answer
                 .as_deref()
-                .map(|x| format!(": {x}"))
-                .unwrap_or_default()
+                .map(|x| format!(": {}", esc(x)))
+                .unwrap_or_default(),
+            chat::always_grants(a)
         ));
     }
     s
@@ -433,7 +435,7 @@ pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
                 .unwrap_or_default(),
             r.reason
                 .as_deref()
-                .map(|m| format!("  ({m})"))
+                .map(|m| format!("  ({})", crate::text::escape_control(m)))
                 .unwrap_or_default()
         ));
     }
@@ -450,10 +452,11 @@ fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) 
         Ok(r) => r,
         Err(e) => return format!("error: {e}\n"),
     };
+    let ws = kernel.workspace();
     let r = if grant {
-        kernel.store().grant(skill, &rule.text)
+        kernel.store().grant(ws, skill, &rule.text)
     } else {
-        kernel.store().revoke(skill, &rule.text)
+        revoke_here_or_legacy(kernel.store(), ws, skill, &rule.text)
     };
     match (r, grant) {
         (Ok(_), true) => format!("granted {skill} {}\n", rule.text),
@@ -463,8 +466,26 @@ fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) 
     }
 }
 
-/// Renders a kernel event for the console.
+/// Revokes a grant in `workspace`, or else the same grant left from before
+/// grants were per workspace (it applies nowhere; revoking clears it).
+pub fn revoke_here_or_legacy(
+    store: &crate::store::Store,
+    workspace: &std::path::Path,
+    skill: &str,
+    capability: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let ws = workspace.to_string_lossy();
+    Ok(store.revoke(&ws, skill, capability)?
+        || store.revoke(crate::store::LEGACY_WORKSPACE, skill, capability)?)
+}
+
+/// Renders a kernel event for the console. Reload reports quote skill
+/// files and script errors, so each line is escaped.
 pub fn render_event(e: &KernelEvent) -> String {
+    crate::text::escape_control_keep_lines(&render_event_raw(e)).into_owned()
+}
+
+fn render_event_raw(e: &KernelEvent) -> String {
     match e {
         KernelEvent::Reloaded(report) => report
             .outcomes
@@ -575,10 +596,17 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         if set.skills.len() == 1 { "" } else { "s" },
         set.tools.len(),
         if set.tools.len() == 1 { "" } else { "s" },
-        if set.failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} failed to load (see /skills)", set.failures.len())
+        match (set.failures.len(), set.claimants.len()) {
+            (0, 0) => String::new(),
+            (f, 0) => format!(", {f} failed to load (see /skills)"),
+            (0, c) => format!(
+                ", {c} held back as new claimant{} of a known name (see /skills)",
+                if c == 1 { "" } else { "s" }
+            ),
+            (f, c) => format!(
+                ", {f} failed to load, {c} held back as new claimant{} of a known name (see /skills)",
+                if c == 1 { "" } else { "s" }
+            ),
         },
         match &watcher {
             Some(w) if !w.watched.is_empty() => format!(
@@ -628,7 +656,7 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
                 Ok(Some(cmd)) => match console.execute(cmd, &mut ask) {
                     Outcome::Quit => break,
                     Outcome::Text(t) => {
-                        let _ = write!(out, "{t}");
+                        let _ = write!(out, "{}", crate::text::escape_control_keep_lines(&t));
                     }
                 },
                 Err(e) => {
@@ -691,7 +719,9 @@ fn run_reedline(
                 Ok(Some(cmd)) => {
                     match console.execute(cmd, &mut |_, wanted| chat::read_terminal_line(wanted)) {
                         Outcome::Quit => break,
-                        Outcome::Text(t) => print!("{t}"),
+                        Outcome::Text(t) => {
+                            print!("{}", crate::text::escape_control_keep_lines(&t))
+                        }
                     }
                 }
                 Err(e) => println!("{e}"),

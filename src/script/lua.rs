@@ -659,6 +659,7 @@ mod tests {
             skill: Arc::new(crate::skill::SkillInfo {
                 name: "t".into(),
                 version: semver::Version::new(1, 0, 0),
+                origin: crate::skill::Origin::Builtin("t".into()),
                 declared: vec![],
                 pending: vec![],
             }),

@@ -7,6 +7,14 @@
 //! Building reads manifests and script text only — engines start lazily, on a
 //! skill's first call — so listing a hundred skills costs no engine start.
 //!
+//! A skill's identity is its name *and* its origin (folder, one-file script
+//! or built-in). The origins found when a name is first seen in a
+//! workspace are accepted for it; a copy from any other origin later is a
+//! [`Claimant`]: not loaded, no tools, not a dependency, nothing inherited
+//! (grants, baseline, policy section, kv data), until the operator runs
+//! `keel skill accept NAME --origin PATH`. Two copies of one `name@version`
+//! are never a silent pick.
+//!
 //! Sources are read into memory when a skill is found. A version that is
 //! serving keeps its own copy of its text, so an edit on disk (even a broken,
 //! half-written one) never changes what an existing version runs.
@@ -39,6 +47,9 @@ pub use files::{MAX_FILE_BYTES, SkillFileError};
 pub struct SkillInfo {
     pub name: String,
     pub version: Version,
+    /// Where it was loaded from: with the name, its identity. Grants,
+    /// baseline and data belong to the origin accepted for the name.
+    pub origin: Origin,
     /// Capabilities the manifest declares.
     pub declared: Vec<CapabilityRule>,
     /// Declared capabilities (as written) that were not there when the
@@ -59,6 +70,21 @@ pub enum Origin {
     File(PathBuf),
     /// Compiled into the binary.
     Builtin(String),
+}
+
+impl Origin {
+    /// The origin as the store keys a skill's identity: the absolute,
+    /// symlink-resolved path of its folder or file (so `./skills/x` and
+    /// `/abs/skills/x` are one origin), or `<builtin>/name`.
+    pub fn key(&self) -> String {
+        match self {
+            Origin::Folder(p) | Origin::File(p) => std::fs::canonicalize(p)
+                .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                .to_string_lossy()
+                .into_owned(),
+            Origin::Builtin(_) => self.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for Origin {
@@ -155,6 +181,32 @@ pub struct SkillFailure {
     /// `file:line: message` where a file and line are known.
     pub error: String,
 }
+
+/// A skill held back because another origin owns its name here (or two
+/// copies compete for a name nobody owns yet). Nothing of it runs and it
+/// inherits nothing until the operator accepts its origin
+/// (`keel skill accept NAME --origin PATH`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Claimant {
+    /// `name@version`.
+    pub skill: String,
+    pub name: String,
+    pub origin: Origin,
+    /// The origins accepted for the name in this workspace (empty: none
+    /// yet).
+    pub owners: Vec<String>,
+    /// Why it is held back, with what to do.
+    pub reason: String,
+}
+
+/// One copy of a skill found on disk, for [`SightFn`]: its manifest, its
+/// origin, and whether a first sighting may accept it.
+pub type Copy<'a> = (&'a SkillManifest, &'a Origin, bool);
+
+/// What the kernel's records say about every copy of one skill name found
+/// on disk: each copy's standing in this workspace, in the same order (see
+/// [`crate::store::Standing`]).
+pub type SightFn<'a> = &'a dyn Fn(&str, &[Copy<'_>]) -> Vec<crate::store::Standing>;
 
 /// A resolved skill version, ready to be called (its engines start lazily).
 pub struct LoadedSkill {
@@ -299,31 +351,129 @@ pub struct SkillSet {
     pub tools: BTreeMap<String, ToolEntry>,
     /// What the set was built from, to rebuild after a reload.
     pub candidates: Vec<Candidate>,
+    /// Skills held back because their name belongs to another origin here.
+    pub claimants: Vec<Claimant>,
 }
 
 impl SkillSet {
     /// Resolves candidates into a set. Loaded versions from `previous` that
-    /// are unchanged are reused, engines and all. `pending_for(manifest)`
-    /// returns the declared capabilities that were not there when the skill
-    /// was first seen.
+    /// are unchanged are reused, engines and all.
+    ///
+    /// A skill's identity is its name *and* origin: `sight(manifest,
+    /// origin, may_accept)` says whether this origin owns the name in the
+    /// workspace (accepting a never-seen name from it when `may_accept`),
+    /// and which declared capabilities are newer than its baseline. A
+    /// candidate whose name another origin owns is held back as a
+    /// [`Claimant`]: not loaded, no tools, not a dependency of anything.
+    /// Two copies of one `name@version` are never a silent pick: the
+    /// owner's copy loads and the other is a claimant; if neither owns the
+    /// name yet, neither loads and the error names both.
     pub fn build(
         candidates: Vec<Candidate>,
         mut failures: Vec<SkillFailure>,
         previous: Option<&SkillSet>,
         limits_for: &dyn Fn(&str) -> Limits,
-        pending_for: &dyn Fn(&SkillManifest) -> Vec<String>,
+        sight: SightFn<'_>,
     ) -> SkillSet {
-        // First candidate for a (name, version) wins: search order is
-        // precedence, so ./skills can override a built-in skill.
-        let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
-        let mut kept = Vec::new();
-        for c in candidates {
-            let id = NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
-            if let std::collections::btree_map::Entry::Vacant(e) = by_id.entry(id) {
-                e.insert(c.clone());
-                kept.push(c);
+        use crate::store::Standing;
+        let id_of =
+            |c: &Candidate| NodeId::new(c.manifest.name.clone(), c.manifest.version.clone());
+        let mut copies: BTreeMap<NodeId, Vec<Origin>> = BTreeMap::new();
+        let mut names: Vec<&str> = Vec::new();
+        for c in &candidates {
+            copies
+                .entry(id_of(c))
+                .or_default()
+                .push(c.source.origin.clone());
+            if !names.contains(&c.manifest.name.as_str()) {
+                names.push(&c.manifest.name);
             }
         }
+        let mut by_id: BTreeMap<NodeId, Candidate> = BTreeMap::new();
+        let mut pending: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+        let mut claimants = Vec::new();
+        // Every copy of a name is sighted together, so a name seen for the
+        // first time accepts all the copies (versions) found now.
+        for name in names {
+            let group: Vec<&Candidate> = candidates
+                .iter()
+                .filter(|c| c.manifest.name == name)
+                .collect();
+            let asked: Vec<Copy<'_>> = group
+                .iter()
+                .map(|c| {
+                    let twins = copies[&id_of(c)].len();
+                    (&*c.manifest, &c.source.origin, twins == 1)
+                })
+                .collect();
+            let standings = sight(name, &asked);
+            for (i, c) in group.into_iter().enumerate() {
+                let id = id_of(c);
+                let same = &copies[&id];
+                // A short answer (a bug in `sight`) holds copies back.
+                let standing = standings
+                    .get(i)
+                    .cloned()
+                    .unwrap_or(Standing::Claimant { owners: vec![] });
+                match standing {
+                    Standing::Owner { pending: p } if !by_id.contains_key(&id) => {
+                        pending.insert(id.clone(), p);
+                        by_id.insert(id, c.clone());
+                    }
+                    Standing::Owner { .. } | Standing::Claimant { .. } => {
+                        let owners = match standing {
+                            Standing::Claimant { owners } => owners,
+                            Standing::Owner { .. } => Vec::new(),
+                        };
+                        let reason = if same.len() > 1 {
+                            format!(
+                                "`{id}` is defined twice: {}; remove or rename one (or give it another version){}",
+                                same.iter()
+                                    .map(|o| o.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" and "),
+                                if by_id.contains_key(&id) {
+                                    ", the accepted copy is loaded"
+                                } else {
+                                    ", neither is loaded"
+                                }
+                            )
+                        } else if owners.is_empty() {
+                            format!(
+                                "`{id}` from {} could not be checked against keel's records of the name's origins (see the log); it is not loaded",
+                                c.source.origin
+                            )
+                        } else {
+                            format!(
+                                "`{id}` from {} claims the name `{}`, which in this workspace belongs to {}; it is not loaded and inherits nothing (grants, policy section, data) until you accept it: keel skill accept {} --origin {}",
+                                c.source.origin,
+                                id.name,
+                                owners.join(", "),
+                                id.name,
+                                c.source.origin.key()
+                            )
+                        };
+                        claimants.push(Claimant {
+                            skill: id.to_string(),
+                            name: id.name.clone(),
+                            origin: c.source.origin.clone(),
+                            owners,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        // What the set was built from: the accepted copies (claimants are
+        // rediscovered, and sighted again, on every build).
+        let kept: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|c| {
+                by_id
+                    .get(&id_of(c))
+                    .is_some_and(|k| k.source.origin == c.source.origin)
+            })
+            .collect();
         let nodes: Vec<resolve::SkillNode> = by_id
             .values()
             .map(|c| resolve::SkillNode {
@@ -359,7 +509,8 @@ impl SkillSet {
                         name: c.manifest.name.clone(),
                         version: c.manifest.version.clone(),
                         declared: c.manifest.capabilities.clone(),
-                        pending: pending_for(&c.manifest),
+                        origin: c.source.origin.clone(),
+                        pending: pending.get(id).cloned().unwrap_or_default(),
                     }),
                     manifest: c.manifest.clone(),
                     source: c.source.clone(),
@@ -389,6 +540,7 @@ impl SkillSet {
             failures,
             tools,
             candidates: kept,
+            claimants,
         }
     }
 

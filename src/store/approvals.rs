@@ -15,8 +15,12 @@ pub struct ApprovalRecord {
     pub tool: String,
     pub capability: String,
     pub target: String,
-    /// The rule `always` grants.
+    /// The rule `always` grants: exactly the target shown, never a wider
+    /// declaration. Empty when no rule names the target alone; `always` is
+    /// then refused.
     pub rule: String,
+    /// The workspace the run works in: where an `always` grant applies.
+    pub workspace: String,
     /// The tool call's arguments, as JSON text.
     pub arguments: String,
     /// `pending`, `approved`, `denied` or `expired`.
@@ -35,7 +39,10 @@ pub struct NewApproval<'a> {
     pub tool: &'a str,
     pub capability: &'a str,
     pub target: &'a str,
+    /// The exact rule `always` would grant, or `""` for none.
     pub rule: &'a str,
+    /// The run's workspace, where an `always` grant will apply.
+    pub workspace: &'a std::path::Path,
     pub arguments: &'a str,
 }
 
@@ -82,9 +89,14 @@ pub enum AnswerError {
     AlreadyAnswered { id: String, answer: String },
     #[error("approval request `{0}` expired (nobody answered in time, which counts as no)")]
     Expired(String),
+    /// `always` for a request whose target no single rule can name.
+    #[error(
+        "approval request `{0}` cannot be answered `always`: no rule names its target alone (a name or path with `*`, spaces or control characters); answer yes or no"
+    )]
+    NoExactRule(String),
 }
 
-const COLUMNS: &str = "id, run_id, skill, tool, capability, target, rule, arguments, state, answer, created_ms, answered_ms";
+const COLUMNS: &str = "id, run_id, skill, tool, capability, target, rule, arguments, state, answer, created_ms, answered_ms, workspace";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
     Ok(ApprovalRecord {
@@ -100,6 +112,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
         answer: r.get(9)?,
         created_ms: r.get(10)?,
         answered_ms: r.get(11)?,
+        workspace: r.get(12)?,
     })
 }
 
@@ -110,9 +123,9 @@ impl Store {
             c.query_row(
                 &format!(
                     "INSERT INTO approvals (id, run_id, skill, tool, capability, target, rule,
-                        arguments, state, created_ms)
+                        arguments, state, created_ms, workspace)
                      VALUES ('a_' || lower(hex(randomblob(6))), ?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                        'pending', ?8)
+                        'pending', ?8, ?9)
                      RETURNING {COLUMNS}"
                 ),
                 params![
@@ -123,7 +136,8 @@ impl Store {
                     a.target,
                     a.rule,
                     a.arguments,
-                    now
+                    now,
+                    a.workspace.to_string_lossy()
                 ],
                 row,
             )
@@ -190,6 +204,9 @@ impl Store {
                     });
                 }
             }
+            if answer == ApprovalAnswer::Always && rec.rule.is_empty() {
+                return Ok(Err(AnswerError::NoExactRule(id.to_string())));
+            }
             let state = if answer.approves() {
                 "approved"
             } else {
@@ -201,8 +218,9 @@ impl Store {
             )?;
             if answer == ApprovalAnswer::Always {
                 tx.execute(
-                    "INSERT OR IGNORE INTO grants (skill, capability, created_ms) VALUES (?1, ?2, ?3)",
-                    params![rec.skill, rec.rule, now],
+                    "INSERT OR IGNORE INTO grants (workspace, skill, capability, created_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![rec.workspace, rec.skill, rec.rule, now],
                 )?;
             }
             tx.commit()?;
@@ -240,7 +258,8 @@ mod tests {
             tool: "notes.fetch",
             capability: "net.http",
             target: "https://example.com/",
-            rule: "net.http:example.com",
+            rule: "net.http:example.com:443",
+            workspace: std::path::Path::new("/ws/a"),
             arguments: "{}",
         })
         .unwrap()
@@ -261,9 +280,16 @@ mod tests {
             (rec.state.as_str(), rec.answer.as_deref()),
             ("approved", Some("always"))
         );
+        // The grant is the exact rule, in the run's workspace only.
+        let ws = std::path::Path::new("/ws/a");
         assert_eq!(
-            s.grants(Some("notes")).unwrap()[0].capability,
-            "net.http:example.com"
+            s.grants(ws, Some("notes")).unwrap()[0].capability,
+            "net.http:example.com:443"
+        );
+        assert!(
+            s.grants(std::path::Path::new("/ws/b"), None)
+                .unwrap()
+                .is_empty()
         );
         // The same answer again: fine, nothing changes.
         let (_, changed) = s
@@ -296,7 +322,37 @@ mod tests {
             s.answer_approval(&a.id, ApprovalAnswer::Yes).unwrap(),
             Err(AnswerError::Expired(a.id.clone()))
         );
-        assert!(s.grants(None).unwrap().is_empty());
+        assert!(s.all_grants().unwrap().is_empty());
+    }
+
+    #[test]
+    fn always_without_an_exact_rule_is_refused_and_grants_nothing() {
+        let s = Store::in_memory().unwrap();
+        let session = s.create_session("t").unwrap();
+        let run = s.create_run(&session.id).unwrap().unwrap();
+        let a = s
+            .create_approval(&NewApproval {
+                run_id: &run.id,
+                skill: "x",
+                tool: "x.run",
+                capability: "exec",
+                target: "*",
+                rule: "",
+                workspace: std::path::Path::new("/ws/a"),
+                arguments: "{}",
+            })
+            .unwrap();
+        assert_eq!(
+            s.answer_approval(&a.id, ApprovalAnswer::Always).unwrap(),
+            Err(AnswerError::NoExactRule(a.id.clone()))
+        );
+        assert!(s.all_grants().unwrap().is_empty());
+        // Still pending: yes or no are taken.
+        assert!(
+            s.answer_approval(&a.id, ApprovalAnswer::Yes)
+                .unwrap()
+                .is_ok()
+        );
     }
 
     #[test]

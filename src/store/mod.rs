@@ -1,8 +1,15 @@
 //! SQLite: the only place SQL is written.
 //!
 //! One file (`keel.db`, WAL mode) under the data directory holds the
-//! operator's grants, the audit log, each skill's key-value namespace and the
-//! capabilities each skill was first seen with. Several keel processes may
+//! operator's grants, the audit log, each skill's key-value namespace, the
+//! capabilities each skill was first seen with, and the origins each skill
+//! name is accepted from. Grants, baselines, kv data and accepted origins
+//! are kept per workspace (the canonical path keel runs in): one data dir
+//! shared by several projects never lets a grant, a first sighting or a
+//! skill's data in one apply to another. Rows written before that
+//! (migration 4) carry the workspace `""`: a grant there applies nowhere
+//! (`keel grants` says so), a baseline and kv data move to the first
+//! workspace that accepts the skill name. Several keel processes may
 //! share it (a console, a `keel grant` in another terminal, twenty `keel ask`
 //! at once): every read goes to the database, so a grant made elsewhere
 //! takes effect on the next call. Sessions and runs live in [`sessions`],
@@ -239,15 +246,70 @@ const MIGRATIONS: &[&str] = &[
         input_tokens INTEGER NOT NULL,
         output_tokens INTEGER NOT NULL
     );",
-    // 4: bytes each skill keeps in kv (keys plus values), kept with every
-    // write so the per-skill bound is checked without scanning
-    "CREATE TABLE kv_usage (
-        skill TEXT PRIMARY KEY,
-        bytes INTEGER NOT NULL
+    // 4: grants, baselines and kv data per workspace; which origins a skill
+    // name is accepted from. Rows from before carry the workspace '' (see
+    // `LEGACY_WORKSPACE`): such a grant applies nowhere; such a baseline
+    // and such kv data are adopted (moved) by the first workspace that
+    // accepts a skill of that name.
+    "CREATE TABLE grants_v4 (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        capability TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill, capability)
     );
-    INSERT INTO kv_usage (skill, bytes)
-        SELECT skill, sum(octet_length(key) + octet_length(value)) FROM kv GROUP BY skill;",
+    INSERT INTO grants_v4 (workspace, skill, capability, created_ms)
+        SELECT '', skill, capability, created_ms FROM grants;
+    DROP TABLE grants;
+    ALTER TABLE grants_v4 RENAME TO grants;
+    CREATE TABLE skill_baseline_v4 (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        capability TEXT NOT NULL,
+        PRIMARY KEY (workspace, skill, capability)
+    );
+    INSERT INTO skill_baseline_v4 (workspace, skill, capability)
+        SELECT '', skill, capability FROM skill_baseline;
+    DROP TABLE skill_baseline;
+    ALTER TABLE skill_baseline_v4 RENAME TO skill_baseline;
+    CREATE TABLE skill_owners (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        accepted_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill, origin)
+    );
+    CREATE TABLE kv_v4 (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill, key)
+    );
+    INSERT INTO kv_v4 (workspace, skill, key, value, updated_ms)
+        SELECT '', skill, key, value, updated_ms FROM kv;
+    DROP TABLE kv;
+    ALTER TABLE kv_v4 RENAME TO kv;
+    ALTER TABLE approvals ADD COLUMN workspace TEXT NOT NULL DEFAULT '';",
+    // 5: bytes each skill keeps in kv per workspace (keys plus values),
+    // kept with every write so the per-skill bound is checked without
+    // scanning
+    "CREATE TABLE kv_usage (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill)
+    );
+    INSERT INTO kv_usage (workspace, skill, bytes)
+        SELECT workspace, skill, sum(octet_length(key) + octet_length(value))
+        FROM kv GROUP BY workspace, skill;",
 ];
+
+/// The workspace of grants and baselines recorded before they were kept
+/// per workspace (migration 4). A grant there applies nowhere; `keel
+/// grants` lists it with a hint to grant it again where it is meant.
+pub const LEGACY_WORKSPACE: &str = "";
 
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -279,9 +341,51 @@ pub struct AuditEntry<'a> {
 /// A persisted grant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GrantRecord {
+    /// The workspace (absolute path) the grant applies in; `""`
+    /// ([`LEGACY_WORKSPACE`]) for a grant from before grants were per
+    /// workspace, which applies nowhere.
+    pub workspace: String,
     pub skill: String,
     pub capability: String,
     pub created_ms: i64,
+}
+
+/// Where one copy of a skill stands in a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Its origin is accepted for the name here (it was there when the
+    /// name was first seen, or the operator accepted it). `pending` are
+    /// its declared capabilities that are not in the name's baseline.
+    Owner { pending: Vec<String> },
+    /// Its origin is not accepted for the name here. `owners` are the
+    /// origins that are (empty: nobody yet, and this copy could not be
+    /// accepted, e.g. two copies of one version compete).
+    Claimant { owners: Vec<String> },
+}
+
+/// One copy of a skill found on disk, as [`Store::sight_skill`] sees it.
+#[derive(Debug, Clone)]
+pub struct SkillCopy<'a> {
+    /// [`Origin::key`](crate::skill::Origin::key).
+    pub origin: &'a str,
+    /// Its declared capabilities, as written.
+    pub declared: &'a [String],
+    /// Whether a first sighting may accept it (false for one of two copies
+    /// of the same version).
+    pub may_accept: bool,
+}
+
+fn accepted_origins(c: &Connection, ws: &str, name: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT origin FROM skill_owners WHERE workspace = ?1 AND skill = ?2 ORDER BY accepted_ms, origin",
+    )?;
+    let rows = st.query_map(params![ws, name], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// A workspace as the store keys it.
+fn ws_key(workspace: &Path) -> String {
+    workspace.to_string_lossy().into_owned()
 }
 
 /// The SQLite store. Cheap to share behind an `Arc`.
@@ -633,87 +737,199 @@ impl Store {
 
     // --- grants -----------------------------------------------------------
 
-    /// Records a grant; granting twice is not an error.
-    pub fn grant(&self, skill: &str, capability: &str) -> Result<bool, StoreError> {
+    /// Records a grant for a skill in a workspace; granting twice is not an
+    /// error.
+    pub fn grant(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        capability: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "INSERT OR IGNORE INTO grants (skill, capability, created_ms) VALUES (?1, ?2, ?3)",
-                params![skill, capability, now_ms()],
+                "INSERT OR IGNORE INTO grants (workspace, skill, capability, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![ws_key(workspace), skill, capability, now_ms()],
             )?;
             Ok(n > 0)
         })
     }
 
-    /// Removes a grant; returns whether there was one.
-    pub fn revoke(&self, skill: &str, capability: &str) -> Result<bool, StoreError> {
+    /// Removes a grant; returns whether there was one. `workspace` may be
+    /// [`LEGACY_WORKSPACE`] to clear a grant from before the migration.
+    pub fn revoke(
+        &self,
+        workspace: &str,
+        skill: &str,
+        capability: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "DELETE FROM grants WHERE skill = ?1 AND capability = ?2",
-                params![skill, capability],
+                "DELETE FROM grants WHERE workspace = ?1 AND skill = ?2 AND capability = ?3",
+                params![workspace, skill, capability],
             )?;
             Ok(n > 0)
         })
     }
 
-    /// Grants for one skill, or for all skills with `None`.
-    pub fn grants(&self, skill: Option<&str>) -> Result<Vec<GrantRecord>, StoreError> {
+    /// Grants in one workspace for one skill (or every skill with `None`).
+    pub fn grants(
+        &self,
+        workspace: &Path,
+        skill: Option<&str>,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        self.grants_where(Some(&ws_key(workspace)), skill)
+    }
+
+    /// Every grant in every workspace, legacy ones included: `keel grants`.
+    pub fn all_grants(&self) -> Result<Vec<GrantRecord>, StoreError> {
+        self.grants_where(None, None)
+    }
+
+    fn grants_where(
+        &self,
+        workspace: Option<&str>,
+        skill: Option<&str>,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT skill, capability, created_ms FROM grants
-                 WHERE ?1 IS NULL OR skill = ?1 ORDER BY skill, capability",
+                "SELECT workspace, skill, capability, created_ms FROM grants
+                 WHERE (?1 IS NULL OR workspace = ?1) AND (?2 IS NULL OR skill = ?2)
+                 ORDER BY workspace, skill, capability",
             )?;
-            let rows = st.query_map(params![skill], |r| {
+            let rows = st.query_map(params![workspace, skill], |r| {
                 Ok(GrantRecord {
-                    skill: r.get(0)?,
-                    capability: r.get(1)?,
-                    created_ms: r.get(2)?,
+                    workspace: r.get(0)?,
+                    skill: r.get(1)?,
+                    capability: r.get(2)?,
+                    created_ms: r.get(3)?,
                 })
             })?;
             rows.collect()
         })
     }
 
-    // --- first-seen capabilities -------------------------------------------
+    // --- skill origins and first-seen capabilities ---------------------------
 
-    /// The capabilities a skill declared when keel first loaded it, or
-    /// `None` if it has never been seen.
-    pub fn baseline(&self, skill: &str) -> Result<Option<Vec<String>>, StoreError> {
+    /// Where each copy of skill `name` stands in `workspace`, recording a
+    /// first sighting: when the name was never seen here, every copy found
+    /// now (whose `may_accept` is set) is accepted, with the union of their
+    /// declared capabilities as the name's baseline. Later, a copy from an
+    /// origin not accepted here is a claimant. One immediate transaction,
+    /// so processes sighting the same new name at once agree.
+    ///
+    /// A baseline from before baselines were per workspace is adopted
+    /// (moved, not copied) by the first workspace that accepts the name:
+    /// it can only be stricter than the current declaration.
+    pub fn sight_skill(
+        &self,
+        workspace: &Path,
+        name: &str,
+        copies: &[SkillCopy<'_>],
+    ) -> Result<Vec<Standing>, StoreError> {
+        let ws = ws_key(workspace);
         self.with(|c| {
-            let seen: Option<i64> = c
-                .query_row(
-                    "SELECT 1 FROM skill_baseline WHERE skill = ?1 LIMIT 1",
-                    params![skill],
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut accepted = accepted_origins(&tx, &ws, name)?;
+            if accepted.is_empty() {
+                let now = now_ms();
+                for copy in copies.iter().filter(|c| c.may_accept) {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO skill_owners (workspace, skill, origin, accepted_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![ws, name, copy.origin, now],
+                    )?;
+                    accepted.push(copy.origin.to_string());
+                }
+                let has_baseline: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM skill_baseline WHERE workspace = ?1 AND skill = ?2)",
+                    params![ws, name],
                     |r| r.get(0),
-                )
-                .optional()?;
-            if seen.is_none() {
-                return Ok(None);
+                )?;
+                if !accepted.is_empty() {
+                    // The name's data from before kv was per workspace
+                    // follows it here, once.
+                    tx.execute(
+                        "UPDATE kv SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
+                        params![ws, LEGACY_WORKSPACE, name],
+                    )?;
+                    tx.execute(
+                        "UPDATE kv_usage SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
+                        params![ws, LEGACY_WORKSPACE, name],
+                    )?;
+                }
+                if !accepted.is_empty() && !has_baseline {
+                    let adopted = tx.execute(
+                        "UPDATE skill_baseline SET workspace = ?1 WHERE workspace = ?2 AND skill = ?3",
+                        params![ws, LEGACY_WORKSPACE, name],
+                    )?;
+                    if adopted == 0 {
+                        let declared = copies
+                            .iter()
+                            .filter(|c| c.may_accept)
+                            .flat_map(|c| c.declared.iter().map(String::as_str));
+                        for cap in std::iter::once("").chain(declared) {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO skill_baseline (workspace, skill, capability)
+                                 VALUES (?1, ?2, ?3)",
+                                params![ws, name, cap],
+                            )?;
+                        }
+                    }
+                }
             }
-            let mut st = c.prepare_cached(
-                "SELECT capability FROM skill_baseline WHERE skill = ?1 ORDER BY capability",
-            )?;
-            let rows = st.query_map(params![skill], |r| r.get(0))?;
-            Ok(Some(rows.collect::<rusqlite::Result<Vec<String>>>()?))
+            let base: Vec<String> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT capability FROM skill_baseline WHERE workspace = ?1 AND skill = ?2",
+                )?;
+                let rows = st.query_map(params![ws, name], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.commit()?;
+            Ok(copies
+                .iter()
+                .map(|copy| {
+                    if accepted.iter().any(|o| o == copy.origin) {
+                        Standing::Owner {
+                            pending: copy
+                                .declared
+                                .iter()
+                                .filter(|d| !base.contains(d))
+                                .cloned()
+                                .collect(),
+                        }
+                    } else {
+                        Standing::Claimant {
+                            owners: accepted.clone(),
+                        }
+                    }
+                })
+                .collect())
         })
     }
 
-    /// Records the capabilities a skill was first seen with. A skill with no
-    /// capabilities is recorded with the empty marker `""`, so that it counts
-    /// as seen.
-    pub fn set_baseline(&self, skill: &str, capabilities: &[String]) -> Result<(), StoreError> {
+    /// The origins accepted for skill `name` in `workspace`.
+    pub fn skill_origins(&self, workspace: &Path, name: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|c| accepted_origins(c, &ws_key(workspace), name))
+    }
+
+    /// The operator accepts `origin` for skill `name` in `workspace` (`keel
+    /// skill accept`): a copy from there loads and shares the name's
+    /// grants, baseline, policy section and data. Returns whether it was
+    /// new.
+    pub fn accept_skill_origin(
+        &self,
+        workspace: &Path,
+        name: &str,
+        origin: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT OR IGNORE INTO skill_baseline (skill, capability) VALUES (?1, '')",
-                params![skill],
+            let n = c.execute(
+                "INSERT OR IGNORE INTO skill_owners (workspace, skill, origin, accepted_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![ws_key(workspace), name, origin, now_ms()],
             )?;
-            for cap in capabilities {
-                tx.execute(
-                    "INSERT OR IGNORE INTO skill_baseline (skill, capability) VALUES (?1, ?2)",
-                    params![skill, cap],
-                )?;
-            }
-            tx.commit()
+            Ok(n > 0)
         })
     }
 
@@ -782,13 +998,23 @@ impl Store {
         Ok(())
     }
 
-    /// The JSON text stored under `key` in `skill`'s namespace.
-    pub fn kv_get(&self, skill: &str, key: &str) -> Result<Option<String>, StoreError> {
+    /// The JSON text stored under `key` in `skill`'s namespace in
+    /// `workspace`. A namespace belongs to the skill name in one workspace
+    /// (shared by the origins accepted for it there), so a skill of the
+    /// same name elsewhere never reads it.
+    pub fn kv_get(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         Self::check_key(key)?;
         self.with(|c| {
-            c.prepare_cached("SELECT value FROM kv WHERE skill = ?1 AND key = ?2")?
-                .query_row(params![skill, key], |r| r.get(0))
-                .optional()
+            c.prepare_cached(
+                "SELECT value FROM kv WHERE workspace = ?1 AND skill = ?2 AND key = ?3",
+            )?
+            .query_row(params![ws_key(workspace), skill, key], |r| r.get(0))
+            .optional()
         })
     }
 
@@ -799,6 +1025,7 @@ impl Store {
     /// transaction, so concurrent writers cannot both slip under the bound.
     pub fn kv_set(
         &self,
+        workspace: &Path,
         skill: &str,
         key: &str,
         json: &str,
@@ -812,26 +1039,28 @@ impl Store {
             )));
         }
         let size = (key.len() + json.len()) as i64;
+        let ws = ws_key(workspace);
         let outcome = self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old: i64 = tx
                 .prepare_cached(
-                    "SELECT octet_length(key) + octet_length(value) FROM kv WHERE skill = ?1 AND key = ?2",
+                    "SELECT octet_length(key) + octet_length(value) FROM kv WHERE workspace = ?1 AND skill = ?2 AND key = ?3",
                 )?
-                .query_row(params![skill, key], |r| r.get(0))
+                .query_row(params![ws, skill, key], |r| r.get(0))
                 .optional()?
                 .unwrap_or(0);
-            let used = kv_used(&tx, skill)?;
+            let used = kv_used(&tx, &ws, skill)?;
             let total = used - old + size;
             if total > used && total as u64 > max_total {
                 return Ok(Err(total));
             }
             tx.prepare_cached(
-                "INSERT INTO kv (skill, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (skill, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                "INSERT INTO kv (workspace, skill, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (workspace, skill, key) DO UPDATE SET value = excluded.value,
+                    updated_ms = excluded.updated_ms",
             )?
-            .execute(params![skill, key, json, now_ms()])?;
-            set_kv_used(&tx, skill, total)?;
+            .execute(params![ws, skill, key, json, now_ms()])?;
+            set_kv_used(&tx, &ws, skill, total)?;
             tx.commit()?;
             Ok(Ok(()))
         })?;
@@ -844,90 +1073,111 @@ impl Store {
     }
 
     /// Deletes a key; returns whether it existed.
-    pub fn kv_delete(&self, skill: &str, key: &str) -> Result<bool, StoreError> {
+    pub fn kv_delete(&self, workspace: &Path, skill: &str, key: &str) -> Result<bool, StoreError> {
         Self::check_key(key)?;
         self.with(|c| {
+            let ws = ws_key(workspace);
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old: Option<i64> = tx
                 .prepare_cached(
-                    "SELECT octet_length(key) + octet_length(value) FROM kv WHERE skill = ?1 AND key = ?2",
+                    "SELECT octet_length(key) + octet_length(value) FROM kv WHERE workspace = ?1 AND skill = ?2 AND key = ?3",
                 )?
-                .query_row(params![skill, key], |r| r.get(0))
+                .query_row(params![ws, skill, key], |r| r.get(0))
                 .optional()?;
             let Some(old) = old else {
                 return Ok(false);
             };
-            tx.prepare_cached("DELETE FROM kv WHERE skill = ?1 AND key = ?2")?
-                .execute(params![skill, key])?;
-            let used = kv_used(&tx, skill)?;
-            set_kv_used(&tx, skill, (used - old).max(0))?;
+            tx.prepare_cached("DELETE FROM kv WHERE workspace = ?1 AND skill = ?2 AND key = ?3")?
+                .execute(params![ws, skill, key])?;
+            let used = kv_used(&tx, &ws, skill)?;
+            set_kv_used(&tx, &ws, skill, (used - old).max(0))?;
             tx.commit()?;
             Ok(true)
         })
     }
 
-    /// Bytes (keys plus values) `skill` keeps in kv.
-    pub fn kv_usage(&self, skill: &str) -> Result<u64, StoreError> {
-        self.with(|c| kv_used(c, skill).map(|b| b.max(0) as u64))
+    /// Bytes (keys plus values) `skill` keeps in kv in `workspace`.
+    pub fn kv_usage(&self, workspace: &Path, skill: &str) -> Result<u64, StoreError> {
+        self.with(|c| kv_used(c, &ws_key(workspace), skill).map(|b| b.max(0) as u64))
     }
 
     /// Keys in `skill`'s namespace that start with `prefix`, sorted, at most
     /// [`KV_MAX_LIST`].
-    pub fn kv_list(&self, skill: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    pub fn kv_list(
+        &self,
+        workspace: &Path,
+        skill: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
         Self::check_key(prefix)?;
         self.with(|c| {
             // substr() rather than LIKE, so `%` and `_` in a prefix are literal.
             let mut st = c.prepare_cached(
-                "SELECT key FROM kv WHERE skill = ?1 AND substr(key, 1, length(?2)) = ?2
-                 ORDER BY key LIMIT ?3",
+                "SELECT key FROM kv WHERE workspace = ?1 AND skill = ?2
+                    AND substr(key, 1, length(?3)) = ?3
+                 ORDER BY key LIMIT ?4",
             )?;
-            let rows = st.query_map(params![skill, prefix, KV_MAX_LIST as i64], |r| r.get(0))?;
+            let rows = st.query_map(
+                params![ws_key(workspace), skill, prefix, KV_MAX_LIST as i64],
+                |r| r.get(0),
+            )?;
             rows.collect()
         })
     }
 }
 
-fn kv_used(c: &Connection, skill: &str) -> rusqlite::Result<i64> {
+fn kv_used(c: &Connection, workspace: &str, skill: &str) -> rusqlite::Result<i64> {
     Ok(
-        c.prepare_cached("SELECT bytes FROM kv_usage WHERE skill = ?1")?
-            .query_row(params![skill], |r| r.get(0))
+        c.prepare_cached("SELECT bytes FROM kv_usage WHERE workspace = ?1 AND skill = ?2")?
+            .query_row(params![workspace, skill], |r| r.get(0))
             .optional()?
             .unwrap_or(0),
     )
 }
 
-fn set_kv_used(c: &Connection, skill: &str, bytes: i64) -> rusqlite::Result<()> {
+fn set_kv_used(c: &Connection, workspace: &str, skill: &str, bytes: i64) -> rusqlite::Result<()> {
     c.prepare_cached(
-        "INSERT INTO kv_usage (skill, bytes) VALUES (?1, ?2)
-         ON CONFLICT (skill) DO UPDATE SET bytes = excluded.bytes",
+        "INSERT INTO kv_usage (workspace, skill, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (workspace, skill) DO UPDATE SET bytes = excluded.bytes",
     )?
-    .execute(params![skill, bytes])?;
+    .execute(params![workspace, skill, bytes])?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The workspace the kv tests write in.
+    const W: &str = "/ws";
     use crate::agent::RunState;
 
     #[test]
     fn kv_total_bytes_per_skill_are_bounded_and_deletes_give_room_back() {
         let s = Store::in_memory().unwrap();
         let v = "x".repeat(400);
-        s.kv_set("a", "k1", &v, 1000).unwrap();
-        s.kv_set("a", "k2", &v, 1000).unwrap();
-        assert_eq!(s.kv_usage("a").unwrap(), 2 * (2 + 400));
-        let e = s.kv_set("a", "k3", &v, 1000).unwrap_err().to_string();
+        s.kv_set(Path::new(W), "a", "k1", &v, 1000).unwrap();
+        s.kv_set(Path::new(W), "a", "k2", &v, 1000).unwrap();
+        assert_eq!(s.kv_usage(Path::new(W), "a").unwrap(), 2 * (2 + 400));
+        let e = s
+            .kv_set(Path::new(W), "a", "k3", &v, 1000)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kv_mb") && e.contains("`a`"), "{e}");
-        assert_eq!(s.kv_get("a", "k3").unwrap(), None, "a refused write landed");
+        assert_eq!(
+            s.kv_get(Path::new(W), "a", "k3").unwrap(),
+            None,
+            "a refused write landed"
+        );
         // Another skill has its own budget; overwriting in place and
         // shrinking are fine.
-        s.kv_set("b", "k3", &v, 1000).unwrap();
-        s.kv_set("a", "k1", &"y".repeat(400), 1000).unwrap();
-        s.kv_set("a", "k1", "1", 10).unwrap();
-        assert!(s.kv_delete("a", "k2").unwrap());
-        assert_eq!(s.kv_usage("a").unwrap(), 3);
-        s.kv_set("a", "k3", &v, 1000).unwrap();
+        s.kv_set(Path::new(W), "b", "k3", &v, 1000).unwrap();
+        s.kv_set(Path::new(W), "a", "k1", &"y".repeat(400), 1000)
+            .unwrap();
+        s.kv_set(Path::new(W), "a", "k1", "1", 10).unwrap();
+        assert!(s.kv_delete(Path::new(W), "a", "k2").unwrap());
+        assert_eq!(s.kv_usage(Path::new(W), "a").unwrap(), 3);
+        s.kv_set(Path::new(W), "a", "k3", &v, 1000).unwrap();
     }
 
     /// Eight connections (as eight processes would have) race to fill one
@@ -947,7 +1197,7 @@ mod tests {
                         let mut ok = 0u64;
                         for i in 0..100 {
                             let key = format!("t{t}-{i:03}");
-                            match s.kv_set("race", &key, &"v".repeat(994), max) {
+                            match s.kv_set(Path::new(W), "race", &key, &"v".repeat(994), max) {
                                 Ok(()) => ok += 1,
                                 Err(StoreError::TooLarge(_)) => {}
                                 Err(e) => panic!("{e}"),
@@ -960,31 +1210,36 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         let s = Store::open(dir.path()).unwrap();
-        let used = s.kv_usage("race").unwrap();
+        let used = s.kv_usage(Path::new(W), "race").unwrap();
         assert_eq!(
             accepted, 50,
             "{accepted} writes of 1000 bytes fit a 50000-byte bound"
         );
         assert_eq!(used, 50_000);
-        assert_eq!(s.kv_list("race", "").unwrap().len(), 50);
+        assert_eq!(s.kv_list(Path::new(W), "race", "").unwrap().len(), 50);
     }
 
     #[test]
     fn kv_namespaces_are_separate_and_prefixes_are_literal() {
         let s = Store::in_memory().unwrap();
-        s.kv_set("a", "x%1", "1", u64::MAX).unwrap();
-        s.kv_set("a", "xy", "2", u64::MAX).unwrap();
-        s.kv_set("b", "x%1", "3", u64::MAX).unwrap();
-        assert_eq!(s.kv_get("a", "x%1").unwrap().as_deref(), Some("1"));
-        assert_eq!(s.kv_get("b", "x%1").unwrap().as_deref(), Some("3"));
-        assert_eq!(s.kv_list("a", "x%").unwrap(), vec!["x%1".to_string()]);
-        assert!(s.kv_delete("a", "xy").unwrap());
-        assert!(!s.kv_delete("a", "xy").unwrap());
-        assert_eq!(s.kv_get("a", "xy").unwrap(), None);
+        let w = Path::new("/ws/a");
+        s.kv_set(w, "a", "x%1", "1", u64::MAX).unwrap();
+        s.kv_set(w, "a", "xy", "2", u64::MAX).unwrap();
+        s.kv_set(w, "b", "x%1", "3", u64::MAX).unwrap();
+        assert_eq!(s.kv_get(w, "a", "x%1").unwrap().as_deref(), Some("1"));
+        assert_eq!(s.kv_get(w, "b", "x%1").unwrap().as_deref(), Some("3"));
+        assert_eq!(s.kv_list(w, "a", "x%").unwrap(), vec!["x%1".to_string()]);
+        assert!(s.kv_delete(w, "a", "xy").unwrap());
+        assert!(!s.kv_delete(w, "a", "xy").unwrap());
+        assert_eq!(s.kv_get(w, "a", "xy").unwrap(), None);
         assert!(
-            s.kv_set("a", &"k".repeat(KV_MAX_KEY + 1), "1", u64::MAX)
+            s.kv_set(w, "a", &"k".repeat(KV_MAX_KEY + 1), "1", u64::MAX)
                 .is_err()
         );
+        // The same skill name in another workspace is another namespace.
+        let other = Path::new("/ws/b");
+        assert_eq!(s.kv_get(other, "a", "x%1").unwrap(), None);
+        assert!(s.kv_list(other, "a", "").unwrap().is_empty());
     }
 
     #[test]
@@ -1012,21 +1267,146 @@ mod tests {
     #[test]
     fn grants_persist_across_reopen_and_migrations_run_once() {
         let d = tempfile::tempdir().unwrap();
+        let a = Path::new("/ws/a");
+        let b = Path::new("/ws/b");
         {
             let s = Store::open(d.path()).unwrap();
-            assert!(s.grant("notes", "exec:git").unwrap());
-            assert!(!s.grant("notes", "exec:git").unwrap());
-            s.set_baseline("notes", &["kv".into()]).unwrap();
+            assert!(s.grant(a, "notes", "exec:git").unwrap());
+            assert!(!s.grant(a, "notes", "exec:git").unwrap());
         }
         let s = Store::open(d.path()).unwrap();
-        assert_eq!(s.grants(Some("notes")).unwrap().len(), 1);
+        assert_eq!(s.grants(a, Some("notes")).unwrap().len(), 1);
+        // A grant is for its workspace only.
+        assert!(s.grants(b, Some("notes")).unwrap().is_empty());
+        assert!(s.revoke("/ws/a", "notes", "exec:git").unwrap());
+        assert!(s.all_grants().unwrap().is_empty());
+    }
+
+    fn copy<'a>(origin: &'a str, declared: &'a [String]) -> SkillCopy<'a> {
+        SkillCopy {
+            origin,
+            declared,
+            may_accept: true,
+        }
+    }
+
+    #[test]
+    fn the_origins_first_seen_own_a_name_and_others_are_claimants() {
+        let s = Store::in_memory().unwrap();
+        let a = Path::new("/ws/a");
+        let caps = ["kv".to_string()];
+        let more = ["kv".to_string(), "exec:*".to_string()];
+        // First sighting: every copy found now is accepted (two versions
+        // side by side), their declarations together are the baseline.
         assert_eq!(
-            s.baseline("notes").unwrap(),
-            Some(vec!["".into(), "kv".into()])
+            s.sight_skill(a, "vict", &[copy("/a/v1", &caps), copy("/a/v2", &caps)])
+                .unwrap(),
+            vec![
+                Standing::Owner { pending: vec![] },
+                Standing::Owner { pending: vec![] }
+            ]
         );
-        assert_eq!(s.baseline("other").unwrap(), None);
-        assert!(s.revoke("notes", "exec:git").unwrap());
-        assert!(s.grants(None).unwrap().is_empty());
+        // An accepted origin that declares more: pending.
+        assert_eq!(
+            s.sight_skill(a, "vict", &[copy("/a/v1", &more)]).unwrap(),
+            vec![Standing::Owner {
+                pending: vec!["exec:*".into()]
+            }]
+        );
+        // Another origin: a claimant, whatever it declares.
+        assert_eq!(
+            s.sight_skill(a, "vict", &[copy("/a/scripts/zz.luau", &caps)])
+                .unwrap(),
+            vec![Standing::Claimant {
+                owners: vec!["/a/v1".into(), "/a/v2".into()]
+            }]
+        );
+        // Another workspace: its own first sighting and baseline.
+        let b = Path::new("/ws/b");
+        assert_eq!(
+            s.sight_skill(b, "vict", &[copy("/b/vict", &more)]).unwrap(),
+            vec![Standing::Owner { pending: vec![] }]
+        );
+        // Nobody owns it and it may not be accepted: held back.
+        let twin = SkillCopy {
+            may_accept: false,
+            ..copy("/x", &caps)
+        };
+        assert_eq!(
+            s.sight_skill(a, "twin", &[twin.clone(), twin]).unwrap(),
+            vec![
+                Standing::Claimant { owners: vec![] },
+                Standing::Claimant { owners: vec![] }
+            ]
+        );
+        // The operator accepts the claimant: it shares the baseline.
+        assert!(
+            s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau")
+                .unwrap()
+        );
+        assert!(
+            !s.accept_skill_origin(a, "vict", "/a/scripts/zz.luau")
+                .unwrap()
+        );
+        assert_eq!(
+            s.sight_skill(a, "vict", &[copy("/a/scripts/zz.luau", &more)])
+                .unwrap(),
+            vec![Standing::Owner {
+                pending: vec!["exec:*".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn rows_from_before_the_migration_apply_nowhere_or_are_adopted_once() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            // A database at schema 3, with a grant and a baseline.
+            let c = Connection::open(d.path().join("keel.db")).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 3).unwrap();
+            c.execute_batch(
+                "INSERT INTO grants VALUES ('notes', 'fs.read:/ws/a', 1);
+                 INSERT INTO skill_baseline VALUES ('notes', ''), ('notes', 'kv');
+                 INSERT INTO kv VALUES ('notes', 'n', '1', 1);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        let all = s.all_grants().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].workspace, LEGACY_WORKSPACE);
+        assert!(s.grants(Path::new("/ws/a"), None).unwrap().is_empty());
+        // The first workspace to load `notes` adopts the old baseline (the
+        // stricter one): `exec:git` stays pending.
+        let caps = ["kv".to_string(), "exec:git".to_string()];
+        assert_eq!(
+            s.sight_skill(
+                Path::new("/ws/a"),
+                "notes",
+                &[copy("/ws/a/skills/notes", &caps)]
+            )
+            .unwrap(),
+            vec![Standing::Owner {
+                pending: vec!["exec:git".into()]
+            }]
+        );
+        // The old data followed the name to that workspace.
+        assert_eq!(
+            s.kv_get(Path::new("/ws/a"), "notes", "n")
+                .unwrap()
+                .as_deref(),
+            Some("1")
+        );
+        // Moved, not copied: the next workspace starts from its own.
+        assert_eq!(s.kv_get(Path::new("/ws/b"), "notes", "n").unwrap(), None);
+        assert_eq!(
+            s.sight_skill(Path::new("/ws/b"), "notes", &[copy("/ws/b/notes", &caps)])
+                .unwrap(),
+            vec![Standing::Owner { pending: vec![] }]
+        );
     }
 
     #[test]
@@ -1055,7 +1435,7 @@ mod tests {
                             content: "ok",
                             ..Default::default()
                         }])?;
-                        s.kv_set("k", &format!("{i}"), "1", u64::MAX)?;
+                        s.kv_set(Path::new(W), "k", &format!("{i}"), "1", u64::MAX)?;
                         let done = s.transition_run(&run.id, RunState::Done, None)?;
                         assert_eq!(done, Ok(()));
                         s.recover_interrupted_runs(&|o| o == "me")?;
@@ -1127,8 +1507,14 @@ mod tests {
         {
             let s = Store::open(d.path()).unwrap();
             for i in 0..2000 {
-                s.kv_set("k", &format!("key {i}"), &"x".repeat(200), u64::MAX)
-                    .unwrap();
+                s.kv_set(
+                    Path::new(W),
+                    "k",
+                    &format!("key {i}"),
+                    &"x".repeat(200),
+                    u64::MAX,
+                )
+                .unwrap();
             }
             s.with(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
                 .unwrap();
