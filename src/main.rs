@@ -128,10 +128,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SkillCommand {
-    /// Accept ORIGIN as the owner of skill NAME in this workspace: a new
-    /// copy claiming a known name (shown as a claimant in `keel skills`)
-    /// loads, and takes over the name's grants, baseline and policy
-    /// section here; the previous origin becomes the claimant.
+    /// Accept ORIGIN as a source of skill NAME in this workspace: a copy
+    /// claiming a known name (shown as a claimant in `keel skills`) loads
+    /// and shares the name's grants, baseline, policy section and kv here.
+    /// Origins accepted before stay accepted; two accepted copies of the
+    /// same version are still an error naming both.
     Accept {
         name: String,
         /// The claimant's folder or one-file script (as `keel skills`
