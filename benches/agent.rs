@@ -325,6 +325,58 @@ fn main() {
         );
     }
 
+    // 6. Twenty real keel processes asking ten times each on one data
+    //    directory, half of them in one shared session (its runs take turns
+    //    across processes): failed asks and wall time.
+    {
+        let bin = env!("CARGO_BIN_EXE_keel");
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path().canonicalize().expect("canonical");
+        setup(&r, &base_url);
+        let ask = |session: Option<&str>| {
+            let mut cmd = std::process::Command::new(bin);
+            cmd.current_dir(&r)
+                .env("KEEL_DATA_DIR", r.join(".data"))
+                .arg("ask")
+                .arg("--json")
+                .arg("go");
+            if let Some(s) = session {
+                cmd.arg("--session").arg(s);
+            }
+            cmd.output().expect("keel ask")
+        };
+        let first = ask(None);
+        let shared: Value = serde_json::from_slice(&first.stdout).expect("run json");
+        let shared = shared["session_id"]
+            .as_str()
+            .expect("session id")
+            .to_string();
+        let t = Instant::now();
+        let failed: usize = std::thread::scope(|sc| {
+            let workers: Vec<_> = (0..20)
+                .map(|w| {
+                    let shared = shared.clone();
+                    let ask = &ask;
+                    sc.spawn(move || {
+                        (0..10)
+                            .filter(|_| {
+                                let out = ask((w % 2 == 0).then_some(shared.as_str()));
+                                let done = serde_json::from_slice::<Value>(&out.stdout)
+                                    .is_ok_and(|v| v["state"] == "done");
+                                !(out.status.success() && done)
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|h| h.join().expect("worker")).sum()
+        });
+        println!(
+            "20 processes x 10 keel ask on one data dir, half in one session: {failed} of 200 failed, {:.1} s wall (target: 0 failed)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+
     drop(server.stdin.take());
     let _ = server.wait();
 }
