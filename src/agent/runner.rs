@@ -31,8 +31,8 @@ use crate::capability::gate::{ApprovalRequest, Approver};
 use crate::config::AgentConfig;
 use crate::host::RunLink;
 use crate::kernel::Kernel;
-use crate::llm::chain::ModelChain;
-use crate::llm::{Message, Request, StreamEvent, ToolCall, Usage};
+use crate::llm::chain::{ChainError, ModelChain};
+use crate::llm::{Message, Request, StopReason, StreamEvent, ToolCall, Usage};
 use crate::store::{
     AnswerError, ApprovalAnswer, ApprovalRecord, MessageRecord, NewApproval, NewMessage, RunError,
     RunRecord, SessionRecord, StoreError,
@@ -51,6 +51,11 @@ pub const NO_MODEL_HELP: &str = "no model is configured. Set one up either way:
 
 /// Longest tool result given back to the model, in bytes.
 const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Streams that may break off mid-answer in one run before it fails: each
+/// is retried (on the same model or the next in the chain).
+const MAX_STREAM_RETRIES: u32 = 2;
+/// What a tool call cut by the output limit gets as its result.
+const CUT_CALL_RESULT: &str = "not run: this call was cut by the output limit before its arguments were complete. Call the tool again; if its arguments are long, send less at once (e.g. write a long text in parts).";
 
 /// Why the agent refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,16 @@ pub enum RunEvent {
     /// Older turns were summarised; `messages` of them.
     Compacted {
         messages: usize,
+    },
+    /// Compacting failed (the model did not answer in time, say); the run
+    /// goes on with the whole conversation.
+    CompactionFailed {
+        reason: String,
+    },
+    /// The model's stream broke off after part of the answer was shown;
+    /// the part is kept marked as cut and the model is asked again.
+    StreamCut {
+        reason: String,
     },
     Finished(RunOutcome),
 }
@@ -253,6 +268,11 @@ struct Inner {
     runs: Mutex<HashMap<String, Arc<RunControl>>>,
     waiters: Mutex<HashMap<String, Arc<Waiter>>>,
     approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
+    /// Per model name: real prompt tokens / estimated (see
+    /// [`context::calibration`]), from the latest call that reported usage.
+    calibration: Mutex<HashMap<String, f64>>,
+    /// The model that answered last, whose calibration guides compaction.
+    last_model: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -303,6 +323,8 @@ impl Agent {
             runs: Mutex::default(),
             waiters: Mutex::default(),
             approvals: tokio::sync::broadcast::channel(64).0,
+            calibration: Mutex::default(),
+            last_model: Mutex::default(),
         })))
     }
 
@@ -495,7 +517,12 @@ impl Agent {
             // and what the user already saw stays in the transcript.
             if result.is_err() {
                 ctl.cancelled.store(true, Ordering::Relaxed);
-                if let Err(e) = self.keep_shown(&run_id, &ctl) {
+                let why = match &result {
+                    Err(Stop::Cancelled) => "the run was cancelled".to_string(),
+                    Err(Stop::Failed(why)) => why.clone(),
+                    Ok(()) => String::new(),
+                };
+                if let Err(e) = self.keep_shown(&run_id, &ctl, &why) {
                     tracing::error!(run = %run_id, error = %e, "cannot write the transcript");
                 }
             }
@@ -533,6 +560,8 @@ impl Agent {
         let cfg = &self.0.config;
         let mut rounds = 0u32;
         let mut used = 0u64;
+        let mut stream_retries = 0u32;
+        let mut overflow_retried = false;
         loop {
             // The skills as they are now: an edit between rounds is seen.
             let set = kernel.skills();
@@ -545,7 +574,11 @@ impl Agent {
             let mut messages = self.context(run_id, ctl).map_err(fail_store)?;
             let window = self.context_window();
             let budget = (f64::from(window) * cfg.compact_at) as u32;
-            if context::estimate_request(&system, &messages, &tools.defs) > budget
+            let estimate = context::calibrated(
+                context::estimate_request(&system, &messages, &tools.defs),
+                self.calibration(),
+            );
+            if estimate > budget
                 && let Some(n) = self.compact(run_id, ctl, &messages).await?
             {
                 ctl.emit(RunEvent::Compacted { messages: n });
@@ -557,9 +590,10 @@ impl Agent {
                     cfg.max_run_tokens
                 )));
             }
+            let estimated = context::estimate_request(&system, &messages, &tools.defs);
             let mut all = Vec::with_capacity(messages.len() + 1);
             all.push(Message::System(system));
-            all.extend(messages);
+            all.extend(context::well_formed(to_wire(messages.clone(), &tools)));
             let req = Request {
                 model: String::new(),
                 messages: all,
@@ -579,29 +613,110 @@ impl Agent {
                 .await;
             let (completion, model) = match result {
                 Ok(c) => c,
+                Err(ChainError::Interrupted { model, error })
+                    if stream_retries < MAX_STREAM_RETRIES =>
+                {
+                    stream_retries += 1;
+                    let reason = format!("model `{model}`: {error}");
+                    tracing::warn!(run = run_id, %reason, "the model's stream was cut; asking again");
+                    self.keep_shown(run_id, ctl, &format!("the stream was cut: {error}"))
+                        .map_err(fail_store)?;
+                    ctl.emit(RunEvent::StreamCut { reason });
+                    continue;
+                }
+                Err(e) if e.is_context_overflow() && !overflow_retried => {
+                    overflow_retried = true;
+                    tracing::warn!(run = run_id, error = %e, "the model's context overflowed; compacting");
+                    match self.compact(run_id, ctl, &messages).await? {
+                        Some(n) => {
+                            ctl.emit(RunEvent::Compacted { messages: n });
+                            continue;
+                        }
+                        None => {
+                            return Err(Stop::Failed(format!(
+                                "the model failed: {e} (and there were no older turns to compact; start a new session or raise the server's context size)"
+                            )));
+                        }
+                    }
+                }
                 Err(e) => {
-                    self.keep_shown(run_id, ctl).map_err(fail_store)?;
+                    self.keep_shown(run_id, ctl, &format!("the model failed: {e}"))
+                        .map_err(fail_store)?;
                     return Err(Stop::Failed(format!("the model failed: {e}")));
                 }
             };
             // The completion (stored next) holds the whole text.
             lock(&ctl.shown).clear();
-            used += completion.usage.input_tokens + completion.usage.output_tokens;
+            if let Some(u) = completion.usage {
+                used += u.input_tokens + u.output_tokens;
+                if let Some(r) = context::calibration(Some(u.input_tokens), estimated) {
+                    lock(&self.0.calibration).insert(model.clone(), r);
+                }
+            }
+            *lock(&self.0.last_model) = Some(model.clone());
             record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
-            let calls_json =
-                (!completion.tool_calls.is_empty()).then(|| calls_to_json(&completion.tool_calls));
-            store
-                .add_messages(&[NewMessage {
+            let crate::llm::Completion {
+                mut text,
+                tool_calls,
+                mut cut_calls,
+                stop,
+                ..
+            } = completion;
+            // Transcripts hold real tool names; wire names are per request.
+            let resolve = |mut c: ToolCall| {
+                c.name = tools.resolve(&c.name).to_string();
+                c
+            };
+            let mut calls: Vec<ToolCall> = tool_calls.into_iter().map(resolve).collect();
+            if let StopReason::AnswerLimit(limit) = stop {
+                // Nothing of an answer over the bound is acted on.
+                cut_calls.append(&mut calls);
+                text.push_str(&format!(
+                    "\n[… answer cut at {limit} bytes: agent.max_answer_bytes in keel.toml]"
+                ));
+            }
+            let cut_calls: Vec<ToolCall> = cut_calls.into_iter().map(resolve).collect();
+            let calls_json = (!calls.is_empty() || !cut_calls.is_empty())
+                .then(|| calls_to_json(&calls, &cut_calls));
+            let cut_results: Vec<NewMessage<'_>> = cut_calls
+                .iter()
+                .map(|c| NewMessage {
                     session_id: &ctl.session_id,
                     run_id: Some(run_id),
-                    kind: "assistant",
-                    content: &completion.text,
-                    tool_calls: calls_json.as_deref(),
+                    kind: "tool",
+                    content: CUT_CALL_RESULT,
+                    call_id: Some(&c.id),
+                    name: Some(&c.name),
+                    is_error: true,
                     ..Default::default()
-                }])
-                .map_err(fail_store)?;
-            if completion.tool_calls.is_empty() {
-                if completion.stop == crate::llm::StopReason::MaxTokens {
+                })
+                .collect();
+            let mut rows = vec![NewMessage {
+                session_id: &ctl.session_id,
+                run_id: Some(run_id),
+                kind: "assistant",
+                content: &text,
+                tool_calls: calls_json.as_deref(),
+                ..Default::default()
+            }];
+            rows.extend(cut_results);
+            store.add_messages(&rows).map_err(fail_store)?;
+            for c in &cut_calls {
+                ctl.emit(RunEvent::ToolFinished {
+                    call_id: c.id.clone(),
+                    name: c.name.clone(),
+                    ok: false,
+                    summary: "not run: cut by the output limit".into(),
+                    elapsed: Duration::ZERO,
+                });
+            }
+            if let StopReason::AnswerLimit(limit) = stop {
+                return Err(Stop::Failed(format!(
+                    "the answer was cut at {limit} bytes (agent.max_answer_bytes in keel.toml)"
+                )));
+            }
+            if calls.is_empty() && cut_calls.is_empty() {
+                if stop == StopReason::MaxTokens {
                     return Err(Stop::Failed(format!(
                         "the answer was cut at {} tokens (agent.max_output_tokens in keel.toml)",
                         cfg.max_output_tokens
@@ -616,21 +731,35 @@ impl Agent {
                 )));
             }
             rounds += 1;
-            self.run_tools(run_id, ctl, &tools, completion.tool_calls)
-                .await?;
+            // Only whole calls run; the cut ones already have their result
+            // telling the model to try again.
+            self.run_tools(run_id, ctl, calls).await?;
         }
     }
 
+    /// The calibration of the model expected to answer next: the one that
+    /// answered last, else the chain's first.
+    fn calibration(&self) -> Option<f64> {
+        let model = lock(&self.0.last_model)
+            .clone()
+            .or_else(|| self.0.chain.models().first().map(|m| m.name.clone()))?;
+        lock(&self.0.calibration).get(&model).copied()
+    }
+
     /// Stores the text shown of a model call that did not complete, if
-    /// any, as the run's (partial) answer.
-    fn keep_shown(&self, run_id: &str, ctl: &RunControl) -> Result<(), StoreError> {
+    /// any, marked as cut (with `why`), as the run's partial answer. It is
+    /// sent to the model again only if the user speaks next (see
+    /// [`context_from_records`]).
+    fn keep_shown(&self, run_id: &str, ctl: &RunControl, why: &str) -> Result<(), StoreError> {
         let shown = std::mem::take(&mut *lock(&ctl.shown));
         if !shown.is_empty() {
+            let content = format!("{shown}\n[… cut: {why}]");
             self.0.kernel.store().add_messages(&[NewMessage {
                 session_id: &ctl.session_id,
                 run_id: Some(run_id),
                 kind: "assistant",
-                content: &shown,
+                content: &content,
+                is_error: true,
                 ..Default::default()
             }])?;
         }
@@ -652,12 +781,11 @@ impl Agent {
         &self,
         run_id: &str,
         ctl: &Arc<RunControl>,
-        tools: &ToolMap,
         calls: Vec<ToolCall>,
     ) -> Result<(), Stop> {
         let mut tasks = Vec::with_capacity(calls.len());
         for call in calls {
-            let name = tools.resolve(&call.name).to_string();
+            let name = call.name.clone();
             ctl.emit(RunEvent::ToolStarted {
                 call_id: call.id.clone(),
                 name: name.clone(),
@@ -768,13 +896,27 @@ impl Agent {
             max_tokens: 1024,
             temperature: None,
         };
-        let (completion, model) = self
-            .0
-            .chain
-            .complete(&req, &mut |_| {})
-            .await
-            .map_err(|e| Stop::Failed(format!("compacting the conversation failed: {e}")))?;
+        // A failed compaction loses nothing: the run goes on with the whole
+        // conversation (a server that then finds it too long says so, and
+        // that is reported), and the console is told.
+        let (completion, model) = match self.0.chain.complete(&req, &mut |_| {}).await {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("compacting the conversation failed: {e}");
+                tracing::warn!(run = run_id, %reason);
+                ctl.emit(RunEvent::CompactionFailed { reason });
+                return Ok(None);
+            }
+        };
         record_usage(store, run_id, &model, completion.usage).map_err(fail_store)?;
+        if completion.text.trim().is_empty() || completion.stop != StopReason::EndTurn {
+            let reason = format!(
+                "compacting the conversation failed: the model's summary was {}",
+                if completion.text.trim().is_empty() { "empty" } else { "cut short" }
+            );
+            ctl.emit(RunEvent::CompactionFailed { reason });
+            return Ok(None);
+        }
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
         let records = self.records(run_id, ctl).map_err(fail_store)?;
@@ -826,7 +968,7 @@ fn seen_by<'a>(records: &'a [MessageRecord], run_id: &str) -> &'a [MessageRecord
 }
 
 /// The records after the latest summary (and the summary itself), each
-/// with how many context messages it becomes.
+/// with how many context messages it becomes (0 for one left out).
 fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
     let start = records.iter().rposition(|r| r.kind == "summary");
     let summary = start.map(|i| &records[i]);
@@ -836,10 +978,7 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
     // behind a running run (see `Store::messages`).
     let covered_end = records.iter().position(|r| r.id == covers_to);
     let answered = answered_calls(records);
-    let mut out = Vec::new();
-    if let Some(s) = summary {
-        out.push((s, 1));
-    }
+    let mut kept: Vec<&MessageRecord> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let covered = match covered_end {
             Some(end) => i <= end,
@@ -848,13 +987,31 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
         if covered || r.kind == "summary" {
             continue;
         }
+        kept.push(r);
+    }
+    let mut out = Vec::new();
+    if let Some(s) = summary {
+        out.push((s, 1));
+    }
+    for (i, r) in kept.iter().enumerate() {
         let n = match r.kind.as_str() {
+            // Text cut mid-stream is context only for a user who answered
+            // it; a retry's answer (or nothing) supersedes it otherwise.
+            "assistant" if is_cut(r) => {
+                usize::from(kept.get(i + 1).is_some_and(|next| next.kind == "user"))
+            }
             "assistant" => 1 + missing_results(r, &answered),
             _ => 1,
         };
-        out.push((r, n));
+        out.push((*r, n));
     }
     out
+}
+
+/// An assistant record holding text that was cut mid-stream (stored with
+/// the error flag by `keep_shown`).
+fn is_cut(r: &MessageRecord) -> bool {
+    r.kind == "assistant" && r.is_error
 }
 
 /// Tool calls of an assistant record with no stored result.
@@ -874,11 +1031,16 @@ fn answered_calls(records: &[MessageRecord]) -> HashSet<&str> {
         .collect()
 }
 
-/// Stored messages → what the model sees (see [`Agent::context`]).
+/// Stored messages → what the model sees (see [`Agent::context`]), with
+/// real tool names; [`to_wire`] and [`context::well_formed`] make it a
+/// request.
 pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
     let answered = answered_calls(records);
     let mut out = Vec::new();
-    for (r, _) in context_units(records) {
+    for (r, n) in context_units(records) {
+        if n == 0 {
+            continue;
+        }
         match r.kind.as_str() {
             "summary" => out.push(context::summary_message(&r.content)),
             "user" => out.push(Message::User(r.content.clone())),
@@ -914,13 +1076,46 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
     out
 }
 
-/// Adds one model call's tokens to the run.
+/// Tool names of a conversation → this request's wire names.
+fn to_wire(messages: Vec<Message>, tools: &ToolMap) -> Vec<Message> {
+    messages
+        .into_iter()
+        .map(|m| match m {
+            Message::Assistant { text, tool_calls } => Message::Assistant {
+                text,
+                tool_calls: tool_calls
+                    .into_iter()
+                    .map(|mut c| {
+                        c.name = tools.wire(&c.name);
+                        c
+                    })
+                    .collect(),
+            },
+            Message::ToolResult {
+                call_id,
+                name,
+                content,
+                is_error,
+            } => Message::ToolResult {
+                call_id,
+                name: tools.wire(&name),
+                content,
+                is_error,
+            },
+            other => other,
+        })
+        .collect()
+}
+
+/// Adds one model call's tokens to the run. A server that reported none
+/// is recorded as 0 until the store can hold "unknown".
 fn record_usage(
     store: &crate::store::Store,
     run_id: &str,
     model: &str,
-    usage: Usage,
+    usage: Option<Usage>,
 ) -> Result<(), StoreError> {
+    let usage = usage.unwrap_or_default();
     store.record_usage(
         Some(run_id),
         None,
@@ -930,11 +1125,21 @@ fn record_usage(
     )
 }
 
-fn calls_to_json(calls: &[ToolCall]) -> String {
+/// Whole calls, then cut ones (flagged `"cut": true`; their partial
+/// arguments are kept for the record, never sent back).
+fn calls_to_json(calls: &[ToolCall], cut: &[ToolCall]) -> String {
+    let item = |c: &ToolCall, cut: bool| {
+        let mut v = serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments});
+        if cut {
+            v["cut"] = Value::Bool(true);
+        }
+        v
+    };
     Value::Array(
         calls
             .iter()
-            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+            .map(|c| item(c, false))
+            .chain(cut.iter().map(|c| item(c, true)))
             .collect(),
     )
     .to_string()

@@ -115,6 +115,12 @@ pub struct AgentConfig {
     pub approval_timeout: std::time::Duration,
     /// Whole-request timeout of one model call.
     pub model_timeout: std::time::Duration,
+    /// How long a model's stream may stay silent (keep-alive comments do
+    /// not count) before the call fails as interrupted.
+    pub model_idle_timeout: std::time::Duration,
+    /// Longest answer kept from one model call (text plus tool-call
+    /// arguments, in bytes); the stream is cut there.
+    pub max_answer_bytes: usize,
     /// The context window assumed for models that do not set one.
     pub context_window: u32,
     /// Compact when a request would fill this fraction of the window.
@@ -133,6 +139,8 @@ impl Default for AgentConfig {
             max_output_tokens: 4096,
             approval_timeout: std::time::Duration::from_secs(120),
             model_timeout: std::time::Duration::from_secs(300),
+            model_idle_timeout: std::time::Duration::from_secs(30),
+            max_answer_bytes: 1 << 20,
             context_window: 32_768,
             compact_at: 0.8,
             keep_turns: 2,
@@ -325,6 +333,8 @@ struct RawAgent {
     max_output_tokens: Option<u32>,
     approval_timeout_seconds: Option<u64>,
     model_timeout_seconds: Option<u64>,
+    model_idle_seconds: Option<u64>,
+    max_answer_bytes: Option<usize>,
     context_window: Option<u32>,
     compact_at: Option<f64>,
     keep_turns: Option<usize>,
@@ -376,6 +386,20 @@ impl RawAgent {
                 .map(|s| positive("model_timeout_seconds", s).map(Duration::from_secs))
                 .transpose()?
                 .unwrap_or(d.model_timeout),
+            model_idle_timeout: self
+                .model_idle_seconds
+                .map(|s| positive("model_idle_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.model_idle_timeout),
+            max_answer_bytes: match self.max_answer_bytes {
+                Some(n) if n < 1024 => {
+                    return Err(format!(
+                        "[agent] max_answer_bytes = {n} is too small for any answer; use at least 1024 (the default is 1048576)"
+                    ));
+                }
+                Some(n) => n,
+                None => d.max_answer_bytes,
+            },
             context_window: positive(
                 "context_window",
                 self.context_window.unwrap_or(d.context_window).into(),

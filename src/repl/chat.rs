@@ -126,6 +126,25 @@ pub fn converse(
                     "[context] {messages} older messages were summarised to fit the model's context window"
                 );
             }
+            RunEvent::CompactionFailed { reason } => {
+                let _ = writeln!(
+                    notes,
+                    "[context] {}; going on with the whole conversation",
+                    crate::llm::escape_bytes(reason.as_bytes())
+                );
+            }
+            RunEvent::StreamCut { reason } => {
+                if mid_line {
+                    let _ = writeln!(answer);
+                    let _ = answer.flush();
+                    mid_line = false;
+                }
+                let _ = writeln!(
+                    notes,
+                    "[model] the answer above was cut ({}); asking again",
+                    crate::llm::escape_bytes(reason.as_bytes())
+                );
+            }
             RunEvent::State(_) => {}
             RunEvent::Finished(outcome) => break outcome,
         }
