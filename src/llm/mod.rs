@@ -603,4 +603,241 @@ mod tests {
             "http://x/v1/chat/completions"
         );
     }
+
+    /// A real server on 127.0.0.1 that answers one request with the given
+    /// steps: bytes to send, pauses, and then closes.
+    enum Step {
+        Send(Vec<u8>),
+        /// Send this, `n` times, with a pause of `ms` before each.
+        Repeat(Vec<u8>, usize, u64),
+    }
+
+    async fn serve_raw(steps: Vec<Step>) -> (Endpoint, tokio::task::JoinHandle<()>) {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            crate::llm::testing::read_request(&mut sock).await;
+            for step in steps {
+                let ok = match step {
+                    Step::Send(b) => sock.write_all(&b).await.is_ok(),
+                    Step::Repeat(b, n, ms) => {
+                        let mut ok = true;
+                        for _ in 0..n {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            if sock.write_all(&b).await.is_err() {
+                                ok = false;
+                                break;
+                            }
+                        }
+                        ok
+                    }
+                };
+                if !ok {
+                    return;
+                }
+            }
+            let _ = sock.shutdown().await;
+        });
+        let endpoint = Endpoint {
+            base_url: format!("http://{addr}/v1"),
+            api_key: None,
+            timeout: Duration::from_secs(60),
+            limits: StreamLimits {
+                max_answer_bytes: 1000,
+                idle_timeout: Duration::from_millis(400),
+            },
+        };
+        (endpoint, task)
+    }
+
+    fn chunked(data: &str) -> Vec<u8> {
+        format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
+    }
+
+    const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+    fn delta(text: &str) -> String {
+        let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        format!("data: {chunk}\n\n")
+    }
+
+    async fn ask(endpoint: &Endpoint) -> Result<Completion, ProviderError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let req = Request {
+            model: "m".into(),
+            messages: vec![Message::User("hi".into())],
+            tools: vec![],
+            max_tokens: 10,
+            temperature: None,
+        };
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            openai::complete(&reqwest::Client::new(), endpoint, &req, &mut |_| {}),
+        )
+        .await
+        .expect("an outcome within 30 s")
+    }
+
+    #[tokio::test]
+    async fn keep_alive_comments_do_not_keep_a_silent_stream_alive() {
+        // One delta, then only pings, well inside the idle timeout each, for
+        // far longer than it: the stream must fail as idle.
+        let (endpoint, server) = serve_raw(vec![
+            Step::Send(SSE_HEAD.into()),
+            Step::Send(chunked(&delta("Hel"))),
+            Step::Repeat(chunked(": ping\n\n"), 200, 50),
+        ])
+        .await;
+        let err = ask(&endpoint).await.unwrap_err();
+        match &err {
+            ProviderError::Interrupted { reason, .. } => {
+                assert!(reason.contains("no answer for"), "{err}");
+                assert!(reason.contains("keep-alive"), "{err}");
+            }
+            other => panic!("expected an idle interruption, got {other:?}"),
+        }
+        assert!(err.is_retryable());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn data_arriving_within_the_idle_timeout_keeps_the_stream() {
+        let mut steps = vec![Step::Send(SSE_HEAD.into())];
+        // Each delta comes 100 ms after the last: 3 s in all, more than the
+        // idle timeout, but never that long a silence.
+        steps.push(Step::Repeat(chunked(&delta("x")), 30, 100));
+        let done = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        steps.push(Step::Send(chunked(&format!("data: {done}\n\ndata: [DONE]\n\n"))));
+        steps.push(Step::Send(b"0\r\n\r\n".to_vec()));
+        let (mut endpoint, server) = serve_raw(steps).await;
+        // Room for a loaded machine: 2 s of idle allowed, 3 s in all.
+        endpoint.limits.idle_timeout = Duration::from_secs(2);
+        let c = ask(&endpoint).await.unwrap();
+        assert_eq!(c.text, "x".repeat(30));
+        assert_eq!(c.usage, None, "no usage reported is unknown, not 0");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_html_200_says_what_came_back() {
+        let page = "<html>\n<title>Login</title>\x1b[31m</html>";
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\r\n{page}",
+            page.len()
+        );
+        let (endpoint, server) = serve_raw(vec![Step::Send(resp.into())]).await;
+        let err = ask(&endpoint).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, ProviderError::NotAStream { content_type, .. } if content_type.starts_with("text/html")),
+            "{err:?}"
+        );
+        assert!(text.contains("<html>\\n<title>Login"), "{text}");
+        assert!(!text.contains('\x1b') && text.contains("\\u{1b}"), "{text}");
+        assert!(!err.is_retryable());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_single_line_over_the_bound_is_an_error() {
+        let limits = StreamLimits {
+            max_answer_bytes: 1000,
+            idle_timeout: Duration::from_secs(5),
+        };
+        let line = format!("data: {}", "x".repeat(limits.max_line() + 10));
+        let (endpoint, server) = serve_raw(vec![
+            Step::Send(SSE_HEAD.into()),
+            Step::Send(chunked(&delta("ok"))),
+            Step::Send(chunked(&line)),
+        ])
+        .await;
+        let err = ask(&endpoint).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Protocol { reason, .. } if reason.contains("single stream line is over")),
+            "{err:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_bound_is_cut_there() {
+        // 100 deltas of 100 bytes, no end: keel keeps 1000 bytes and stops
+        // reading instead of buffering the rest.
+        let (endpoint, server) = serve_raw(vec![
+            Step::Send(SSE_HEAD.into()),
+            Step::Repeat(chunked(&delta(&"é".repeat(50))), 100, 0),
+            Step::Repeat(chunked(": still here\n\n"), 600, 100),
+        ])
+        .await;
+        let c = ask(&endpoint).await.unwrap();
+        assert_eq!(c.stop, StopReason::AnswerLimit(1000));
+        assert_eq!(c.text.len(), 1000);
+        assert!(c.text.chars().all(|ch| ch == 'é'));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_mid_way_says_so_in_its_own_words() {
+        // Chunked framing broken off mid-stream: reqwest's own error is only
+        // "error decoding response body".
+        let (endpoint, server) = serve_raw(vec![
+            Step::Send(SSE_HEAD.into()),
+            Step::Send(chunked(&delta("Hello"))),
+            Step::Send(b"40\r\ndata: {\"choi".to_vec()),
+        ])
+        .await;
+        let err = ask(&endpoint).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProviderError::Interrupted { .. }), "{err:?}");
+        assert!(text.contains("the stream was cut after"), "{text}");
+        assert!(text.contains("broke off"), "{text}");
+        assert!(err.is_retryable());
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn llama_server_request_faults_and_overflows_are_not_retried() {
+        let status = |code, message: &str| ProviderError::Status {
+            url: "u".into(),
+            status: code,
+            retry_after: None,
+            message: message.into(),
+        };
+        // llama-server's 500 for arguments it cannot parse.
+        let parse = status(
+            500,
+            "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error while parsing object key - unexpected end of input; expected string literal",
+        );
+        assert!(!parse.is_retryable());
+        assert!(status(500, "model crashed").is_retryable());
+        for overflow in [
+            status(400, "the request exceeds the available context size, try increasing it (exceed_context_size_error)"),
+            status(400, "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. (context_length_exceeded)"),
+            status(400, "prompt is too long: 210000 tokens > 200000 maximum"),
+        ] {
+            assert!(overflow.is_context_overflow(), "{overflow}");
+            assert!(!overflow.is_retryable(), "{overflow}");
+        }
+        assert!(!status(400, "bad tool schema").is_context_overflow());
+        assert!(!status(429, "slow down").is_context_overflow());
+    }
+
+    #[test]
+    fn cut_calls_are_the_incomplete_ones_under_a_length_stop() {
+        let call = |id: &str, args: &str| ToolCall {
+            id: id.into(),
+            name: "f".into(),
+            arguments: args.into(),
+        };
+        let calls = vec![call("a", r#"{"x":1}"#), call("b", "{"), call("c", "")];
+        let (whole, cut) = split_cut_calls(calls.clone(), &StopReason::MaxTokens);
+        assert_eq!(whole.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(cut.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["b"]);
+        // Only a length stop cuts: malformed JSON otherwise is the model's
+        // mistake, reported as such by the agent.
+        let (whole, cut) = split_cut_calls(calls, &StopReason::ToolUse);
+        assert_eq!((whole.len(), cut.len()), (3, 0));
+    }
 }
