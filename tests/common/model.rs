@@ -449,6 +449,11 @@ fn check_openai(messages: &[Value]) -> Option<(u16, String, String)> {
                     return refuse(format!("message {i}: tool result {id:?} answers no open call"));
                 };
                 open.remove(pos);
+                // Tool results stand on the user's side of the turn: the
+                // model (or, some templates allow, the user) speaks next.
+                if open.is_empty() {
+                    last_role = "tool";
+                }
                 continue;
             }
             "user" | "assistant" => {}
@@ -457,7 +462,11 @@ fn check_openai(messages: &[Value]) -> Option<(u16, String, String)> {
         if !open.is_empty() {
             return refuse(format!("message {i}: calls {open:?} have no result"));
         }
-        let expected = if last_role == "user" { "assistant" } else { "user" };
+        let expected = match last_role {
+            "user" => "assistant",
+            "tool" => role,
+            _ => "user",
+        };
         if role != expected {
             return refuse(format!("message {i}: {role} after {last_role:?}"));
         }
@@ -822,7 +831,8 @@ async fn respond(
     };
     let routed = req.method == "POST" && req.path.ends_with(route);
     let model = body["model"].as_str().unwrap_or("fake-model").to_string();
-    let input_tokens = 10 + req.body.len() as u64 / 100;
+    // About what a real tokenizer gives for JSON: 4 bytes a token.
+    let input_tokens = 10 + req.body.len() as u64 / 4;
     let recorded = Recorded {
         path: req.path.clone(),
         headers: req.headers,
