@@ -170,6 +170,9 @@ pub enum Reply {
     /// Exactly this status and JSON body (e.g. llama-server's 500 for a
     /// request its template cannot render).
     Raw { code: u16, body: String },
+    /// A text answer that reports exactly `input_tokens` prompt tokens (a
+    /// model whose tokenizer counts fewer than keel estimates).
+    Counted { text: String, input_tokens: u64 },
 }
 
 impl Reply {
@@ -865,6 +868,10 @@ async fn respond(
         );
         return write_status(conn, wire, n, 404, None, &message, last).await;
     };
+    let input_tokens = match &reply {
+        Reply::Counted { input_tokens, .. } => *input_tokens,
+        _ => input_tokens,
+    };
     let ctx = StreamContext {
         n,
         model,
@@ -899,6 +906,10 @@ async fn respond(
             }
             conn.send(&out).await?;
             Ok(false)
+        }
+        Reply::Counted { text, .. } => {
+            let events = stream_events(wire, &ctx, &text, &[]);
+            write_stream(conn, wire, n, &events.list, last).await
         }
         Reply::Raw { code, body } => {
             write_raw(conn, wire, n, code, "application/json", &body, last).await
