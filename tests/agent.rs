@@ -1495,3 +1495,41 @@ fn token_estimates_calibrate_from_reported_usage() {
     assert_eq!(compacted, 0, "compacted although the model's own count fits");
     assert_eq!(model.request_count(), 2, "a summary request was made");
 }
+
+/// N identical parallel calls raise one approval request, and its one
+/// answer serves them all; a call asking about another target is asked
+/// separately. The calls race each other to the gate.
+#[test]
+fn identical_parallel_approvals_are_asked_once() {
+    let same = json!({"name": "a.txt", "text": "hello"});
+    let other = json!({"name": "b.txt", "text": "hello"});
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::tools(&[
+                ("writer__save", same.clone()),
+                ("writer__save", same.clone()),
+                ("writer__save", other),
+                ("writer__save", same.clone()),
+                ("writer__save", same),
+            ]),
+            Reply::text("Saved."),
+        ],
+    );
+    let h = Harness::new(writer_ws(&model, ASK_WRITES));
+    let (outcome, asked, answered) = answered_run(&h, &h.session(), vec![ApprovalAnswer::Yes]);
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let mut targets: Vec<&str> = asked.iter().map(|a| a.target.as_str()).collect();
+    targets.sort();
+    assert!(targets[0].ends_with("a.txt") && targets[1].ends_with("b.txt"), "{targets:?}");
+    assert!(answered.iter().all(Result::is_ok), "{answered:?}");
+    assert_eq!(h.store().approvals(false).unwrap().len(), 2);
+    assert_eq!(outcome.tool_calls.len(), 5);
+    assert!(
+        outcome.tool_calls.iter().all(|c| !c.is_error),
+        "{:?}",
+        outcome.tool_calls
+    );
+    assert_eq!(std::fs::read_to_string(h.ws.path("out/b.txt")).unwrap(), "hello");
+}

@@ -238,6 +238,11 @@ struct RunControl {
     waiting: AtomicUsize,
     /// Serialises state changes between concurrent tool calls.
     state_lock: Mutex<()>,
+    /// Approval requests of the current model turn's tool calls, by what
+    /// they ask (skill, capability, target, rule): identical requests from
+    /// parallel calls share one record and one answer. Cleared when the
+    /// next turn's calls start.
+    asked: Mutex<HashMap<ApprovalKey, (ApprovalRecord, Arc<Waiter>)>>,
     /// Text of the model call in flight, already shown to the user. Kept
     /// here rather than in the loop so that a run stopped mid-stream
     /// (cancelled, or over its time) can still write it to the transcript.
@@ -249,6 +254,9 @@ impl RunControl {
         let _ = self.events.send(e);
     }
 }
+
+/// What makes two approval requests the same question.
+type ApprovalKey = (String, String, String, String);
 
 /// An approval someone may answer.
 #[derive(Default)]
@@ -363,6 +371,7 @@ impl Agent {
             events: events_tx,
             waiting: AtomicUsize::new(0),
             state_lock: Mutex::new(()),
+            asked: Mutex::default(),
             shown: Mutex::default(),
         });
         lock(&self.0.runs).insert(run.id.clone(), ctl.clone());
@@ -783,6 +792,7 @@ impl Agent {
         ctl: &Arc<RunControl>,
         calls: Vec<ToolCall>,
     ) -> Result<(), Stop> {
+        lock(&ctl.asked).clear();
         let mut tasks = Vec::with_capacity(calls.len());
         for call in calls {
             let name = call.name.clone();
@@ -1217,23 +1227,42 @@ impl Approver for CallApprover {
         };
         let agent = Agent(inner);
         let store = agent.0.kernel.store();
-        let record = match store.create_approval(&NewApproval {
-            run_id: &self.run_id,
-            skill: &request.skill,
-            tool: &request.tool,
-            capability: request.capability.name(),
-            target: &request.target,
-            rule: &request.rule,
-            arguments: &self.arguments,
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store an approval request");
-                return false;
+        let key: ApprovalKey = (
+            request.skill.clone(),
+            request.capability.name().to_string(),
+            request.target.clone(),
+            request.rule.clone(),
+        );
+        // The same question from a parallel call of this turn waits on the
+        // first one's record: N identical calls, one prompt, one answer.
+        // Checked and created under one lock, so two calls cannot both ask.
+        let (record, waiter, first) = {
+            let mut asked = lock(&self.ctl.asked);
+            match asked.get(&key) {
+                Some((record, waiter)) => (record.clone(), waiter.clone(), false),
+                None => {
+                    let record = match store.create_approval(&NewApproval {
+                        run_id: &self.run_id,
+                        skill: &request.skill,
+                        tool: &request.tool,
+                        capability: request.capability.name(),
+                        target: &request.target,
+                        rule: &request.rule,
+                        arguments: &self.arguments,
+                    }) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot store an approval request");
+                            return false;
+                        }
+                    };
+                    let waiter = Arc::new(Waiter::default());
+                    lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
+                    asked.insert(key, (record.clone(), waiter.clone()));
+                    (record, waiter, true)
+                }
             }
         };
-        let waiter = Arc::new(Waiter::default());
-        lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
         {
             let _s = lock(&self.ctl.state_lock);
             if self.ctl.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -1241,8 +1270,10 @@ impl Approver for CallApprover {
                 self.ctl.emit(RunEvent::State(RunState::WaitingPermission));
             }
         }
-        self.ctl.emit(RunEvent::Approval(record.clone()));
-        let _ = agent.0.approvals.send(record.clone());
+        if first {
+            self.ctl.emit(RunEvent::Approval(record.clone()));
+            let _ = agent.0.approvals.send(record.clone());
+        }
         let until = Instant::now() + agent.0.config.approval_timeout;
         let mut answer = lock(&waiter.answer);
         let decided = loop {
@@ -1289,6 +1320,14 @@ impl Approver for CallApprover {
         };
         if self.ctl.cancelled.load(Ordering::Relaxed) {
             let _ = store.expire_approval(&record.id);
+        }
+        // Calls sharing this request see the outcome at once.
+        {
+            let mut a = lock(&waiter.answer);
+            if a.is_none() {
+                *a = Some(approved);
+            }
+            waiter.ready.notify_all();
         }
         lock(&agent.0.waiters).remove(&record.id);
         {
