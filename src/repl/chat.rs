@@ -56,7 +56,7 @@ pub fn converse(
     text: &str,
     current: &CurrentRun,
     sinks: Sinks<'_>,
-    ask: AskPerson<'_>,
+    mut ask: Option<AskPerson<'_>>,
 ) -> Result<RunOutcome, crate::agent::AgentError> {
     let _enter = rt.enter();
     let handle = agent.submit(session, text)?;
@@ -108,8 +108,7 @@ pub fn converse(
                 } else {
                     format!(" on `{}`", rec.target)
                 };
-                let _ = writeln!(
-                    notes,
+                let asked = format!(
                     "[approval {}] {} wants `{}`{on} (tool {} with {})",
                     rec.id,
                     rec.skill,
@@ -117,8 +116,23 @@ pub fn converse(
                     rec.tool,
                     one_line(&rec.arguments, 120)
                 );
-                let _ = notes.flush();
-                answer_approval(agent, &rec, notes, ask);
+                match ask.as_deref_mut() {
+                    Some(ask) => {
+                        let _ = writeln!(notes, "{asked}");
+                        let _ = notes.flush();
+                        answer_approval(agent, &rec, notes, ask);
+                    }
+                    // Nobody to ask: say no at once, once, with how to
+                    // grant — no prompt that nobody will answer.
+                    None => {
+                        let _ = writeln!(
+                            notes,
+                            "{asked}: nobody can answer here, so no; to allow it without asking: keel grant {} {}",
+                            rec.skill, rec.rule
+                        );
+                        let _ = agent.answer(&rec.id, ApprovalAnswer::No);
+                    }
+                }
             }
             RunEvent::Compacted { messages } => {
                 let _ = writeln!(
