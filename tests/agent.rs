@@ -1533,3 +1533,50 @@ fn identical_parallel_approvals_are_asked_once() {
     );
     assert_eq!(std::fs::read_to_string(h.ws.path("out/b.txt")).unwrap(), "hello");
 }
+
+/// A compaction that fails (its model call refused or timed out) loses
+/// nothing: the console is told, and the run goes on with the whole
+/// conversation.
+#[test]
+fn a_failed_compaction_does_not_lose_the_message() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::text("a1"),
+            Reply::Status {
+                code: 504,
+                retry_after: None,
+                message: "timed out".into(),
+            },
+            Reply::Status {
+                code: 504,
+                retry_after: None,
+                message: "timed out".into(),
+            },
+            Reply::text("a2"),
+        ],
+    );
+    let h = Harness::new(notes_ws(
+        &model,
+        "\n[agent]\ncontext_window = 400\nkeep_turns = 1\n",
+    ));
+    let session = h.session();
+    let filler = "lorem ipsum dolor sit amet ".repeat(30);
+    assert_eq!(h.ask(&session, &format!("FIRST {filler}")).state, "done");
+    let mut failures = Vec::new();
+    let second = h.submit(&session, &format!("SECOND {filler}"));
+    let second = h.wait(second, |e| {
+        if let RunEvent::CompactionFailed { reason } = e {
+            failures.push(reason.clone());
+        }
+    });
+    assert_eq!(second.state, "done", "{second:?}");
+    assert_eq!(second.answer, "a2");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].contains("timed out"), "{failures:?}");
+    let reqs = model.requests();
+    assert!(is_summary_request(&reqs[1].body) && is_summary_request(&reqs[2].body));
+    let last = reqs[3].body.to_string();
+    assert!(last.contains("FIRST") && last.contains("SECOND"), "{last}");
+    no_refusals(&model);
+}
