@@ -653,7 +653,10 @@ fn a_cut_stream(wire: Wire) {
     assert_eq!(failed.state, "failed", "{failed:?}");
     let reason = failed.reason.clone().unwrap_or_default();
     assert!(reason.contains("the stream was cut"), "{reason}");
-    assert!(!reason.contains("error decoding response body") || reason.contains("broke off"), "{reason}");
+    assert!(
+        !reason.contains("error decoding response body") || reason.contains("broke off"),
+        "{reason}"
+    );
     assert_eq!(model.request_count(), 5);
 
     let next = h.ask(&session, "try again");
@@ -673,7 +676,10 @@ fn a_cut_stream(wire: Wire) {
     let Item::Assistant(last_cut) = &conversation[4] else {
         panic!("{conversation:?}")
     };
-    assert!(last_cut.starts_with("Third") && last_cut.contains("[… cut:"), "{last_cut}");
+    assert!(
+        last_cut.starts_with("Third") && last_cut.contains("[… cut:"),
+        "{last_cut}"
+    );
     assert_eq!(conversation[5], Item::User("try again".into()));
     assert!(model.refusals().is_empty(), "{:?}", model.refusals());
 }
@@ -1314,8 +1320,15 @@ fn llama_server_s_500_for_a_bad_request_is_not_retried() {
     let outcome = h.ask(&h.session(), "hi");
     assert_eq!(outcome.state, "failed", "{outcome:?}");
     let reason = outcome.reason.unwrap_or_default();
-    assert!(reason.contains("HTTP 500") && reason.contains("parse error"), "{reason}");
-    assert_eq!(model.request_count(), 1, "retried a request the server refused");
+    assert!(
+        reason.contains("HTTP 500") && reason.contains("parse error"),
+        "{reason}"
+    );
+    assert_eq!(
+        model.request_count(),
+        1,
+        "retried a request the server refused"
+    );
 }
 
 /// The provider says the request is over the context: keel compacts and
@@ -1352,16 +1365,26 @@ fn overflow_compacts_and_retries(wire: Wire) {
     assert_eq!(compacted, 1);
     let reqs = model.requests();
     assert!(is_summary_request(&reqs[3].body));
-    assert!(reqs[4].body.to_string().contains("SUMMARY of the first turn"));
+    assert!(
+        reqs[4]
+            .body
+            .to_string()
+            .contains("SUMMARY of the first turn")
+    );
     assert!(!reqs[4].body.to_string().contains("q1"));
     let fourth = h.ask(&session, "q4");
     assert_eq!(fourth.state, "failed", "{fourth:?}");
     let reason = fourth.reason.unwrap_or_default();
     assert!(
-        reason.contains("exceeds the available context size") || reason.contains("prompt is too long"),
+        reason.contains("exceeds the available context size")
+            || reason.contains("prompt is too long"),
         "{reason}"
     );
-    assert_eq!(model.request_count(), 8, "one compaction and one retry, no more");
+    assert_eq!(
+        model.request_count(),
+        8,
+        "one compaction and one retry, no more"
+    );
     no_refusals(&model);
 }
 
@@ -1382,7 +1405,10 @@ fn a_context_overflow_compacts_and_retries_once_over_anthropic() {
 fn a_silent_stream_times_out_and_the_run_goes_on() {
     let model = FakeModel::scripted(
         Wire::OpenAi,
-        vec![Reply::KeepAliveOnly("Thinking".into()), Reply::text("Hello.")],
+        vec![
+            Reply::KeepAliveOnly("Thinking".into()),
+            Reply::text("Hello."),
+        ],
     );
     let h = Harness::new(notes_ws(&model, "\n[agent]\nmodel_idle_seconds = 1\n"));
     let mut cuts = Vec::new();
@@ -1427,13 +1453,25 @@ fn a_huge_answer_is_cut_at_the_bound() {
     assert_eq!(outcome.state, "failed", "{outcome:?}");
     let reason = outcome.reason.clone().unwrap_or_default();
     assert!(reason.contains("cut at 65536 bytes"), "{reason}");
-    assert!(outcome.answer.len() < 65536 + 200, "{}", outcome.answer.len());
-    assert!(outcome.answer.ends_with("agent.max_answer_bytes in keel.toml]"));
+    assert!(
+        outcome.answer.len() < 65536 + 200,
+        "{}",
+        outcome.answer.len()
+    );
+    assert!(
+        outcome
+            .answer
+            .ends_with("agent.max_answer_bytes in keel.toml]")
+    );
     let until = Instant::now() + Duration::from_secs(10);
     while model.abandoned_streams() == 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(model.abandoned_streams(), 1, "keel kept reading past the bound");
+    assert_eq!(
+        model.abandoned_streams(),
+        1,
+        "keel kept reading past the bound"
+    );
     let next = h.ask(&session, "shorter");
     assert_eq!(next.state, "done", "{next:?}");
     let sent = model.requests()[1].body.to_string().len();
@@ -1492,7 +1530,10 @@ fn token_estimates_calibrate_from_reported_usage() {
         }
     });
     assert_eq!(second.state, "done", "{second:?}");
-    assert_eq!(compacted, 0, "compacted although the model's own count fits");
+    assert_eq!(
+        compacted, 0,
+        "compacted although the model's own count fits"
+    );
     assert_eq!(model.request_count(), 2, "a summary request was made");
 }
 
@@ -1522,7 +1563,10 @@ fn identical_parallel_approvals_are_asked_once() {
     assert_eq!(asked.len(), 2, "{asked:?}");
     let mut targets: Vec<&str> = asked.iter().map(|a| a.target.as_str()).collect();
     targets.sort();
-    assert!(targets[0].ends_with("a.txt") && targets[1].ends_with("b.txt"), "{targets:?}");
+    assert!(
+        targets[0].ends_with("a.txt") && targets[1].ends_with("b.txt"),
+        "{targets:?}"
+    );
     assert!(answered.iter().all(Result::is_ok), "{answered:?}");
     assert_eq!(h.store().approvals(false).unwrap().len(), 2);
     assert_eq!(outcome.tool_calls.len(), 5);
@@ -1531,7 +1575,10 @@ fn identical_parallel_approvals_are_asked_once() {
         "{:?}",
         outcome.tool_calls
     );
-    assert_eq!(std::fs::read_to_string(h.ws.path("out/b.txt")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::read_to_string(h.ws.path("out/b.txt")).unwrap(),
+        "hello"
+    );
 }
 
 /// A compaction that fails (its model call refused or timed out) loses

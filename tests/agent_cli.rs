@@ -532,7 +532,12 @@ fn ask_without_a_terminal_declines_approvals_at_once_and_says_how_to_grant() {
     }
     // No prompt that nobody answers: only the refusal, once.
     assert!(!out.stderr.contains("allow?"), "{}", out.stderr);
-    assert_eq!(out.stderr.matches("nobody can answer here").count(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("nobody can answer here").count(),
+        1,
+        "{}",
+        out.stderr
+    );
     // The model was told, and the approval is answered (not pending).
     let reqs = model.requests();
     assert_eq!(reqs.len(), 2);

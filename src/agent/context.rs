@@ -414,7 +414,10 @@ mod tests {
             }
         );
         // Three failures in a row.
-        assert_eq!(roles(&well_formed(vec![user("1"), user("2"), user("3")])), "uauau");
+        assert_eq!(
+            roles(&well_formed(vec![user("1"), user("2"), user("3")])),
+            "uauau"
+        );
     }
 
     #[test]
@@ -422,7 +425,10 @@ mod tests {
         let ctx = well_formed(vec![summary_message("earlier"), user("now")]);
         assert_eq!(roles(&ctx), "u");
         let Message::User(t) = &ctx[0] else { panic!() };
-        assert!(t.starts_with(SUMMARY_PREFIX) && t.ends_with("\n\nnow"), "{t}");
+        assert!(
+            t.starts_with(SUMMARY_PREFIX) && t.ends_with("\n\nnow"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -437,8 +443,14 @@ mod tests {
         };
         assert!(tool_calls.iter().all(|c| c.arguments == "{}"), "{ctx:?}");
         // The valid one stays as it was.
-        let ctx = well_formed(vec![user("q"), said("", &[READ]), result("files.read", "x", false)]);
-        assert!(matches!(&ctx[1], Message::Assistant { tool_calls, .. } if tool_calls[0].arguments == READ.1));
+        let ctx = well_formed(vec![
+            user("q"),
+            said("", &[READ]),
+            result("files.read", "x", false),
+        ]);
+        assert!(
+            matches!(&ctx[1], Message::Assistant { tool_calls, .. } if tool_calls[0].arguments == READ.1)
+        );
     }
 
     #[test]
@@ -462,7 +474,10 @@ mod tests {
         // The orphan and the duplicate are gone; the unanswered call got a
         // result before the next user turn, and the trailing... user ends it.
         assert_eq!(roles(&ctx), "uAtuAtu", "{ctx:?}");
-        assert!(matches!(&ctx[5], Message::ToolResult { is_error: true, .. }));
+        assert!(matches!(
+            &ctx[5],
+            Message::ToolResult { is_error: true, .. }
+        ));
     }
 
     #[test]

@@ -69,7 +69,8 @@ fn plain_wire(tool: &str) -> Option<String> {
     let w = wire_name(tool);
     let valid = !w.is_empty()
         && w.len() <= MAX_WIRE_NAME
-        && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     valid.then_some(w)
 }
 
@@ -132,7 +133,11 @@ pub fn wire_names(tools: &[&str]) -> Vec<String> {
         for (i, w) in out.iter().enumerate() {
             seen.entry(w.as_str()).or_default().push(i);
         }
-        let clashes: Vec<usize> = seen.into_values().filter(|v| v.len() > 1).flatten().collect();
+        let clashes: Vec<usize> = seen
+            .into_values()
+            .filter(|v| v.len() > 1)
+            .flatten()
+            .collect();
         if clashes.is_empty() {
             break;
         }
@@ -203,7 +208,8 @@ mod tests {
     fn valid(w: &str) -> bool {
         !w.is_empty()
             && w.len() <= MAX_WIRE_NAME
-            && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     }
 
     #[test]

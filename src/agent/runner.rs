@@ -922,7 +922,11 @@ impl Agent {
         if completion.text.trim().is_empty() || completion.stop != StopReason::EndTurn {
             let reason = format!(
                 "compacting the conversation failed: the model's summary was {}",
-                if completion.text.trim().is_empty() { "empty" } else { "cut short" }
+                if completion.text.trim().is_empty() {
+                    "empty"
+                } else {
+                    "cut short"
+                }
             );
             ctl.emit(RunEvent::CompactionFailed { reason });
             return Ok(None);

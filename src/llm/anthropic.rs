@@ -440,8 +440,10 @@ pub async fn complete(
         headers.push(("x-api-key", key.expose().to_string()));
     }
     let body = request_body(req);
-    let mut decoder =
-        StreamDecoder::bounded(join_url(&endpoint.base_url, PATH), endpoint.limits.max_answer_bytes);
+    let mut decoder = StreamDecoder::bounded(
+        join_url(&endpoint.base_url, PATH),
+        endpoint.limits.max_answer_bytes,
+    );
     post_sse(http, endpoint, PATH, &headers, &body, |event| {
         for e in decoder.feed(&event)? {
             on_event(e);

@@ -176,7 +176,10 @@ pub fn split_cut_calls(calls: Vec<ToolCall>, stop: &StopReason) -> (Vec<ToolCall
     }
     calls.into_iter().partition(|c| {
         c.arguments.trim().is_empty()
-            || matches!(serde_json::from_str::<Value>(&c.arguments), Ok(Value::Object(_)))
+            || matches!(
+                serde_json::from_str::<Value>(&c.arguments),
+                Ok(Value::Object(_))
+            )
     })
 }
 
@@ -656,7 +659,8 @@ mod tests {
         format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
     }
 
-    const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    const SSE_HEAD: &str =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
 
     fn delta(text: &str) -> String {
         let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
@@ -708,8 +712,11 @@ mod tests {
         // Each delta comes 100 ms after the last: 3 s in all, more than the
         // idle timeout, but never that long a silence.
         steps.push(Step::Repeat(chunked(&delta("x")), 30, 100));
-        let done = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-        steps.push(Step::Send(chunked(&format!("data: {done}\n\ndata: [DONE]\n\n"))));
+        let done =
+            serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        steps.push(Step::Send(chunked(&format!(
+            "data: {done}\n\ndata: [DONE]\n\n"
+        ))));
         steps.push(Step::Send(b"0\r\n\r\n".to_vec()));
         let (mut endpoint, server) = serve_raw(steps).await;
         // Room for a loaded machine: 2 s of idle allowed, 3 s in all.
@@ -813,8 +820,14 @@ mod tests {
         assert!(!parse.is_retryable());
         assert!(status(500, "model crashed").is_retryable());
         for overflow in [
-            status(400, "the request exceeds the available context size, try increasing it (exceed_context_size_error)"),
-            status(400, "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. (context_length_exceeded)"),
+            status(
+                400,
+                "the request exceeds the available context size, try increasing it (exceed_context_size_error)",
+            ),
+            status(
+                400,
+                "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. (context_length_exceeded)",
+            ),
             status(400, "prompt is too long: 210000 tokens > 200000 maximum"),
         ] {
             assert!(overflow.is_context_overflow(), "{overflow}");
@@ -833,7 +846,10 @@ mod tests {
         };
         let calls = vec![call("a", r#"{"x":1}"#), call("b", "{"), call("c", "")];
         let (whole, cut) = split_cut_calls(calls.clone(), &StopReason::MaxTokens);
-        assert_eq!(whole.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(
+            whole.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
         assert_eq!(cut.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["b"]);
         // Only a length stop cuts: malformed JSON otherwise is the model's
         // mistake, reported as such by the agent.

@@ -213,10 +213,9 @@ impl StreamDecoder {
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
             // A server that sends a usage object without the counts has not
             // reported them: unknown, not zero.
-            if let (Some(input), Some(output)) = (
-                u["prompt_tokens"].as_u64(),
-                u["completion_tokens"].as_u64(),
-            ) {
+            if let (Some(input), Some(output)) =
+                (u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64())
+            {
                 self.usage = Some(Usage {
                     input_tokens: input,
                     output_tokens: output,

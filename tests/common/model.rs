@@ -449,7 +449,9 @@ fn check_openai(messages: &[Value]) -> Option<(u16, String, String)> {
             "tool" => {
                 let id = m["tool_call_id"].as_str().unwrap_or("");
                 let Some(pos) = open.iter().position(|c| c == id) else {
-                    return refuse(format!("message {i}: tool result {id:?} answers no open call"));
+                    return refuse(format!(
+                        "message {i}: tool result {id:?} answers no open call"
+                    ));
                 };
                 open.remove(pos);
                 // Tool results stand on the user's side of the turn: the
@@ -933,11 +935,15 @@ async fn respond(
         }
         Reply::NoUsage(text) => {
             let mut events = stream_events(wire, &ctx, &text, &[]);
-            events.list.retain(|e| !e.contains("\"prompt_tokens\"") && !e.contains("\"input_tokens\""));
+            events
+                .list
+                .retain(|e| !e.contains("\"prompt_tokens\"") && !e.contains("\"input_tokens\""));
             if wire == Wire::Anthropic {
                 // message_start without usage.
                 let start = json!({"type": "message_start", "message": {"id": "msg_nousage", "type": "message", "role": "assistant", "content": [], "model": ctx.model, "stop_reason": null}});
-                events.list.insert(0, format!("event: message_start\ndata: {start}\n\n"));
+                events
+                    .list
+                    .insert(0, format!("event: message_start\ndata: {start}\n\n"));
             }
             write_stream(conn, wire, n, &events.list, last).await
         }
@@ -946,8 +952,14 @@ async fn respond(
             let mut events = stream_events(wire, &ctx, &text, std::slice::from_ref(&spec));
             for e in &mut events.list {
                 *e = e
-                    .replace("\"finish_reason\":\"tool_calls\"", "\"finish_reason\":\"length\"")
-                    .replace("\"stop_reason\":\"tool_use\"", "\"stop_reason\":\"max_tokens\"");
+                    .replace(
+                        "\"finish_reason\":\"tool_calls\"",
+                        "\"finish_reason\":\"length\"",
+                    )
+                    .replace(
+                        "\"stop_reason\":\"tool_use\"",
+                        "\"stop_reason\":\"max_tokens\"",
+                    );
             }
             write_stream(conn, wire, n, &events.list, last).await
         }
