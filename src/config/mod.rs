@@ -118,6 +118,9 @@ pub struct AgentConfig {
     /// How long a model's stream may stay silent (keep-alive comments do
     /// not count) before the call fails as interrupted.
     pub model_idle_timeout: std::time::Duration,
+    /// How long a model may take to send the first byte of its answer
+    /// (reading a long prompt on a CPU takes a while).
+    pub model_first_token_timeout: std::time::Duration,
     /// Longest answer kept from one model call (text plus tool-call
     /// arguments, in bytes); the stream is cut there.
     pub max_answer_bytes: usize,
@@ -140,6 +143,7 @@ impl Default for AgentConfig {
             approval_timeout: std::time::Duration::from_secs(120),
             model_timeout: std::time::Duration::from_secs(300),
             model_idle_timeout: std::time::Duration::from_secs(30),
+            model_first_token_timeout: std::time::Duration::from_secs(120),
             max_answer_bytes: 1 << 20,
             context_window: 32_768,
             compact_at: 0.8,
@@ -334,6 +338,7 @@ struct RawAgent {
     approval_timeout_seconds: Option<u64>,
     model_timeout_seconds: Option<u64>,
     model_idle_seconds: Option<u64>,
+    model_first_token_seconds: Option<u64>,
     max_answer_bytes: Option<usize>,
     context_window: Option<u32>,
     compact_at: Option<f64>,
@@ -391,6 +396,11 @@ impl RawAgent {
                 .map(|s| positive("model_idle_seconds", s).map(Duration::from_secs))
                 .transpose()?
                 .unwrap_or(d.model_idle_timeout),
+            model_first_token_timeout: self
+                .model_first_token_seconds
+                .map(|s| positive("model_first_token_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.model_first_token_timeout),
             max_answer_bytes: match self.max_answer_bytes {
                 Some(n) if n < 1024 => {
                     return Err(format!(
@@ -717,5 +727,40 @@ api_key_env = "ANTHROPIC_API_KEY"
             e.contains("max_rounds") && e.contains("max_tool_rounds"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn model_stream_bounds_have_defaults_and_are_checked() {
+        let d = parse("").unwrap().agent;
+        assert_eq!(
+            (
+                d.model_idle_timeout.as_secs(),
+                d.model_first_token_timeout.as_secs(),
+                d.max_answer_bytes
+            ),
+            (30, 120, 1 << 20)
+        );
+        let a = parse("[agent]\nmodel_idle_seconds = 5\nmodel_first_token_seconds = 60\nmax_answer_bytes = 4096\n")
+            .unwrap()
+            .agent;
+        assert_eq!(
+            (
+                a.model_idle_timeout.as_secs(),
+                a.model_first_token_timeout.as_secs(),
+                a.max_answer_bytes
+            ),
+            (5, 60, 4096)
+        );
+        let e = parse("[agent]\nmax_answer_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_answer_bytes = 10") && e.contains("at least 1024"),
+            "{e}"
+        );
+        let e = parse("[agent]\nmodel_idle_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model_idle_seconds must be at least 1"), "{e}");
     }
 }

@@ -240,6 +240,7 @@ impl Kernel {
                 let limits = crate::llm::StreamLimits {
                     max_answer_bytes: agent.max_answer_bytes,
                     idle_timeout: agent.model_idle_timeout,
+                    first_token_timeout: agent.model_first_token_timeout,
                 };
                 let specs = match &self.0.config.models {
                     Some(m) => chain::specs_from_config(m, &self.0.env, timeout, limits),

@@ -210,9 +210,13 @@ pub struct StreamLimits {
     /// Longest answer kept (text plus tool-call arguments); the stream is
     /// cut there.
     pub max_answer_bytes: usize,
-    /// Longest wait for the next byte of the answer once the response has
-    /// begun. Keep-alive comments do not count as an answer.
+    /// Longest wait for the next byte of the answer once it has begun.
+    /// Keep-alive comments do not count as an answer.
     pub idle_timeout: Duration,
+    /// Longest wait for the answer's first byte after the response headers:
+    /// a local server on a CPU reads a long prompt for tens of seconds
+    /// before its first token, and must not be taken for a silent one.
+    pub first_token_timeout: Duration,
 }
 
 impl StreamLimits {
@@ -236,6 +240,7 @@ impl Default for StreamLimits {
         Self {
             max_answer_bytes: 1 << 20,
             idle_timeout: Duration::from_secs(30),
+            first_token_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -522,15 +527,20 @@ pub async fn post_sse(
     let mut received: u64 = 0;
     let mut last_progress = (tokio::time::Instant::now(), 0u64);
     loop {
-        let deadline = last_progress.0 + limits.idle_timeout;
+        let (wait, knob) = if last_progress.1 == 0 {
+            (limits.first_token_timeout, "model_first_token_seconds")
+        } else {
+            (limits.idle_timeout, "model_idle_seconds")
+        };
+        let deadline = last_progress.0 + wait;
         let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
             Err(_) => {
                 return Err(ProviderError::Interrupted {
                     url,
                     received,
                     reason: format!(
-                        "no answer for {} s (keep-alive comments do not count; [agent] model_idle_seconds in keel.toml)",
-                        limits.idle_timeout.as_secs()
+                        "no answer for {} s (keep-alive comments do not count; [agent] {knob} in keel.toml)",
+                        wait.as_secs()
                     ),
                 });
             }
@@ -650,6 +660,7 @@ mod tests {
             limits: StreamLimits {
                 max_answer_bytes: 1000,
                 idle_timeout: Duration::from_millis(400),
+                first_token_timeout: Duration::from_millis(400),
             },
         };
         (endpoint, task)
@@ -721,10 +732,43 @@ mod tests {
         let (mut endpoint, server) = serve_raw(steps).await;
         // Room for a loaded machine: 2 s of idle allowed, 3 s in all.
         endpoint.limits.idle_timeout = Duration::from_secs(2);
+        endpoint.limits.first_token_timeout = Duration::from_secs(2);
         let c = ask(&endpoint).await.unwrap();
         assert_eq!(c.text, "x".repeat(30));
         assert_eq!(c.usage, None, "no usage reported is unknown, not 0");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slow_first_token_is_not_a_silent_stream() {
+        // Headers, then pings only for longer than the idle timeout (a
+        // server reading a long prompt), then the answer.
+        let done =
+            serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        let (mut endpoint, server) = serve_raw(vec![
+            Step::Send(SSE_HEAD.into()),
+            Step::Repeat(chunked(": ping\n\n"), 12, 100),
+            Step::Send(chunked(&delta("Hi"))),
+            Step::Send(chunked(&format!("data: {done}\n\ndata: [DONE]\n\n"))),
+            Step::Send(b"0\r\n\r\n".to_vec()),
+        ])
+        .await;
+        endpoint.limits.first_token_timeout = Duration::from_secs(20);
+        assert_eq!(ask(&endpoint).await.unwrap().text, "Hi");
+        server.await.unwrap();
+
+        // The same silence past the first-token limit fails, naming it.
+        let (endpoint, server) = serve_raw(vec![
+            Step::Send(SSE_HEAD.into()),
+            Step::Repeat(chunked(": ping\n\n"), 200, 50),
+        ])
+        .await;
+        let err = ask(&endpoint).await.unwrap_err();
+        assert!(
+            err.to_string().contains("model_first_token_seconds"),
+            "{err}"
+        );
+        server.abort();
     }
 
     #[tokio::test]
@@ -751,7 +795,7 @@ mod tests {
     async fn a_single_line_over_the_bound_is_an_error() {
         let limits = StreamLimits {
             max_answer_bytes: 1000,
-            idle_timeout: Duration::from_secs(5),
+            ..StreamLimits::default()
         };
         let line = format!("data: {}", "x".repeat(limits.max_line() + 10));
         let (endpoint, server) = serve_raw(vec![
