@@ -1627,3 +1627,54 @@ fn a_failed_compaction_does_not_lose_the_message() {
     assert!(last.contains("FIRST") && last.contains("SECOND"), "{last}");
     no_refusals(&model);
 }
+
+/// Found against a real llama-server (4,096-token context): a message too
+/// large for the context fails its run, and was then kept verbatim as one
+/// of the last turns, so every later request overflowed too. On overflow
+/// keel now compacts everything but the current turn (the summary request
+/// quotes long messages cut), and the session recovers.
+#[test]
+fn a_turn_too_large_for_the_context_does_not_break_the_session() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::text("a1"),
+            Reply::ContextOverflow,
+            Reply::text("SUMMARY-1"),
+            Reply::ContextOverflow,
+            Reply::ContextOverflow,
+            Reply::text("SUMMARY-2"),
+            Reply::text("a3"),
+        ],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let session = h.session();
+    assert_eq!(h.ask(&session, "q1").state, "done");
+    let huge = format!("HUGE {}", "word ".repeat(20_000));
+    let failed = h.ask(&session, &huge);
+    assert_eq!(failed.state, "failed", "{failed:?}");
+    let reason = failed.reason.unwrap_or_default();
+    assert!(
+        reason.contains("exceeds the available context size"),
+        "{reason}"
+    );
+    let third = h.ask(&session, "q3");
+    assert_eq!(third.state, "done", "{third:?}");
+    assert_eq!(third.answer, "a3");
+    let reqs = model.requests();
+    assert_eq!(reqs.len(), 7);
+    let summary = reqs[5].body.to_string();
+    assert!(is_summary_request(&reqs[5].body));
+    assert!(
+        summary.len() < 20_000,
+        "the summary request quoted the whole turn: {} bytes",
+        summary.len()
+    );
+    let last = reqs[6].body.to_string();
+    assert!(
+        !last.contains("HUGE") && last.contains("SUMMARY-2"),
+        "{}",
+        &last[..last.len().min(2000)]
+    );
+    no_refusals(&model);
+}

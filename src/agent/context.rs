@@ -58,9 +58,10 @@ pub const TOOL_OVERHEAD: u32 = 8;
 /// compacted turns.
 pub const SUMMARY_PREFIX: &str =
     "Summary of the earlier conversation (older turns were compacted):";
-/// Tool results (and tool call arguments) longer than this many characters
-/// are cut in the summary transcript: the summary needs their gist, and a
-/// few whole files would make the summary request itself too large.
+/// Messages, tool results and tool call arguments longer than this many
+/// characters are cut in the summary transcript: the summary needs their
+/// gist, and a few whole files would make the summary request itself too
+/// large.
 pub const TRANSCRIPT_CUT_CHARS: usize = 2000;
 
 /// Tokens a message is estimated to take: its text at 4 bytes a token
@@ -153,11 +154,14 @@ pub fn summary_request(older: &[Message], max_words: u32) -> Vec<Message> {
             Message::System(text) => lines.push(format!("system: {text}")),
             Message::User(text) => lines.push(match text.strip_prefix(SUMMARY_PREFIX) {
                 Some(summary) => format!("earlier summary: {}", summary.trim()),
-                None => format!("user: {text}"),
+                // A message too large for the model's context is exactly
+                // what may have to be compacted: the summary request must
+                // not overflow in turn.
+                None => format!("user: {}", cut(text)),
             }),
             Message::Assistant { text, tool_calls } => {
                 if !text.is_empty() {
-                    lines.push(format!("assistant: {text}"));
+                    lines.push(format!("assistant: {}", cut(text)));
                 }
                 lines.extend(
                     tool_calls

@@ -588,7 +588,7 @@ impl Agent {
                 self.calibration(),
             );
             if estimate > budget
-                && let Some(n) = self.compact(run_id, ctl, &messages).await?
+                && let Some(n) = self.compact(run_id, ctl, &messages, cfg.keep_turns).await?
             {
                 ctl.emit(RunEvent::Compacted { messages: n });
                 messages = self.context(run_id, ctl).map_err(fail_store)?;
@@ -636,7 +636,10 @@ impl Agent {
                 Err(e) if e.is_context_overflow() && !overflow_retried => {
                     overflow_retried = true;
                     tracing::warn!(run = run_id, error = %e, "the model's context overflowed; compacting");
-                    match self.compact(run_id, ctl, &messages).await? {
+                    // The server knows best: compact everything but the
+                    // current turn (one huge earlier turn kept verbatim
+                    // would otherwise overflow every later request).
+                    match self.compact(run_id, ctl, &messages, 1).await? {
                         Some(n) => {
                             ctl.emit(RunEvent::Compacted { messages: n });
                             continue;
@@ -894,8 +897,9 @@ impl Agent {
         run_id: &str,
         ctl: &Arc<RunControl>,
         messages: &[Message],
+        keep_turns: usize,
     ) -> Result<Option<usize>, Stop> {
-        let Some(split) = context::compaction_split(messages, self.0.config.keep_turns) else {
+        let Some(split) = context::compaction_split(messages, keep_turns) else {
             return Ok(None);
         };
         let store = self.0.kernel.store();

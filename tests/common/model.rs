@@ -920,7 +920,7 @@ async fn respond(
             let (code, body) = match wire {
                 Wire::OpenAi => (
                     400,
-                    json!({"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": ctx.input_tokens, "n_ctx": 4096}}).to_string(),
+                    json!({"error": {"code": 400, "message": format!("request ({} tokens) exceeds the available context size (4096 tokens), try increasing it", ctx.input_tokens), "type": "exceed_context_size_error", "n_prompt_tokens": ctx.input_tokens, "n_ctx": 4096}}).to_string(),
                 ),
                 Wire::Anthropic => (
                     400,
