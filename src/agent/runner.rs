@@ -662,6 +662,13 @@ impl Agent {
             if let Some(u) = completion.usage {
                 used += u.input_tokens + u.output_tokens;
                 if let Some(r) = context::calibration(Some(u.input_tokens), estimated) {
+                    tracing::debug!(
+                        %model,
+                        estimated,
+                        reported = u.input_tokens,
+                        ratio = r,
+                        "token estimate calibrated"
+                    );
                     lock(&self.0.calibration).insert(model.clone(), r);
                 }
             }
