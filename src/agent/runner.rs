@@ -14,6 +14,29 @@
 //! drops the model stream; a tool call the run did not see finish gets an
 //! error result when the context is next built, so the transcript always
 //! pairs every call with a result.
+//!
+//! # When the model misbehaves
+//!
+//! - A stream that breaks off after text was shown (connection cut, idle
+//!   timeout) is transient: the shown text is stored marked as cut (an
+//!   assistant row with the error flag), the console is told
+//!   ([`RunEvent::StreamCut`]) and the model is asked again, at most
+//!   `MAX_STREAM_RETRIES` (2) times a run. Cut text is sent back only when
+//!   the user spoke after it; a retry's answer supersedes it.
+//! - A tool call cut by the output limit is never run nor sent back with
+//!   its partial arguments: it is stored flagged `"cut"` with an error
+//!   result telling the model to call again, and the run goes on.
+//! - An answer over `[agent] max_answer_bytes` is kept up to the bound,
+//!   marked, and fails the run; none of its calls run.
+//! - A provider's "context too long" compacts everything but the current
+//!   turn and tries once more. A compaction that fails loses nothing: the
+//!   run goes on with the whole conversation ([`RunEvent::CompactionFailed`]).
+//! - The context is always sent through [`context::well_formed`], and with
+//!   this request's wire names ([`ToolMap`]); the transcript keeps real tool
+//!   names. The guard's estimate is scaled by each model's reported usage
+//!   ([`context::calibration`], in memory).
+//! - Identical approval requests (same skill, capability, target and rule)
+//!   from one turn's parallel calls share one record and one answer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1056,8 +1079,8 @@ fn answered_calls(records: &[MessageRecord]) -> HashSet<&str> {
         .collect()
 }
 
-/// Stored messages → what the model sees (see [`Agent::context`]), with
-/// real tool names; [`to_wire`] and [`context::well_formed`] make it a
+/// Stored messages → what the model sees (see `Agent::context`), with
+/// real tool names; `to_wire` and [`context::well_formed`] make it a
 /// request.
 pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
     let answered = answered_calls(records);
