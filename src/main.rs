@@ -521,9 +521,6 @@ fn ask(
     // declined at once (with how to grant) rather than left to time out.
     let interactive = std::io::stdin().is_terminal();
     let mut ask_person = |_: &keel::store::ApprovalRecord, wanted: &dyn Fn() -> bool| {
-        if !interactive {
-            return None;
-        }
         chat::read_terminal_line(wanted)
     };
     let mut stdout = std::io::stdout();
@@ -539,7 +536,7 @@ fn ask(
             answer: if json { &mut sink } else { &mut stdout },
             notes: &mut stderr,
         },
-        &mut ask_person,
+        interactive.then_some(&mut ask_person as chat::AskPerson<'_>),
     )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);

@@ -520,7 +520,6 @@ fn ask_without_a_terminal_declines_approvals_at_once_and_says_how_to_grant() {
     for fragment in [
         "[tool] memo.save {\"text\":\"milk\"}",
         "memo wants `kv`",
-        "allow? [y]es / [n]o / [a]lways: ",
         "nobody can answer here",
         "keel grant memo kv",
         "[tool] memo.save failed (",
@@ -531,6 +530,14 @@ fn ask_without_a_terminal_declines_approvals_at_once_and_says_how_to_grant() {
             out.stderr
         );
     }
+    // No prompt that nobody answers: only the refusal, once.
+    assert!(!out.stderr.contains("allow?"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("nobody can answer here").count(),
+        1,
+        "{}",
+        out.stderr
+    );
     // The model was told, and the approval is answered (not pending).
     let reqs = model.requests();
     assert_eq!(reqs.len(), 2);

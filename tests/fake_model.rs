@@ -374,3 +374,47 @@ fn handlers_answer_concurrent_connections() {
     }
     assert_eq!(model.request_count(), 50);
 }
+
+/// The fake is as strict as llama-server's templates: adjacent user turns
+/// get 400 "Conversation roles must alternate", arguments that are not JSON
+/// get llama-server's 500 parse error, and neither uses a scripted reply.
+#[test]
+fn the_fake_refuses_what_strict_templates_refuse() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![Reply::text("fine")]);
+    let mut client = Client::connect(&model);
+    let two_users = json!({"model": "m", "messages": [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+    ]});
+    let resp = client.post("/v1/chat/completions", &two_users);
+    assert_eq!(resp.status, 400);
+    let body: Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(body["error"]["code"], 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Conversation roles must alternate")
+    );
+    let cut_args = json!({"model": "m", "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "x"},
+    ]});
+    let resp = client.post("/v1/chat/completions", &cut_args);
+    assert_eq!(resp.status, 500);
+    let body: Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[json.exception.parse_error.101]")
+    );
+    assert_eq!(model.refusals().len(), 2, "{:?}", model.refusals());
+    assert_eq!(model.remaining(), 1, "a refusal used a scripted reply");
+    let ok = json!({"model": "m", "messages": [{"role": "user", "content": "a"}]});
+    assert_eq!(client.post("/v1/chat/completions", &ok).status, 200);
+}

@@ -100,7 +100,7 @@ fn a_skill_asks_the_model_during_a_run() {
     assert_eq!(
         outcome.usage.input_tokens,
         reqs.iter()
-            .map(|r| 10 + r.body.to_string().len() as u64 / 100)
+            .map(|r| 10 + r.body.to_string().len() as u64 / 4)
             .sum::<u64>(),
         "all three calls, the skill's included, counted in the run as the fake reported them"
     );

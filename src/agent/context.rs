@@ -24,6 +24,24 @@
 //! therefore compact well before the window is full (at around 75% of it),
 //! and compact again when the provider still reports too large a request.
 //!
+//! # A well-formed request, whatever failed before
+//!
+//! Strict chat templates (llama-server's Jinja templates, Anthropic's API)
+//! refuse a conversation whose roles do not alternate, a tool result
+//! without its call, or a call whose arguments are not JSON. A failed run
+//! leaves the user's message without a reply, a cut stream leaves half an
+//! answer, a model sends malformed arguments: [`well_formed`] turns any such
+//! transcript into a request every server accepts (see its rules), so one
+//! failure never breaks a session for good.
+//!
+//! # Calibrated estimates
+//!
+//! A byte-based estimate can be far off for a given model (40% high for a
+//! small local one, which then compacted on every turn). When a server
+//! reports the prompt's real token count, [`calibration`] gives the ratio
+//! of real to estimated, and [`calibrated`] applies it to later estimates
+//! for that model.
+//!
 //! # Where to split
 //!
 //! A `User` message always starts a turn. Both wire formats require a tool
@@ -40,9 +58,10 @@ pub const TOOL_OVERHEAD: u32 = 8;
 /// compacted turns.
 pub const SUMMARY_PREFIX: &str =
     "Summary of the earlier conversation (older turns were compacted):";
-/// Tool results (and tool call arguments) longer than this many characters
-/// are cut in the summary transcript: the summary needs their gist, and a
-/// few whole files would make the summary request itself too large.
+/// Messages, tool results and tool call arguments longer than this many
+/// characters are cut in the summary transcript: the summary needs their
+/// gist, and a few whole files would make the summary request itself too
+/// large.
 pub const TRANSCRIPT_CUT_CHARS: usize = 2000;
 
 /// Tokens a message is estimated to take: its text at 4 bytes a token
@@ -135,11 +154,14 @@ pub fn summary_request(older: &[Message], max_words: u32) -> Vec<Message> {
             Message::System(text) => lines.push(format!("system: {text}")),
             Message::User(text) => lines.push(match text.strip_prefix(SUMMARY_PREFIX) {
                 Some(summary) => format!("earlier summary: {}", summary.trim()),
-                None => format!("user: {text}"),
+                // A message too large for the model's context is exactly
+                // what may have to be compacted: the summary request must
+                // not overflow in turn.
+                None => format!("user: {}", cut(text)),
             }),
             Message::Assistant { text, tool_calls } => {
                 if !text.is_empty() {
-                    lines.push(format!("assistant: {text}"));
+                    lines.push(format!("assistant: {}", cut(text)));
                 }
                 lines.extend(
                     tool_calls
@@ -168,6 +190,141 @@ pub fn summary_request(older: &[Message], max_words: u32) -> Vec<Message> {
 /// model's summary text.
 pub fn summary_message(summary: &str) -> Message {
     Message::User(format!("{SUMMARY_PREFIX}\n{summary}"))
+}
+
+/// The assistant turn that stands in for a reply that never came (a run
+/// that failed or was cancelled before answering), so that two user
+/// messages are never adjacent.
+pub const NO_REPLY: &str = "[no reply: that request ended without an answer]";
+
+/// The conversation (without the system prompt) made acceptable to the
+/// strictest server, by these rules, in order:
+///
+/// - a tool call's arguments that are not a JSON object (malformed by the
+///   model, or cut by the output limit) are sent as `{}`: the call's result
+///   already says what was wrong, and servers that parse them (llama-server)
+///   answer 500 to anything else;
+/// - a tool result is kept only right after the assistant turn that made
+///   its call, once per call; a call with no result gets an error result;
+/// - two user messages in a row get [`NO_REPLY`] between them — except
+///   after a compaction summary, which is merged with the turn after it;
+/// - two assistant turns in a row are merged (the first has no calls, or it
+///   would be followed by results);
+/// - a trailing assistant turn without calls is dropped: a request ends on
+///   the user's side (a trailing assistant turn would be taken as a prefix
+///   to continue).
+pub fn well_formed(messages: Vec<Message>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len() + 2);
+    // Calls of the latest assistant turn still waiting for a result.
+    let mut open: Vec<ToolCall> = Vec::new();
+    fn close_open(out: &mut Vec<Message>, open: &mut Vec<ToolCall>) {
+        for c in open.drain(..) {
+            out.push(Message::ToolResult {
+                call_id: c.id,
+                name: c.name,
+                content: "no result: the run ended before this call finished".into(),
+                is_error: true,
+            });
+        }
+    }
+    for m in messages {
+        match m {
+            Message::ToolResult {
+                call_id,
+                name,
+                content,
+                is_error,
+            } => {
+                let Some(pos) = open.iter().position(|c| c.id == call_id) else {
+                    continue;
+                };
+                open.remove(pos);
+                out.push(Message::ToolResult {
+                    call_id,
+                    name,
+                    content,
+                    is_error,
+                });
+            }
+            Message::Assistant { text, tool_calls } => {
+                close_open(&mut out, &mut open);
+                let tool_calls: Vec<ToolCall> = tool_calls
+                    .into_iter()
+                    .map(|mut c| {
+                        if !matches!(
+                            serde_json::from_str::<serde_json::Value>(&c.arguments),
+                            Ok(serde_json::Value::Object(_))
+                        ) {
+                            c.arguments = "{}".into();
+                        }
+                        c
+                    })
+                    .collect();
+                open.clone_from(&tool_calls);
+                if let Some(Message::Assistant {
+                    text: prev,
+                    tool_calls: prev_calls,
+                }) = out.last_mut()
+                    && prev_calls.is_empty()
+                {
+                    if !text.is_empty() {
+                        if !prev.is_empty() {
+                            prev.push_str("\n\n");
+                        }
+                        prev.push_str(&text);
+                    }
+                    *prev_calls = tool_calls;
+                    continue;
+                }
+                out.push(Message::Assistant { text, tool_calls });
+            }
+            Message::User(text) => {
+                close_open(&mut out, &mut open);
+                match out.last_mut() {
+                    Some(Message::User(prev)) if prev.starts_with(SUMMARY_PREFIX) => {
+                        prev.push_str("\n\n");
+                        prev.push_str(&text);
+                        continue;
+                    }
+                    Some(Message::User(_)) => out.push(Message::Assistant {
+                        text: NO_REPLY.into(),
+                        tool_calls: Vec::new(),
+                    }),
+                    _ => {}
+                }
+                out.push(Message::User(text));
+            }
+            Message::System(text) => {
+                close_open(&mut out, &mut open);
+                out.push(Message::System(text));
+            }
+        }
+    }
+    close_open(&mut out, &mut open);
+    while matches!(out.last(), Some(Message::Assistant { tool_calls, .. }) if tool_calls.is_empty())
+    {
+        out.pop();
+    }
+    out
+}
+
+/// The ratio of a model's real prompt tokens (as its server reported
+/// them) to keel's estimate of the same request, kept within ¼…4 so one
+/// odd report cannot make the guard useless; `None` without a report.
+pub fn calibration(reported_input: Option<u64>, estimated: u32) -> Option<f64> {
+    let reported = reported_input.filter(|n| *n > 0)?;
+    if estimated == 0 {
+        return None;
+    }
+    Some((reported as f64 / f64::from(estimated)).clamp(0.25, 4.0))
+}
+
+/// An estimate corrected by a model's [`calibration`] (unchanged without).
+pub fn calibrated(estimate: u32, ratio: Option<f64>) -> u32 {
+    match ratio {
+        Some(r) => (f64::from(estimate) * r).ceil().min(f64::from(u32::MAX)) as u32,
+        None => estimate,
+    }
 }
 
 fn text_tokens(text: &str) -> u32 {
@@ -235,6 +392,119 @@ mod tests {
             ]
         };
         (0..turns).flat_map(turn).collect()
+    }
+
+    fn roles(ms: &[Message]) -> String {
+        ms.iter()
+            .map(|m| match m {
+                Message::System(_) => "s",
+                Message::User(_) => "u",
+                Message::Assistant { tool_calls, .. } if tool_calls.is_empty() => "a",
+                Message::Assistant { .. } => "A",
+                Message::ToolResult { .. } => "t",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_run_gets_a_no_reply_turn_so_roles_alternate() {
+        let ctx = well_formed(vec![user("q1"), user("q2")]);
+        assert_eq!(roles(&ctx), "uau");
+        assert_eq!(
+            ctx[1],
+            Message::Assistant {
+                text: NO_REPLY.into(),
+                tool_calls: vec![]
+            }
+        );
+        // Three failures in a row.
+        assert_eq!(
+            roles(&well_formed(vec![user("1"), user("2"), user("3")])),
+            "uauau"
+        );
+    }
+
+    #[test]
+    fn a_summary_is_merged_with_the_turn_after_it() {
+        let ctx = well_formed(vec![summary_message("earlier"), user("now")]);
+        assert_eq!(roles(&ctx), "u");
+        let Message::User(t) = &ctx[0] else { panic!() };
+        assert!(
+            t.starts_with(SUMMARY_PREFIX) && t.ends_with("\n\nnow"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn malformed_or_cut_arguments_are_never_sent_back() {
+        let ctx = well_formed(vec![
+            user("q"),
+            said("", &[("files.read", "{"), ("files.read", "[1]")]),
+            result("files.read", "cut", true),
+        ]);
+        let Message::Assistant { tool_calls, .. } = &ctx[1] else {
+            panic!("{ctx:?}")
+        };
+        assert!(tool_calls.iter().all(|c| c.arguments == "{}"), "{ctx:?}");
+        // The valid one stays as it was.
+        let ctx = well_formed(vec![
+            user("q"),
+            said("", &[READ]),
+            result("files.read", "x", false),
+        ]);
+        assert!(
+            matches!(&ctx[1], Message::Assistant { tool_calls, .. } if tool_calls[0].arguments == READ.1)
+        );
+    }
+
+    #[test]
+    fn results_pair_with_their_calls_exactly_once() {
+        let orphan = Message::ToolResult {
+            call_id: "zz".into(),
+            name: "x".into(),
+            content: "?".into(),
+            is_error: false,
+        };
+        let ctx = well_formed(vec![
+            user("q"),
+            orphan.clone(),
+            said("", &[READ]),
+            result("files.read", "x", false),
+            result("files.read", "again", false),
+            user("next"),
+            said("", &[READ]),
+            user("after a crash"),
+        ]);
+        // The orphan and the duplicate are gone; the unanswered call got a
+        // result before the next user turn, and the trailing... user ends it.
+        assert_eq!(roles(&ctx), "uAtuAtu", "{ctx:?}");
+        assert!(matches!(
+            &ctx[5],
+            Message::ToolResult { is_error: true, .. }
+        ));
+    }
+
+    #[test]
+    fn adjacent_assistant_turns_merge_and_a_trailing_one_is_dropped() {
+        let ctx = well_formed(vec![
+            user("q"),
+            said("partial", &[]),
+            said("", &[READ]),
+            result("files.read", "x", false),
+            said("done", &[]),
+        ]);
+        assert_eq!(roles(&ctx), "uAt");
+        assert!(matches!(&ctx[1], Message::Assistant { text, .. } if text == "partial"));
+    }
+
+    #[test]
+    fn calibration_scales_estimates_within_bounds() {
+        assert_eq!(calibration(None, 100), None);
+        assert_eq!(calibration(Some(0), 100), None);
+        assert_eq!(calibration(Some(60), 100), Some(0.6));
+        assert_eq!(calibration(Some(1), 100_000), Some(0.25));
+        assert_eq!(calibrated(1000, Some(0.6)), 600);
+        assert_eq!(calibrated(1000, None), 1000);
     }
 
     #[test]

@@ -1,10 +1,19 @@
 //! What a run offers the model: the system prompt and the tools.
 //!
 //! The default prompt is a few lines; each skill adds the body of its
-//! `SKILL.md`. Tool names go over the wire as `skill__tool`, because the
-//! providers accept only `[a-zA-Z0-9_-]` in function names; [`ToolMap`]
-//! translates back (and also accepts the dotted name, which some models
-//! write anyway).
+//! `SKILL.md`.
+//!
+//! # Wire names
+//!
+//! Providers accept only `[a-zA-Z0-9_-]{1,64}` as function names, so a tool
+//! `notes.add` goes over the wire as `notes__add`. That plain form is not
+//! injective (`a__b.c` and `a.b__c` both give `a__b__c`) nor bounded (a
+//! long skill and tool name pass 64), so [`wire_names`] gives every name
+//! that would collide, is too long or holds other characters a
+//! length-bounded form with a hash suffix instead, and checks the result is
+//! one-to-one. The mapping is built per request ([`ToolMap`]) and only
+//! real tool names are stored in the transcript: a call is mapped back as
+//! it arrives and forward again when the conversation is next sent.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -44,11 +53,103 @@ pub fn system_prompt(configured: Option<&str>, workspace: &str, set: &SkillSet) 
 pub struct ToolMap {
     pub defs: Vec<ToolDef>,
     by_wire: HashMap<String, String>,
+    to_wire: HashMap<String, String>,
 }
 
-/// `notes.add` → `notes__add`.
+/// The longest function name providers accept (OpenAI's limit).
+pub const MAX_WIRE_NAME: usize = 64;
+
+/// `notes.add` → `notes__add`: the plain wire form, without any check.
 pub fn wire_name(tool: &str) -> String {
     tool.replacen('.', "__", 1)
+}
+
+/// The plain form when it is valid on the wire.
+fn plain_wire(tool: &str) -> Option<String> {
+    let w = wire_name(tool);
+    let valid = !w.is_empty()
+        && w.len() <= MAX_WIRE_NAME
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    valid.then_some(w)
+}
+
+/// FNV-1a, 64 bits: stable across runs and builds (the std hasher is not).
+fn fnv64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The hashed form: the name's valid characters, cut to leave room, then
+/// `_h` and `digits` hex digits of its hash.
+fn hashed_wire(tool: &str, digits: usize) -> String {
+    let suffix = format!("_h{:016x}", fnv64(tool));
+    let suffix = &suffix[..2 + digits];
+    let keep = MAX_WIRE_NAME - suffix.len();
+    let mut out: String = wire_name(tool)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(keep)
+        .collect();
+    out.push_str(suffix);
+    out
+}
+
+/// Wire names for `tools` (distinct names), in the same order: the plain
+/// form where it is valid and unique, a hashed form otherwise. One-to-one
+/// and at most [`MAX_WIRE_NAME`] characters of `[a-zA-Z0-9_-]`.
+pub fn wire_names(tools: &[&str]) -> Vec<String> {
+    let plain: Vec<Option<String>> = tools.iter().map(|t| plain_wire(t)).collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for p in plain.iter().flatten() {
+        *count.entry(p.as_str()).or_default() += 1;
+    }
+    // Digits of hash per name; 0 = plain.
+    let mut digits: Vec<usize> = plain
+        .iter()
+        .map(|p| match p {
+            Some(p) if count[p.as_str()] == 1 => 0,
+            _ => 8,
+        })
+        .collect();
+    let render = |i: usize, d: usize| match (&plain[i], d) {
+        (Some(p), 0) => p.clone(),
+        _ => hashed_wire(tools[i], d.max(8)),
+    };
+    let mut out: Vec<String> = (0..tools.len()).map(|i| render(i, digits[i])).collect();
+    // A plain name may look like a hashed one, or two hashes may share 8
+    // digits: widen the colliding ones until all differ (three rounds
+    // reach 16 digits; distinct names then differ unless FNV collides in
+    // 64 bits, which the final check reports).
+    for _ in 0..3 {
+        let mut seen: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, w) in out.iter().enumerate() {
+            seen.entry(w.as_str()).or_default().push(i);
+        }
+        let clashes: Vec<usize> = seen
+            .into_values()
+            .filter(|v| v.len() > 1)
+            .flatten()
+            .collect();
+        if clashes.is_empty() {
+            break;
+        }
+        for i in clashes {
+            digits[i] = match digits[i] {
+                0 => 8,
+                d => (d + 4).min(16),
+            };
+            out[i] = render(i, digits[i]);
+        }
+    }
+    out
 }
 
 /// `notes__add` → `notes.add` (a dotted name stays as it is), for display.
@@ -62,11 +163,12 @@ pub fn tool_name(wire: &str) -> String {
 
 impl ToolMap {
     pub fn new(set: &SkillSet) -> Self {
+        let names: Vec<&str> = set.tools.keys().map(String::as_str).collect();
+        let wires = wire_names(&names);
         let mut map = Self::default();
-        for (name, entry) in &set.tools {
+        for ((name, entry), wire) in set.tools.iter().zip(wires) {
             let spec = entry.spec();
-            let wire = wire_name(name);
-            map.by_wire.insert(wire.clone(), name.clone());
+            map.insert(name, &wire);
             map.defs.push(ToolDef {
                 name: wire,
                 description: spec.description.clone(),
@@ -76,9 +178,26 @@ impl ToolMap {
         map
     }
 
+    fn insert(&mut self, name: &str, wire: &str) {
+        self.by_wire.insert(wire.to_string(), name.to_string());
+        self.to_wire.insert(name.to_string(), wire.to_string());
+    }
+
     /// The tool a model's call names: a wire name, or a dotted name as is.
     pub fn resolve<'a>(&'a self, called: &'a str) -> &'a str {
         self.by_wire.get(called).map_or(called, String::as_str)
+    }
+
+    /// The wire name of a tool named in the transcript. A tool no longer
+    /// offered (or a name a model made up) gets a hashed name, which never
+    /// equals an offered one.
+    pub fn wire(&self, tool: &str) -> String {
+        match self.to_wire.get(tool) {
+            Some(w) => w.clone(),
+            // A wire name stored by an older keel maps to itself.
+            None if self.by_wire.contains_key(tool) => tool.to_string(),
+            None => hashed_wire(tool, 16),
+        }
     }
 }
 
@@ -86,11 +205,65 @@ impl ToolMap {
 mod tests {
     use super::*;
 
+    fn valid(w: &str) -> bool {
+        !w.is_empty()
+            && w.len() <= MAX_WIRE_NAME
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
+    #[test]
+    fn wire_names_never_collide_and_stay_within_64() {
+        let long = format!("{}.{}", "s".repeat(40), "t".repeat(40));
+        let long2 = format!("{}.{}", "s".repeat(40), "t".repeat(41));
+        let names = [
+            "a__b.c",
+            "a.b__c",
+            "notes.add",
+            long.as_str(),
+            long2.as_str(),
+            "wéird.tool",
+            "x.y z",
+            "x.y_z",
+        ];
+        let wires = wire_names(&names);
+        let unique: std::collections::HashSet<&String> = wires.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{wires:?}");
+        assert!(wires.iter().all(|w| valid(w)), "{wires:?}");
+        // Plain where it is safe; the ambiguous pair both hashed.
+        assert_eq!(wires[2], "notes__add");
+        assert_ne!(wires[0], "a__b__c");
+        assert_ne!(wires[1], "a__b__c");
+        assert_eq!(wires[7], "x__y_z");
+        // Stable: the same set gives the same names.
+        assert_eq!(wire_names(&names), wires);
+        // A plain name that is exactly another name's hashed form.
+        let forged = hashed_wire("a__b.c", 8);
+        let names = ["a__b.c", "a.b__c", forged.as_str()];
+        let wires = wire_names(&names);
+        let unique: std::collections::HashSet<&String> = wires.iter().collect();
+        assert_eq!(unique.len(), 3, "{wires:?}");
+    }
+
+    #[test]
+    fn a_map_translates_both_ways() {
+        let mut map = ToolMap::default();
+        let names = ["a__b.c", "a.b__c"];
+        for (n, w) in names.iter().zip(wire_names(&names)) {
+            map.insert(n, &w);
+        }
+        for n in names {
+            assert_eq!(map.resolve(&map.wire(n)), n);
+        }
+        // A tool that is gone gets a name no offered tool has.
+        let gone = map.wire("old.tool");
+        assert!(valid(&gone) && map.resolve(&gone) == gone, "{gone}");
+    }
+
     #[test]
     fn wire_names_round_trip() {
         let mut map = ToolMap::default();
-        map.by_wire
-            .insert(wire_name("notes.add"), "notes.add".into());
+        map.insert("notes.add", &wire_name("notes.add"));
         assert_eq!(wire_name("notes.add"), "notes__add");
         assert_eq!(map.resolve("notes__add"), "notes.add");
         assert_eq!(map.resolve("notes.add"), "notes.add");

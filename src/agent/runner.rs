@@ -21,6 +21,29 @@
 //! drops the model stream; a tool call the run did not see finish gets an
 //! error result when the context is next built, so the transcript always
 //! pairs every call with a result.
+//!
+//! # When the model misbehaves
+//!
+//! - A stream that breaks off after text was shown (connection cut, idle
+//!   timeout) is transient: the shown text is stored marked as cut (an
+//!   assistant row with the error flag), the console is told
+//!   ([`RunEvent::StreamCut`]) and the model is asked again, at most
+//!   `MAX_STREAM_RETRIES` (2) times a run. Cut text is sent back only when
+//!   the user spoke after it; a retry's answer supersedes it.
+//! - A tool call cut by the output limit is never run nor sent back with
+//!   its partial arguments: it is stored flagged `"cut"` with an error
+//!   result telling the model to call again, and the run goes on.
+//! - An answer over `[agent] max_answer_bytes` is kept up to the bound,
+//!   marked, and fails the run; none of its calls run.
+//! - A provider's "context too long" compacts everything but the current
+//!   turn and tries once more. A compaction that fails loses nothing: the
+//!   run goes on with the whole conversation ([`RunEvent::CompactionFailed`]).
+//! - The context is always sent through [`context::well_formed`], and with
+//!   this request's wire names ([`ToolMap`]); the transcript keeps real tool
+//!   names. The guard's estimate is scaled by each model's reported usage
+//!   ([`context::calibration`], in memory).
+//! - Identical approval requests (same skill, capability, target and rule)
+//!   from one turn's parallel calls share one record and one answer.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -39,8 +62,8 @@ use crate::capability::gate::{ApprovalRequest, Approver};
 use crate::config::AgentConfig;
 use crate::host::RunLink;
 use crate::kernel::Kernel;
-use crate::llm::chain::ModelChain;
-use crate::llm::{Message, Request, StreamEvent, ToolCall, Usage};
+use crate::llm::chain::{ChainError, ModelChain};
+use crate::llm::{Message, Request, StopReason, StreamEvent, ToolCall, Usage};
 use crate::store::{
     AnswerError, ApprovalAnswer, ApprovalRecord, MessageRecord, NewApproval, NewMessage, RunError,
     RunRecord, SessionRecord, StoreError,
@@ -59,6 +82,11 @@ pub const NO_MODEL_HELP: &str = "no model is configured. Set one up either way:
 
 /// Longest tool result given back to the model, in bytes.
 const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Streams that may break off mid-answer in one run before it fails: each
+/// is retried (on the same model or the next in the chain).
+const MAX_STREAM_RETRIES: u32 = 2;
+/// What a tool call cut by the output limit gets as its result.
+const CUT_CALL_RESULT: &str = "not run: this call was cut by the output limit before its arguments were complete. Call the tool again; if its arguments are long, send less at once (e.g. write a long text in parts).";
 
 /// Why the agent refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +160,16 @@ pub enum RunEvent {
     /// Older turns were summarised; `messages` of them.
     Compacted {
         messages: usize,
+    },
+    /// Compacting failed (the model did not answer in time, say); the run
+    /// goes on with the whole conversation.
+    CompactionFailed {
+        reason: String,
+    },
+    /// The model's stream broke off after part of the answer was shown;
+    /// the part is kept marked as cut and the model is asked again.
+    StreamCut {
+        reason: String,
     },
     Finished(RunOutcome),
 }
@@ -263,6 +301,11 @@ struct RunControl {
     waiting: AtomicUsize,
     /// Serialises state changes between concurrent tool calls.
     state_lock: Mutex<()>,
+    /// Approval requests of the current model turn's tool calls, by what
+    /// they ask (skill, capability, target, rule): identical requests from
+    /// parallel calls share one record and one answer. Cleared when the
+    /// next turn's calls start.
+    asked: Mutex<HashMap<ApprovalKey, (ApprovalRecord, Arc<Waiter>)>>,
     /// Text of the model call in flight, already shown to the user. Kept
     /// here rather than in the loop so that a run stopped mid-stream
     /// (cancelled, or over its time) can still write it to the transcript.
@@ -274,6 +317,9 @@ impl RunControl {
         let _ = self.events.send(e);
     }
 }
+
+/// What makes two approval requests the same question.
+type ApprovalKey = (String, String, String, Option<String>);
 
 /// An approval someone may answer.
 #[derive(Default)]
@@ -293,6 +339,11 @@ struct Inner {
     runs: Mutex<HashMap<String, Arc<RunControl>>>,
     waiters: Mutex<HashMap<String, Arc<Waiter>>>,
     approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
+    /// Per model name: real prompt tokens / estimated (see
+    /// [`context::calibration`]), from the latest call that reported usage.
+    calibration: Mutex<HashMap<String, f64>>,
+    /// The model that answered last, whose calibration guides compaction.
+    last_model: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -346,6 +397,8 @@ impl Agent {
             runs: Mutex::default(),
             waiters: Mutex::default(),
             approvals: tokio::sync::broadcast::channel(64).0,
+            calibration: Mutex::default(),
+            last_model: Mutex::default(),
         })))
     }
 
@@ -384,6 +437,7 @@ impl Agent {
             events: events_tx,
             waiting: AtomicUsize::new(0),
             state_lock: Mutex::new(()),
+            asked: Mutex::default(),
             shown: Mutex::default(),
         });
         lock(&self.0.runs).insert(run.id.clone(), ctl.clone());
@@ -562,7 +616,12 @@ impl Agent {
             // and what the user already saw stays in the transcript.
             if result.is_err() {
                 ctl.cancelled.store(true, Ordering::Relaxed);
-                if let Err(e) = self.keep_shown(&run_id, &ctl).await {
+                let why = match &result {
+                    Err(Stop::Cancelled) => "the run was cancelled".to_string(),
+                    Err(Stop::Failed(why)) => why.clone(),
+                    Ok(()) => String::new(),
+                };
+                if let Err(e) = self.keep_shown(&run_id, &ctl, &why).await {
                     tracing::error!(run = %run_id, error = %e, "cannot write the transcript");
                 }
             }
@@ -603,6 +662,8 @@ impl Agent {
         let cfg = &self.0.config;
         let mut rounds = 0u32;
         let mut used = 0u64;
+        let mut stream_retries = 0u32;
+        let mut overflow_retried = false;
         loop {
             // The skills as they are now: an edit between rounds is seen.
             let set = kernel.skills();
@@ -615,8 +676,12 @@ impl Agent {
             let mut messages = self.context(run_id, ctl).await.map_err(fail_store)?;
             let window = self.context_window();
             let budget = (f64::from(window) * cfg.compact_at) as u32;
-            if context::estimate_request(&system, &messages, &tools.defs) > budget
-                && let Some(n) = self.compact(run_id, ctl, &messages).await?
+            let estimate = context::calibrated(
+                context::estimate_request(&system, &messages, &tools.defs),
+                self.calibration(),
+            );
+            if estimate > budget
+                && let Some(n) = self.compact(run_id, ctl, &messages, cfg.keep_turns).await?
             {
                 ctl.emit(RunEvent::Compacted { messages: n });
                 messages = self.context(run_id, ctl).await.map_err(fail_store)?;
@@ -627,9 +692,10 @@ impl Agent {
                     cfg.max_run_tokens
                 )));
             }
+            let estimated = context::estimate_request(&system, &messages, &tools.defs);
             let mut all = Vec::with_capacity(messages.len() + 1);
             all.push(Message::System(system));
-            all.extend(messages);
+            all.extend(context::well_formed(to_wire(messages.clone(), &tools)));
             let req = Request {
                 model: String::new(),
                 messages: all,
@@ -647,40 +713,132 @@ impl Agent {
                     }
                 })
                 .await;
-            let (mut completion, model) = match result {
+            let (completion, model) = match result {
                 Ok(c) => c,
+                Err(ChainError::Interrupted { model, error })
+                    if stream_retries < MAX_STREAM_RETRIES =>
+                {
+                    stream_retries += 1;
+                    let reason = format!("model `{model}`: {error}");
+                    tracing::warn!(run = run_id, %reason, "the model's stream was cut; asking again");
+                    self.keep_shown(run_id, ctl, &format!("the stream was cut: {error}"))
+                        .await
+                        .map_err(fail_store)?;
+                    ctl.emit(RunEvent::StreamCut { reason });
+                    continue;
+                }
+                Err(e) if e.is_context_overflow() && !overflow_retried => {
+                    overflow_retried = true;
+                    tracing::warn!(run = run_id, error = %e, "the model's context overflowed; compacting");
+                    // The server knows best: compact everything but the
+                    // current turn (one huge earlier turn kept verbatim
+                    // would otherwise overflow every later request).
+                    match self.compact(run_id, ctl, &messages, 1).await? {
+                        Some(n) => {
+                            ctl.emit(RunEvent::Compacted { messages: n });
+                            continue;
+                        }
+                        None => {
+                            return Err(Stop::Failed(format!(
+                                "the model failed: {e} (and there were no older turns to compact; start a new session or raise the server's context size)"
+                            )));
+                        }
+                    }
+                }
                 Err(e) => {
-                    self.keep_shown(run_id, ctl).await.map_err(fail_store)?;
+                    self.keep_shown(run_id, ctl, &format!("the model failed: {e}"))
+                        .await
+                        .map_err(fail_store)?;
                     return Err(Stop::Failed(format!("the model failed: {e}")));
                 }
             };
             // The completion (stored next) holds the whole text.
             lock(&ctl.shown).clear();
-            used += completion.usage.input_tokens + completion.usage.output_tokens;
+            if let Some(u) = completion.usage {
+                used += u.input_tokens + u.output_tokens;
+                if let Some(r) = context::calibration(Some(u.input_tokens), estimated) {
+                    tracing::debug!(
+                        %model,
+                        estimated,
+                        reported = u.input_tokens,
+                        ratio = r,
+                        "token estimate calibrated"
+                    );
+                    lock(&self.0.calibration).insert(model.clone(), r);
+                }
+            }
+            *lock(&self.0.last_model) = Some(model.clone());
             self.record_usage(run_id, &model, completion.usage)
                 .await
                 .map_err(fail_store)?;
-            let calls_json =
-                (!completion.tool_calls.is_empty()).then(|| calls_to_json(&completion.tool_calls));
-            let (session, run, text) = (
+            let crate::llm::Completion {
+                mut text,
+                tool_calls,
+                mut cut_calls,
+                stop,
+                ..
+            } = completion;
+            // Transcripts hold real tool names; wire names are per request.
+            let resolve = |mut c: ToolCall| {
+                c.name = tools.resolve(&c.name).to_string();
+                c
+            };
+            let mut calls: Vec<ToolCall> = tool_calls.into_iter().map(resolve).collect();
+            if let StopReason::AnswerLimit(limit) = stop {
+                // Nothing of an answer over the bound is acted on.
+                cut_calls.append(&mut calls);
+                text.push_str(&format!(
+                    "\n[… answer cut at {limit} bytes: agent.max_answer_bytes in keel.toml]"
+                ));
+            }
+            let cut_calls: Vec<ToolCall> = cut_calls.into_iter().map(resolve).collect();
+            let calls_json = (!calls.is_empty() || !cut_calls.is_empty())
+                .then(|| calls_to_json(&calls, &cut_calls));
+            let (session, run, cut) = (
                 ctl.session_id.clone(),
                 run_id.to_string(),
-                std::mem::take(&mut completion.text),
+                cut_calls.clone(),
             );
+            let stored_text = text.clone();
             self.db(move |s| {
-                s.add_messages(&[NewMessage {
+                let mut rows = vec![NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
                     kind: "assistant",
-                    content: &text,
+                    content: &stored_text,
                     tool_calls: calls_json.as_deref(),
                     ..Default::default()
-                }])
+                }];
+                rows.extend(cut.iter().map(|c| NewMessage {
+                    session_id: &session,
+                    run_id: Some(&run),
+                    kind: "tool",
+                    content: CUT_CALL_RESULT,
+                    call_id: Some(&c.id),
+                    name: Some(&c.name),
+                    is_error: true,
+                    ..Default::default()
+                }));
+                s.add_messages(&rows)
             })
             .await
             .map_err(fail_store)?;
-            if completion.tool_calls.is_empty() {
-                if completion.stop == crate::llm::StopReason::MaxTokens {
+            for c in &cut_calls {
+                ctl.emit(RunEvent::ToolFinished {
+                    call_id: c.id.clone(),
+                    name: c.name.clone(),
+                    ok: false,
+                    summary: "not run: cut by the output limit".into(),
+                    elapsed: Duration::ZERO,
+                });
+            }
+            if let StopReason::AnswerLimit(limit) = stop {
+                return Err(Stop::Failed(format!(
+                    "the answer was cut at {limit} bytes (agent.max_answer_bytes in keel.toml)"
+                )));
+            }
+            if calls.is_empty() && cut_calls.is_empty() {
+                if stop == StopReason::MaxTokens {
                     return Err(Stop::Failed(format!(
                         "the answer was cut at {} tokens (agent.max_output_tokens in keel.toml)",
                         cfg.max_output_tokens
@@ -695,23 +853,42 @@ impl Agent {
                 )));
             }
             rounds += 1;
-            self.run_tools(run_id, ctl, &tools, completion.tool_calls)
-                .await?;
+            // Only whole calls run; the cut ones already have their result
+            // telling the model to try again.
+            self.run_tools(run_id, ctl, calls).await?;
         }
     }
 
+    /// The calibration of the model expected to answer next: the one that
+    /// answered last, else the chain's first.
+    fn calibration(&self) -> Option<f64> {
+        let model = lock(&self.0.last_model)
+            .clone()
+            .or_else(|| self.0.chain.models().first().map(|m| m.name.clone()))?;
+        lock(&self.0.calibration).get(&model).copied()
+    }
+
     /// Stores the text shown of a model call that did not complete, if
-    /// any, as the run's (partial) answer.
-    async fn keep_shown(&self, run_id: &str, ctl: &RunControl) -> Result<(), StoreError> {
+    /// any, marked as cut (with `why`), as the run's partial answer. It is
+    /// sent to the model again only if the user speaks next (see
+    /// [`context_from_records`]).
+    async fn keep_shown(
+        &self,
+        run_id: &str,
+        ctl: &RunControl,
+        why: &str,
+    ) -> Result<(), StoreError> {
         let shown = std::mem::take(&mut *lock(&ctl.shown));
         if !shown.is_empty() {
+            let content = format!("{shown}\n[… cut: {why}]");
             let (session, run) = (ctl.session_id.clone(), run_id.to_string());
             self.db(move |s| {
                 s.add_messages(&[NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
                     kind: "assistant",
-                    content: &shown,
+                    content: &content,
+                    is_error: true,
                     ..Default::default()
                 }])
             })
@@ -720,14 +897,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Adds one model call's tokens to the run.
+    /// Adds one model call's tokens to the run. A server that reported none
+    /// is recorded as 0 until the store can hold "unknown".
     async fn record_usage(
         &self,
         run_id: &str,
         model: &str,
-        usage: Usage,
+        usage: Option<Usage>,
     ) -> Result<(), StoreError> {
         let (run, model) = (run_id.to_string(), model.to_string());
+        let usage = usage.unwrap_or_default();
         self.db(move |s| {
             s.record_usage(
                 Some(&run),
@@ -755,12 +934,12 @@ impl Agent {
         &self,
         run_id: &str,
         ctl: &Arc<RunControl>,
-        tools: &ToolMap,
         calls: Vec<ToolCall>,
     ) -> Result<(), Stop> {
+        lock(&ctl.asked).clear();
         let mut tasks = Vec::with_capacity(calls.len());
         for call in calls {
-            let name = tools.resolve(&call.name).to_string();
+            let name = call.name.clone();
             ctl.emit(RunEvent::ToolStarted {
                 call_id: call.id.clone(),
                 name: name.clone(),
@@ -865,8 +1044,9 @@ impl Agent {
         run_id: &str,
         ctl: &Arc<RunControl>,
         messages: &[Message],
+        keep_turns: usize,
     ) -> Result<Option<usize>, Stop> {
-        let Some(split) = context::compaction_split(messages, self.0.config.keep_turns) else {
+        let Some(split) = context::compaction_split(messages, keep_turns) else {
             return Ok(None);
         };
         let req = Request {
@@ -876,15 +1056,33 @@ impl Agent {
             max_tokens: 1024,
             temperature: None,
         };
-        let (completion, model) = self
-            .0
-            .chain
-            .complete(&req, &mut |_| {})
-            .await
-            .map_err(|e| Stop::Failed(format!("compacting the conversation failed: {e}")))?;
+        // A failed compaction loses nothing: the run goes on with the whole
+        // conversation (a server that then finds it too long says so, and
+        // that is reported), and the console is told.
+        let (completion, model) = match self.0.chain.complete(&req, &mut |_| {}).await {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("compacting the conversation failed: {e}");
+                tracing::warn!(run = run_id, %reason);
+                ctl.emit(RunEvent::CompactionFailed { reason });
+                return Ok(None);
+            }
+        };
         self.record_usage(run_id, &model, completion.usage)
             .await
             .map_err(fail_store)?;
+        if completion.text.trim().is_empty() || completion.stop != StopReason::EndTurn {
+            let reason = format!(
+                "compacting the conversation failed: the model's summary was {}",
+                if completion.text.trim().is_empty() {
+                    "empty"
+                } else {
+                    "cut short"
+                }
+            );
+            ctl.emit(RunEvent::CompactionFailed { reason });
+            return Ok(None);
+        }
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
         let records = self.records(run_id, ctl).await.map_err(fail_store)?;
@@ -943,7 +1141,7 @@ fn seen_by<'a>(records: &'a [MessageRecord], run_id: &str) -> &'a [MessageRecord
 }
 
 /// The records after the latest summary (and the summary itself), each
-/// with how many context messages it becomes.
+/// with how many context messages it becomes (0 for one left out).
 fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
     let start = records.iter().rposition(|r| r.kind == "summary");
     let summary = start.map(|i| &records[i]);
@@ -953,10 +1151,7 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
     // behind a running run (see `Store::messages`).
     let covered_end = records.iter().position(|r| r.id == covers_to);
     let answered = answered_calls(records);
-    let mut out = Vec::new();
-    if let Some(s) = summary {
-        out.push((s, 1));
-    }
+    let mut kept: Vec<&MessageRecord> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let covered = match covered_end {
             Some(end) => i <= end,
@@ -965,13 +1160,31 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
         if covered || r.kind == "summary" {
             continue;
         }
+        kept.push(r);
+    }
+    let mut out = Vec::new();
+    if let Some(s) = summary {
+        out.push((s, 1));
+    }
+    for (i, r) in kept.iter().enumerate() {
         let n = match r.kind.as_str() {
+            // Text cut mid-stream is context only for a user who answered
+            // it; a retry's answer (or nothing) supersedes it otherwise.
+            "assistant" if is_cut(r) => {
+                usize::from(kept.get(i + 1).is_some_and(|next| next.kind == "user"))
+            }
             "assistant" => 1 + missing_results(r, &answered),
             _ => 1,
         };
-        out.push((r, n));
+        out.push((*r, n));
     }
     out
+}
+
+/// An assistant record holding text that was cut mid-stream (stored with
+/// the error flag by `keep_shown`).
+fn is_cut(r: &MessageRecord) -> bool {
+    r.kind == "assistant" && r.is_error
 }
 
 /// Tool calls of an assistant record with no stored result.
@@ -991,11 +1204,16 @@ fn answered_calls(records: &[MessageRecord]) -> HashSet<&str> {
         .collect()
 }
 
-/// Stored messages → what the model sees (see [`Agent::context`]).
+/// Stored messages → what the model sees (see `Agent::context`), with
+/// real tool names; `to_wire` and [`context::well_formed`] make it a
+/// request.
 pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
     let answered = answered_calls(records);
     let mut out = Vec::new();
-    for (r, _) in context_units(records) {
+    for (r, n) in context_units(records) {
+        if n == 0 {
+            continue;
+        }
         match r.kind.as_str() {
             "summary" => out.push(context::summary_message(&r.content)),
             "user" => out.push(Message::User(r.content.clone())),
@@ -1040,11 +1258,52 @@ fn log_transition(run_id: &str, r: Result<Result<(), RunError>, StoreError>) {
     }
 }
 
-fn calls_to_json(calls: &[ToolCall]) -> String {
+/// Tool names of a conversation → this request's wire names.
+fn to_wire(messages: Vec<Message>, tools: &ToolMap) -> Vec<Message> {
+    messages
+        .into_iter()
+        .map(|m| match m {
+            Message::Assistant { text, tool_calls } => Message::Assistant {
+                text,
+                tool_calls: tool_calls
+                    .into_iter()
+                    .map(|mut c| {
+                        c.name = tools.wire(&c.name);
+                        c
+                    })
+                    .collect(),
+            },
+            Message::ToolResult {
+                call_id,
+                name,
+                content,
+                is_error,
+            } => Message::ToolResult {
+                call_id,
+                name: tools.wire(&name),
+                content,
+                is_error,
+            },
+            other => other,
+        })
+        .collect()
+}
+
+/// Whole calls, then cut ones (flagged `"cut": true`; their partial
+/// arguments are kept for the record, never sent back).
+fn calls_to_json(calls: &[ToolCall], cut: &[ToolCall]) -> String {
+    let item = |c: &ToolCall, cut: bool| {
+        let mut v = serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments});
+        if cut {
+            v["cut"] = Value::Bool(true);
+        }
+        v
+    };
     Value::Array(
         calls
             .iter()
-            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+            .map(|c| item(c, false))
+            .chain(cut.iter().map(|c| item(c, true)))
             .collect(),
     )
     .to_string()
@@ -1122,24 +1381,43 @@ impl Approver for CallApprover {
         };
         let agent = Agent(inner);
         let store = agent.0.kernel.store();
-        let record = match store.create_approval(&NewApproval {
-            run_id: &self.run_id,
-            skill: &request.skill,
-            tool: &request.tool,
-            capability: request.capability.name(),
-            target: &request.target,
-            rule: request.rule.as_deref().unwrap_or(""),
-            workspace: agent.0.kernel.workspace(),
-            arguments: &self.arguments,
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store an approval request");
-                return false;
+        let key: ApprovalKey = (
+            request.skill.clone(),
+            request.capability.name().to_string(),
+            request.target.clone(),
+            request.rule.clone(),
+        );
+        // The same question from a parallel call of this turn waits on the
+        // first one's record: N identical calls, one prompt, one answer.
+        // Checked and created under one lock, so two calls cannot both ask.
+        let (record, waiter, first) = {
+            let mut asked = lock(&self.ctl.asked);
+            match asked.get(&key) {
+                Some((record, waiter)) => (record.clone(), waiter.clone(), false),
+                None => {
+                    let record = match store.create_approval(&NewApproval {
+                        run_id: &self.run_id,
+                        skill: &request.skill,
+                        tool: &request.tool,
+                        capability: request.capability.name(),
+                        target: &request.target,
+                        rule: request.rule.as_deref().unwrap_or(""),
+                        workspace: agent.0.kernel.workspace(),
+                        arguments: &self.arguments,
+                    }) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot store an approval request");
+                            return false;
+                        }
+                    };
+                    let waiter = Arc::new(Waiter::default());
+                    lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
+                    asked.insert(key, (record.clone(), waiter.clone()));
+                    (record, waiter, true)
+                }
             }
         };
-        let waiter = Arc::new(Waiter::default());
-        lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
         {
             let _s = lock(&self.ctl.state_lock);
             if self.ctl.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -1147,8 +1425,10 @@ impl Approver for CallApprover {
                 self.ctl.emit(RunEvent::State(RunState::WaitingPermission));
             }
         }
-        self.ctl.emit(RunEvent::Approval(record.clone()));
-        let _ = agent.0.approvals.send(record.clone());
+        if first {
+            self.ctl.emit(RunEvent::Approval(record.clone()));
+            let _ = agent.0.approvals.send(record.clone());
+        }
         let until = Instant::now() + agent.0.config.approval_timeout;
         let mut answer = lock(&waiter.answer);
         let decided = loop {
@@ -1195,6 +1475,14 @@ impl Approver for CallApprover {
         };
         if self.ctl.cancelled.load(Ordering::Relaxed) {
             let _ = store.expire_approval(&record.id);
+        }
+        // Calls sharing this request see the outcome at once.
+        {
+            let mut a = lock(&waiter.answer);
+            if a.is_none() {
+                *a = Some(approved);
+            }
+            waiter.ready.notify_all();
         }
         lock(&agent.0.waiters).remove(&record.id);
         {

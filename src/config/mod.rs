@@ -125,6 +125,15 @@ pub struct AgentConfig {
     pub approval_timeout: std::time::Duration,
     /// Whole-request timeout of one model call.
     pub model_timeout: std::time::Duration,
+    /// How long a model's stream may stay silent (keep-alive comments do
+    /// not count) before the call fails as interrupted.
+    pub model_idle_timeout: std::time::Duration,
+    /// How long a model may take to send the first byte of its answer
+    /// (reading a long prompt on a CPU takes a while).
+    pub model_first_token_timeout: std::time::Duration,
+    /// Longest answer kept from one model call (text plus tool-call
+    /// arguments, in bytes); the stream is cut there.
+    pub max_answer_bytes: usize,
     /// The context window assumed for models that do not set one.
     pub context_window: u32,
     /// Compact when a request would fill this fraction of the window.
@@ -143,6 +152,9 @@ impl Default for AgentConfig {
             max_output_tokens: 4096,
             approval_timeout: std::time::Duration::from_secs(120),
             model_timeout: std::time::Duration::from_secs(300),
+            model_idle_timeout: std::time::Duration::from_secs(30),
+            model_first_token_timeout: std::time::Duration::from_secs(120),
+            max_answer_bytes: 1 << 20,
             context_window: 32_768,
             compact_at: 0.8,
             keep_turns: 2,
@@ -428,6 +440,9 @@ struct RawAgent {
     max_output_tokens: Option<u32>,
     approval_timeout_seconds: Option<u64>,
     model_timeout_seconds: Option<u64>,
+    model_idle_seconds: Option<u64>,
+    model_first_token_seconds: Option<u64>,
+    max_answer_bytes: Option<usize>,
     context_window: Option<u32>,
     compact_at: Option<f64>,
     keep_turns: Option<usize>,
@@ -479,6 +494,25 @@ impl RawAgent {
                 .map(|s| positive("model_timeout_seconds", s).map(Duration::from_secs))
                 .transpose()?
                 .unwrap_or(d.model_timeout),
+            model_idle_timeout: self
+                .model_idle_seconds
+                .map(|s| positive("model_idle_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.model_idle_timeout),
+            model_first_token_timeout: self
+                .model_first_token_seconds
+                .map(|s| positive("model_first_token_seconds", s).map(Duration::from_secs))
+                .transpose()?
+                .unwrap_or(d.model_first_token_timeout),
+            max_answer_bytes: match self.max_answer_bytes {
+                Some(n) if n < 1024 => {
+                    return Err(format!(
+                        "[agent] max_answer_bytes = {n} is too small for any answer; use at least 1024 (the default is 1048576)"
+                    ));
+                }
+                Some(n) => n,
+                None => d.max_answer_bytes,
+            },
             context_window: positive(
                 "context_window",
                 self.context_window.unwrap_or(d.context_window).into(),
@@ -837,5 +871,40 @@ api_key_env = "ANTHROPIC_API_KEY"
             e.contains("max_rounds") && e.contains("max_tool_rounds"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn model_stream_bounds_have_defaults_and_are_checked() {
+        let d = parse("").unwrap().agent;
+        assert_eq!(
+            (
+                d.model_idle_timeout.as_secs(),
+                d.model_first_token_timeout.as_secs(),
+                d.max_answer_bytes
+            ),
+            (30, 120, 1 << 20)
+        );
+        let a = parse("[agent]\nmodel_idle_seconds = 5\nmodel_first_token_seconds = 60\nmax_answer_bytes = 4096\n")
+            .unwrap()
+            .agent;
+        assert_eq!(
+            (
+                a.model_idle_timeout.as_secs(),
+                a.model_first_token_timeout.as_secs(),
+                a.max_answer_bytes
+            ),
+            (5, 60, 4096)
+        );
+        let e = parse("[agent]\nmax_answer_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_answer_bytes = 10") && e.contains("at least 1024"),
+            "{e}"
+        );
+        let e = parse("[agent]\nmodel_idle_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model_idle_seconds must be at least 1"), "{e}");
     }
 }

@@ -137,21 +137,25 @@ fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         Some(Ok(c)) => c,
     };
     let run = ctx.run.as_ref().map(|r| r.run_id.as_str());
+    // A server that reports no counts is recorded as 0 until the store can
+    // hold "unknown"; the script sees null.
+    let counts = completion.usage;
+    let usage = counts.unwrap_or_default();
     if let Err(e) = ctx.kernel.store().record_usage(
         run,
         Some(&ctx.skill.name),
         &model,
-        completion.usage.input_tokens,
-        completion.usage.output_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
     ) {
         tracing::warn!(skill = %ctx.skill.name, error = %e, "could not record token usage");
     }
     Ok(json!({
         "text": completion.text,
         "model": model,
-        "usage": {
-            "input_tokens": completion.usage.input_tokens,
-            "output_tokens": completion.usage.output_tokens,
-        },
+        "usage": counts.map(|u| json!({
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+        })),
     }))
 }

@@ -269,10 +269,16 @@ impl Kernel {
             .models
             .get_or_init(|| {
                 use crate::llm::chain;
-                let timeout = self.0.config.agent.model_timeout;
+                let agent = &self.0.config.agent;
+                let timeout = agent.model_timeout;
+                let limits = crate::llm::StreamLimits {
+                    max_answer_bytes: agent.max_answer_bytes,
+                    idle_timeout: agent.model_idle_timeout,
+                    first_token_timeout: agent.model_first_token_timeout,
+                };
                 let specs = match &self.0.config.models {
-                    Some(m) => chain::specs_from_config(m, &self.0.env, timeout),
-                    None => chain::specs_from_env(&self.0.env, timeout),
+                    Some(m) => chain::specs_from_config(m, &self.0.env, timeout, limits),
+                    None => chain::specs_from_env(&self.0.env, timeout, limits),
                 };
                 if specs.is_empty() {
                     return None;

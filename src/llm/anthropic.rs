@@ -137,21 +137,56 @@ pub struct StreamDecoder {
     url: String,
     text: String,
     tools: Vec<PendingTool>,
-    usage: Usage,
+    /// `None` until the server reports counts.
+    usage: Option<Usage>,
     stop: Option<StopReason>,
     stopped: bool,
+    /// Bytes of text and tool input kept so far, and the bound.
+    kept: usize,
+    max_answer: usize,
+    /// The bound was reached: nothing more is kept.
+    full: bool,
 }
 
 impl StreamDecoder {
     pub fn new(url: impl Into<String>) -> Self {
+        Self::bounded(url, usize::MAX)
+    }
+
+    /// A decoder that keeps at most `max_answer` bytes of text and tool
+    /// input and then reports itself [full](Self::is_full).
+    pub fn bounded(url: impl Into<String>, max_answer: usize) -> Self {
         Self {
             url: url.into(),
             text: String::new(),
             tools: Vec::new(),
-            usage: Usage::default(),
+            usage: None,
             stop: None,
             stopped: false,
+            kept: 0,
+            max_answer,
+            full: false,
         }
+    }
+
+    /// Whether the answer bound was reached (the caller stops reading).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// How much of `piece` fits under the bound (cut on a character
+    /// boundary); marks the decoder full when not all of it does.
+    fn admit<'a>(&mut self, piece: &'a str) -> &'a str {
+        let room = self.max_answer.saturating_sub(self.kept);
+        let mut end = piece.len().min(room);
+        while !piece.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < piece.len() {
+            self.full = true;
+        }
+        self.kept += end;
+        &piece[..end]
     }
 
     /// One SSE event (Anthropic names every event: message_start,
@@ -178,7 +213,8 @@ impl StreamDecoder {
             "error",
         ];
         // Anthropic may add event types; only the known ones are parsed.
-        if !known.contains(&name.as_str()) {
+        // Past the bound nothing more is kept.
+        if !known.contains(&name.as_str()) || self.full {
             return Ok(Vec::new());
         }
         let data = self.parse(event, &name)?;
@@ -186,8 +222,12 @@ impl StreamDecoder {
         match name.as_str() {
             "message_start" => {
                 let usage = &data["message"]["usage"];
-                self.usage.input_tokens = usage["input_tokens"].as_u64().unwrap_or(0);
-                self.usage.output_tokens = usage["output_tokens"].as_u64().unwrap_or(0);
+                if let Some(input) = usage["input_tokens"].as_u64() {
+                    self.usage = Some(Usage {
+                        input_tokens: input,
+                        output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
+                    });
+                }
             }
             "content_block_start" => {
                 let index = self.index(&data, &name)?;
@@ -198,6 +238,7 @@ impl StreamDecoder {
                         if let Some(text) = block["text"].as_str()
                             && !text.is_empty()
                         {
+                            let text = self.admit(text);
                             self.text.push_str(text);
                             out.push(StreamEvent::Text(text.to_string()));
                         }
@@ -235,8 +276,11 @@ impl StreamDecoder {
                 match delta["type"].as_str() {
                     Some("text_delta") => {
                         if let Some(text) = delta["text"].as_str() {
-                            self.text.push_str(text);
-                            out.push(StreamEvent::Text(text.to_string()));
+                            let text = self.admit(text);
+                            if !text.is_empty() {
+                                self.text.push_str(text);
+                                out.push(StreamEvent::Text(text.to_string()));
+                            }
                         }
                     }
                     Some("input_json_delta") => {
@@ -247,6 +291,7 @@ impl StreamDecoder {
                                 "input_json_delta without partial_json",
                             ));
                         };
+                        let part = self.admit(part);
                         let Some(tool) = self.tools.iter_mut().find(|t| t.index == index) else {
                             return Err(self.bad(
                                 event,
@@ -270,7 +315,18 @@ impl StreamDecoder {
                 }
                 // Cumulative, so the last one is the total.
                 if let Some(n) = data["usage"]["output_tokens"].as_u64() {
-                    self.usage.output_tokens = n;
+                    match &mut self.usage {
+                        Some(u) => u.output_tokens = n,
+                        None => {
+                            // Output without input is still not a full count.
+                            if let Some(input) = data["usage"]["input_tokens"].as_u64() {
+                                self.usage = Some(Usage {
+                                    input_tokens: input,
+                                    output_tokens: n,
+                                });
+                            }
+                        }
+                    }
                 }
             }
             "message_stop" => self.stopped = true,
@@ -299,22 +355,29 @@ impl StreamDecoder {
         Ok(out)
     }
 
-    /// After the stream: the completion, or [`ProviderError::Protocol`] when
-    /// it was cut (no message_stop seen).
+    /// After the stream: the completion, or [`ProviderError::Interrupted`]
+    /// when it was cut (no message_stop seen). An answer cut at the bound
+    /// is a completion with [`StopReason::AnswerLimit`].
     pub fn finish(self) -> Result<Completion, ProviderError> {
-        if !self.stopped {
-            return Err(ProviderError::Protocol {
+        if !self.stopped && !self.full {
+            return Err(ProviderError::Interrupted {
                 url: self.url,
+                received: self.kept as u64,
                 reason: "the stream ended before message_stop".into(),
             });
         }
-        let Some(stop) = self.stop else {
+        let stop = if self.full {
+            Some(StopReason::AnswerLimit(self.max_answer))
+        } else {
+            self.stop
+        };
+        let Some(stop) = stop else {
             return Err(ProviderError::Protocol {
                 url: self.url,
                 reason: "message_stop came without a stop_reason".into(),
             });
         };
-        let tool_calls = self
+        let tool_calls: Vec<ToolCall> = self
             .tools
             .into_iter()
             .map(|t| ToolCall {
@@ -329,9 +392,11 @@ impl StreamDecoder {
                 name: t.name,
             })
             .collect();
+        let (tool_calls, cut_calls) = super::split_cut_calls(tool_calls, &stop);
         Ok(Completion {
             text: self.text,
             tool_calls,
+            cut_calls,
             stop,
             usage: self.usage,
         })
@@ -375,12 +440,19 @@ pub async fn complete(
         headers.push(("x-api-key", key.expose().to_string()));
     }
     let body = request_body(req);
-    let mut decoder = StreamDecoder::new(join_url(&endpoint.base_url, PATH));
+    let mut decoder = StreamDecoder::bounded(
+        join_url(&endpoint.base_url, PATH),
+        endpoint.limits.max_answer_bytes,
+    );
     post_sse(http, endpoint, PATH, &headers, &body, |event| {
         for e in decoder.feed(&event)? {
             on_event(e);
         }
-        Ok(())
+        Ok(if decoder.is_full() {
+            super::Flow::Stop
+        } else {
+            super::Flow::Continue
+        })
     })
     .await?;
     decoder.finish()
@@ -489,10 +561,11 @@ mod tests {
                 arguments: "{\"location\": \"Paris\"}".into(),
             }],
             stop: StopReason::ToolUse,
-            usage: Usage {
+            usage: Some(Usage {
                 input_tokens: 42,
                 output_tokens: 89,
-            },
+            }),
+            cut_calls: vec![],
         }
     }
 
@@ -651,15 +724,15 @@ mod tests {
         assert_eq!(c.tool_calls[0].arguments, "{}");
         assert_eq!(
             c.usage,
-            Usage {
+            Some(Usage {
                 input_tokens: 3,
                 output_tokens: 7
-            }
+            })
         );
     }
 
     #[test]
-    fn a_cut_stream_is_a_protocol_error() {
+    fn a_cut_stream_is_an_interruption() {
         let mut d = StreamDecoder::new("http://x/v1/messages");
         let events = tool_use_stream();
         // Everything up to (not including) message_delta and message_stop.
@@ -667,7 +740,7 @@ mod tests {
             d.feed(e).unwrap();
         }
         match d.finish() {
-            Err(e @ ProviderError::Protocol { .. }) => {
+            Err(e @ ProviderError::Interrupted { .. }) => {
                 assert!(
                     e.to_string()
                         .contains("the stream ended before message_stop"),
@@ -735,6 +808,7 @@ mod tests {
             base_url: format!("http://{addr}"),
             api_key: Some(Secret::new("sk-ant-test")),
             timeout: Duration::from_secs(10),
+            limits: crate::llm::StreamLimits::default(),
         }
     }
 

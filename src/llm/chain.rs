@@ -6,15 +6,23 @@
 //! [`RetryPolicy`]; [`ModelChain::complete`] is the shell that sleeps, calls
 //! providers and keeps cooldowns. A request's own fault (a 4xx other than
 //! 429) is reported at once, never retried or passed down the chain. Once
-//! any output has been forwarded to the user, a failure is reported rather
-//! than retried, so an answer is never streamed twice.
+//! any output has been forwarded to the user, the chain does not retry by
+//! itself (the answer would be streamed twice): a transient failure then
+//! comes back as [`ChainError::Interrupted`], and the agent, which knows
+//! what was shown, marks the partial text as cut and asks again.
+//!
+//! Each model is tried [`RetryPolicy::attempts`] times (default 2: one
+//! retry) before the next one: a CPU-bound local server answering a long
+//! prompt takes tens of seconds per try, and the chain's next model is the
+//! better second chance.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
-    Completion, Endpoint, ProviderError, ProviderKind, Request, StreamEvent, anthropic, openai,
+    Completion, Endpoint, ProviderError, ProviderKind, Request, StreamEvent, StreamLimits,
+    anthropic, openai,
 };
 
 /// One model of a chain, as configured.
@@ -36,6 +44,7 @@ pub fn specs_from_config(
     models: &crate::config::ModelsConfig,
     env: &std::collections::BTreeMap<String, String>,
     timeout: Duration,
+    limits: StreamLimits,
 ) -> Vec<ModelSpec> {
     models
         .chain
@@ -58,6 +67,7 @@ pub fn specs_from_config(
                         .filter(|k| !k.is_empty())
                         .map(|k| super::Secret::new(k.clone())),
                     timeout,
+                    limits,
                 },
                 model: m.model.clone(),
                 context_window: m.context_window,
@@ -75,6 +85,7 @@ pub fn specs_from_config(
 pub fn specs_from_env(
     env: &std::collections::BTreeMap<String, String>,
     timeout: Duration,
+    limits: StreamLimits,
 ) -> Vec<ModelSpec> {
     let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let mut specs = Vec::new();
@@ -88,6 +99,7 @@ pub fn specs_from_env(
                     .to_string(),
                 api_key: get("OPENAI_API_KEY").map(super::Secret::new),
                 timeout,
+                limits,
             },
             model: get("OPENAI_MODEL").unwrap_or("gpt-4o-mini").to_string(),
             context_window: None,
@@ -103,6 +115,7 @@ pub fn specs_from_env(
                     .to_string(),
                 api_key: Some(super::Secret::new(key)),
                 timeout,
+                limits,
             },
             model: get("ANTHROPIC_MODEL")
                 .unwrap_or("claude-sonnet-4-5")
@@ -183,6 +196,10 @@ pub enum ChainError {
     /// A model failed in a way no other model would fix.
     #[error("model `{model}`: {error}")]
     Failed { model: String, error: ProviderError },
+    /// A stream broke off after part of the answer was shown: a retry may
+    /// well succeed, but only the caller knows how to show it.
+    #[error("model `{model}`: {error}")]
+    Interrupted { model: String, error: ProviderError },
     /// Every model failed (or was cooling down); the last error of each.
     #[error("every model failed: {}", errors.iter().map(|(m, e)| format!("`{m}`: {e}")).collect::<Vec<_>>().join("; "))]
     Exhausted {
@@ -196,6 +213,17 @@ pub struct ModelChain {
     http: reqwest::Client,
     policy: RetryPolicy,
     cooling: Mutex<HashMap<String, Instant>>,
+}
+
+impl ChainError {
+    /// Whether the provider said the request was over the context window.
+    pub fn is_context_overflow(&self) -> bool {
+        match self {
+            Self::Failed { error, .. } => error.is_context_overflow(),
+            Self::Exhausted { errors } => errors.iter().any(|(_, e)| e.is_context_overflow()),
+            _ => false,
+        }
+    }
 }
 
 impl ModelChain {
@@ -285,6 +313,12 @@ impl ModelChain {
                         errors.push((spec.name.clone(), error));
                         break;
                     }
+                    Step::Fail if started && error.is_retryable() => {
+                        return Err(ChainError::Interrupted {
+                            model: spec.name.clone(),
+                            error,
+                        });
+                    }
                     Step::Fail => {
                         return Err(ChainError::Failed {
                             model: spec.name.clone(),
@@ -311,13 +345,15 @@ mod tests {
                 .collect::<std::collections::BTreeMap<_, _>>()
         };
         let t = Duration::from_secs(1);
-        assert!(specs_from_env(&env(&[("HOME", "/h")]), t).is_empty());
+        let l = StreamLimits::default();
+        assert!(specs_from_env(&env(&[("HOME", "/h")]), t, l).is_empty());
         let local = specs_from_env(
             &env(&[
                 ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"),
                 ("OPENAI_MODEL", "qwen2.5:7b"),
             ]),
             t,
+            l,
         );
         assert_eq!(local.len(), 1);
         assert_eq!(
@@ -331,6 +367,7 @@ mod tests {
         let both = specs_from_env(
             &env(&[("OPENAI_API_KEY", "sk-1"), ("ANTHROPIC_API_KEY", "ak-2")]),
             t,
+            l,
         );
         let names: Vec<&str> = both.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["openai", "anthropic"]);
@@ -446,6 +483,7 @@ mod tests {
                 base_url,
                 api_key: None,
                 timeout: Duration::from_secs(10),
+                limits: StreamLimits::default(),
             },
             model: "m".into(),
             context_window: None,

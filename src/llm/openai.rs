@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{
-    Completion, Endpoint, Message, ProviderError, Request, StopReason, StreamEvent, ToolCall, Usage,
+    Completion, Endpoint, Flow, Message, ProviderError, Request, StopReason, StreamEvent, ToolCall,
+    Usage,
 };
 
 /// Longest piece of a bad event quoted in an error.
@@ -127,11 +128,22 @@ pub struct StreamDecoder {
     finish_reason: Option<String>,
     usage: Option<Usage>,
     done: bool,
+    /// Bytes of text and tool arguments kept so far, and the bound.
+    kept: usize,
+    max_answer: usize,
+    /// The bound was reached: nothing more is kept.
+    full: bool,
 }
 
 impl StreamDecoder {
     /// `url` is only for error messages.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::bounded(url, usize::MAX)
+    }
+
+    /// A decoder that keeps at most `max_answer` bytes of text and tool
+    /// arguments and then reports itself [full](Self::is_full).
+    pub fn bounded(url: impl Into<String>, max_answer: usize) -> Self {
         Self {
             url: url.into(),
             text: String::new(),
@@ -139,7 +151,30 @@ impl StreamDecoder {
             finish_reason: None,
             usage: None,
             done: false,
+            kept: 0,
+            max_answer,
+            full: false,
         }
+    }
+
+    /// Whether the answer bound was reached (the caller stops reading).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// How much of `piece` fits under the bound (cut on a character
+    /// boundary); marks the decoder full when not all of it does.
+    fn admit<'a>(&mut self, piece: &'a str) -> &'a str {
+        let room = self.max_answer.saturating_sub(self.kept);
+        let mut end = piece.len().min(room);
+        while !piece.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < piece.len() {
+            self.full = true;
+        }
+        self.kept += end;
+        &piece[..end]
     }
 
     fn protocol(&self, reason: impl Into<String>) -> ProviderError {
@@ -153,8 +188,8 @@ impl StreamDecoder {
     /// the stream). Returns what to forward to the user as it arrives.
     pub fn feed(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
         let data = event.data.trim();
-        // Anything after [DONE] is not part of this answer.
-        if self.done || data.is_empty() {
+        // Anything after [DONE] (or the bound) is not part of this answer.
+        if self.done || self.full || data.is_empty() {
             return Ok(Vec::new());
         }
         if data == "[DONE]" {
@@ -176,10 +211,16 @@ impl StreamDecoder {
             return Err(self.protocol(format!("the server reported an error: {message}")));
         }
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(Usage {
-                input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-                output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-            });
+            // A server that sends a usage object without the counts has not
+            // reported them: unknown, not zero.
+            if let (Some(input), Some(output)) =
+                (u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64())
+            {
+                self.usage = Some(Usage {
+                    input_tokens: input,
+                    output_tokens: output,
+                });
+            }
         }
         let mut out = Vec::new();
         let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
@@ -194,8 +235,11 @@ impl StreamDecoder {
             if let Some(text) = delta["content"].as_str()
                 && !text.is_empty()
             {
-                self.text.push_str(text);
-                out.push(StreamEvent::Text(text.to_string()));
+                let text = self.admit(text);
+                if !text.is_empty() {
+                    self.text.push_str(text);
+                    out.push(StreamEvent::Text(text.to_string()));
+                }
             }
             if let Some(calls) = delta["tool_calls"].as_array() {
                 for (pos, call) in calls.iter().enumerate() {
@@ -233,14 +277,15 @@ impl StreamDecoder {
         {
             partial.name = name.to_string();
         }
-        if let Some(args) = function["arguments"].as_str() {
-            partial.arguments.push_str(args);
-        } else if function["arguments"].is_object() {
+        let args = match &function["arguments"] {
+            Value::String(s) => s.clone(),
             // A few servers send the arguments as a JSON object, not text.
-            partial
-                .arguments
-                .push_str(&function["arguments"].to_string());
-        }
+            v @ Value::Object(_) => v.to_string(),
+            _ => String::new(),
+        };
+        let args = self.admit(&args).to_string();
+        let partial = self.calls.entry(index).or_default();
+        partial.arguments.push_str(&args);
         if !partial.started && !partial.name.is_empty() {
             partial.started = true;
             // Some local servers omit ids; the result must still be able to
@@ -255,11 +300,16 @@ impl StreamDecoder {
         }
     }
 
-    /// After the stream: the completion, or [`ProviderError::Protocol`] when
-    /// the stream was cut (no `[DONE]` seen).
+    /// After the stream: the completion, or [`ProviderError::Interrupted`]
+    /// when the stream was cut (no `[DONE]` seen). An answer cut at the
+    /// bound is a completion with [`StopReason::AnswerLimit`].
     pub fn finish(self) -> Result<Completion, ProviderError> {
-        if !self.done {
-            return Err(self.protocol("the stream ended before [DONE]"));
+        if !self.done && !self.full {
+            return Err(ProviderError::Interrupted {
+                url: self.url,
+                received: self.kept as u64,
+                reason: "the stream ended before [DONE]".into(),
+            });
         }
         let mut tool_calls = Vec::with_capacity(self.calls.len());
         for (index, c) in self.calls {
@@ -288,6 +338,7 @@ impl StreamDecoder {
             });
         }
         let stop = match self.finish_reason.as_deref() {
+            _ if self.full => StopReason::AnswerLimit(self.max_answer),
             Some("length") => StopReason::MaxTokens,
             // Some servers say "stop" (or nothing) even when the turn ends in
             // tool calls; the calls are what matters.
@@ -296,11 +347,13 @@ impl StreamDecoder {
             Some("tool_calls") | Some("function_call") => StopReason::ToolUse,
             Some(other) => StopReason::Other(other.to_string()),
         };
+        let (tool_calls, cut_calls) = super::split_cut_calls(tool_calls, &stop);
         Ok(Completion {
             text: self.text,
             tool_calls,
+            cut_calls,
             stop,
-            usage: self.usage.unwrap_or_default(),
+            usage: self.usage,
         })
     }
 }
@@ -330,7 +383,10 @@ pub async fn complete(
     if let Some(key) = &endpoint.api_key {
         headers.push(("authorization", format!("Bearer {}", key.expose())));
     }
-    let mut decoder = StreamDecoder::new(super::join_url(&endpoint.base_url, PATH));
+    let mut decoder = StreamDecoder::bounded(
+        super::join_url(&endpoint.base_url, PATH),
+        endpoint.limits.max_answer_bytes,
+    );
     let mut body = request_body(req);
     if wants_max_completion_tokens(&endpoint.base_url) {
         // OpenAI's own API deprecated `max_tokens`, and its reasoning models
@@ -346,7 +402,11 @@ pub async fn complete(
         for e in decoder.feed(&event)? {
             on_event(e);
         }
-        Ok(())
+        Ok(if decoder.is_full() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     })
     .await?;
     decoder.finish()
@@ -504,10 +564,11 @@ mod tests {
                 },
             ],
             stop: StopReason::ToolUse,
-            usage: Usage {
+            usage: Some(Usage {
                 input_tokens: 42,
                 output_tokens: 17,
-            },
+            }),
+            cut_calls: vec![],
         }
     }
 
@@ -561,18 +622,18 @@ mod tests {
         let c = run("stop", true);
         assert_eq!(c.stop, StopReason::ToolUse);
         assert_eq!(c.tool_calls[0].arguments, "{}");
-        assert_eq!(c.usage, Usage::default());
+        assert_eq!(c.usage, None);
     }
 
     #[test]
-    fn a_cut_stream_is_a_protocol_error() {
+    fn a_cut_stream_is_an_interruption() {
         let mut d = StreamDecoder::new("http://x");
         let chunks = sample_chunks();
         for chunk in &chunks[..chunks.len() - 1] {
             d.feed(&data(chunk)).unwrap();
         }
         match d.finish() {
-            Err(ProviderError::Protocol { reason, .. }) => {
+            Err(ProviderError::Interrupted { reason, .. }) => {
                 assert!(reason.contains("before [DONE]"), "{reason}")
             }
             other => panic!("expected a protocol error, got {other:?}"),
@@ -612,6 +673,7 @@ mod tests {
             base_url: format!("http://{addr}/v1/"),
             api_key: Some(Secret::new("sk-test-key")),
             timeout: Duration::from_secs(5),
+            limits: crate::llm::StreamLimits::default(),
         }
     }
 

@@ -5,10 +5,24 @@
 //! `\n`), a line starting with `:` is a comment, a blank line dispatches.
 //! Chunks may split anywhere — inside a line, inside a UTF-8 character — so
 //! bytes are buffered until a line is complete. Bounded: a single line over
-//! [`MAX_LINE`] bytes is dropped rather than grown without limit.
+//! the parser's limit ([`MAX_LINE`] unless set) is an error, never grown
+//! without limit and never silently dropped (a dropped line could be the
+//! one that carried the end of the answer).
+//!
+//! The parser also counts the bytes that are not comments
+//! ([`SseParser::progress`]): a server that sends only keep-alive comments
+//! (`: ping`) is alive but not answering, and the caller's idle timeout
+//! must not be reset by them.
 
-/// Longest line kept, in bytes.
+/// Default longest line, in bytes.
 pub const MAX_LINE: usize = 1024 * 1024;
+
+/// A line longer than the parser's limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a single stream line is over {limit} bytes")]
+pub struct LineTooLong {
+    pub limit: usize,
+}
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,19 +33,40 @@ pub struct SseEvent {
 }
 
 /// Incremental parser state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
     line: Vec<u8>,
     /// The previous byte was `\r`, so a following `\n` ends nothing new.
     after_cr: bool,
-    overlong: bool,
+    max_line: usize,
+    /// Bytes of lines that are not comments.
+    progress: u64,
     event: Option<String>,
     data: Option<String>,
 }
 
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::with_max_line(MAX_LINE)
+    }
+}
+
 impl SseParser {
-    /// Feeds bytes; returns the events they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+    /// A parser that refuses lines longer than `max_line` bytes.
+    pub fn with_max_line(max_line: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            after_cr: false,
+            max_line,
+            progress: 0,
+            event: None,
+            data: None,
+        }
+    }
+
+    /// Feeds bytes; returns the events they completed, or an error when a
+    /// line grows over the limit (the stream cannot be trusted after that).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let mut out = Vec::new();
         for &b in bytes {
             match b {
@@ -39,22 +74,32 @@ impl SseParser {
                 b'\n' | b'\r' => {
                     self.after_cr = b == b'\r';
                     let line = std::mem::take(&mut self.line);
-                    let overlong = std::mem::take(&mut self.overlong);
-                    if !overlong && let Some(e) = self.line_done(&line) {
+                    if let Some(e) = self.line_done(&line) {
                         out.push(e);
                     }
                 }
                 _ => {
                     self.after_cr = false;
-                    if self.line.len() < MAX_LINE {
-                        self.line.push(b);
-                    } else {
-                        self.overlong = true;
+                    if self.line.len() >= self.max_line {
+                        return Err(LineTooLong {
+                            limit: self.max_line,
+                        });
                     }
+                    // A comment line (first byte `:`) is not progress.
+                    if self.line.first() != Some(&b':') && !(self.line.is_empty() && b == b':') {
+                        self.progress += 1;
+                    }
+                    self.line.push(b);
                 }
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Bytes received so far that were not part of comment lines (nor line
+    /// ends): what an idle timeout should count as the server answering.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// Ends the stream: a final event without its blank line still counts.
@@ -62,7 +107,6 @@ impl SseParser {
         let mut out = Vec::new();
         let line = std::mem::take(&mut self.line);
         if !line.is_empty()
-            && !self.overlong
             && let Some(e) = self.line_done(&line)
         {
             out.push(e);
@@ -110,7 +154,7 @@ mod tests {
         let mut p = SseParser::default();
         let mut out = Vec::new();
         for chunk in text.as_bytes().chunks(size) {
-            out.extend(p.push(chunk));
+            out.extend(p.push(chunk).unwrap());
         }
         out.extend(p.finish());
         out
@@ -150,19 +194,29 @@ mod tests {
     }
 
     #[test]
-    fn overlong_lines_are_dropped_not_grown() {
+    fn an_overlong_line_is_an_error_not_dropped_or_grown() {
+        let mut p = SseParser::with_max_line(64);
+        let mut input = b"data: ok\n\ndata: ".to_vec();
+        input.extend(vec![b'x'; 100]);
+        assert_eq!(p.push(&input), Err(LineTooLong { limit: 64 }));
+        // Exactly at the limit is fine.
+        let mut p = SseParser::with_max_line(64);
+        let mut line = b"data: ".to_vec();
+        line.extend(vec![b'x'; 58]);
+        line.extend(b"\n\n");
+        assert_eq!(p.push(&line).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keep_alive_comments_are_not_progress() {
         let mut p = SseParser::default();
-        let big = vec![b'x'; MAX_LINE + 10];
-        let mut input = b"data: ".to_vec();
-        input.extend(&big);
-        input.extend(b"\n\ndata: ok\n\n");
-        let events = p.push(&input);
-        assert_eq!(
-            events,
-            vec![SseEvent {
-                event: None,
-                data: "ok".into()
-            }]
-        );
+        p.push(b": ping\n\n:\n\n: keep-alive\r\n").unwrap();
+        assert_eq!(p.progress(), 0);
+        // Split inside a comment: still not progress.
+        p.push(b":").unwrap();
+        p.push(b" more\n").unwrap();
+        assert_eq!(p.progress(), 0);
+        p.push(b"data: x\n\n").unwrap();
+        assert_eq!(p.progress(), "data: x".len() as u64);
     }
 }

@@ -57,7 +57,7 @@ pub fn converse(
     text: &str,
     current: &CurrentRun,
     sinks: Sinks<'_>,
-    ask: AskPerson<'_>,
+    mut ask: Option<AskPerson<'_>>,
 ) -> Result<RunOutcome, crate::agent::AgentError> {
     let _enter = rt.enter();
     let handle = agent.submit(session, text)?;
@@ -112,14 +112,48 @@ pub fn converse(
                     let _ = writeln!(answer);
                     mid_line = false;
                 }
-                let _ = writeln!(notes, "{}", approval_prompt(&rec));
-                let _ = notes.flush();
-                answer_approval(agent, &rec, notes, ask);
+                match ask.as_deref_mut() {
+                    Some(ask) => {
+                        let _ = writeln!(notes, "{}", approval_prompt(&rec));
+                        let _ = notes.flush();
+                        answer_approval(agent, &rec, notes, ask);
+                    }
+                    // Nobody to ask: say no at once, once, with how to
+                    // grant — no prompt that nobody will answer.
+                    None => {
+                        let _ = writeln!(
+                            notes,
+                            "{}: nobody can answer here, so no; {}",
+                            approval_line(&rec),
+                            grant_hint(&rec)
+                        );
+                        let _ = agent.answer(&rec.id, ApprovalAnswer::No);
+                    }
+                }
             }
             RunEvent::Compacted { messages } => {
                 let _ = writeln!(
                     notes,
                     "[context] {messages} older messages were summarised to fit the model's context window"
+                );
+            }
+            RunEvent::CompactionFailed { reason } => {
+                let _ = writeln!(
+                    notes,
+                    "[context] {}; going on with the whole conversation",
+                    crate::llm::escape_bytes(reason.as_bytes())
+                );
+            }
+            RunEvent::StreamCut { reason } => {
+                if mid_line {
+                    let _ = writeln!(answer);
+                    let _ = answer.flush();
+                    mid_line = false;
+                }
+                let _ = writeln!(
+                    notes,
+                    "[model] the answer above was cut ({}); asking again",
+                    crate::llm::escape_bytes(reason.as_bytes())
                 );
             }
             RunEvent::State(_) => {}
@@ -139,19 +173,23 @@ pub fn converse(
 /// call, and exactly what `always` would store. Every part a skill can
 /// influence is escaped, so the prompt cannot be redrawn by what it shows.
 pub fn approval_prompt(rec: &ApprovalRecord) -> String {
+    format!("{}; {}", approval_line(rec), always_grants(rec))
+}
+
+/// Who wants what, escaped, on one line.
+fn approval_line(rec: &ApprovalRecord) -> String {
     let on = if rec.target.is_empty() {
         String::new()
     } else {
         format!(" on `{}`", esc(&rec.target))
     };
     format!(
-        "[approval {}] {} wants `{}`{on} (tool {} with {}); {}",
+        "[approval {}] {} wants `{}`{on} (tool {} with {})",
         esc(&rec.id),
         esc(&rec.skill),
         esc(&rec.capability),
         esc(&rec.tool),
         esc(&one_line(&rec.arguments, 120)),
-        always_grants(rec)
     )
 }
 

@@ -351,7 +351,7 @@ impl<'a> Console<'a> {
                 answer: &mut out,
                 notes: &mut notes,
             },
-            ask,
+            Some(ask),
         );
         Outcome::Text(match result {
             Ok(o) => match o.state.as_str() {

@@ -21,6 +21,23 @@
 //! fragments (OpenAI calls interleaved by `index`), an Anthropic `ping`,
 //! usage in the last events, `data: [DONE]` for OpenAI.
 //!
+//! The server is STRICT, as llama-server's chat templates are: a request
+//! whose roles do not alternate, whose tool results do not answer the
+//! calls just made, whose call arguments are not JSON, or which ends on an
+//! assistant turn is refused with the error body llama-server (OpenAI
+//! wire) or Anthropic sends, without using a scripted reply, and counted in
+//! [`FakeModel::refusals`]. Every agent test thus checks that keel's
+//! context is well formed. [`FakeModel::lenient`] turns this off.
+//!
+//! Besides well-behaved answers it reproduces what real servers do when
+//! things go wrong: llama-server's exact error bodies ([`Reply::Raw`],
+//! [`Reply::ContextOverflow`]), a turn cut by the output limit in the
+//! middle of a tool call ([`Reply::LengthInTool`]), a stream that sends only
+//! keep-alive comments ([`Reply::KeepAliveOnly`]), an HTML page with status
+//! 200 ([`Reply::Html`]), a huge answer ([`Reply::Huge`]), a single huge
+//! line ([`Reply::HugeLine`]), a cut stream ([`Reply::Cut`]) and an answer
+//! without usage ([`Reply::NoUsage`]).
+//!
 //! Everything is bounded: request heads and bodies, the number of recorded
 //! requests, idle keep-alive connections, stalls, and the server's lifetime.
 //! Dropping [`FakeModel`] stops the server and closes every connection.
@@ -126,6 +143,36 @@ pub enum Reply {
     /// the rest. If the client disconnects during the wait the stream ends
     /// quietly and [`FakeModel::abandoned_streams`] counts it.
     Stall { text: String, hold_ms: u64 },
+    /// Text, then a tool call whose arguments stop after `sent` (a prefix
+    /// of the JSON), then finish_reason `length` / stop_reason
+    /// `max_tokens`: the turn hit the output limit mid-call.
+    LengthInTool {
+        text: String,
+        name: String,
+        sent: String,
+    },
+    /// The first text delta, then only `: keep-alive` comments every 100 ms
+    /// until the client leaves (at most 60 s; counted in
+    /// [`FakeModel::abandoned_streams`]).
+    KeepAliveOnly(String),
+    /// Status 200 with an HTML page, as a proxy's login page answers.
+    Html,
+    /// A text answer of `bytes` bytes (in 64 KiB deltas); stops when the
+    /// client leaves.
+    Huge { bytes: usize },
+    /// One SSE data line of `bytes` bytes, then the end of the stream.
+    HugeLine { bytes: usize },
+    /// The provider's "too long for the context" error: llama-server's 400
+    /// `exceed_context_size_error` or Anthropic's "prompt is too long".
+    ContextOverflow,
+    /// A text answer whose stream carries no token counts.
+    NoUsage(String),
+    /// Exactly this status and JSON body (e.g. llama-server's 500 for a
+    /// request its template cannot render).
+    Raw { code: u16, body: String },
+    /// A text answer that reports exactly `input_tokens` prompt tokens (a
+    /// model whose tokenizer counts fewer than keel estimates).
+    Counted { text: String, input_tokens: u64 },
 }
 
 impl Reply {
@@ -176,6 +223,8 @@ type Handler = Box<dyn Fn(&Value) -> Reply + Send + Sync>;
 /// What the connections share.
 struct Shared {
     wire: Wire,
+    strict: std::sync::atomic::AtomicBool,
+    refusals: Mutex<Vec<String>>,
     handler: Option<Handler>,
     state: Mutex<State>,
     abandoned: AtomicUsize,
@@ -274,6 +323,8 @@ impl FakeModel {
     ) -> Self {
         let shared = Arc::new(Shared {
             wire,
+            strict: std::sync::atomic::AtomicBool::new(true),
+            refusals: Mutex::new(Vec::new()),
             handler,
             state: Mutex::new(State {
                 queue,
@@ -349,6 +400,148 @@ impl FakeModel {
     pub fn wire(&self) -> Wire {
         self.wire
     }
+
+    /// Stops refusing malformed conversations (see the module doc).
+    pub fn lenient(self) -> Self {
+        self.shared.strict.store(false, Ordering::SeqCst);
+        self
+    }
+
+    /// Why each refused request was refused, in order.
+    pub fn refusals(&self) -> Vec<String> {
+        self.shared
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What a strict server says about a request's conversation, if it refuses
+/// it: (status, JSON body, short reason).
+fn strict_check(wire: Wire, body: &Value) -> Option<(u16, String, String)> {
+    let messages = body.get("messages")?.as_array()?;
+    match wire {
+        Wire::OpenAi => check_openai(messages),
+        Wire::Anthropic => check_anthropic(messages),
+    }
+}
+
+fn llama_error(code: u16, kind: &str, message: &str) -> String {
+    json!({"error": {"code": code, "message": message, "type": kind}}).to_string()
+}
+
+fn check_openai(messages: &[Value]) -> Option<(u16, String, String)> {
+    const ALTERNATE: &str = "Conversation roles must alternate user/assistant/user/assistant/...";
+    let refuse = |why: String| {
+        Some((
+            400,
+            llama_error(400, "invalid_request_error", ALTERNATE),
+            why,
+        ))
+    };
+    let mut last_role = "";
+    let mut open: Vec<String> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        match role {
+            "system" if last_role.is_empty() => continue,
+            "tool" => {
+                let id = m["tool_call_id"].as_str().unwrap_or("");
+                let Some(pos) = open.iter().position(|c| c == id) else {
+                    return refuse(format!(
+                        "message {i}: tool result {id:?} answers no open call"
+                    ));
+                };
+                open.remove(pos);
+                // Tool results stand on the user's side of the turn: the
+                // model (or, some templates allow, the user) speaks next.
+                if open.is_empty() {
+                    last_role = "tool";
+                }
+                continue;
+            }
+            "user" | "assistant" => {}
+            other => return refuse(format!("message {i}: role {other:?}")),
+        }
+        if !open.is_empty() {
+            return refuse(format!("message {i}: calls {open:?} have no result"));
+        }
+        let expected = match last_role {
+            "user" => "assistant",
+            "tool" => role,
+            _ => "user",
+        };
+        if role != expected {
+            return refuse(format!("message {i}: {role} after {last_role:?}"));
+        }
+        last_role = role;
+        if role == "assistant" {
+            for c in m["tool_calls"].as_array().into_iter().flatten() {
+                let args = c["function"]["arguments"].as_str().unwrap_or("");
+                // llama-server parses the arguments to render the template.
+                if let Err(e) = serde_json::from_str::<Value>(args) {
+                    let message = format!(
+                        "[json.exception.parse_error.101] parse error at line {}, column {}: syntax error while parsing value - {e}",
+                        e.line(),
+                        e.column()
+                    );
+                    return Some((
+                        500,
+                        llama_error(500, "server_error", &message),
+                        format!("message {i}: arguments {args:?} are not JSON"),
+                    ));
+                }
+                open.push(c["id"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    if last_role == "assistant" && open.is_empty() {
+        return refuse("the conversation ends on an assistant turn".into());
+    }
+    None
+}
+
+fn check_anthropic(messages: &[Value]) -> Option<(u16, String, String)> {
+    let refuse = |message: String| {
+        let body = json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
+        Some((400, body.to_string(), message))
+    };
+    let mut open: Vec<String> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        let expected = if i % 2 == 0 { "user" } else { "assistant" };
+        if role != expected {
+            return refuse(format!(
+                "messages: roles must alternate between \"user\" and \"assistant\", but found multiple \"{role}\" roles in a row"
+            ));
+        }
+        let blocks = m["content"].as_array().cloned().unwrap_or_default();
+        if role == "user" {
+            for b in blocks.iter().filter(|b| b["type"] == "tool_result") {
+                let id = b["tool_use_id"].as_str().unwrap_or("");
+                let Some(pos) = open.iter().position(|c| c == id) else {
+                    return refuse(format!(
+                        "messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                    ));
+                };
+                open.remove(pos);
+            }
+            if !open.is_empty() {
+                return refuse(format!(
+                    "messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {}",
+                    open.join(", ")
+                ));
+            }
+        } else {
+            open = blocks
+                .iter()
+                .filter(|b| b["type"] == "tool_use")
+                .map(|b| b["id"].as_str().unwrap_or("").to_string())
+                .collect();
+        }
+    }
+    None
 }
 
 impl Drop for FakeModel {
@@ -643,12 +836,32 @@ async fn respond(
     };
     let routed = req.method == "POST" && req.path.ends_with(route);
     let model = body["model"].as_str().unwrap_or("fake-model").to_string();
-    let input_tokens = 10 + req.body.len() as u64 / 100;
+    // About what a real tokenizer gives for JSON: 4 bytes a token.
+    let input_tokens = 10 + req.body.len() as u64 / 4;
     let recorded = Recorded {
         path: req.path.clone(),
         headers: req.headers,
         body,
     };
+    if routed
+        && shared.strict.load(Ordering::SeqCst)
+        && let Some((code, err_body, why)) = strict_check(wire, &recorded.body)
+    {
+        let n = {
+            let mut state = shared.lock();
+            state.received += 1;
+            if state.recorded.len() < MAX_RECORDED {
+                state.recorded.push(recorded);
+            }
+            state.received
+        };
+        shared
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(why);
+        return write_raw(conn, wire, n, code, "application/json", &err_body, last).await;
+    }
     let (n, reply) = shared.take(recorded, routed);
     let Some(reply) = reply else {
         let message = format!(
@@ -656,6 +869,10 @@ async fn respond(
             req.method, req.path
         );
         return write_status(conn, wire, n, 404, None, &message, last).await;
+    };
+    let input_tokens = match &reply {
+        Reply::Counted { input_tokens, .. } => *input_tokens,
+        _ => input_tokens,
     };
     let ctx = StreamContext {
         n,
@@ -690,6 +907,121 @@ async fn respond(
                 out.extend_from_slice(e.as_bytes());
             }
             conn.send(&out).await?;
+            Ok(false)
+        }
+        Reply::Counted { text, .. } => {
+            let events = stream_events(wire, &ctx, &text, &[]);
+            write_stream(conn, wire, n, &events.list, last).await
+        }
+        Reply::Raw { code, body } => {
+            write_raw(conn, wire, n, code, "application/json", &body, last).await
+        }
+        Reply::ContextOverflow => {
+            let (code, body) = match wire {
+                Wire::OpenAi => (
+                    400,
+                    json!({"error": {"code": 400, "message": format!("request ({} tokens) exceeds the available context size (4096 tokens), try increasing it", ctx.input_tokens), "type": "exceed_context_size_error", "n_prompt_tokens": ctx.input_tokens, "n_ctx": 4096}}).to_string(),
+                ),
+                Wire::Anthropic => (
+                    400,
+                    error_body(wire, 400, &format!("prompt is too long: {} tokens > 200000 maximum", ctx.input_tokens)),
+                ),
+            };
+            write_raw(conn, wire, n, code, "application/json", &body, last).await
+        }
+        Reply::Html => {
+            let page = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in.</body></html>\n";
+            write_raw(conn, wire, n, 200, "text/html; charset=utf-8", page, last).await
+        }
+        Reply::NoUsage(text) => {
+            let mut events = stream_events(wire, &ctx, &text, &[]);
+            events
+                .list
+                .retain(|e| !e.contains("\"prompt_tokens\"") && !e.contains("\"input_tokens\""));
+            if wire == Wire::Anthropic {
+                // message_start without usage.
+                let start = json!({"type": "message_start", "message": {"id": "msg_nousage", "type": "message", "role": "assistant", "content": [], "model": ctx.model, "stop_reason": null}});
+                events
+                    .list
+                    .insert(0, format!("event: message_start\ndata: {start}\n\n"));
+            }
+            write_stream(conn, wire, n, &events.list, last).await
+        }
+        Reply::LengthInTool { text, name, sent } => {
+            let spec = ToolCallSpec::new(&name, &sent);
+            let mut events = stream_events(wire, &ctx, &text, std::slice::from_ref(&spec));
+            for e in &mut events.list {
+                *e = e
+                    .replace(
+                        "\"finish_reason\":\"tool_calls\"",
+                        "\"finish_reason\":\"length\"",
+                    )
+                    .replace(
+                        "\"stop_reason\":\"tool_use\"",
+                        "\"stop_reason\":\"max_tokens\"",
+                    );
+            }
+            write_stream(conn, wire, n, &events.list, last).await
+        }
+        Reply::KeepAliveOnly(text) => {
+            let events = stream_events(wire, &ctx, &text, &[]);
+            conn.send(stream_head(wire, n, true).as_bytes()).await?;
+            for e in &events.list[..events.pause] {
+                conn.send(&chunk(e)).await?;
+            }
+            let until = Instant::now() + MAX_HOLD;
+            while Instant::now() < until {
+                if !hold(conn, Duration::from_millis(100)).await
+                    || conn.send(&chunk(": keep-alive\n\n")).await.is_err()
+                {
+                    shared.abandoned.fetch_add(1, Ordering::SeqCst);
+                    return Ok(false);
+                }
+            }
+            Ok(false)
+        }
+        Reply::Huge { bytes } => {
+            let piece = "x".repeat(64 * 1024);
+            let mut events = stream_events(wire, &ctx, "", &[]);
+            let tail = events.list.split_off(events.pause);
+            conn.send(stream_head(wire, n, true).as_bytes()).await?;
+            for e in &events.list {
+                conn.send(&chunk(e)).await?;
+            }
+            let mut sent = 0;
+            while sent < bytes {
+                let part = &piece[..piece.len().min(bytes - sent)];
+                let e = match wire {
+                    Wire::OpenAi => format!(
+                        "data: {}\n\n",
+                        json!({"choices": [{"index": 0, "delta": {"content": part}, "finish_reason": null}]})
+                    ),
+                    Wire::Anthropic => format!(
+                        "event: content_block_delta\ndata: {}\n\n",
+                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}})
+                    ),
+                };
+                if conn.send(&chunk(&e)).await.is_err() {
+                    shared.abandoned.fetch_add(1, Ordering::SeqCst);
+                    return Ok(false);
+                }
+                sent += part.len();
+            }
+            for e in &tail {
+                conn.send(&chunk(e)).await?;
+            }
+            conn.send(b"0\r\n\r\n").await?;
+            Ok(false)
+        }
+        Reply::HugeLine { bytes } => {
+            let events = stream_events(wire, &ctx, "", &[]);
+            conn.send(stream_head(wire, n, true).as_bytes()).await?;
+            for e in &events.list[..events.pause] {
+                conn.send(&chunk(e)).await?;
+            }
+            let line = format!("data: {}", "y".repeat(bytes));
+            let _ = conn.send(&chunk(&line)).await;
+            let _ = conn.send(b"0\r\n\r\n").await;
             Ok(false)
         }
         Reply::Stall { text, hold_ms } => {
@@ -769,6 +1101,29 @@ async fn write_stream(
         conn.send(&chunk(e)).await?;
     }
     conn.send(b"0\r\n\r\n").await?;
+    Ok(!last)
+}
+
+/// A complete response with this status, content type and body.
+async fn write_raw(
+    conn: &mut Conn,
+    wire: Wire,
+    n: usize,
+    code: u16,
+    content_type: &str,
+    body: &str,
+    last: bool,
+) -> io::Result<bool> {
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}connection: {}\r\n\r\n",
+        reason_phrase(code),
+        body.len(),
+        request_id_header(wire, n),
+        if last { "close" } else { "keep-alive" }
+    );
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    conn.send(&out).await?;
     Ok(!last)
 }
 
