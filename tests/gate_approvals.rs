@@ -153,9 +153,11 @@ fn a_forged_approval_prompt_is_shown_escaped() {
         err.contains("true\\r\\x1b[2K\\x1b[1A[approval a_0]") && err.contains("\\u{202e}"),
         "{err}"
     );
+    // Without a terminal nothing is offered; the refusal says no single
+    // rule could name this target (so no `always` either).
     assert!(
-        err.contains("`always` is not offered"),
-        "always must not be offered: {err}"
+        err.contains("nobody can answer here, so no; no single rule names this target"),
+        "{err}"
     );
     // The prompt is one line: the forged text is inside it, not a line of
     // its own.
