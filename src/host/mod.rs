@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::capability::gate::{Allowed, ApprovalRequest, Approver};
 use crate::capability::{CapabilityKind, Target};
 use crate::kernel::Kernel;
+use crate::kernel::gate::{Allowed, ApprovalRequest, Approver, Caller};
 use crate::skill::SkillIdentity;
 
 /// One parameter of a host function, for binding arity and for docs.
@@ -243,7 +243,7 @@ impl RunLink {
 }
 
 /// Adds the time an approval took to the call's pause counter.
-struct TimedApprover<'a> {
+pub(crate) struct TimedApprover<'a> {
     inner: &'a dyn Approver,
     paused_ns: &'a AtomicU64,
 }
@@ -282,23 +282,32 @@ impl CallCtx {
         }
     }
 
+    /// Who answers `ask` for this call: the run's approver, timed so the
+    /// wait moves the deadline. `None` outside a run.
+    pub(crate) fn approver(&self) -> Option<TimedApprover<'_>> {
+        self.run.as_ref().map(|run| TimedApprover {
+            inner: run.approver.as_ref(),
+            paused_ns: &self.paused_ns,
+        })
+    }
+
+    /// This call as the gate sees it, with `approver` answering `ask`.
+    pub fn caller<'a>(&'a self, approver: Option<&'a dyn Approver>) -> Caller<'a> {
+        Caller {
+            skill: &self.skill,
+            tool: &self.tool,
+            approver,
+        }
+    }
+
     /// Asks the gate whether this call may touch `target` with `kind`;
     /// returns the declared rule that covers it and the rule that allowed it.
     pub fn check(&self, kind: CapabilityKind, target: Target<'_>) -> Result<Allowed, HostError> {
-        let timed;
-        let approver = match &self.run {
-            Some(run) => {
-                timed = TimedApprover {
-                    inner: run.approver.as_ref(),
-                    paused_ns: &self.paused_ns,
-                };
-                Some(&timed as &dyn Approver)
-            }
-            None => None,
-        };
+        let approver = self.approver();
+        let caller = self.caller(approver.as_ref().map(|a| a as &dyn Approver));
         self.kernel
             .gate()
-            .check_as(&self.skill, &self.tool, kind, &target, approver)
+            .check_call(&caller, kind, &target)
             .map_err(|e| HostError::Denied(e.to_string()))
     }
 

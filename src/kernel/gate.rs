@@ -10,17 +10,17 @@
 //!
 //! Before any of that, file access to keel's own files (the config in use,
 //! the data dir, every skill folder) is refused whatever the declaration,
-//! policy or grants say (see [`protected`](super::protected)).
+//! policy or grants say (see [`protected`](crate::capability::protected)).
 //! An allowed check returns the declaration and the rule that allowed it,
 //! so file access can be rooted at the narrower of the two.
 //!
 //! What the gate guarantees beyond the policy's words:
 //! - **Non-public addresses are explicit.** A loopback, link-local, private,
 //!   shared or unique-local address is granted only by a declaration *and*
-//!   a policy rule or grant that name it (see [`super::net::rule_grants`]);
+//!   a policy rule or grant that name it (see [`net::rule_grants`]);
 //!   the default never decides it.
 //! - **An approval grants what it showed.** The request carries the exact
-//!   rule for the target ([`super::exact_rule`]), which is what `always`
+//!   rule for the target ([`exact_rule`]), which is what `always`
 //!   stores — never the manifest's wider declaration; a target no rule can
 //!   name alone (a name with `*`) can be approved once, never for good.
 //! - **Grants are per workspace.** Only grants made in this workspace are
@@ -29,17 +29,88 @@
 //! - **A skill is its name and origin.** A copy from an origin not accepted
 //!   for the name never reaches the gate: it is not loaded (see
 //!   [`crate::skill::SkillSet::build`]).
+//!
+//! # One place
+//!
+//! Everything a host function needs decided goes through a method here, so
+//! no host function re-derives policy logic of its own:
+//! - [`Gate::check_as`] — one effect on one target;
+//! - [`Gate::check_connect`] — may this call connect to this host, and to
+//!   which of the addresses its name resolves to (each hop of a redirect
+//!   chain asks again);
+//! - [`Gate::child_env`] — which variables a program the skill runs may see;
+//! - [`Gate::sandbox_roots`] — what the OS sandbox of such a program allows
+//!   outright (folders to read and write, programs to run, folders to keep
+//!   out).
+//!
+//! The decisions themselves are pure ([`crate::capability`]); the gate adds
+//! what needs state: the current policy, the operator's grants, the audit
+//! log and the approver. It reaches storage only through two small traits,
+//! [`GrantSource`] and [`AuditSink`], which [`crate::store::Store`]
+//! implements; tests use in-memory ones.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::protected::{ControlPlaneRefusal, ProtectedPaths};
-use super::{
-    CapabilityKind, CapabilityRule, Decision, DecisionBasis, Policy, ScopeBase, Target, exact_rule,
+use crate::capability::net::{self, Host, HostRule, NetError};
+use crate::capability::protected::{ControlPlaneRefusal, ProtectedPaths};
+use crate::capability::{
+    CapabilityKind, CapabilityRule, Decision, DecisionBasis, Policy, Scope, ScopeBase, Target,
+    exact_rule,
 };
 use crate::skill::SkillIdentity;
-use crate::store::{AuditEntry, Store};
+
+/// An error from the storage behind a [`GrantSource`] or [`AuditSink`].
+pub type StorageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the operator's grants come from.
+pub trait GrantSource: Send + Sync {
+    /// The grants (capability rules as written, e.g. `exec:ls`) made for
+    /// `skill` in `workspace`. Grants made in another workspace are not
+    /// returned.
+    fn grants_for(&self, workspace: &Path, skill: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// What the gate decided, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditDecision {
+    Allow,
+    /// The policy asked and nobody said yes.
+    Ask,
+    Deny,
+}
+
+impl AuditDecision {
+    /// The word in the audit log (`allow`, `ask`, `deny`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Ask => "ask",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// One decision, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEvent<'a> {
+    pub skill: &'a str,
+    pub version: &'a str,
+    pub tool: &'a str,
+    pub capability: CapabilityKind,
+    pub target: &'a str,
+    pub decision: AuditDecision,
+    pub reason: &'a str,
+}
+
+/// Where the gate writes every decision.
+pub trait AuditSink: Send + Sync {
+    fn record(&self, event: &AuditEvent<'_>) -> Result<(), StorageError>;
+}
 
 /// Why the gate refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,9 +192,9 @@ fn grant_hint(skill: &str, exact: Option<&str>, declared: &str) -> String {
 fn non_public_note(target: &Target<'_>) -> String {
     match target {
         Target::Host {
-            host: super::Host::Ip(ip),
+            host: Host::Ip(ip),
             ..
-        } => super::net::non_public_kind(*ip)
+        } => net::non_public_kind(*ip)
             .map(|kind| {
                 format!(
                     " ({ip} is a non-public {kind} address: `*` and host names never cover one; name it, e.g. net.http:{target}, in the manifest and in the policy)"
@@ -151,7 +222,7 @@ pub struct ApprovalRequest {
     pub capability: CapabilityKind,
     pub target: String,
     /// The rule `always` would grant: exactly this target
-    /// ([`exact_rule`](super::exact_rule)), never the manifest's wider
+    /// ([`exact_rule`]), never the manifest's wider
     /// declaration. `None` when no rule names this target alone; such a
     /// request can be approved once, not for good.
     pub rule: Option<String>,
@@ -170,18 +241,27 @@ pub trait Approver: Send + Sync {
 /// The capability gate. One per kernel.
 pub struct Gate {
     policy: ArcSwap<Policy>,
-    store: Arc<Store>,
-    workspace: std::path::PathBuf,
+    grant_source: Arc<dyn GrantSource>,
+    audit: Arc<dyn AuditSink>,
+    workspace: PathBuf,
     approver: ArcSwap<Option<Arc<dyn Approver>>>,
     /// keel's own files: refused to every fs capability.
     protected: ProtectedPaths,
 }
 
 impl Gate {
-    pub fn new(policy: Policy, store: Arc<Store>, workspace: std::path::PathBuf) -> Self {
+    /// A gate deciding by `policy` for `workspace`, reading grants from
+    /// `grants` and writing decisions to `audit` (both usually the store).
+    pub fn new(
+        policy: Policy,
+        grants: Arc<dyn GrantSource>,
+        audit: Arc<dyn AuditSink>,
+        workspace: PathBuf,
+    ) -> Self {
         Self {
             policy: ArcSwap::from_pointee(policy),
-            store,
+            grant_source: grants,
+            audit,
             workspace,
             approver: ArcSwap::from_pointee(None),
             protected: ProtectedPaths::default(),
@@ -189,7 +269,7 @@ impl Gate {
     }
 
     /// Sets the paths no fs capability reaches (see
-    /// [`protected`](super::protected)).
+    /// [`protected`](crate::capability::protected)).
     pub fn with_protected(mut self, protected: ProtectedPaths) -> Self {
         self.protected = protected;
         self
@@ -225,11 +305,17 @@ impl Gate {
     /// keel version) is skipped.
     pub fn grants(&self, skill: &str) -> Vec<CapabilityRule> {
         let base = self.scope_base();
-        self.store
-            .grants(&self.workspace, Some(skill))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|g| CapabilityRule::parse(&g.capability, &base).ok())
+        let written = match self.grant_source.grants_for(&self.workspace, skill) {
+            Ok(g) => g,
+            Err(e) => {
+                // Failing closed: no grants is the narrower reading.
+                tracing::warn!(skill, error = %e, "could not read the operator's grants");
+                Vec::new()
+            }
+        };
+        written
+            .iter()
+            .filter_map(|g| CapabilityRule::parse(g, &base).ok())
             .collect()
     }
 
@@ -259,17 +345,17 @@ impl Gate {
         let target_text = target.to_string();
         let result = self.decide(skill, tool, kind, target, &target_text, approver);
         let (decision, reason) = match &result {
-            Ok((_, reason)) => ("allow", reason.clone()),
-            Err(e @ GateError::AskUnanswered { .. }) => ("ask", e.to_string()),
-            Err(e) => ("deny", e.to_string()),
+            Ok((_, reason)) => (AuditDecision::Allow, reason.clone()),
+            Err(e @ GateError::AskUnanswered { .. }) => (AuditDecision::Ask, e.to_string()),
+            Err(e) => (AuditDecision::Deny, e.to_string()),
         };
         // An audit failure must not turn a denial into an allowance, nor
         // block an allowed effect; it is logged instead.
-        if let Err(e) = self.store.audit(&AuditEntry {
+        if let Err(e) = self.audit.record(&AuditEvent {
             skill: &skill.name,
             version: &skill.version.to_string(),
             tool,
-            capability: kind.name(),
+            capability: kind,
             target: &target_text,
             decision,
             reason: &reason,
@@ -394,6 +480,218 @@ impl Gate {
         }
     }
 
+    /// [`check_as`](Self::check_as) for a [`Caller`].
+    pub fn check_call(
+        &self,
+        caller: &Caller<'_>,
+        kind: CapabilityKind,
+        target: &Target<'_>,
+    ) -> Result<Allowed, GateError> {
+        self.check_as(caller.skill, caller.tool, kind, target, caller.approver)
+    }
+
+    /// May this call connect to `target` (one hop of an HTTP request), and
+    /// to which addresses? In order:
+    ///
+    /// 1. the host and port as written (for a non-public IP literal both the
+    ///    declaration and the policy must name it);
+    /// 2. the name is resolved with `resolve` (IP literals are not);
+    /// 3. the addresses are filtered by the skill's declared host rules
+    ///    ([`net::check_addresses`]): a non-public address survives only if
+    ///    the manifest names it;
+    /// 4. every surviving non-public address is checked as itself, so a
+    ///    name that resolves to loopback needs the policy to name it too.
+    ///
+    /// Returns the addresses the connection may use, and nothing else: the
+    /// caller must connect only to these (pinning them defeats rebinding).
+    pub fn check_connect<E>(
+        &self,
+        caller: &Caller<'_>,
+        target: &net::Target,
+        resolve: impl FnOnce(&str, u16) -> Result<Vec<IpAddr>, E>,
+    ) -> Result<Vec<SocketAddr>, ConnectError<E>> {
+        let kind = CapabilityKind::NetHttp;
+        self.check_call(
+            caller,
+            kind,
+            &Target::Host {
+                host: &target.host,
+                port: target.port,
+            },
+        )?;
+        let ips = match &target.host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => resolve(name, target.port).map_err(ConnectError::Resolve)?,
+        };
+        let rules = declared_host_rules(&caller.skill.declared);
+        let addrs = net::check_addresses(&rules, target, &ips)?;
+        for addr in &addrs {
+            let ip = Host::Ip(addr.ip());
+            // An IP-literal target was just checked as itself.
+            if !net::is_public(addr.ip()) && ip != target.host {
+                self.check_call(
+                    caller,
+                    kind,
+                    &Target::Host {
+                        host: &ip,
+                        port: addr.port(),
+                    },
+                )?;
+            }
+        }
+        Ok(addrs)
+    }
+
+    /// The environment for a program the skill runs: the variables of
+    /// `env` the skill declared and the gate allows *without asking anyone*
+    /// (a program cannot answer a prompt, and a run should not stop for a
+    /// variable it may not need). Each variable passed on is checked and
+    /// audited like `keel.env.get`.
+    pub fn child_env(
+        &self,
+        caller: &Caller<'_>,
+        env: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let candidates = crate::capability::declared_env_candidates(&caller.skill.declared, env);
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let grants = self.grants(&caller.skill.name);
+        candidates
+            .into_iter()
+            .filter(|(name, _)| {
+                self.allowed_outright(caller, &grants, CapabilityKind::Env, &Target::Name(name))
+            })
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What the OS sandbox of a program the skill runs allows outright: the
+    /// folders the skill may read and write and the other programs it may
+    /// run, each allowed by the policy without asking (a grant that would
+    /// need asking is not lent to a program, which cannot ask), and the
+    /// folders to keep out (every path the policy denies or asks about, and
+    /// keel's control plane).
+    pub fn sandbox_roots(&self, caller: &Caller<'_>) -> SandboxRoots {
+        let skill = caller.skill;
+        let policy = self.policy.load_full();
+        let grants = self.grants(&skill.name);
+        let sets = std::iter::once(&policy.global).chain(policy.skills.get(&skill.name));
+        let plain_path = |r: &CapabilityRule| match &r.scope {
+            Scope::Path { path, glob: false } => Some(path.clone()),
+            _ => None,
+        };
+        let mut roots = SandboxRoots::default();
+        for kind in [CapabilityKind::FsRead, CapabilityKind::FsWrite] {
+            let mut candidates: Vec<PathBuf> = Vec::new();
+            for rule in skill.declared.iter().filter(|r| r.kind == kind) {
+                match &rule.scope {
+                    Scope::Path { path, glob: false } => candidates.push(path.clone()),
+                    // `fs.read:*`: whatever the policy and grants name outright.
+                    Scope::Any => candidates.extend(
+                        sets.clone()
+                            .flat_map(|s| s.allow.iter())
+                            .chain(grants.iter())
+                            .filter(|r| r.kind == kind)
+                            .filter_map(plain_path),
+                    ),
+                    // Glob scopes cannot be expressed as Landlock rules: the
+                    // child gets nothing from them.
+                    _ => {}
+                }
+            }
+            let allowed: Vec<PathBuf> = candidates
+                .into_iter()
+                .filter(|p| self.allowed_outright(caller, &grants, kind, &Target::Path(p)))
+                .collect();
+            for set in sets.clone() {
+                roots.excluded.extend(
+                    set.deny
+                        .iter()
+                        .chain(set.ask.iter())
+                        .filter(|r| r.kind == kind)
+                        .filter_map(plain_path),
+                );
+            }
+            match kind {
+                CapabilityKind::FsRead => roots.read = allowed,
+                _ => roots.write = allowed,
+            }
+        }
+        // Other programs the skill may run by exact name (git running ssh).
+        // Not audited: nothing runs them here; running one is checked then.
+        for rule in skill.declared.iter() {
+            if let (CapabilityKind::Exec, Scope::Name(name)) = (rule.kind, &rule.scope)
+                && !name.contains('*')
+                && self.allowed_silently(
+                    skill,
+                    &policy,
+                    &grants,
+                    CapabilityKind::Exec,
+                    &Target::Name(name),
+                )
+            {
+                roots.programs.push(name.clone());
+            }
+        }
+        // keel's own files: the same list file capabilities are refused on.
+        roots
+            .excluded
+            .extend(self.protected.all_forms().map(Path::to_path_buf));
+        roots.network = skill.declared.iter().any(|r| {
+            r.kind == CapabilityKind::NetHttp && !skill.pending.iter().any(|p| p == &r.text)
+        });
+        roots
+    }
+
+    /// Whether the policy allows this without asking, checked (and audited)
+    /// by the gate. Never prompts.
+    fn allowed_outright(
+        &self,
+        caller: &Caller<'_>,
+        grants: &[CapabilityRule],
+        kind: CapabilityKind,
+        target: &Target<'_>,
+    ) -> bool {
+        let policy = self.policy.load();
+        policy
+            .decide(&caller.skill.name, grants, kind, target)
+            .decision
+            == Decision::Allow
+            && self
+                .check_as(caller.skill, caller.tool, kind, target, None)
+                .is_ok()
+    }
+
+    /// Whether the gate would allow this without asking, with no audit
+    /// record: for deriving confinement, not for an effect.
+    fn allowed_silently(
+        &self,
+        skill: &SkillIdentity,
+        policy: &Policy,
+        grants: &[CapabilityRule],
+        kind: CapabilityKind,
+        target: &Target<'_>,
+    ) -> bool {
+        if self.protected.refuse(kind, target).is_some() {
+            return false;
+        }
+        let covering = |r: &&CapabilityRule| r.covers(kind, target);
+        let approved = skill
+            .declared
+            .iter()
+            .filter(covering)
+            .any(|r| !skill.pending.iter().any(|p| p == &r.text))
+            || grants.iter().any(|g| g.covers(kind, target))
+            || policy
+                .skills
+                .get(&skill.name)
+                .is_some_and(|set| set.allow.iter().any(|r| r.covers(kind, target)));
+        skill.declared.iter().any(|r| r.covers(kind, target))
+            && approved
+            && policy.decide(&skill.name, grants, kind, target).decision == Decision::Allow
+    }
+
     fn suggest_scope(&self, kind: CapabilityKind, target: &Target<'_>) -> String {
         match target {
             Target::Path(p) => match p.strip_prefix(&self.workspace) {
@@ -404,4 +702,57 @@ impl Gate {
             other => other.to_string(),
         }
     }
+}
+
+/// Who is asking: the skill whose code runs as a tool, the tool, and who
+/// answers `ask` for it (the run it belongs to), if anyone.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub skill: &'a SkillIdentity,
+    pub tool: &'a str,
+    pub approver: Option<&'a dyn Approver>,
+}
+
+/// Why [`Gate::check_connect`] refused a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError<E> {
+    /// The gate refused the host or one of its addresses.
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// The addresses did not pass the declared host rules (or none resolved).
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Name resolution failed; the caller's own error.
+    #[error("{0}")]
+    Resolve(E),
+}
+
+/// What [`Gate::sandbox_roots`] allows a program outright.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxRoots {
+    /// Folders it may read beneath.
+    pub read: Vec<PathBuf>,
+    /// Folders it may write beneath.
+    pub write: Vec<PathBuf>,
+    /// Other programs (names or absolute paths, as declared) it may run.
+    pub programs: Vec<String>,
+    /// Folders kept out whatever the roots say: what the policy denies or
+    /// asks about, and keel's own files.
+    pub excluded: Vec<PathBuf>,
+    /// Whether it may use the network (the skill declares an approved
+    /// `net.http`).
+    pub network: bool,
+}
+
+/// The host rules a skill declared for `net.http`.
+fn declared_host_rules(declared: &[CapabilityRule]) -> Vec<HostRule> {
+    declared
+        .iter()
+        .filter(|r| r.kind == CapabilityKind::NetHttp)
+        .filter_map(|r| match &r.scope {
+            Scope::Host(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect()
 }
