@@ -756,3 +756,474 @@ fn declared_host_rules(declared: &[CapabilityRule]) -> Vec<HostRule> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The gate against in-memory grants and audit (no SQLite): what the
+    //! traits are for. The SQLite-backed paths are covered by the
+    //! integration tests (`tests/gate_*.rs`, `tests/control_plane.rs`).
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::capability::protected::ProtectedKind;
+    use crate::capability::{Decision, RuleSet};
+    use crate::skill::{Origin, SkillInfo};
+
+    /// Grants by (workspace, skill), as written.
+    #[derive(Default)]
+    struct MemGrants(Mutex<BTreeMap<(PathBuf, String), Vec<String>>>);
+
+    impl MemGrants {
+        fn grant(&self, ws: &Path, skill: &str, rule: &str) {
+            let mut map = self.0.lock().unwrap();
+            map.entry((ws.to_path_buf(), skill.to_string()))
+                .or_default()
+                .push(rule.to_string());
+        }
+    }
+
+    impl GrantSource for MemGrants {
+        fn grants_for(&self, ws: &Path, skill: &str) -> Result<Vec<String>, StorageError> {
+            let map = self.0.lock().map_err(|_| "poisoned")?;
+            Ok(map
+                .get(&(ws.to_path_buf(), skill.to_string()))
+                .cloned()
+                .unwrap_or_default())
+        }
+    }
+
+    /// A grant source whose storage is broken.
+    struct BrokenGrants;
+
+    impl GrantSource for BrokenGrants {
+        fn grants_for(&self, _: &Path, _: &str) -> Result<Vec<String>, StorageError> {
+            Err("disk I/O error".into())
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Row {
+        capability: CapabilityKind,
+        target: String,
+        decision: AuditDecision,
+    }
+
+    #[derive(Default)]
+    struct MemAudit(Mutex<Vec<Row>>);
+
+    impl MemAudit {
+        fn rows(&self) -> Vec<Row> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl AuditSink for MemAudit {
+        fn record(&self, e: &AuditEvent<'_>) -> Result<(), StorageError> {
+            self.0.lock().map_err(|_| "poisoned")?.push(Row {
+                capability: e.capability,
+                target: e.target.to_string(),
+                decision: e.decision,
+            });
+            Ok(())
+        }
+    }
+
+    /// An audit log that cannot be written.
+    struct BrokenAudit;
+
+    impl AuditSink for BrokenAudit {
+        fn record(&self, _: &AuditEvent<'_>) -> Result<(), StorageError> {
+            Err("database is full".into())
+        }
+    }
+
+    struct Answer(bool);
+
+    impl Approver for Answer {
+        fn approve(&self, _: &ApprovalRequest) -> bool {
+            self.0
+        }
+    }
+
+    fn ws() -> PathBuf {
+        std::env::temp_dir().join("keel-gate-unit-ws")
+    }
+
+    fn rule(s: &str) -> CapabilityRule {
+        let ws = ws();
+        CapabilityRule::parse(s, &ScopeBase { workspace: &ws }).unwrap()
+    }
+
+    fn rules(list: &[&str]) -> Vec<CapabilityRule> {
+        list.iter().map(|s| rule(s)).collect()
+    }
+
+    fn skill(declared: &[&str], pending: &[&str]) -> SkillIdentity {
+        Arc::new(SkillInfo {
+            name: "s".into(),
+            version: semver::Version::new(1, 0, 0),
+            origin: Origin::Builtin("s".into()),
+            declared: rules(declared),
+            pending: pending.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    fn policy(default: Decision, allow: &[&str], ask: &[&str], deny: &[&str]) -> Policy {
+        Policy {
+            default,
+            global: RuleSet {
+                allow: rules(allow),
+                ask: rules(ask),
+                deny: rules(deny),
+            },
+            skills: BTreeMap::new(),
+        }
+    }
+
+    struct Fixture {
+        gate: Gate,
+        grants: Arc<MemGrants>,
+        audit: Arc<MemAudit>,
+    }
+
+    fn fixture(policy: Policy) -> Fixture {
+        let grants = Arc::new(MemGrants::default());
+        let audit = Arc::new(MemAudit::default());
+        let gate = Gate::new(policy, grants.clone(), audit.clone(), ws());
+        Fixture {
+            gate,
+            grants,
+            audit,
+        }
+    }
+
+    fn caller(skill: &SkillIdentity) -> Caller<'_> {
+        Caller {
+            skill,
+            tool: "t",
+            approver: None,
+        }
+    }
+
+    #[test]
+    fn every_decision_is_audited_with_its_capability() {
+        let f = fixture(policy(Decision::Deny, &["exec:ls"], &["exec:cat"], &[]));
+        let s = skill(&["exec:*"], &[]);
+        let c = caller(&s);
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("ls"))
+                .is_ok()
+        );
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("cat"))
+                .is_err()
+        );
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("rm"))
+                .is_err()
+        );
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Env, &Target::Name("HOME"))
+                .is_err()
+        );
+        let got: Vec<(CapabilityKind, String, AuditDecision)> = f
+            .audit
+            .rows()
+            .into_iter()
+            .map(|r| (r.capability, r.target, r.decision))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (CapabilityKind::Exec, "ls".into(), AuditDecision::Allow),
+                (CapabilityKind::Exec, "cat".into(), AuditDecision::Ask),
+                (CapabilityKind::Exec, "rm".into(), AuditDecision::Deny),
+                (CapabilityKind::Env, "HOME".into(), AuditDecision::Deny),
+            ]
+        );
+    }
+
+    #[test]
+    fn grants_apply_only_in_their_workspace() {
+        let f = fixture(policy(Decision::Deny, &[], &[], &[]));
+        let s = skill(&["exec:*"], &[]);
+        let c = caller(&s);
+        f.grants.grant(Path::new("/elsewhere"), "s", "exec:ls");
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("ls"))
+                .is_err()
+        );
+        f.grants.grant(&ws(), "s", "exec:ls");
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("ls"))
+                .is_ok()
+        );
+        // Another skill's grant is not this skill's.
+        f.grants.grant(&ws(), "other", "exec:cat");
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("cat"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn broken_storage_fails_closed_and_still_decides() {
+        // Grants unreadable: no grant counts; the policy still allows.
+        let audit = Arc::new(MemAudit::default());
+        let gate = Gate::new(
+            policy(Decision::Deny, &["exec:ls"], &[], &[]),
+            Arc::new(BrokenGrants),
+            audit.clone(),
+            ws(),
+        );
+        let s = skill(&["exec:*"], &[]);
+        assert!(
+            gate.check_call(&caller(&s), CapabilityKind::Exec, &Target::Name("ls"))
+                .is_ok()
+        );
+        assert!(
+            gate.check_call(&caller(&s), CapabilityKind::Exec, &Target::Name("rm"))
+                .is_err()
+        );
+        // Audit unwritable: a denial stays a denial, an allowance is not blocked.
+        let gate = Gate::new(
+            policy(Decision::Deny, &["exec:ls"], &[], &[]),
+            Arc::new(MemGrants::default()),
+            Arc::new(BrokenAudit),
+            ws(),
+        );
+        assert!(
+            gate.check_call(&caller(&s), CapabilityKind::Exec, &Target::Name("ls"))
+                .is_ok()
+        );
+        assert!(
+            gate.check_call(&caller(&s), CapabilityKind::Exec, &Target::Name("rm"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_pending_declaration_needs_the_operators_word() {
+        let f = fixture(policy(Decision::Allow, &["exec:*"], &[], &[]));
+        let s = skill(&["exec:sh"], &["exec:sh"]);
+        let c = caller(&s);
+        let e = f
+            .gate
+            .check_call(&c, CapabilityKind::Exec, &Target::Name("sh"))
+            .unwrap_err();
+        assert!(matches!(e, GateError::NotApproved { .. }), "{e}");
+        // Nor does the sandbox lend it to a program.
+        assert!(f.gate.sandbox_roots(&c).programs.is_empty());
+        f.grants.grant(&ws(), "s", "exec:sh");
+        assert!(
+            f.gate
+                .check_call(&c, CapabilityKind::Exec, &Target::Name("sh"))
+                .is_ok()
+        );
+        assert_eq!(f.gate.sandbox_roots(&c).programs, ["sh"]);
+    }
+
+    #[test]
+    fn ask_goes_to_the_callers_approver() {
+        let f = fixture(policy(Decision::Ask, &[], &[], &[]));
+        let s = skill(&["exec:*"], &[]);
+        let yes = Answer(true);
+        let no = Answer(false);
+        let with = |a: &'static str, ap: &dyn Approver| {
+            f.gate.check_call(
+                &Caller {
+                    skill: &s,
+                    tool: "t",
+                    approver: Some(ap),
+                },
+                CapabilityKind::Exec,
+                &Target::Name(a),
+            )
+        };
+        assert!(with("ls", &yes).is_ok());
+        assert!(matches!(
+            with("ls", &no),
+            Err(GateError::AskUnanswered { .. })
+        ));
+    }
+
+    #[test]
+    fn keels_own_files_are_refused_whatever_the_policy() {
+        let mut protected = ProtectedPaths::new();
+        let data = ws().join(".keel");
+        protected.add(ProtectedKind::DataDir, data.clone(), None);
+        let f = fixture(policy(
+            Decision::Allow,
+            &["fs.write:*", "fs.read:*"],
+            &[],
+            &[],
+        ));
+        let gate = f.gate.with_protected(protected);
+        let s = skill(&["fs.write:.", "fs.read:."], &[]);
+        let c = caller(&s);
+        let db = data.join("keel.db");
+        let e = gate
+            .check_call(&c, CapabilityKind::FsWrite, &Target::Path(&db))
+            .unwrap_err();
+        assert!(matches!(e, GateError::ControlPlane(_)), "{e}");
+        let roots = gate.sandbox_roots(&c);
+        assert!(roots.excluded.contains(&data), "{roots:?}");
+        assert!(roots.write.contains(&ws()), "{roots:?}");
+    }
+
+    #[test]
+    fn connect_checks_the_name_and_every_non_public_address() {
+        let f = fixture(policy(Decision::Deny, &["net.http:*"], &[], &[]));
+        let s = skill(&["net.http:*"], &[]);
+        let c = caller(&s);
+        let t = net::parse_target("http://example.test/").unwrap();
+        // A public address passes; the resolver is asked for the name.
+        let got = f
+            .gate
+            .check_connect(&c, &t, |name, port| {
+                assert_eq!((name, port), ("example.test", 80));
+                Ok::<_, ()>(vec!["93.184.216.34".parse().unwrap()])
+            })
+            .unwrap();
+        assert_eq!(got, ["93.184.216.34:80".parse().unwrap()]);
+        // A name that resolves to loopback (rebinding) is refused: `*`
+        // never covers a non-public address.
+        let e = f
+            .gate
+            .check_connect(&c, &t, |_, _| {
+                Ok::<_, &str>(vec!["127.0.0.1".parse().unwrap()])
+            })
+            .unwrap_err();
+        assert!(
+            matches!(e, ConnectError::Net(_) | ConnectError::Gate(_)),
+            "{e}"
+        );
+        // A resolver failure is the caller's own error.
+        let e = f
+            .gate
+            .check_connect(&c, &t, |_, _| Err::<Vec<IpAddr>, _>("nxdomain"))
+            .unwrap_err();
+        assert!(matches!(e, ConnectError::Resolve("nxdomain")));
+        // An IP literal is never resolved.
+        let lit = net::parse_target("http://169.254.169.254/").unwrap();
+        let e = f
+            .gate
+            .check_connect(&c, &lit, |_, _| -> Result<Vec<IpAddr>, &str> {
+                panic!("an IP literal was resolved")
+            })
+            .unwrap_err();
+        assert!(matches!(e, ConnectError::Gate(_)), "{e}");
+        assert!(
+            f.audit
+                .rows()
+                .iter()
+                .all(|r| r.capability == CapabilityKind::NetHttp)
+        );
+    }
+
+    #[test]
+    fn a_named_loopback_address_passes_only_when_policy_and_manifest_name_it() {
+        let f = fixture(policy(
+            Decision::Deny,
+            &["net.http:127.0.0.1:8080"],
+            &[],
+            &[],
+        ));
+        let named = skill(&["net.http:127.0.0.1:8080", "net.http:local.test"], &[]);
+        let t = net::parse_target("http://local.test:8080/").unwrap();
+        let resolve = |_: &str, _: u16| Ok::<_, &str>(vec!["127.0.0.1".parse().unwrap()]);
+        // The name itself is not allowed by the policy (default deny).
+        assert!(f.gate.check_connect(&caller(&named), &t, resolve).is_err());
+        f.grants.grant(&ws(), "s", "net.http:local.test");
+        let got = f.gate.check_connect(&caller(&named), &t, resolve).unwrap();
+        assert_eq!(got, ["127.0.0.1:8080".parse().unwrap()]);
+        // Without the manifest naming the address, `*` does not cover it.
+        let wide = skill(&["net.http:*"], &[]);
+        assert!(f.gate.check_connect(&caller(&wide), &t, resolve).is_err());
+    }
+
+    #[test]
+    fn declared_host_rules_keep_only_net_http_scopes() {
+        let declared = rules(&[
+            "net.http:api.example.com",
+            "exec:git",
+            "net.http:*",
+            "net.http:127.0.0.1:8080",
+        ]);
+        let host_rules = declared_host_rules(&declared);
+        assert_eq!(host_rules.len(), 3);
+        let t = net::parse_target("http://127.0.0.1:8080/").unwrap();
+        assert!(net::check_addresses(&host_rules, &t, &[]).is_ok());
+    }
+
+    #[test]
+    fn a_child_sees_only_variables_allowed_without_asking() {
+        let f = fixture(policy(
+            Decision::Deny,
+            &["env:PATH", "env:LANG"],
+            &["env:GH_TOKEN"],
+            &["env:LANG"],
+        ));
+        let s = skill(&["env:*"], &[]);
+        let env: BTreeMap<String, String> = [
+            ("PATH", "/bin"),
+            ("GH_TOKEN", "t"),
+            ("LANG", "C"),
+            ("HOME", "/h"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // Even with an approver that says yes: a program cannot ask.
+        let yes = Answer(true);
+        let c = Caller {
+            skill: &s,
+            tool: "t",
+            approver: Some(&yes),
+        };
+        let got = f.gate.child_env(&c, &env);
+        assert_eq!(got, [("PATH".to_string(), "/bin".to_string())]);
+        // Undeclared variables are never candidates.
+        let none = skill(&["exec:*"], &[]);
+        assert!(f.gate.child_env(&caller(&none), &env).is_empty());
+    }
+
+    #[test]
+    fn sandbox_roots_are_what_the_policy_allows_outright() {
+        let root = ws();
+        let notes = root.join("notes");
+        let secret = root.join("notes/secret");
+        let f = fixture(policy(
+            Decision::Deny,
+            &["fs.read:./notes", "fs.write:./out", "exec:git"],
+            &["fs.write:./notes", "exec:ssh"],
+            &["fs.read:./notes/secret"],
+        ));
+        let s = skill(
+            &[
+                "fs.read:./notes",
+                "fs.write:./notes",
+                "fs.write:./out",
+                "exec:git",
+                "exec:ssh",
+                "exec:*",
+            ],
+            &[],
+        );
+        let r = f.gate.sandbox_roots(&caller(&s));
+        assert_eq!(r.read, [notes.clone()]);
+        assert_eq!(r.write, [root.join("out")]);
+        // `exec:ssh` would ask: not lent; `*` names no program.
+        assert_eq!(r.programs, ["git"]);
+        assert!(r.excluded.contains(&secret) && r.excluded.contains(&notes));
+        assert!(!r.network);
+    }
+}
