@@ -1219,7 +1219,7 @@ mod tests {
             &[],
         );
         let r = f.gate.sandbox_roots(&caller(&s));
-        assert_eq!(r.read, [notes.clone()]);
+        assert_eq!(r.read, std::slice::from_ref(&notes));
         assert_eq!(r.write, [root.join("out")]);
         // `exec:ssh` would ask: not lent; `*` names no program.
         assert_eq!(r.programs, ["git"]);

@@ -537,7 +537,7 @@ impl Kernel {
             deadline = deadline.min(p.deadline);
         }
         let ctx = CallCtx {
-            kernel: self.clone(),
+            kernel: crate::host::CallKernel::new(self.clone()),
             skill: skill.identity.clone(),
             tool: name.to_string(),
             deadline,
