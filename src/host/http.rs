@@ -1,7 +1,9 @@
 //! `keel.http`: HTTP requests, gated by `net.http`.
 //!
 //! Every hop of a request — the first URL and each redirect — goes through
-//! the same steps, in this order, before a byte is sent:
+//! the same steps, in this order, before a byte is sent (steps 2-5 are one
+//! call to the gate, [`Gate::check_connect`](crate::kernel::gate::Gate::check_connect),
+//! which is handed the resolver):
 //!
 //! 1. [`net::parse_target`]: http/https only, no credentials in the URL,
 //!    alternative IP spellings normalised;

@@ -11,7 +11,15 @@
 //! which is never a runtime worker, so blocking I/O here stalls only the call
 //! that asked for it. Anything that waits honours the call's deadline.
 //! Host functions never check capabilities themselves beyond naming the
-//! target: they call [`CallCtx::check`], which goes to the one gate.
+//! target: they call [`CallCtx::check`], which goes to the one gate, or one
+//! of the gate's composite decisions (`check_connect` for an HTTP hop,
+//! `child_env` and `sandbox_roots` for a program a skill runs); none of them
+//! reads the policy or the grants. `tests/gate_coverage.rs` walks
+//! [`namespaces`] and proves every function that declares a capability is
+//! refused and audited by the gate.
+//!
+//! A call sees the kernel only through [`CallKernel`]: the few things a host
+//! function may use, listed in one place.
 
 pub mod env;
 pub mod exec;
