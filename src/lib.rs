@@ -7,8 +7,9 @@
 //!   state machine and crash recovery.
 //! - [`kernel`] — the [`Kernel`](kernel::Kernel): owns the store, the gate,
 //!   the skill set and the event bus; tool calls and reloads start here.
-//! - [`capability`] — capability names and scopes, policy (deny > ask >
-//!   allow), and [`capability::gate`], the one place effects are checked.
+//!   [`kernel::gate`] is the one place effects are checked.
+//! - [`capability`] — pure: capability names and scopes, matching, policy
+//!   decisions (deny > ask > allow); no I/O, no store.
 //! - [`host`] — the host API, each function declared once with its
 //!   capability and bound into both engines.
 //! - [`sandbox`] — what confines the programs a skill runs (Landlock,

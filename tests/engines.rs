@@ -313,8 +313,8 @@ fn nap(args) {
 "#;
 
 struct Never;
-impl keel::capability::gate::Approver for Never {
-    fn approve(&self, _: &keel::capability::gate::ApprovalRequest) -> bool {
+impl keel::kernel::gate::Approver for Never {
+    fn approve(&self, _: &keel::kernel::gate::ApprovalRequest) -> bool {
         false
     }
 }

@@ -323,8 +323,8 @@ struct FixedApprover {
     asked: std::sync::Mutex<Vec<String>>,
 }
 
-impl keel::capability::gate::Approver for FixedApprover {
-    fn approve(&self, request: &keel::capability::gate::ApprovalRequest) -> bool {
+impl keel::kernel::gate::Approver for FixedApprover {
+    fn approve(&self, request: &keel::kernel::gate::ApprovalRequest) -> bool {
         self.asked.lock().unwrap().push(format!(
             "{} {} {} {}",
             request.skill, request.tool, request.capability, request.target

@@ -58,10 +58,10 @@ use super::RunState;
 use super::context;
 use super::owner::Owner;
 use super::prompt::{ToolMap, system_prompt};
-use crate::capability::gate::{ApprovalRequest, Approver};
 use crate::config::AgentConfig;
 use crate::host::RunLink;
 use crate::kernel::Kernel;
+use crate::kernel::gate::{ApprovalRequest, Approver};
 use crate::llm::chain::{ChainError, ModelChain};
 use crate::llm::{Message, Request, StopReason, StreamEvent, ToolCall, Usage};
 use crate::store::{

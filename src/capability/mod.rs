@@ -4,7 +4,8 @@
 //! host, a program name, …). Skills *declare* capabilities in their manifest;
 //! the operator's policy *decides*. Everything here is pure: parsing rules,
 //! matching a concrete target against a rule, and combining rules into a
-//! decision. The one place where a host call is checked is [`gate`], which
+//! decision. No I/O, no store, no shared state: the one place where a host
+//! call is checked is the kernel's gate ([`crate::kernel::gate`]), which
 //! calls into this module.
 //!
 //! Invariants:
@@ -15,11 +16,11 @@
 //!   component, so `./notes` never covers `./notes-evil`.
 //! - Deny beats ask beats allow.
 
-pub mod gate;
 pub mod net;
 pub mod paths;
 pub mod protected;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -517,7 +518,7 @@ pub struct RuleSet {
 pub struct Policy {
     pub default: Decision,
     pub global: RuleSet,
-    pub skills: std::collections::BTreeMap<String, RuleSet>,
+    pub skills: BTreeMap<String, RuleSet>,
 }
 
 impl Default for Policy {
@@ -643,9 +644,61 @@ impl Policy {
     }
 }
 
+/// The variables of `env` covered by a declared `env` rule: the candidates
+/// a program the skill runs may see (the gate still decides each).
+pub fn declared_env_candidates<'a>(
+    declared: &[CapabilityRule],
+    env: &'a BTreeMap<String, String>,
+) -> Vec<(&'a str, &'a str)> {
+    let rules: Vec<&CapabilityRule> = declared
+        .iter()
+        .filter(|r| r.kind == CapabilityKind::Env && matches!(r.scope, Scope::Any | Scope::Name(_)))
+        .collect();
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    env.iter()
+        .filter(|(k, _)| {
+            rules
+                .iter()
+                .any(|r| r.covers(CapabilityKind::Env, &Target::Name(k)))
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_declared_variables_are_candidates() {
+        let ws = std::env::temp_dir();
+        let base = ScopeBase { workspace: &ws };
+        let rule = |s: &str| CapabilityRule::parse(s, &base).unwrap();
+        let env: BTreeMap<String, String> = [
+            ("HOME", "/h"),
+            ("GH_TOKEN", "t"),
+            ("PATH", "/bin"),
+            ("LANG", "C"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let names = |declared: &[CapabilityRule]| -> Vec<String> {
+            declared_env_candidates(declared, &env)
+                .into_iter()
+                .map(|(k, _)| k.to_string())
+                .collect()
+        };
+        assert!(names(&[rule("exec:git")]).is_empty());
+        assert_eq!(
+            names(&[rule("env:PATH"), rule("env:NOPE"), rule("exec:*")]),
+            ["PATH"]
+        );
+        assert_eq!(names(&[rule("env:*TOKEN")]), ["GH_TOKEN"]);
+        assert_eq!(names(&[rule("env:*")]).len(), 4);
+    }
 
     fn base() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,6 @@
 //! the time ran out, or the run was cancelled — the whole group is killed
 //! before the program is reaped, so nothing it started outlives the call.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -41,7 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, json_type, opt, p};
-use crate::capability::{CapabilityKind, CapabilityRule, Decision, Scope, Target};
+use crate::capability::{CapabilityKind, Target};
 
 /// The most bytes kept from each of stdout and stderr.
 pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
@@ -394,156 +393,40 @@ fn checked_cwd(ctx: &CallCtx, cwd: &str) -> Result<PathBuf, HostError> {
     Ok(path)
 }
 
-/// What the child may reach: the folders the skill may read and write and
-/// the programs it may run, each allowed outright by the policy (a grant
-/// that would need asking is not lent to a program, which cannot ask), minus
-/// keel's control plane and every path the policy denies or asks about.
+/// What the child may reach: what the gate allows outright
+/// ([`Gate::sandbox_roots`](crate::kernel::gate::Gate::sandbox_roots)), the
+/// program itself, and the other programs the skill may run found on PATH.
 fn sandbox_spec(ctx: &CallCtx, program: &Path) -> crate::sandbox::Spec {
-    let gate = ctx.kernel.gate();
-    let policy = gate.policy();
-    let grants = gate.grants(&ctx.skill.name);
-    let allowed = |kind: CapabilityKind, target: Target<'_>| {
-        policy
-            .decide(&ctx.skill.name, &grants, kind, &target)
-            .decision
-            == Decision::Allow
-            && ctx.check(kind, target).is_ok()
-    };
-    let sets = std::iter::once(&policy.global).chain(policy.skills.get(&ctx.skill.name));
-    let plain_path = |r: &CapabilityRule| match &r.scope {
-        Scope::Path { path, glob: false } => Some(path.clone()),
-        _ => None,
-    };
-
+    let roots = ctx.kernel.gate().sandbox_roots(&ctx.caller(None));
     let mut spec = crate::sandbox::Spec {
         execute: vec![program.to_path_buf()],
-        ..Default::default()
+        read: roots.read,
+        write: roots.write,
+        excluded: roots.excluded,
+        network: roots.network,
     };
-    for kind in [CapabilityKind::FsRead, CapabilityKind::FsWrite] {
-        let declared = ctx.skill.declared.iter().filter(|r| r.kind == kind);
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        for rule in declared {
-            match &rule.scope {
-                Scope::Path { path, glob: false } => candidates.push(path.clone()),
-                // `fs.read:*`: whatever the policy and grants name outright.
-                Scope::Any => candidates.extend(
-                    sets.clone()
-                        .flat_map(|s| s.allow.iter())
-                        .chain(grants.iter())
-                        .filter(|r| r.kind == kind)
-                        .filter_map(plain_path),
-                ),
-                // Glob scopes cannot be expressed as Landlock rules: the
-                // child gets nothing from them.
-                _ => {}
-            }
-        }
-        let roots: Vec<PathBuf> = candidates
-            .into_iter()
-            .filter(|p| allowed(kind, Target::Path(p)))
-            .collect();
-        for set in sets.clone() {
-            spec.excluded.extend(
-                set.deny
-                    .iter()
-                    .chain(set.ask.iter())
-                    .filter(|r| r.kind == kind)
-                    .filter_map(plain_path),
-            );
-        }
-        match kind {
-            CapabilityKind::FsRead => spec.read = roots,
-            _ => spec.write = roots,
-        }
-    }
-    // Other programs the skill may run by exact name (git running ssh).
     let path_var = ctx.kernel.env().get("PATH").map(String::as_str);
-    for rule in ctx.skill.declared.iter() {
-        if let (CapabilityKind::Exec, Scope::Name(name)) = (rule.kind, &rule.scope)
-            && !name.contains('*')
-            && policy
-                .decide(
-                    &ctx.skill.name,
-                    &grants,
-                    CapabilityKind::Exec,
-                    &Target::Name(name),
-                )
-                .decision
-                == Decision::Allow
+    for name in &roots.programs {
+        let found = if name.starts_with('/') {
+            Path::new(name).canonicalize().ok()
+        } else {
+            find_on_path(name, path_var).and_then(|p| p.canonicalize().ok())
+        };
+        if let Some(p) = found
+            && !spec.execute.contains(&p)
         {
-            let found = if name.starts_with('/') {
-                Path::new(name).canonicalize().ok()
-            } else {
-                find_on_path(name, path_var).and_then(|p| p.canonicalize().ok())
-            };
-            if let Some(p) = found
-                && !spec.execute.contains(&p)
-            {
-                spec.execute.push(p);
-            }
+            spec.execute.push(p);
         }
     }
-    // keel's own files, which no program a skill runs may reach: the same
-    // list the gate refuses file capabilities on.
-    spec.excluded.extend(
-        ctx.kernel
-            .gate()
-            .protected()
-            .all_forms()
-            .map(Path::to_path_buf),
-    );
-    spec.network = ctx.skill.declared.iter().any(|r| {
-        r.kind == CapabilityKind::NetHttp && !ctx.skill.pending.iter().any(|p| p == &r.text)
-    });
     spec
 }
 
-/// The environment for the child: declared variables that exist and that
-/// the gate allows without asking anyone.
+/// The environment for the child: what the gate lets a program see
+/// ([`Gate::child_env`](crate::kernel::gate::Gate::child_env)).
 fn child_env(ctx: &CallCtx) -> Vec<(String, String)> {
-    let candidates = declared_env_candidates(&ctx.skill.declared, ctx.kernel.env());
-    if candidates.is_empty() {
-        return Vec::new();
-    }
-    // The policy is consulted first only to skip variables that would
-    // prompt; the gate still decides (and audits) every variable passed on.
-    let gate = ctx.kernel.gate();
-    let policy = gate.policy();
-    let grants = gate.grants(&ctx.skill.name);
-    candidates
-        .into_iter()
-        .filter(|(name, _)| {
-            let target = Target::Name(name);
-            policy
-                .decide(&ctx.skill.name, &grants, CapabilityKind::Env, &target)
-                .decision
-                == Decision::Allow
-                && ctx.check(CapabilityKind::Env, target).is_ok()
-        })
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Variables of `env` covered by a declared `env` rule.
-fn declared_env_candidates<'a>(
-    declared: &[CapabilityRule],
-    env: &'a BTreeMap<String, String>,
-) -> Vec<(&'a str, &'a str)> {
-    let rules: Vec<&CapabilityRule> = declared
-        .iter()
-        .filter(|r| r.kind == CapabilityKind::Env && matches!(r.scope, Scope::Any | Scope::Name(_)))
-        .collect();
-    if rules.is_empty() {
-        return Vec::new();
-    }
-    env.iter()
-        .filter(|(k, _)| {
-            rules
-                .iter()
-                .any(|r| r.covers(CapabilityKind::Env, &Target::Name(k)))
-        })
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
+    ctx.kernel
+        .gate()
+        .child_env(&ctx.caller(None), ctx.kernel.env())
 }
 
 // ---------------------------------------------------------------------------
@@ -949,35 +832,6 @@ mod tests {
         let c = read_capped(&mut r, 100_000);
         assert_eq!(c.data.len(), 100_000);
         assert!(c.truncated);
-    }
-
-    #[test]
-    fn only_declared_variables_are_candidates() {
-        let ws = std::env::temp_dir();
-        let base = crate::capability::ScopeBase { workspace: &ws };
-        let rule = |s: &str| CapabilityRule::parse(s, &base).unwrap();
-        let env: BTreeMap<String, String> = [
-            ("HOME", "/h"),
-            ("GH_TOKEN", "t"),
-            ("PATH", "/bin"),
-            ("LANG", "C"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let names = |declared: &[CapabilityRule]| -> Vec<String> {
-            declared_env_candidates(declared, &env)
-                .into_iter()
-                .map(|(k, _)| k.to_string())
-                .collect()
-        };
-        assert!(names(&[rule("exec:git")]).is_empty());
-        assert_eq!(
-            names(&[rule("env:PATH"), rule("env:NOPE"), rule("exec:*")]),
-            ["PATH"]
-        );
-        assert_eq!(names(&[rule("env:*TOKEN")]), ["GH_TOKEN"]);
-        assert_eq!(names(&[rule("env:*")]).len(), 4);
     }
 
     #[cfg(unix)]

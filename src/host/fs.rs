@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, p};
-use crate::capability::gate::Allowed;
 use crate::capability::{CapabilityKind, CapabilityRule, Scope, Target};
+use crate::kernel::gate::Allowed;
 
 /// Largest file `fs.read` returns.
 pub const MAX_READ: u64 = 16 * 1024 * 1024;

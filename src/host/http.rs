@@ -1,7 +1,9 @@
 //! `keel.http`: HTTP requests, gated by `net.http`.
 //!
 //! Every hop of a request — the first URL and each redirect — goes through
-//! the same steps, in this order, before a byte is sent:
+//! the same steps, in this order, before a byte is sent (steps 2-5 are one
+//! call to the gate, [`Gate::check_connect`](crate::kernel::gate::Gate::check_connect),
+//! which is handed the resolver):
 //!
 //! 1. [`net::parse_target`]: http/https only, no credentials in the URL,
 //!    alternative IP spellings normalised;
@@ -36,8 +38,9 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{Args, CallCtx, HostError, HostFn, json_type, opt, p};
-use crate::capability::net::{self, Host, HostRule, NetError};
-use crate::capability::{CapabilityKind, CapabilityRule, Scope, Target};
+use crate::capability::CapabilityKind;
+use crate::capability::net::{self, Host, NetError};
+use crate::kernel::gate::ConnectError;
 
 /// The largest response body keel reads, in bytes.
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -500,7 +503,6 @@ fn perform(ctx: &CallCtx, spec: RequestSpec) -> Result<HttpResponse, HostError> 
         timeout,
     } = spec;
     let budget = Budget::new(timeout, ctx.remaining()?);
-    let rules = declared_host_rules(&ctx.skill.declared);
 
     let mut target = net::parse_target(&url).map_err(|e| {
         HostError::BadArgument(format!(
@@ -513,7 +515,7 @@ fn perform(ctx: &CallCtx, spec: RequestSpec) -> Result<HttpResponse, HostError> 
 
     for hop in 0..=MAX_REDIRECTS {
         let what = format!("http {method} {}", display_url(&target.url));
-        let addrs = check_hop(ctx, &rules, &target, &budget, &what)?;
+        let addrs = check_hop(ctx, &target, &budget, &what)?;
         tracing::debug!(
             skill = %ctx.skill.name,
             method = %method,
@@ -578,67 +580,44 @@ const BODY_HEADERS: &[&str] = &["content-type", "content-encoding", "content-lan
 /// Headers that carry credentials, dropped when a redirect leaves the origin.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
-/// Steps 2-5 of the module docs for one hop; returns the addresses the
-/// connection may use.
+/// Steps 2-5 of the module docs for one hop, all decided by the gate
+/// ([`Gate::check_connect`](crate::kernel::gate::Gate::check_connect));
+/// returns the addresses the connection may use.
 fn check_hop(
     ctx: &CallCtx,
-    rules: &[HostRule],
     target: &net::Target,
     budget: &Budget,
     what: &str,
 ) -> Result<Vec<SocketAddr>, HostError> {
-    ctx.check(
-        CapabilityKind::NetHttp,
-        Target::Host {
-            host: &target.host,
-            port: target.port,
-        },
-    )?;
-    let ips = resolve(ctx, target, budget, what)?;
-    let addrs = net::check_addresses(rules, target, &ips).map_err(|e| match e {
-        NetError::NoAddresses { .. } => HostError::Failed(format!("{what}: {e}")),
-        other => HostError::Denied(format!("{what}: {other}")),
-    })?;
-    for addr in &addrs {
-        let ip = Host::Ip(addr.ip());
-        // An IP-literal target was just checked as itself.
-        if !net::is_public(addr.ip()) && ip != target.host {
-            ctx.check(
-                CapabilityKind::NetHttp,
-                Target::Host {
-                    host: &ip,
-                    port: addr.port(),
-                },
-            )?;
-        }
-    }
-    Ok(addrs)
-}
-
-/// The host rules a skill declared for `net.http`.
-fn declared_host_rules(declared: &[CapabilityRule]) -> Vec<HostRule> {
-    declared
-        .iter()
-        .filter(|r| r.kind == CapabilityKind::NetHttp)
-        .filter_map(|r| match &r.scope {
-            Scope::Host(h) => Some(h.clone()),
-            _ => None,
+    let approver = ctx.approver();
+    let caller = ctx.caller(
+        approver
+            .as_ref()
+            .map(|a| a as &dyn crate::kernel::gate::Approver),
+    );
+    ctx.kernel
+        .gate()
+        .check_connect(&caller, target, |name, port| {
+            resolve(ctx, name, port, budget, what)
         })
-        .collect()
+        .map_err(|e| match e {
+            ConnectError::Gate(e) => HostError::Denied(e.to_string()),
+            ConnectError::Net(e @ NetError::NoAddresses { .. }) => {
+                HostError::Failed(format!("{what}: {e}"))
+            }
+            ConnectError::Net(other) => HostError::Denied(format!("{what}: {other}")),
+            ConnectError::Resolve(e) => e,
+        })
 }
 
 fn resolve(
     ctx: &CallCtx,
-    target: &net::Target,
+    name: &str,
+    port: u16,
     budget: &Budget,
     what: &str,
 ) -> Result<Vec<IpAddr>, HostError> {
-    let name = match &target.host {
-        Host::Ip(ip) => return Ok(vec![*ip]),
-        Host::Name(name) => name.as_str(),
-    };
     let left = budget.left(what)?;
-    let port = target.port;
     let looked_up = ctx.kernel.runtime().block_on(async move {
         tokio::time::timeout(left, tokio::net::lookup_host((name, port))).await
     });
@@ -1172,25 +1151,6 @@ mod tests {
         let h = response_headers(&map);
         assert_eq!(h["content-type"], "text/plain");
         assert_eq!(h["x-a"], "1, 2");
-    }
-
-    #[test]
-    fn declared_host_rules_keep_only_net_http_scopes() {
-        let ws = std::env::temp_dir();
-        let base = crate::capability::ScopeBase { workspace: &ws };
-        let declared: Vec<CapabilityRule> = [
-            "net.http:api.example.com",
-            "exec:git",
-            "net.http:*",
-            "net.http:127.0.0.1:8080",
-        ]
-        .iter()
-        .map(|s| CapabilityRule::parse(s, &base).unwrap())
-        .collect();
-        let rules = declared_host_rules(&declared);
-        assert_eq!(rules.len(), 3);
-        let t = net::parse_target("http://127.0.0.1:8080/").unwrap();
-        assert!(net::check_addresses(&rules, &t, &[]).is_ok());
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         let text = serde_json::to_string(&value).map_err(|e| {
             HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}"))
         })?;
-        let limit = ctx.kernel.config().limits_for(&ctx.skill.name).kv_bytes;
+        let limit = ctx.kernel.limits_for(&ctx.skill.name).kv_bytes;
         store
             .kv_set(ctx.kernel.workspace(), &ctx.skill.name, key, &text, limit)
             .map_err(store_err)?;

@@ -71,7 +71,7 @@ fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let mut msgs = messages(&args.any(0))?;
     let options = args.opt_object(1)?;
     let opt = |k: &str| options.and_then(|o| o.get(k)).filter(|v| !v.is_null());
-    let limit = ctx.kernel.config().agent.max_output_tokens;
+    let limit = ctx.kernel.max_output_tokens();
     let max_tokens = match opt("max_tokens") {
         None => 1024.min(limit),
         Some(v) => match v.as_u64() {

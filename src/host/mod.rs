@@ -11,7 +11,15 @@
 //! which is never a runtime worker, so blocking I/O here stalls only the call
 //! that asked for it. Anything that waits honours the call's deadline.
 //! Host functions never check capabilities themselves beyond naming the
-//! target: they call [`CallCtx::check`], which goes to the one gate.
+//! target: they call [`CallCtx::check`], which goes to the one gate, or one
+//! of the gate's composite decisions (`check_connect` for an HTTP hop,
+//! `child_env` and `sandbox_roots` for a program a skill runs); none of them
+//! reads the policy or the grants. `tests/gate_coverage.rs` walks
+//! [`namespaces`] and proves every function that declares a capability is
+//! refused and audited by the gate.
+//!
+//! A call sees the kernel only through [`CallKernel`]: the few things a host
+//! function may use, listed in one place.
 
 pub mod env;
 pub mod exec;
@@ -31,10 +39,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::capability::gate::{Allowed, ApprovalRequest, Approver};
 use crate::capability::{CapabilityKind, Target};
 use crate::kernel::Kernel;
+use crate::kernel::gate::Gate;
+use crate::kernel::gate::{Allowed, ApprovalRequest, Approver, Caller};
 use crate::skill::SkillIdentity;
+use crate::store::Store;
 
 /// One parameter of a host function, for binding arity and for docs.
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +220,8 @@ pub fn json_type(v: &Value) -> &'static str {
 /// kernel state.
 #[derive(Clone)]
 pub struct CallCtx {
-    pub kernel: Kernel,
+    /// The kernel as a host call sees it: only what a call may use.
+    pub kernel: CallKernel,
     /// The skill whose code runs *as a tool*: the authority for every check.
     pub skill: SkillIdentity,
     /// The tool being called (`notes.add`).
@@ -224,6 +235,76 @@ pub struct CallCtx {
     pub paused_ns: Arc<AtomicU64>,
     /// The agent run this call belongs to, if any (nested calls inherit it).
     pub run: Option<Arc<RunLink>>,
+}
+
+/// The part of the kernel a host function may use, and nothing more: the
+/// gate, the workspace, the environment keel was given, the store (for the
+/// skill's kv data and token usage), the runtime (to wait on I/O with a
+/// timeout), the model chain, the skill's limits and `tools.call`'s entry.
+///
+/// Not reachable from here: the skill set, reloads, the event bus, the
+/// configuration as a whole, the data directory, the engine threads. A host
+/// function that needs more gets a new, named method here, so what host
+/// code can touch is listed in one place and reviewed as such.
+#[derive(Clone)]
+pub struct CallKernel(Kernel);
+
+impl CallKernel {
+    /// The narrow view of `kernel` for one call.
+    pub(crate) fn new(kernel: Kernel) -> Self {
+        Self(kernel)
+    }
+
+    /// The one gate: every effect is checked here.
+    pub fn gate(&self) -> &Gate {
+        self.0.gate()
+    }
+
+    /// The folder keel runs in: relative paths and the sandbox start here.
+    pub fn workspace(&self) -> &std::path::Path {
+        self.0.workspace()
+    }
+
+    /// The environment keel was given (scrubbed of keel's own secrets);
+    /// variables reach a script only through the gate.
+    pub fn env(&self) -> &std::collections::BTreeMap<String, String> {
+        self.0.env()
+    }
+
+    /// The store, for the skill's kv data and token usage.
+    pub fn store(&self) -> &Arc<Store> {
+        self.0.store()
+    }
+
+    /// The runtime, for waits that need one (name resolution, model calls).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.0.runtime()
+    }
+
+    /// The model chain, if a model is configured.
+    pub fn models(&self) -> Option<Arc<crate::llm::chain::ModelChain>> {
+        self.0.models()
+    }
+
+    /// The resource limits for `skill` (kv bytes and the like).
+    pub fn limits_for(&self, skill: &str) -> crate::config::Limits {
+        self.0.config().limits_for(skill)
+    }
+
+    /// The most output tokens one model call may ask for.
+    pub fn max_output_tokens(&self) -> u32 {
+        self.0.config().agent.max_output_tokens
+    }
+
+    /// `tools.call`'s entry: calls a tool as a child of `parent`.
+    pub fn call_tool_blocking(
+        &self,
+        name: &str,
+        args: Value,
+        parent: Option<&CallCtx>,
+    ) -> Result<Value, crate::tool::ToolError> {
+        self.0.call_tool_blocking(name, args, parent)
+    }
 }
 
 /// What a tool call made for an agent run carries: which run, whether it
@@ -243,7 +324,7 @@ impl RunLink {
 }
 
 /// Adds the time an approval took to the call's pause counter.
-struct TimedApprover<'a> {
+pub(crate) struct TimedApprover<'a> {
     inner: &'a dyn Approver,
     paused_ns: &'a AtomicU64,
 }
@@ -282,23 +363,32 @@ impl CallCtx {
         }
     }
 
+    /// Who answers `ask` for this call: the run's approver, timed so the
+    /// wait moves the deadline. `None` outside a run.
+    pub(crate) fn approver(&self) -> Option<TimedApprover<'_>> {
+        self.run.as_ref().map(|run| TimedApprover {
+            inner: run.approver.as_ref(),
+            paused_ns: &self.paused_ns,
+        })
+    }
+
+    /// This call as the gate sees it, with `approver` answering `ask`.
+    pub fn caller<'a>(&'a self, approver: Option<&'a dyn Approver>) -> Caller<'a> {
+        Caller {
+            skill: &self.skill,
+            tool: &self.tool,
+            approver,
+        }
+    }
+
     /// Asks the gate whether this call may touch `target` with `kind`;
     /// returns the declared rule that covers it and the rule that allowed it.
     pub fn check(&self, kind: CapabilityKind, target: Target<'_>) -> Result<Allowed, HostError> {
-        let timed;
-        let approver = match &self.run {
-            Some(run) => {
-                timed = TimedApprover {
-                    inner: run.approver.as_ref(),
-                    paused_ns: &self.paused_ns,
-                };
-                Some(&timed as &dyn Approver)
-            }
-            None => None,
-        };
+        let approver = self.approver();
+        let caller = self.caller(approver.as_ref().map(|a| a as &dyn Approver));
         self.kernel
             .gate()
-            .check_as(&self.skill, &self.tool, kind, &target, approver)
+            .check_call(&caller, kind, &target)
             .map_err(|e| HostError::Denied(e.to_string()))
     }
 

@@ -6,6 +6,7 @@
 //! inside a `CallCtx`. Tool calls run on blocking threads (engines never run
 //! on a runtime worker), so a slow script never stalls the runtime.
 
+pub mod gate;
 mod reload;
 
 use std::collections::BTreeMap;
@@ -18,13 +19,13 @@ use serde_json::Value;
 
 pub use reload::{ReloadOutcome, ReloadReport};
 
-use crate::capability::gate::Gate;
 use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
 use crate::host::CallCtx;
 use crate::skill::{self, SearchPath, SkillSet};
 use crate::store::{SkillCopy, Standing, Store, StoreError};
 use crate::tool::{ToolError, ToolName, validate_args};
+use gate::Gate;
 
 /// How deep `keel.tools.call` chains may nest.
 pub const MAX_TOOL_DEPTH: u32 = 8;
@@ -161,6 +162,7 @@ impl KernelBuilder {
         });
         let gate = Gate::new(
             self.config.policy.clone(),
+            store.clone(),
             store.clone(),
             self.config.workspace.clone(),
         )
@@ -541,7 +543,7 @@ impl Kernel {
             deadline = deadline.min(p.deadline);
         }
         let ctx = CallCtx {
-            kernel: self.clone(),
+            kernel: crate::host::CallKernel::new(self.clone()),
             skill: skill.identity.clone(),
             tool: name.to_string(),
             deadline,

@@ -655,7 +655,7 @@ mod tests {
         let limits = Limits::default();
         install_sandbox(&lua, &guard, &limits).unwrap();
         let ctx = CallCtx {
-            kernel,
+            kernel: crate::host::CallKernel::new(kernel),
             skill: Arc::new(crate::skill::SkillInfo {
                 name: "t".into(),
                 version: semver::Version::new(1, 0, 0),

@@ -1144,6 +1144,40 @@ fn set_kv_used(c: &Connection, workspace: &str, skill: &str, bytes: i64) -> rusq
     Ok(())
 }
 
+/// The gate reads the operator's grants from the store.
+impl crate::kernel::gate::GrantSource for Store {
+    fn grants_for(
+        &self,
+        workspace: &Path,
+        skill: &str,
+    ) -> Result<Vec<String>, crate::kernel::gate::StorageError> {
+        Ok(self
+            .grants(workspace, Some(skill))?
+            .into_iter()
+            .map(|g| g.capability)
+            .collect())
+    }
+}
+
+/// The gate writes every decision to the store's audit log.
+impl crate::kernel::gate::AuditSink for Store {
+    fn record(
+        &self,
+        e: &crate::kernel::gate::AuditEvent<'_>,
+    ) -> Result<(), crate::kernel::gate::StorageError> {
+        self.audit(&AuditEntry {
+            skill: e.skill,
+            version: e.version,
+            tool: e.tool,
+            capability: e.capability.name(),
+            target: e.target,
+            decision: e.decision.as_str(),
+            reason: e.reason,
+        })?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
