@@ -140,11 +140,16 @@ pub fn sweep(data_dir: &Path) -> usize {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > std::time::Duration::from_secs(60));
-            let unlocked = OpenOptions::new()
-                .write(true)
-                .open(entry.path())
-                .is_ok_and(|f| f.try_lock().is_ok());
-            if old && unlocked && std::fs::remove_file(entry.path()).is_ok() {
+            // Probe the lock only then: probing takes it for a moment, and
+            // a process locking its new file in that moment would fail to
+            // start.
+            let unlocked = || {
+                OpenOptions::new()
+                    .write(true)
+                    .open(entry.path())
+                    .is_ok_and(|f| f.try_lock().is_ok())
+            };
+            if old && unlocked() && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }
