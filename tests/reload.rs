@@ -188,7 +188,10 @@ fn a_call_in_flight_finishes_on_the_old_version() {
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("new")));
     // ...and still there after it: the swap neither waited for it nor
     // ended it.
-    assert!(!in_flight.is_finished(), "the held call ended before release");
+    assert!(
+        !in_flight.is_finished(),
+        "the held call ended before release"
+    );
     store
         .kv_set(&here, "greet", "release", "true", u64::MAX)
         .expect("release");

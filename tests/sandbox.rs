@@ -260,7 +260,12 @@ fn other_skills_keep_answering_while_one_runs_away() {
         // Both runaways are inside their loops before anything else runs.
         for skill in ["runaway", "rrun"] {
             guarded("the runaway to start spinning", async {
-                while store.kv_get(&here, skill, "spinning").ok().flatten().is_none() {
+                while store
+                    .kv_get(&here, skill, "spinning")
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
