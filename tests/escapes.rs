@@ -375,8 +375,14 @@ fn fs_symlinked_file_pointing_outside_is_refused() {
             json!({"path": "./notes/rel-link.txt", "content": "clobbered"}),
         );
         refused(lang, &c, &["`fs.write`"], &[]);
-        // Removing the link may or may not be allowed; the target must survive either way.
-        let _ = ws.call("p.fs_remove", json!({"path": "./notes/abs-link.txt"}));
+        // Removing the link removes the link (it lies in the granted
+        // folder), never what it points to.
+        let c = ws.call("p.fs_remove", json!({"path": "./notes/abs-link.txt"}));
+        assert_eq!(ok(lang, &c), json!(true));
+        assert!(
+            std::fs::symlink_metadata(ws.path("notes/abs-link.txt")).is_err(),
+            "[{lang:?}] the link is still there"
+        );
         assert_eq!(
             std::fs::read_to_string(out.join("secret.txt")).unwrap(),
             "OUTSIDE-SECRET"
