@@ -429,7 +429,7 @@ fn without_a_model_keel_finds_a_local_server_and_says_how_to_use_it() {
             };
             served += 1;
             s.set_nonblocking(false).unwrap();
-            s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
                 .unwrap();
             let mut buf = [0u8; 1024];
             let n = s.read(&mut buf).unwrap_or(0);

@@ -330,9 +330,11 @@ fn owner_files(ws: &Ws) -> Vec<String> {
 fn a_killed_owner_s_run_is_listed_failed_without_another_ask_and_its_lock_file_is_cleaned() {
     let model = FakeModel::scripted(
         Wire::OpenAi,
+        // The longest hold the fake allows: the run must still be running
+        // while the listings below look at it, however slow this machine.
         vec![Reply::Stall {
             text: "Thinking hard".into(),
-            hold_ms: 30_000,
+            hold_ms: 60_000,
         }],
     );
     let ws = notes_ws(&model, "");

@@ -179,13 +179,16 @@ fn keels_own_environ_block_is_scrubbed() {
     // keel's /proc/PID/environ while keel runs a program.
     let ws = ws("\"exec\" = [\"sleep\"]", &["exec:sleep"]);
     let secret = "sk-scrub-me-9876543210";
+    // The program outlives the test unless killed: keel is still running
+    // when its environ is read (checked below), whatever the machine's pace.
+    let tag = format!("304.{}", std::process::id());
     let mut child = ws
         .keel()
         .env("OPENAI_TEST_SECRET_KEY", secret)
         .args([
             "call",
             "x.run",
-            &json!({ "argv": ["sleep", "3"] }).to_string(),
+            &json!({ "argv": ["sleep", &tag] }).to_string(),
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -219,9 +222,24 @@ fn keels_own_environ_block_is_scrubbed() {
         !text.contains("KEEL_DATA_DIR="),
         "the block was not scrubbed"
     );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // A zombie's environ reads empty: the read above proves something only
+    // if keel was still running after it.
+    let pid = i32::try_from(pid).expect("pid");
+    assert!(
+        alive(pid) && !is_zombie(pid),
+        "keel ended before its environ was read"
+    );
+    child.kill().expect("kill keel");
     let _ = child.wait();
-    assert!(!status.is_empty());
+    let wanted = format!("sleep\0{tag}\0").into_bytes();
+    let left: Vec<i32> = pids_with_cmdline(&wanted)
+        .into_iter()
+        .filter(|p| !gone_eventually(*p))
+        .collect();
+    for p in &left {
+        // SAFETY: cleaning up what this test started.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
 }
 
 #[test]

@@ -234,20 +234,27 @@ fn mistakes_in_models_and_policy_give_file_line_and_did_you_mean() {
 
 #[test]
 fn logs_in_a_pipe_carry_no_colour_codes() {
-    // A warning is logged (the run transition of a broken model), and
+    // keel logs a retry at info level (a 503, then a 400 ends the run), and
     // stderr is a pipe here.
     let model = FakeModel::scripted(
         Wire::OpenAi,
-        vec![Reply::Status {
-            code: 400,
-            retry_after: None,
-            message: "bad request".into(),
-        }],
+        vec![
+            Reply::Status {
+                code: 503,
+                retry_after: None,
+                message: "overloaded".into(),
+            },
+            Reply::Status {
+                code: 400,
+                retry_after: None,
+                message: "bad request".into(),
+            },
+        ],
     );
     let ws = notes_ws(&model, "");
     let out = run(ws.keel().env("KEEL_LOG", "debug").args(["ask", "hello"]));
     assert!(
-        out.stderr.contains("DEBUG") || out.stderr.contains("WARN"),
+        out.stderr.contains("INFO") && out.stderr.contains("retrying"),
         "{}",
         out.stderr
     );

@@ -69,7 +69,7 @@ fn always_stores_exactly_the_rule_the_prompt_showed() {
     let _g = rt.enter();
     let mut handle = agent.submit(&session.id, "run true").expect("submit");
     let approval = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(Duration::from_secs(90), async {
             loop {
                 match handle.events.recv().await {
                     Some(keel::agent::RunEvent::Approval(a)) => return a,
@@ -79,7 +79,7 @@ fn always_stores_exactly_the_rule_the_prompt_showed() {
             }
         })
         .await
-        .expect("an approval request within 10 s")
+        .expect("no approval request (guard: 90 s)")
     });
     assert_eq!(approval.rule, "exec:true");
     // Every front end shows the exact rule.
@@ -102,9 +102,9 @@ fn always_stores_exactly_the_rule_the_prompt_showed() {
         answered.stdout
     );
     let outcome = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), handle.wait())
+        tokio::time::timeout(Duration::from_secs(90), handle.wait())
             .await
-            .expect("the run goes on within 10 s of the answer")
+            .expect("the run did not go on after the answer (guard: 90 s)")
     });
     assert_eq!(outcome.state, "done", "{outcome:?}");
     assert!(!outcome.tool_calls[0].is_error, "{outcome:?}");

@@ -136,20 +136,65 @@ fn a_load_error_at_top_level_keeps_the_old_version() {
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
 }
 
+/// `greet` with kv, whose `slow` tool says (kv `entered`) that it is
+/// running, then holds until the test sets kv `release` (bounded: it gives
+/// up after about 20 s, well inside the 30 s call deadline).
+const HOLD_MANIFEST: &str = r#"
+[skill]
+name = "greet"
+version = "1.0.0"
+description = "greets"
+entry = "main.luau"
+[capabilities]
+kv = true
+[[tools]]
+name = "hi"
+description = "says hi"
+[[tools]]
+name = "slow"
+description = "holds until released, then answers with its version"
+"#;
+
+fn hold_src(word: &str) -> String {
+    format!(
+        "local M = {{}}\nfunction M.hi() return '{word}' end\nfunction M.slow()\n  keel.kv.set('entered', '{word}')\n  for _ = 1, 4000 do\n    if keel.kv.get('release') then return '{word}' end\n    keel.time.sleep(5)\n  end\n  return 'never released'\nend\nreturn M\n"
+    )
+}
+
 #[test]
 fn a_call_in_flight_finishes_on_the_old_version() {
     let ws = Ws::new()
-        .skill("greet", MANIFEST, &[("main.luau", &src("old"))])
-        .policy("");
+        .skill("greet", HOLD_MANIFEST, &[("main.luau", &hold_src("old"))])
+        .policy("[policy]\nallow = [\"kv\"]\n");
     let rt = runtime();
     let k = ws.kernel(&rt);
+    let store = k.store().clone();
+    let here = k.workspace().to_path_buf();
     let k2 = k.clone();
     let in_flight = rt.spawn(async move { k2.call_tool("greet.slow", json!({})).await });
-    // Let the slow call enter its engine before the swap.
-    std::thread::sleep(Duration::from_millis(200));
-    ws.write("skills/greet/main.luau", &src("new"));
-    k.reload();
+    // The slow call is inside the old engine before the swap...
+    eventually("the slow call to enter the old version", || {
+        store.kv_get(&here, "greet", "entered").ok().flatten() == Some("\"old\"".into())
+    });
+    ws.write("skills/greet/main.luau", &hold_src("new"));
+    let report = k.reload();
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, ReloadOutcome::Reloaded { skill } if skill == "greet@1.0.0")),
+        "{report:?}"
+    );
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("new")));
+    // ...and still there after it: the swap neither waited for it nor
+    // ended it.
+    assert!(
+        !in_flight.is_finished(),
+        "the held call ended before release"
+    );
+    store
+        .kv_set(&here, "greet", "release", "true", u64::MAX)
+        .expect("release");
     let old = rt.block_on(in_flight).expect("join").expect("slow call");
     assert_eq!(old, json!("old"));
 }
@@ -316,6 +361,7 @@ fn the_watcher_picks_up_edits_additions_and_deletions() {
         .policy("");
     let rt = runtime();
     let k = ws.kernel(&rt);
+    let mut events = k.subscribe();
     let _watcher = keel::skill::watch::watch(&k).expect("watch");
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")));
 
@@ -333,12 +379,26 @@ fn the_watcher_picks_up_edits_additions_and_deletions() {
     });
 
     // Half-written file: the working version keeps serving throughout.
+    while events.try_recv().is_ok() {}
     std::fs::write(
         ws.path("skills/greet/main.luau"),
         "local M = {}\nfunction M.hi()",
     )
     .expect("half");
-    std::thread::sleep(Duration::from_millis(150));
+    // Wait for the watcher to see the half-written file and reject it
+    // (its reload event says so), then check the old version serves.
+    eventually("the watcher to reject the half-written file", || {
+        while let Ok(e) = events.try_recv() {
+            if let keel::kernel::KernelEvent::Reloaded(r) = e
+                && r.outcomes.iter().any(|o| {
+                    matches!(o, ReloadOutcome::Failed { kept: Some(kept), .. } if kept == "greet@1.0.0")
+                })
+            {
+                return true;
+            }
+        }
+        false
+    });
     assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("three")));
     ws.write("skills/greet/main.luau", &src("four"));
     eventually("completed write to be served", || {

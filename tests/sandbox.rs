@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Ws, runtime};
@@ -14,9 +16,14 @@ name = "runaway"
 version = "1.0.0"
 description = "misbehaves"
 entry = "main.luau"
+[capabilities]
+kv = true
 [[tools]]
 name = "spin"
 description = "loops forever"
+[[tools]]
+name = "spin_signalled"
+description = "says it is spinning (kv), then loops forever"
 [[tools]]
 name = "spin_pcall"
 description = "loops forever inside pcall, retrying"
@@ -49,6 +56,7 @@ description = "answers"
 const RUNAWAY_LUAU: &str = r#"
 local M = {}
 function M.spin() while true do end end
+function M.spin_signalled() keel.kv.set("spinning", true) while true do end end
 function M.spin_pcall()
   while true do
     pcall(function() while true do end end)
@@ -100,9 +108,14 @@ name = "rrun"
 version = "1.0.0"
 description = "misbehaves in rhai"
 entry = "main.rhai"
+[capabilities]
+kv = true
 [[tools]]
 name = "spin"
 description = "loops forever inside try"
+[[tools]]
+name = "spin_signalled"
+description = "says it is spinning (kv), then loops forever"
 [[tools]]
 name = "deep"
 description = "recurses"
@@ -116,6 +129,7 @@ description = "answers"
 
 const RHAI_SRC: &str = r#"
 fn spin(args) { loop { try { loop { } } catch (e) { } } }
+fn spin_signalled(args) { keel::kv::set("spinning", true); loop { } }
 fn f(n) { f(n + 1) + 1 }
 fn deep(args) { try { f(1) } catch (e) { "caught" } }
 fn grow(args) { let s = "xxxxxxxx"; loop { try { s += s; } catch (e) { } } }
@@ -202,50 +216,90 @@ fn operation_budget_is_enforced() {
         .err_contains(&["operation budget of 100000"]);
 }
 
+struct Never;
+impl keel::capability::gate::Approver for Never {
+    fn approve(&self, _: &keel::capability::gate::ApprovalRequest) -> bool {
+        false
+    }
+}
+
+/// Waits (bounded) for `f`; the bound is a failure guard, not a speed
+/// assertion: what it guards against lasts ten minutes.
+async fn guarded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+}
+
 #[test]
 fn other_skills_keep_answering_while_one_runs_away() {
-    let ws = ws().policy("[limits]\ntimeout_ms = 3000\n");
+    // The runaways would spin for ten minutes: every answer below comes
+    // while they are provably still spinning, and they end by cancellation.
+    let ws = ws().policy("[policy]\nallow = [\"kv\"]\n[limits]\ntimeout_ms = 600000\n");
     let rt = runtime();
     let kernel = ws.kernel(&rt);
+    let store = kernel.store().clone();
+    let here = kernel.workspace().to_path_buf();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let link = Arc::new(keel::host::RunLink {
+        run_id: "r_test".into(),
+        cancelled: cancelled.clone(),
+        approver: Arc::new(Never),
+    });
     rt.block_on(async {
-        let k = kernel.clone();
-        let spinning = tokio::spawn(async move { k.call_tool("runaway.spin", json!({})).await });
-        let k = kernel.clone();
-        let rspinning = tokio::spawn(async move { k.call_tool("rrun.spin", json!({})).await });
-        // Both runaways are busy for 3 s; other calls answer meanwhile.
+        let (k, l) = (kernel.clone(), link.clone());
+        let spinning = tokio::spawn(async move {
+            k.call_tool_for("runaway.spin_signalled", json!({}), Some(l))
+                .await
+        });
+        let (k, l) = (kernel.clone(), link.clone());
+        let rspinning = tokio::spawn(async move {
+            k.call_tool_for("rrun.spin_signalled", json!({}), Some(l))
+                .await
+        });
+        // Both runaways are inside their loops before anything else runs.
+        for skill in ["runaway", "rrun"] {
+            guarded("the runaway to start spinning", async {
+                while store
+                    .kv_get(&here, skill, "spinning")
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+        }
         for _ in 0..20 {
-            let pong = tokio::time::timeout(
-                Duration::from_secs(2),
+            let pong = guarded(
+                "other.ping (it must not wait behind the runaway)",
                 kernel.call_tool("other.ping", json!({})),
             )
             .await
-            .expect("other.ping must not wait behind the runaway")
             .expect("ping");
             assert_eq!(pong, json!("pong"));
         }
         // The runaway skill itself serves a second call on another engine.
-        let ok = tokio::time::timeout(
-            Duration::from_secs(2),
+        let ok = guarded(
+            "runaway.ok on a second engine",
             kernel.call_tool("runaway.ok", json!({})),
         )
         .await
-        .expect("second engine")
         .expect("ok");
         assert_eq!(ok, json!("ok"));
         assert!(
-            !spinning.is_finished(),
-            "the runaway should still be running"
+            !spinning.is_finished() && !rspinning.is_finished(),
+            "the runaways should still be running"
         );
-        let err = spinning
-            .await
-            .expect("join")
-            .expect_err("runaway must fail");
-        assert!(err.to_string().contains("deadline"), "{err}");
-        let err = rspinning
-            .await
-            .expect("join")
-            .expect_err("runaway must fail");
-        assert!(err.to_string().contains("deadline"), "{err}");
+        cancelled.store(true, Ordering::Relaxed);
+        for (name, h) in [("runaway", spinning), ("rrun", rspinning)] {
+            let err = guarded("the cancelled runaway to end", h)
+                .await
+                .expect("join")
+                .expect_err("runaway must fail");
+            assert!(err.to_string().contains("cancelled"), "{name}: {err}");
+        }
     });
 }
 

@@ -908,12 +908,64 @@ mod tests {
         assert_eq!(out.into_json()["truncated"], true);
     }
 
-    #[cfg(unix)]
+    /// Whether process `pid` no longer runs: reaped, or a zombie.
+    #[cfg(target_os = "linux")]
+    fn not_running(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    /// Waits (bounded: a failure guard, not a speed check) for `f`.
+    #[cfg(target_os = "linux")]
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for: {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The pid a script wrote to `file` (with its newline), once it has.
+    #[cfg(target_os = "linux")]
+    fn pid_in(file: &std::path::Path) -> Option<i32> {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.strip_suffix('\n')?.parse().ok()
+    }
+
+    /// Processes still running (not zombies) whose command line holds
+    /// `tag` as one argument.
+    #[cfg(target_os = "linux")]
+    fn running_with(tag: &str) -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == tag.as_bytes()))
+                    && !not_running(*pid)
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_child_past_its_limit_is_killed() {
-        let started = Instant::now();
+        // The sleep outlives the test unless keel kills it: the test checks
+        // that nothing carrying its unique argument still runs (the shell,
+        // or the sleep it became), not how fast the call came back.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!("600.{}{nanos:09}", std::process::id());
         let err = run_child(
-            &mut sh("exec sleep 30", &[]),
+            &mut sh(r#"exec sleep "$1""#, &[&tag]),
             None,
             Duration::from_millis(200),
             1024,
@@ -924,7 +976,9 @@ mod tests {
             matches!(err, RunError::TimedOut { after_exit: false }),
             "{err:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(20));
+        eventually("the timed-out child to be killed", || {
+            running_with(&tag).is_empty()
+        });
     }
 
     #[cfg(unix)]
@@ -944,30 +998,29 @@ mod tests {
         assert_eq!(v["success"], false);
     }
 
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_cancelled_run_stops_the_wait_at_once() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let flag = Arc::new(AtomicBool::new(false));
-        let setter = {
-            let flag = flag.clone();
-            thread::spawn(move || {
-                thread::sleep(Duration::from_millis(100));
-                flag.store(true, Ordering::Relaxed);
-            })
-        };
+        // The run is cancelled once the child says it is running (it wrote
+        // its background sleep's pid), so the cancel lands in the wait.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
         // Far beyond the test's patience: only cancellation can end it.
         let err = run_child(
-            &mut sh("sleep 600 & sleep 600", &[]),
+            &mut sh(
+                r#"sleep 600 & echo $! > "$1"; sleep 600"#,
+                &[file.to_str().unwrap()],
+            ),
             None,
             Duration::from_secs(3600),
             1024,
-            &|| flag.load(Ordering::Relaxed),
+            &|| pid_in(&file).is_some(),
         )
         .unwrap_err();
-        setter.join().unwrap();
         assert!(matches!(err, RunError::Cancelled), "{err:?}");
+        // The whole group went with it, the background sleep included.
+        let pid = pid_in(&file).expect("pid");
+        eventually("the background sleep to be killed", || not_running(pid));
     }
 
     #[cfg(unix)]
