@@ -529,7 +529,7 @@ fn cancelling_while_waiting_for_approval_expires_the_request() {
     assert_eq!(outcome.state, "cancelled", "{outcome:?}");
     let asked = asked.expect("no approval was asked for");
     // The waiting tool call notices the cancellation on its own thread.
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(30);
     let state = || h.store().approval(&asked).unwrap().unwrap().state;
     while state() == "pending" && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
@@ -784,12 +784,11 @@ fn cancelling_mid_stream_drops_the_stream_and_keeps_the_shown_text() {
         Wire::OpenAi,
         vec![Reply::Stall {
             text: "Let me think about that for a while.".into(),
-            hold_ms: 10_000,
+            hold_ms: 60_000,
         }],
     );
     let h = Harness::new(notes_ws(&model, ""));
     let session = h.session();
-    let started = Instant::now();
     let handle = h.submit(&session, "think");
     let run_id = handle.run_id.clone();
     let mut cancelled = false;
@@ -804,12 +803,9 @@ fn cancelling_mid_stream_drops_the_stream_and_keeps_the_shown_text() {
     });
     assert!(cancelled, "no text arrived to cancel on");
     assert_eq!(outcome.state, "cancelled", "{outcome:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the run waited for the stream: {:?}",
-        started.elapsed()
-    );
-    let until = Instant::now() + Duration::from_secs(3);
+    // The server holds the stream for 60 s: an abandoned stream means the
+    // run ended while it was still held, without waiting for it.
+    let until = Instant::now() + Duration::from_secs(30);
     while model.abandoned_streams() == 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -860,9 +856,10 @@ function M.ping() return "pong" end
 return M
 "#;
 
-/// Cancelling while a tool loops forever stops the script (not its 30 s
-/// timeout): with one engine allowed for the skill, the next run's call to
-/// the same skill gets an engine at once. The unfinished call gets an error
+/// Cancelling while a tool loops forever stops the script (not its
+/// ten-minute timeout): with one engine allowed for the skill, the next
+/// run's call to the same skill gets the engine — within that run's
+/// one-minute limit, so a script left running fails the test. The unfinished call gets an error
 /// result, so the next run's requests pair every call with a result.
 #[test]
 fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
@@ -877,13 +874,13 @@ fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
     let ws = Ws::new()
         .skill("spinner", SPINNER, &[("main.luau", SPINNER_SRC)])
         .policy(&format!(
-            "[policy]\nallow = [\"kv\"]\n\n[limits]\nmax_operations = 1000000000000000\n\n\
-             [limits.skills.spinner]\nmax_instances = 1\n\n{}",
+            "[policy]\nallow = [\"kv\"]\n\n[limits]\nmax_operations = 1000000000000000\n\
+             timeout_ms = 600000\n\n[limits.skills.spinner]\nmax_instances = 1\n\n\
+             [agent]\nmax_run_seconds = 60\n\n{}",
             model_table("main", &model)
         ));
     let h = Harness::new(ws);
     let session = h.session();
-    let started = Instant::now();
     let handle = h.submit(&session, "spin");
     let run_id = handle.run_id.clone();
     let mut canceller = None;
@@ -912,11 +909,6 @@ fn cancelling_mid_tool_stops_the_script_and_the_session_goes_on() {
         "not cancelled"
     );
     assert_eq!(outcome.state, "cancelled", "{outcome:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "cancelling took {:?}",
-        started.elapsed()
-    );
     assert_eq!(outcome.tool_calls.len(), 1);
 
     let next = h.ask(&session, "ping it");
