@@ -217,8 +217,8 @@ fn operation_budget_is_enforced() {
 }
 
 struct Never;
-impl keel::capability::gate::Approver for Never {
-    fn approve(&self, _: &keel::capability::gate::ApprovalRequest) -> bool {
+impl keel::kernel::gate::Approver for Never {
+    fn approve(&self, _: &keel::kernel::gate::ApprovalRequest) -> bool {
         false
     }
 }
