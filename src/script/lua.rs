@@ -458,14 +458,7 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 full()
             )));
         };
-        let out = catch_unwind(AssertUnwindSafe(|| {
-            (f.call)(
-                ctx,
-                Args {
-                    values,
-                },
-            )
-        }));
+        let out = catch_unwind(AssertUnwindSafe(|| (f.call)(ctx, Args::new(f.params, values))));
         // A host function that gave up waiting says `Deadline` for both
         // reasons; the call's context knows which it was.
         let stop = if ctx.cancelled() {
