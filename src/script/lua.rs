@@ -74,6 +74,83 @@ pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
     }
 }
 
+fn from_lua_options() -> mlua::serde::de::Options {
+    mlua::serde::de::Options::new().detect_mixed_tables(true)
+}
+
+/// A JSON value read from a Lua table: like `serde_json::Value`, but a
+/// map key may be a number (`{ "ls", cwd = "x" }` has keys 1 and `cwd`),
+/// written as its decimal text.
+struct LuaJson(Value);
+
+impl<'de> serde::Deserialize<'de> for LuaJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LuaJsonVisitor).map(LuaJson)
+    }
+}
+
+struct LuaJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LuaJsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON-shaped value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(LuaJson(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some((LuaJson(k), LuaJson(v))) = map.next_entry()? {
+            let key = match k {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "a table key must be a string or a number, got {}",
+                        crate::host::json_type(&other)
+                    )));
+                }
+            };
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Lua → JSON, with a message that says what could not be converted.
 pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
     match v {
@@ -89,7 +166,15 @@ pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
             Ok(text) => Ok(Value::String(text.to_string())),
             Err(_) => Err("string is not valid UTF-8".into()),
         },
-        other => lua.from_value::<Value>(other).map_err(|e| e.to_string()),
+        // A table with both list items and named keys arrives whole, as a
+        // map with keys "1", "2", …: mlua's default reads only its list
+        // part and drops the named keys without a word, which would make
+        // an option written there (`keel.exec.run{ "ls", cwd = "x" }`)
+        // silently ignored.
+        other => lua
+            .from_value_with::<LuaJson>(other, from_lua_options())
+            .map(|v| v.0)
+            .map_err(|e| e.to_string()),
     }
 }
 
