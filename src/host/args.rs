@@ -21,7 +21,8 @@
 //! Zero-parameter functions (`time.now`) never call [`Args::parse`]: the
 //! hot path of the cheapest host call pays nothing for this.
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{HostError, Param};
@@ -40,31 +41,46 @@ impl Args {
     }
 
     /// Reads the arguments into `T`, whose fields are the parameter names.
+    /// Strings can be borrowed (`&'a str`), as reading by index did.
     ///
     /// ```ignore
     /// #[derive(Deserialize)]
-    /// struct WriteArgs { path: String, content: String }
+    /// struct WriteArgs<'a> { path: &'a str, content: &'a str }
     /// let WriteArgs { path, content } = args.parse()?;
     /// ```
-    pub fn parse<T: DeserializeOwned>(self) -> Result<T, HostError> {
-        let de = Positional {
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, HostError> {
+        match T::deserialize(self.positional()) {
+            Ok(v) => Ok(v),
+            // Only on error is the same input read again, tracking the
+            // path to what was wrong (`opts.timeout_ms`): tracking it on
+            // every call would allocate each key and cost more than the
+            // parse itself.
+            Err(first) => Err(HostError::BadArgument(
+                match serde_path_to_error::deserialize::<_, T>(self.positional()) {
+                    Err(e) => describe(&e.path().to_string(), e.inner()),
+                    Ok(_) => describe("", &first),
+                },
+            )),
+        }
+    }
+
+    fn positional(&self) -> Positional<'_> {
+        Positional {
             names: self.params.iter(),
-            values: self.values.into_iter(),
+            values: self.values.iter(),
             pending: None,
-        };
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| HostError::BadArgument(describe(&e.path().to_string(), e.inner())))
+        }
     }
 }
 
 /// The positional values as a map from parameter name to value.
-struct Positional {
+struct Positional<'a> {
     names: std::slice::Iter<'static, Param>,
-    values: std::vec::IntoIter<Value>,
-    pending: Option<Value>,
+    values: std::slice::Iter<'a, Value>,
+    pending: Option<&'a Value>,
 }
 
-impl<'de> de::Deserializer<'de> for Positional {
+impl<'de> de::Deserializer<'de> for Positional<'de> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
@@ -78,7 +94,7 @@ impl<'de> de::Deserializer<'de> for Positional {
     }
 }
 
-impl<'de> MapAccess<'de> for Positional {
+impl<'de> MapAccess<'de> for Positional<'de> {
     type Error = serde_json::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -99,7 +115,10 @@ impl<'de> MapAccess<'de> for Positional {
         &mut self,
         seed: V,
     ) -> Result<V::Value, Self::Error> {
-        seed.deserialize(self.pending.take().unwrap_or(Value::Null))
+        match self.pending.take() {
+            Some(v) => seed.deserialize(v),
+            None => seed.deserialize(&Value::Null),
+        }
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -170,6 +189,7 @@ fn script_expected(expected: &str) -> String {
         "f32" | "f64" | "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => {
             "a number".to_string()
         }
+        "a borrowed string" => "a string".to_string(),
         "a map" => "a table".to_string(),
         "a sequence" => "a list".to_string(),
         e if e.starts_with("struct ") => "a table of options".to_string(),
@@ -202,7 +222,7 @@ fn script_word(got: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Millis(pub std::time::Duration);
 
-impl<'de> de::Deserialize<'de> for Millis {
+impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl Visitor<'_> for V {

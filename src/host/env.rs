@@ -23,13 +23,12 @@ pub const FUNCTIONS: &[HostFn] = &[HostFn {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GetArgs {
-    name: String,
+struct GetArgs<'a> {
+    name: &'a str,
 }
 
 fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let GetArgs { name } = args.parse()?;
-    let name = name.as_str();
     if name.is_empty() || name.contains('=') || name.contains('\0') {
         return Err(HostError::BadArgument(format!(
             "env.get: {name:?} is not a variable name"

@@ -221,21 +221,20 @@ const NO_WAIT: libc::c_int = libc::O_NONBLOCK | libc::O_NOCTTY;
 /// `fs.read`, `fs.list`, `fs.exists`, `fs.remove`, `fs.mkdir`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PathArgs {
-    path: String,
+struct PathArgs<'a> {
+    path: &'a str,
 }
 
 /// `fs.write`, `fs.append`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WriteArgs {
-    path: String,
-    content: String,
+struct WriteArgs<'a> {
+    path: &'a str,
+    content: &'a str,
 }
 
 fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let PathArgs { path } = args.parse()?;
-    let path = path.as_str();
     let kind = CapabilityKind::FsRead;
     let b = beneath(ctx, kind, path)?;
     let fd = beneath::open(b.root.as_fd(), &b.rel, libc::O_RDONLY | NO_WAIT, 0)
@@ -261,7 +260,6 @@ fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn write_with(ctx: &CallCtx, args: Args, append: bool) -> Result<Value, HostError> {
     let WriteArgs { path, content } = args.parse()?;
-    let (path, content) = (path.as_str(), content.as_str());
     let kind = CapabilityKind::FsWrite;
     let op = if append { "append" } else { "write" };
     let b = beneath(ctx, kind, path)?;
@@ -300,7 +298,6 @@ fn append(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let PathArgs { path } = args.parse()?;
-    let path = path.as_str();
     let kind = CapabilityKind::FsRead;
     let b = beneath(ctx, kind, path)?;
     let fd = beneath::open(
@@ -350,7 +347,6 @@ fn parent_and_name(rel: &Path) -> Option<(&Path, &OsStr)> {
 
 fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let PathArgs { path } = args.parse()?;
-    let path = path.as_str();
     let b = beneath(ctx, CapabilityKind::FsRead, path)?;
     let Some((parent, name)) = parent_and_name(&b.rel) else {
         // The root itself: its handle is open, so it exists.
@@ -373,7 +369,6 @@ fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let PathArgs { path } = args.parse()?;
-    let path = path.as_str();
     let kind = CapabilityKind::FsWrite;
     // Removing a symlink removes the link, not what it points to: resolve
     // the folder, keep the last component as written.
@@ -405,7 +400,6 @@ fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn mkdir(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let PathArgs { path } = args.parse()?;
-    let path = path.as_str();
     let kind = CapabilityKind::FsWrite;
     let b = beneath(ctx, kind, path)?;
     beneath::mkdir_all(b.root.as_fd(), &b.rel).map_err(|e| open_failed(kind, "mkdir", path, e))?;

@@ -53,13 +53,12 @@ fn encode(_ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DecodeArgs {
-    text: String,
+struct DecodeArgs<'a> {
+    text: &'a str,
 }
 
 fn decode(_ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let DecodeArgs { text } = args.parse()?;
-    let text = text.as_str();
     if text.len() > MAX_DECODE {
         return Err(HostError::BadArgument(format!(
             "json.decode: text is {} bytes; the limit is {MAX_DECODE}",

@@ -62,22 +62,23 @@ pub const FUNCTIONS: &[HostFn] = &[
 /// `kv.get`, `kv.delete`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyArgs {
-    key: String,
+struct KeyArgs<'a> {
+    key: &'a str,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SetArgs {
-    key: String,
+struct SetArgs<'a> {
+    key: &'a str,
     /// Any JSON-shaped value; nil deletes the key.
     value: Value,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListArgs {
-    prefix: Option<String>,
+struct ListArgs<'a> {
+    #[serde(borrow)]
+    prefix: Option<&'a str>,
 }
 
 fn store_err(e: crate::store::StoreError) -> HostError {
@@ -86,7 +87,6 @@ fn store_err(e: crate::store::StoreError) -> HostError {
 
 fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let KeyArgs { key } = args.parse()?;
-    let key = key.as_str();
     ctx.check(CapabilityKind::Kv, Target::None)?;
     match ctx
         .kernel
@@ -103,7 +103,6 @@ fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let SetArgs { key, value } = args.parse()?;
-    let key = key.as_str();
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let store = ctx.kernel.store();
     if value.is_null() {
@@ -124,7 +123,6 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let KeyArgs { key } = args.parse()?;
-    let key = key.as_str();
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let existed = ctx
         .kernel
@@ -136,7 +134,7 @@ fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let ListArgs { prefix } = args.parse()?;
-    let prefix = prefix.as_deref().unwrap_or("");
+    let prefix = prefix.unwrap_or("");
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let keys = ctx
         .kernel

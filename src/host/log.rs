@@ -7,8 +7,8 @@ use super::{Args, CallCtx, HostError, HostFn, opt, p};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LogArgs {
-    message: String,
+struct LogArgs<'a> {
+    message: &'a str,
     fields: Option<Value>,
 }
 

@@ -26,8 +26,8 @@ pub const FUNCTIONS: &[HostFn] = &[HostFn {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CallArgs {
-    name: String,
+struct CallArgs<'a> {
+    name: &'a str,
     /// The callee's arguments: any shape; its schema checks them.
     args: Option<Value>,
 }
@@ -37,7 +37,6 @@ fn call(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         name,
         args: tool_args,
     } = args.parse()?;
-    let name = name.as_str();
     let tool_args = match tool_args {
         None => Value::Object(Default::default()),
         // An empty Luau table arrives as an empty array.
