@@ -116,13 +116,107 @@ impl<'de> MapAccess<'de> for Positional<'de> {
         seed: V,
     ) -> Result<V::Value, Self::Error> {
         match self.pending.take() {
-            Some(v) => seed.deserialize(v),
-            None => seed.deserialize(&Value::Null),
+            Some(v) => seed.deserialize(Argument(v)),
+            None => seed.deserialize(Argument(&Value::Null)),
         }
     }
 
     fn size_hint(&self) -> Option<usize> {
         Some(self.values.len().min(self.names.len()))
+    }
+}
+
+/// One argument: read as JSON, except where a table of options is wanted.
+/// A Luau `{}` arrives as an empty list and means "no options", and a
+/// non-empty list is never an options table (serde would read a struct
+/// from a list by position and complain about `opts[0]`).
+struct Argument<'a>(&'a Value);
+
+impl<'de> de::Deserializer<'de> for Argument<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Array(items) if items.is_empty() => visitor.visit_map(NoEntries),
+            Value::Array(_) => Err(de::Error::invalid_type(
+                de::Unexpected::Seq,
+                &"a table of options",
+            )),
+            v => v.deserialize_struct(name, fields, visitor),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_str(visitor)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_string(visitor)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_f64(visitor)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_bool(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 char
+        bytes byte_buf unit unit_struct seq tuple
+        tuple_struct map identifier ignored_any
+    }
+}
+
+/// An options table with nothing in it.
+struct NoEntries;
+
+impl<'de> MapAccess<'de> for NoEntries {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        _: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("an empty table has no values"))
     }
 }
 
@@ -239,6 +333,9 @@ impl<'de> Deserialize<'de> for Millis {
                 }
             }
             fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Millis, E> {
+                if ms < 1 {
+                    return Err(E::invalid_value(de::Unexpected::Signed(ms), &self));
+                }
                 self.visit_f64(ms as f64)
             }
             fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Millis, E> {
@@ -246,5 +343,131 @@ impl<'de> Deserialize<'de> for Millis {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::host::{opt, p};
+
+    const PARAMS: &[Param] = &[p("path", "string"), opt("opts", "{ n: number? }")];
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Probe<'a> {
+        path: &'a str,
+        opts: Option<ProbeOptions>,
+    }
+
+    #[derive(Debug, Default, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct ProbeOptions {
+        n: Option<f64>,
+        timeout_ms: Option<Millis>,
+    }
+
+    fn parse(values: Vec<Value>) -> Result<Option<ProbeOptions>, String> {
+        let args = Args::new(PARAMS, values);
+        match args.parse::<Probe>() {
+            Ok(p) => Ok(p.opts),
+            Err(HostError::BadArgument(m)) => Err(m),
+            Err(other) => panic!("not a BadArgument: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_are_read_by_parameter_name_and_absent_options_are_none() {
+        assert_eq!(parse(vec![json!("x")]), Ok(None));
+        let args = Args::new(PARAMS, vec![json!("a/b.txt")]);
+        assert_eq!(args.parse::<Probe>().map(|p| p.path).ok(), Some("a/b.txt"));
+        assert_eq!(parse(vec![json!("x"), json!(null)]), Ok(None));
+        // A Luau `{}` arrives as an empty list: no options set.
+        assert_eq!(
+            parse(vec![json!("x"), json!([])]),
+            Ok(Some(ProbeOptions::default()))
+        );
+        assert_eq!(
+            parse(vec![json!("x"), json!({ "n": 2, "timeout_ms": 1.5 })]),
+            Ok(Some(ProbeOptions {
+                n: Some(2.0),
+                timeout_ms: Some(Millis(std::time::Duration::from_millis(1))),
+            }))
+        );
+    }
+
+    #[test]
+    fn errors_say_where_and_what_was_expected_in_script_words() {
+        let err = |values: Vec<Value>| parse(values).expect_err("must fail");
+        assert_eq!(err(vec![json!(null)]), "`path` must be a string, got nil");
+        assert_eq!(err(vec![json!(3)]), "`path` must be a string, got number 3");
+        assert_eq!(err(vec![json!({})]), "`path` must be a string, got table");
+        assert_eq!(
+            err(vec![json!("x"), json!({ "n": "2" })]),
+            "`opts.n` must be a number, got string"
+        );
+        assert_eq!(
+            err(vec![json!("x"), json!({ "timeout_ms": -1 })]),
+            "`opts.timeout_ms` must be a positive number of milliseconds, got number -1"
+        );
+        assert_eq!(
+            err(vec![json!("x"), json!("fast")]),
+            "`opts` must be a table of options, got string"
+        );
+        assert_eq!(
+            err(vec![json!("x"), json!({ "tiemout_ms": 5 })]),
+            "opts: unknown field `tiemout_ms` (did you mean `timeout_ms`?), expected `n` or `timeout_ms`"
+        );
+        assert_eq!(
+            err(vec![json!("x"), json!(["a"])]),
+            "`opts` must be a table of options, got list"
+        );
+        // No suggestion when nothing is close.
+        assert_eq!(
+            err(vec![json!("x"), json!({ "zzzzzzzz": 5 })]),
+            "opts: unknown field `zzzzzzzz`, expected `n` or `timeout_ms`"
+        );
+        // Script data in a string is never echoed back.
+        let m = err(vec![json!("x"), json!({ "n": "SECRET" })]);
+        assert!(!m.contains("SECRET"), "{m}");
+    }
+
+    /// Every shape a script can pass, at every position: the answer is a
+    /// value or a `BadArgument`, never a panic or another error.
+    #[test]
+    fn any_value_in_any_position_is_parsed_or_refused() {
+        let mut deep = json!(1);
+        for _ in 0..64 {
+            deep = json!({ "n": [deep] });
+        }
+        let shapes = [
+            json!(null),
+            json!(true),
+            json!(0),
+            json!(-1),
+            json!(1.5e300),
+            json!(u64::MAX),
+            json!(""),
+            json!("x"),
+            json!("\u{0}\r\n\u{1b}[2J"),
+            json!([]),
+            json!([null]),
+            json!(["x", 1, {}]),
+            json!({}),
+            json!({ "n": null }),
+            json!({ "n": [] }),
+            json!({ "1": "x", "n": 2 }),
+            json!({ "": 1 }),
+            deep,
+        ];
+        for a in &shapes {
+            for b in &shapes {
+                let _ = parse(vec![a.clone(), b.clone()]);
+                let _ = parse(vec![json!("x"), a.clone(), b.clone()]);
+            }
+            let _ = parse(vec![a.clone()]);
+        }
     }
 }
