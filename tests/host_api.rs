@@ -30,6 +30,9 @@ parameters = {{ type = "object", properties = {{ what = {{ type = "string" }}, u
 name = "echo"
 description = "returns its arguments"
 [[tools]]
+name = "shapes"
+description = "encodes tables of each shape"
+[[tools]]
 name = "probe"
 description = "makes one badly formed host call and returns its error"
 "#
@@ -107,6 +110,18 @@ local bad = {
   json_type = function(a) return keel.json.encode({}, "yes") end,
   tools_type = function(a) return keel.tools.call(7) end,
 }
+function M.shapes(a)
+  local t = { 1, k = "v" }
+  t.self = t
+  local ok, err = pcall(keel.json.encode, t)
+  return {
+    empty = keel.json.encode({}),
+    list = keel.json.encode({ 1, 2 }),
+    decoded = keel.json.encode(keel.json.decode("[]")),
+    mixed = keel.json.encode({ "a", "b", k = { 1, n = 2 } }),
+    cycle = tostring(err),
+  }
+end
 function M.probe(a)
   local ok, err = pcall(bad[a.what], a)
   if ok then return { ok = true } end
@@ -166,6 +181,7 @@ fn catch_it() {
   catch (e) { return #{ ok: false, err: e }; }
 }
 fn echo(a) { a }
+fn shapes(a) { #{} }
 fn probe(a) {
   try { bad_call(a); return #{ ok: true }; } catch (e) { return #{ ok: false, err: `${e}` }; }
 }
@@ -562,4 +578,26 @@ fn bad_arguments_are_refused_before_any_effect_in_both_languages() {
         !ws.root.join("data/typed.txt").exists(),
         "a badly formed fs.write created its file"
     );
+}
+
+/// A Luau table with list items and named keys reaches the host whole (as
+/// keys "1", "2", … and the names): nothing in it is silently dropped. Other
+/// shapes are as before: `{}` is an object, a list a list.
+#[test]
+fn mixed_luau_tables_reach_the_host_whole() {
+    let server = TestServer::start();
+    let ws = setup(&server);
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    let r = call(&k, &rt, "lua.shapes", json!({})).expect("shapes");
+    assert_eq!(r["empty"], "{}");
+    assert_eq!(r["list"], "[1,2]");
+    assert_eq!(r["decoded"], "[]");
+    let mixed: Value = serde_json::from_str(r["mixed"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        mixed,
+        json!({ "1": "a", "2": "b", "k": { "1": 1, "n": 2 } })
+    );
+    let cycle = r["cycle"].as_str().unwrap();
+    assert!(cycle.contains("nest too deeply"), "{cycle}");
 }

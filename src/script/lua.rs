@@ -74,81 +74,51 @@ pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
     }
 }
 
-fn from_lua_options() -> mlua::serde::de::Options {
-    mlua::serde::de::Options::new().detect_mixed_tables(true)
+/// How deep mixed tables may nest inside each other (a table holding
+/// itself would otherwise recurse forever).
+const MAX_MIXED_DEPTH: usize = 32;
+
+/// Whether a table has list items *and* other keys (`{ "ls", cwd = "x" }`).
+/// mlua reads such a table as its list part only and drops the rest without
+/// a word, so an option written there would be silently ignored. A list
+/// keel made (`json.decode("[]")`, with the array metatable) is a list.
+fn is_mixed(t: &mlua::Table) -> bool {
+    let len = t.raw_len();
+    len > 0 && t.metatable().is_none() && t.pairs::<LuaValue, LuaValue>().count() > len
 }
 
-/// A JSON value read from a Lua table: like `serde_json::Value`, but a
-/// map key may be a number (`{ "ls", cwd = "x" }` has keys 1 and `cwd`),
-/// written as its decimal text.
-struct LuaJson(Value);
-
-impl<'de> serde::Deserialize<'de> for LuaJson {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LuaJsonVisitor).map(LuaJson)
+/// A mixed table as a map with keys "1", "2", … and its named keys.
+fn mixed_table(lua: &Lua, t: mlua::Table, depth: usize) -> Result<Value, String> {
+    if depth >= MAX_MIXED_DEPTH {
+        return Err("tables nest too deeply (or a table holds itself)".into());
     }
-}
-
-struct LuaJsonVisitor;
-
-impl<'de> serde::de::Visitor<'de> for LuaJsonVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON-shaped value")
+    let mut out = serde_json::Map::new();
+    for pair in t.pairs::<LuaValue, LuaValue>() {
+        let (k, v) = pair.map_err(|e| e.to_string())?;
+        let key = match k {
+            LuaValue::Integer(i) => i.to_string(),
+            LuaValue::Number(n) if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 => {
+                (n as i64).to_string()
+            }
+            LuaValue::Number(n) => n.to_string(),
+            LuaValue::String(s) => s
+                .to_str()
+                .map_err(|_| "a table key is not valid UTF-8".to_string())?
+                .to_string(),
+            other => {
+                return Err(format!(
+                    "a table key must be a string or a number, got {}",
+                    other.type_name()
+                ));
+            }
+        };
+        let value = match v {
+            LuaValue::Table(inner) if is_mixed(&inner) => mixed_table(lua, inner, depth + 1)?,
+            other => from_lua(lua, other)?,
+        };
+        out.insert(key, value);
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(LuaJson(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some((LuaJson(k), LuaJson(v))) = map.next_entry()? {
-            let key = match k {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => {
-                    return Err(serde::de::Error::custom(format!(
-                        "a table key must be a string or a number, got {}",
-                        crate::host::json_type(&other)
-                    )));
-                }
-            };
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
+    Ok(Value::Object(out))
 }
 
 /// Lua → JSON, with a message that says what could not be converted.
@@ -166,15 +136,8 @@ pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
             Ok(text) => Ok(Value::String(text.to_string())),
             Err(_) => Err("string is not valid UTF-8".into()),
         },
-        // A table with both list items and named keys arrives whole, as a
-        // map with keys "1", "2", …: mlua's default reads only its list
-        // part and drops the named keys without a word, which would make
-        // an option written there (`keel.exec.run{ "ls", cwd = "x" }`)
-        // silently ignored.
-        other => lua
-            .from_value_with::<LuaJson>(other, from_lua_options())
-            .map(|v| v.0)
-            .map_err(|e| e.to_string()),
+        LuaValue::Table(t) if is_mixed(&t) => mixed_table(lua, t, 0),
+        other => lua.from_value::<Value>(other).map_err(|e| e.to_string()),
     }
 }
 
