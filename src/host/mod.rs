@@ -7,6 +7,12 @@
 //! reference docs and editor definitions (`keel docs`) come from the same
 //! list. A new namespace is a new file here plus one line in [`namespaces`].
 //!
+//! Each host function reads its arguments with [`Args::parse`] into its
+//! own serde struct, whose fields are the declared parameter names and
+//! whose options tables are `deny_unknown_fields` structs (`host/args.rs`): an
+//! unknown option, a wrong type or a missing argument is a `BadArgument`
+//! naming the parameter and what was expected, raised before any effect.
+//!
 //! Host functions are synchronous Rust: they run on the engine's own thread,
 //! which is never a runtime worker, so blocking I/O here stalls only the call
 //! that asked for it. Anything that waits honours the call's deadline.
