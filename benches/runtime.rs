@@ -61,6 +61,10 @@ name = "host_loop"
 description = "calls a trivial host function n times"
 parameters = { type = "object", properties = { n = { type = "number" } }, required = ["n"] }
 [[tools]]
+name = "arg_loop"
+description = "calls a host function with one argument n times"
+parameters = { type = "object", properties = { n = { type = "number" } }, required = ["n"] }
+[[tools]]
 name = "empty_loop"
 description = "loops n times"
 parameters = { type = "object", properties = { n = { type = "number" } }, required = ["n"] }
@@ -74,6 +78,11 @@ function M.host_loop(a)
   for i = 1, a.n do now() end
   return a.n
 end
+function M.arg_loop(a)
+  local decode = keel.json.decode
+  for i = 1, a.n do decode("1") end
+  return a.n
+end
 function M.empty_loop(a)
   local x = 0
   for i = 1, a.n do x += 1 end
@@ -85,6 +94,7 @@ return M
 const RHAI_SRC: &str = r#"
 fn noop(a) { a.x }
 fn host_loop(a) { for i in 0..a.n { keel::time::now(); } a.n }
+fn arg_loop(a) { for i in 0..a.n { keel::json::decode("1"); } a.n }
 fn empty_loop(a) { let x = 0; for i in 0..a.n { x += 1; } x }
 "#;
 
@@ -165,6 +175,30 @@ fn main() {
         );
     }
 
+    // 1c. A host call that reads an argument (`keel.json.decode("1")`):
+    // what converting and parsing one typed argument adds to the binding.
+    for skill in ["bl", "br"] {
+        let n = 1_000_000u64;
+        let k2 = k.clone();
+        let (with, without) = k
+            .on_engine_thread(move || {
+                let run = |tool: &str| {
+                    let t = Instant::now();
+                    k2.call_tool_blocking(&format!("{skill}.{tool}"), json!({ "n": n }), None)
+                        .expect("loop");
+                    t.elapsed()
+                };
+                run("arg_loop");
+                (run("arg_loop"), run("empty_loop"))
+            })
+            .expect("engine thread");
+        let per = (with.as_secs_f64() - without.as_secs_f64()) / n as f64 * 1e9;
+        println!(
+            "host call keel.json.decode(\"1\") from {}: {per:.0} ns per call",
+            if skill == "bl" { "Luau" } else { "Rhai" },
+        );
+    }
+
     // 2. End-to-end tool call: validate, enter engine, return.
     for (skill, target) in [("bl", 20.0), ("br", 50.0)] {
         let k2 = k.clone();
@@ -234,7 +268,7 @@ fn main() {
             for i in 0..30 {
                 let src = fifty.replace(
                     "return M\n",
-                    "function M.host_loop(a) return 0 end\nfunction M.empty_loop(a) return 0 end\nreturn M\n",
+                    "function M.host_loop(a) return 0 end\nfunction M.arg_loop(a) return 0 end\nfunction M.empty_loop(a) return 0 end\nreturn M\n",
                 );
                 write(&r, &format!("skills/s{i}/main.luau"), &src);
             }

@@ -29,6 +29,12 @@ parameters = {{ type = "object", properties = {{ what = {{ type = "string" }}, u
 [[tools]]
 name = "echo"
 description = "returns its arguments"
+[[tools]]
+name = "shapes"
+description = "encodes tables of each shape"
+[[tools]]
+name = "probe"
+description = "makes one badly formed host call and returns its error"
 "#
     )
 }
@@ -83,6 +89,44 @@ function M.denied(a)
   error("unknown case " .. w)
 end
 function M.echo(a) return a end
+-- One badly formed call per case (see `BAD_CALLS`).
+local bad = {
+  exec_unknown = function(a) return keel.exec.run({ "echo", "x" }, { timeot_ms = 5 }) end,
+  exec_inline_unknown = function(a) return keel.exec.run{ "echo", "x", stdn = "in" } end,
+  exec_type = function(a) return keel.exec.run({ "echo", "x" }, { cwd = 5 }) end,
+  exec_opts_type = function(a) return keel.exec.run({ "echo", "x" }, "fast") end,
+  exec_missing = function(a) return keel.exec.run(nil) end,
+  http_unknown = function(a) return keel.http.get(a.url .. "/text", { header = { a = "b" } }) end,
+  http_request_unknown = function(a) return keel.http.request{ url = a.url .. "/text", methd = "POST" } end,
+  http_type = function(a) return keel.http.get_json(a.url .. "/json", { timeout_ms = "5" }) end,
+  http_header_type = function(a) return keel.http.post_json(a.url .. "/json", {}, { headers = { x = true } }) end,
+  http_missing = function(a) return keel.http.request{ method = "GET" } end,
+  llm_unknown = function(a) return keel.llm.complete("q", { max_token = 5 }) end,
+  llm_type = function(a) return keel.llm.complete("q", { system = 1 }) end,
+  fs_type = function(a) return keel.fs.write("./data/typed.txt", 5) end,
+  fs_missing = function(a) return keel.fs.read(nil) end,
+  kv_type = function(a) return keel.kv.get({ "k" }) end,
+  time_type = function(a) return keel.time.sleep("10") end,
+  json_type = function(a) return keel.json.encode({}, "yes") end,
+  tools_type = function(a) return keel.tools.call(7) end,
+}
+function M.shapes(a)
+  local t = { 1, k = "v" }
+  t.self = t
+  local ok, err = pcall(keel.json.encode, t)
+  return {
+    empty = keel.json.encode({}),
+    list = keel.json.encode({ 1, 2 }),
+    decoded = keel.json.encode(keel.json.decode("[]")),
+    mixed = keel.json.encode({ "a", "b", k = { 1, n = 2 } }),
+    cycle = tostring(err),
+  }
+end
+function M.probe(a)
+  local ok, err = pcall(bad[a.what], a)
+  if ok then return { ok = true } end
+  return { ok = false, err = tostring(err) }
+end
 return M
 "#;
 
@@ -137,6 +181,33 @@ fn catch_it() {
   catch (e) { return #{ ok: false, err: e }; }
 }
 fn echo(a) { a }
+fn shapes(a) { #{} }
+fn probe(a) {
+  try { bad_call(a); return #{ ok: true }; } catch (e) { return #{ ok: false, err: `${e}` }; }
+}
+// One badly formed call per case (see `BAD_CALLS`).
+fn bad_call(a) {
+  switch a.what {
+    "exec_unknown" => keel::exec::run(["echo", "x"], #{ timeot_ms: 5 }),
+    "exec_type" => keel::exec::run(["echo", "x"], #{ cwd: 5 }),
+    "exec_opts_type" => keel::exec::run(["echo", "x"], "fast"),
+    "exec_missing" => keel::exec::run(()),
+    "http_unknown" => keel::http::get(a.url + "/text", #{ header: #{ a: "b" } }),
+    "http_request_unknown" => keel::http::request(#{ url: a.url + "/text", methd: "POST" }),
+    "http_type" => keel::http::get_json(a.url + "/json", #{ timeout_ms: "5" }),
+    "http_header_type" => keel::http::post_json(a.url + "/json", #{}, #{ headers: #{ x: true } }),
+    "http_missing" => keel::http::request(#{ method: "GET" }),
+    "llm_unknown" => keel::llm::complete("q", #{ max_token: 5 }),
+    "llm_type" => keel::llm::complete("q", #{ system: 1 }),
+    "fs_type" => keel::fs::write("./data/typed.txt", 5),
+    "fs_missing" => keel::fs::read(()),
+    "kv_type" => keel::kv::get(["k"]),
+    "time_type" => keel::time::sleep("10"),
+    "json_type" => keel::json::encode(#{}, "yes"),
+    "tools_type" => keel::tools::call(7),
+    _ => throw "unknown case"
+  }
+}
 "#;
 
 fn caps(port: u16, tools: &str) -> String {
@@ -146,7 +217,10 @@ fn caps(port: u16, tools: &str) -> String {
 }
 
 fn setup(server: &TestServer) -> Ws {
-    let port = server.port;
+    setup_port(server.port)
+}
+
+fn setup_port(port: u16) -> Ws {
     Ws::new()
         .skill("lua", &manifest("lua", "main.luau", &caps(port, "lua.echo")), &[("main.luau", LUAU)])
         .skill("rhai", &manifest("rhai", "main.rhai", &caps(port, "rhai.echo")), &[("main.rhai", RHAI)])
@@ -367,4 +441,163 @@ fn ask_goes_to_an_attached_approver() {
         .map(|r| r.decision)
         .collect();
     assert_eq!(&log[..2], ["ask", "allow"], "both answers are audited");
+}
+
+/// Badly formed calls, each in both languages: (case, the function's name,
+/// what the message must say after it). Luau-only cases are marked.
+const BAD_CALLS: &[(&str, &str, &str)] = &[
+    (
+        "exec_unknown",
+        "exec.run",
+        "opts: unknown field `timeot_ms` (did you mean `timeout_ms`?), expected one of `cwd`, `stdin`, `timeout_ms`",
+    ),
+    (
+        "exec_inline_unknown",
+        "exec.run",
+        "argv: unknown field `stdn` (did you mean `stdin`?)",
+    ),
+    (
+        "exec_type",
+        "exec.run",
+        "`opts.cwd` must be a string, got number 5",
+    ),
+    (
+        "exec_opts_type",
+        "exec.run",
+        "`opts` must be a table of options, got string",
+    ),
+    (
+        "exec_missing",
+        "exec.run",
+        "argv: expected a list of strings",
+    ),
+    (
+        "http_unknown",
+        "http.get",
+        "opts: unknown field `header` (did you mean `headers`?), expected `headers` or `timeout_ms`",
+    ),
+    (
+        "http_request_unknown",
+        "http.request",
+        "opts: unknown field `methd` (did you mean `method`?)",
+    ),
+    (
+        "http_type",
+        "http.get_json",
+        "`opts.timeout_ms` must be a positive number of milliseconds, got string",
+    ),
+    (
+        "http_header_type",
+        "http.post_json",
+        "opts.headers: the value of `x` must be a string, got boolean",
+    ),
+    ("http_missing", "http.request", "`opts.url` is required"),
+    (
+        "llm_unknown",
+        "llm.complete",
+        "options: unknown field `max_token` (did you mean `max_tokens`?), expected one of `system`, `max_tokens`, `temperature`",
+    ),
+    (
+        "llm_type",
+        "llm.complete",
+        "`options.system` must be a string, got number 1",
+    ),
+    (
+        "fs_type",
+        "fs.write",
+        "`content` must be a string, got number 5",
+    ),
+    ("fs_missing", "fs.read", "`path` must be a string, got nil"),
+    ("kv_type", "kv.get", "`key` must be a string, got list"),
+    (
+        "time_type",
+        "time.sleep",
+        "`ms` must be a number, got string",
+    ),
+    (
+        "json_type",
+        "json.encode",
+        "`pretty` must be a boolean, got string",
+    ),
+    (
+        "tools_type",
+        "tools.call",
+        "`name` must be a string, got number 7",
+    ),
+];
+
+/// Every namespace's arguments are typed: an unknown option, a wrong type
+/// or a missing argument is a catchable error naming the function, the
+/// parameter and what was expected, and nothing happens — no program runs,
+/// no request reaches the server (a listener that must stay without a
+/// connection), no file is written.
+#[test]
+fn bad_arguments_are_refused_before_any_effect_in_both_languages() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let ws = setup_port(port);
+    let rt = runtime();
+    let mut env = BTreeMap::new();
+    env.insert(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_default(),
+    );
+    let k = ws.kernel_with_env(&rt, env);
+    let url = format!("http://127.0.0.1:{port}");
+    for skill in ["lua", "rhai"] {
+        for (what, function, expected) in BAD_CALLS {
+            if skill == "rhai" && *what == "exec_inline_unknown" {
+                // Rhai has no table that is both a list and a map.
+                continue;
+            }
+            let r = call(
+                &k,
+                &rt,
+                &format!("{skill}.probe"),
+                json!({"what": what, "url": url}),
+            )
+            .unwrap_or_else(|e| panic!("{skill} {what}: the error was not catchable: {e}"));
+            assert_eq!(r["ok"], false, "{skill} {what}: the call succeeded");
+            let err = r["err"].as_str().unwrap_or_default();
+            let name = match skill {
+                "lua" => format!("keel.{function}: "),
+                _ => format!("keel::{}: ", function.replace('.', "::")),
+            };
+            assert!(
+                err.contains(&format!("{name}{expected}")),
+                "{skill} {what}: {err:?} should say {name}{expected}"
+            );
+        }
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a badly formed http call connected to the server"
+    );
+    assert!(
+        !ws.root.join("data/typed.txt").exists(),
+        "a badly formed fs.write created its file"
+    );
+}
+
+/// A Luau table with list items and named keys reaches the host whole (as
+/// keys "1", "2", … and the names): nothing in it is silently dropped. Other
+/// shapes are as before: `{}` is an object, a list a list.
+#[test]
+fn mixed_luau_tables_reach_the_host_whole() {
+    let server = TestServer::start();
+    let ws = setup(&server);
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    let r = call(&k, &rt, "lua.shapes", json!({})).expect("shapes");
+    assert_eq!(r["empty"], "{}");
+    assert_eq!(r["list"], "[1,2]");
+    assert_eq!(r["decoded"], "[]");
+    let mixed: Value = serde_json::from_str(r["mixed"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        mixed,
+        json!({ "1": "a", "2": "b", "k": { "1": 1, "n": 2 } })
+    );
+    let cycle = r["cycle"].as_str().unwrap();
+    assert!(cycle.contains("nest too deeply"), "{cycle}");
 }

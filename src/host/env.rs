@@ -3,6 +3,7 @@
 //! Values come from the environment the kernel was given at start, never
 //! from the live process. The audit log records the variable's name only.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Args, CallCtx, HostError, HostFn, p};
@@ -20,8 +21,14 @@ pub const FUNCTIONS: &[HostFn] = &[HostFn {
     call: get,
 }];
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetArgs<'a> {
+    name: &'a str,
+}
+
 fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let name = args.str(0)?;
+    let GetArgs { name } = args.parse()?;
     if name.is_empty() || name.contains('=') || name.contains('\0') {
         return Err(HostError::BadArgument(format!(
             "env.get: {name:?} is not a variable name"

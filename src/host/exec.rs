@@ -37,9 +37,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Args, CallCtx, HostError, HostFn, json_type, opt, p};
+use super::{Args, CallCtx, HostError, HostFn, Millis, json_type, opt, p};
 use crate::capability::{CapabilityKind, Target};
 
 /// The most bytes kept from each of stdout and stderr.
@@ -78,11 +79,7 @@ print(r.stdout);"#,
 }];
 
 fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let (argv, mut opts) = parse_argv(args.get(0))?;
-    if let Some(extra) = args.opt_object(1)? {
-        opts.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    let opts = parse_run_options(&opts)?;
+    let (argv, opts) = parse_run_args(args)?;
     let prog = argv[0].as_str();
     let what = format!("exec `{prog}`");
 
@@ -94,7 +91,7 @@ fn run(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let env = child_env(ctx);
 
     let remaining = ctx.remaining()?;
-    let requested = opts.timeout.unwrap_or(Duration::MAX);
+    let requested = opts.timeout_ms.map_or(Duration::MAX, |m| m.0);
     let limit = requested.min(remaining);
     let call_bound = remaining <= requested;
 
@@ -183,8 +180,7 @@ fn parse_argv(v: Option<&Value>) -> Result<(Vec<String>, Map<String, Value>), Ho
             positional.sort_by_key(|(i, _)| *i);
             if positional.iter().enumerate().any(|(n, (i, _))| *i != n + 1) {
                 return Err(HostError::BadArgument(
-                    "argument 1 must be a list of strings without holes (the program and its \
-                     arguments)"
+                    "expected a list of strings without holes (the program and its arguments)"
                         .to_string(),
                 ));
             }
@@ -192,7 +188,7 @@ fn parse_argv(v: Option<&Value>) -> Result<(Vec<String>, Map<String, Value>), Ho
         }
         other => {
             return Err(HostError::BadArgument(format!(
-                "argument 1 must be a list of strings (the program and its arguments, \
+                "expected a list of strings (the program and its arguments, \
                  e.g. {{ \"git\", \"status\" }}), got {}",
                 other.map_or("nothing", json_type)
             )));
@@ -200,7 +196,7 @@ fn parse_argv(v: Option<&Value>) -> Result<(Vec<String>, Map<String, Value>), Ho
     };
     if items.is_empty() {
         return Err(HostError::BadArgument(
-            "argument 1 must name at least the program, e.g. { \"git\", \"status\" }".to_string(),
+            "the list must name at least the program, e.g. { \"git\", \"status\" }".to_string(),
         ));
     }
     let argv = items
@@ -243,60 +239,67 @@ fn arg_string(i: usize, v: &Value) -> Result<String, HostError> {
     Ok(s)
 }
 
-#[derive(Debug, Default, PartialEq)]
-struct RunOptions {
-    cwd: Option<String>,
-    stdin: Option<String>,
-    timeout: Option<Duration>,
+/// `keel.exec.run(argv, opts)`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunArgs {
+    argv: Argv,
+    opts: Option<RunOptions>,
 }
 
-const OPTION_NAMES: &[&str] = &["cwd", "stdin", "timeout_ms"];
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RunOptions {
+    /// A directory the skill may read; default the workspace.
+    cwd: Option<String>,
+    /// Written to the program's input.
+    stdin: Option<String>,
+    /// Never beyond the call's deadline.
+    timeout_ms: Option<Millis>,
+}
 
-fn parse_run_options(opts: &Map<String, Value>) -> Result<RunOptions, HostError> {
-    let mut out = RunOptions::default();
-    for (k, v) in opts {
-        if v.is_null() {
-            continue;
-        }
-        match (k.as_str(), v) {
-            ("cwd", Value::String(s)) => out.cwd = Some(s.clone()),
-            ("stdin", Value::String(s)) => out.stdin = Some(s.clone()),
-            ("timeout_ms", Value::Number(n)) => match n.as_f64() {
-                Some(ms) if ms.is_finite() && ms >= 1.0 => {
-                    out.timeout = Some(Duration::from_millis(ms.min(86_400_000.0) as u64));
-                }
-                _ => {
-                    return Err(HostError::BadArgument(format!(
-                        "option `timeout_ms` must be a positive number of \
-                         milliseconds, got {n}"
-                    )));
-                }
+impl RunOptions {
+    /// These options, each overridden by `later`'s when it sets it.
+    fn overridden_by(self, later: Option<RunOptions>) -> RunOptions {
+        match later {
+            None => self,
+            Some(l) => RunOptions {
+                cwd: l.cwd.or(self.cwd),
+                stdin: l.stdin.or(self.stdin),
+                timeout_ms: l.timeout_ms.or(self.timeout_ms),
             },
-            ("cwd" | "stdin", other) => {
-                return Err(HostError::BadArgument(format!(
-                    "option `{k}` must be a string, got {}",
-                    json_type(other)
-                )));
-            }
-            ("timeout_ms", other) => {
-                return Err(HostError::BadArgument(format!(
-                    "option `timeout_ms` must be a positive number of milliseconds, \
-                     got {}",
-                    json_type(other)
-                )));
-            }
-            _ => {
-                let hint = crate::capability::did_you_mean(k, OPTION_NAMES.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                return Err(HostError::BadArgument(format!(
-                    "unknown option `{k}`{hint}; known options: {}",
-                    OPTION_NAMES.join(", ")
-                )));
-            }
         }
     }
-    Ok(out)
+}
+
+/// The argv list, and any options written in the same table.
+struct Argv {
+    argv: Vec<String>,
+    inline: RunOptions,
+}
+
+impl<'de> Deserialize<'de> for Argv {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = Value::deserialize(d)?;
+        let (argv, inline) = parse_argv(Some(&v)).map_err(D::Error::custom)?;
+        let inline = if inline.is_empty() {
+            RunOptions::default()
+        } else {
+            RunOptions::deserialize(Value::Object(inline)).map_err(D::Error::custom)?
+        };
+        Ok(Argv { argv, inline })
+    }
+}
+
+/// The program and its arguments, and the options: those in the `opts`
+/// table override those written in the argv table.
+fn parse_run_args(args: Args) -> Result<(Vec<String>, RunOptions), HostError> {
+    let RunArgs {
+        argv: Argv { argv, inline },
+        opts,
+    } = args.parse()?;
+    Ok((argv, inline.overridden_by(opts)))
 }
 
 // ---------------------------------------------------------------------------
@@ -760,30 +763,55 @@ mod tests {
 
     #[test]
     fn options_are_parsed_and_checked() {
-        let m = |v: Value| match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        };
-        let o = parse_run_options(&m(
-            json!({ "cwd": "./sub", "stdin": "hi", "timeout_ms": 250, "unused": null }),
-        ));
+        let run = |values: Vec<Value>| parse_run_args(Args::new(FUNCTIONS[0].params, values));
+        let (_, o) = run(vec![
+            json!(["ls"]),
+            json!({ "cwd": "./sub", "stdin": "hi", "timeout_ms": 250 }),
+        ])
+        .unwrap();
         assert_eq!(
-            o.unwrap(),
+            o,
             RunOptions {
                 cwd: Some("./sub".into()),
                 stdin: Some("hi".into()),
-                timeout: Some(Duration::from_millis(250)),
+                timeout_ms: Some(Millis(Duration::from_millis(250))),
             }
         );
+        let bad_opts = |opts: Value| bad(run(vec![json!(["ls"]), opts]));
+        let m = bad_opts(json!({ "cwd": 1 }));
         assert!(
-            bad(parse_run_options(&m(json!({ "cwd": 1 }))))
-                .contains("`cwd` must be a string, got number")
+            m.contains("`opts.cwd` must be a string, got number 1"),
+            "{m}"
         );
-        assert!(bad(parse_run_options(&m(json!({ "timeout_ms": 0 })))).contains("positive"));
-        assert!(bad(parse_run_options(&m(json!({ "timeout_ms": "5" })))).contains("got string"));
+        assert!(bad_opts(json!({ "timeout_ms": 0 })).contains("positive"));
+        assert!(bad_opts(json!({ "timeout_ms": "5" })).contains("got string"));
+        let m = bad_opts(json!({ "stdn": "x" }));
         assert!(
-            bad(parse_run_options(&m(json!({ "stdn": "x" })))).contains("did you mean `stdin`")
+            m.contains("opts: unknown field `stdn` (did you mean `stdin`?), expected one of `cwd`, `stdin`, `timeout_ms`"),
+            "{m}"
         );
+        // Options in the argv table are checked the same way, and the
+        // `opts` table overrides them.
+        let m = bad(run(vec![json!({ "1": "ls", "cwdd": "x" })]));
+        assert!(
+            m.contains("argv: unknown field `cwdd` (did you mean `cwd`?)"),
+            "{m}"
+        );
+        let (argv, o) = run(vec![
+            json!({ "1": "ls", "cwd": "a", "stdin": "s" }),
+            json!({ "cwd": "b" }),
+        ])
+        .unwrap();
+        assert_eq!(argv, ["ls"]);
+        assert_eq!(
+            (o.cwd.as_deref(), o.stdin.as_deref()),
+            (Some("b"), Some("s"))
+        );
+        // An empty Luau table (`{}`) arrives as an empty list: no options.
+        let (_, o) = run(vec![json!(["ls"]), json!([])]).unwrap();
+        assert_eq!(o, RunOptions::default());
+        let m = bad(run(vec![json!(null)]));
+        assert!(m.contains("argv: expected a list of strings"), "{m}");
     }
 
     #[cfg(unix)]

@@ -28,6 +28,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, p};
@@ -217,8 +218,23 @@ fn require_regular(op: &str, path: &str, st: &libc::stat) -> Result<(), HostErro
 /// make a terminal ours.
 const NO_WAIT: libc::c_int = libc::O_NONBLOCK | libc::O_NOCTTY;
 
+/// `fs.read`, `fs.list`, `fs.exists`, `fs.remove`, `fs.mkdir`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathArgs<'a> {
+    path: &'a str,
+}
+
+/// `fs.write`, `fs.append`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteArgs<'a> {
+    path: &'a str,
+    content: &'a str,
+}
+
 fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let path = args.str(0)?;
+    let PathArgs { path } = args.parse()?;
     let kind = CapabilityKind::FsRead;
     let b = beneath(ctx, kind, path)?;
     let fd = beneath::open(b.root.as_fd(), &b.rel, libc::O_RDONLY | NO_WAIT, 0)
@@ -243,8 +259,7 @@ fn read(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn write_with(ctx: &CallCtx, args: Args, append: bool) -> Result<Value, HostError> {
-    let path = args.str(0)?;
-    let content = args.str(1)?;
+    let WriteArgs { path, content } = args.parse()?;
     let kind = CapabilityKind::FsWrite;
     let op = if append { "append" } else { "write" };
     let b = beneath(ctx, kind, path)?;
@@ -282,7 +297,7 @@ fn append(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let path = args.str(0)?;
+    let PathArgs { path } = args.parse()?;
     let kind = CapabilityKind::FsRead;
     let b = beneath(ctx, kind, path)?;
     let fd = beneath::open(
@@ -331,7 +346,7 @@ fn parent_and_name(rel: &Path) -> Option<(&Path, &OsStr)> {
 }
 
 fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let path = args.str(0)?;
+    let PathArgs { path } = args.parse()?;
     let b = beneath(ctx, CapabilityKind::FsRead, path)?;
     let Some((parent, name)) = parent_and_name(&b.rel) else {
         // The root itself: its handle is open, so it exists.
@@ -353,7 +368,7 @@ fn exists(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let path = args.str(0)?;
+    let PathArgs { path } = args.parse()?;
     let kind = CapabilityKind::FsWrite;
     // Removing a symlink removes the link, not what it points to: resolve
     // the folder, keep the last component as written.
@@ -384,7 +399,7 @@ fn remove(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn mkdir(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let path = args.str(0)?;
+    let PathArgs { path } = args.parse()?;
     let kind = CapabilityKind::FsWrite;
     let b = beneath(ctx, kind, path)?;
     beneath::mkdir_all(b.root.as_fd(), &b.rel).map_err(|e| open_failed(kind, "mkdir", path, e))?;

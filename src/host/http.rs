@@ -34,10 +34,11 @@ use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use url::Url;
 
-use super::{Args, CallCtx, HostError, HostFn, json_type, opt, p};
+use super::{Args, CallCtx, HostError, HostFn, Millis, json_type, opt, p};
 use crate::capability::CapabilityKind;
 use crate::capability::net::{self, Host, NetError};
 use crate::kernel::gate::ConnectError;
@@ -140,60 +141,108 @@ print(created.id);"#,
 // ---------------------------------------------------------------------------
 // Host functions
 
+/// `keel.http.request(opts)`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestArgs {
+    opts: RequestOptions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RequestOptions {
+    method: Option<String>,
+    url: Option<String>,
+    headers: Option<Headers>,
+    /// A string, or a table sent as JSON.
+    body: Option<Value>,
+    timeout_ms: Option<Millis>,
+}
+
+/// `keel.http.get(url, opts)`, `keel.http.get_json(url, opts)`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetArgs {
+    url: String,
+    opts: Option<HelperOptions>,
+}
+
+/// `keel.http.post_json(url, value, opts)`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostJsonArgs {
+    url: String,
+    value: Value,
+    opts: Option<HelperOptions>,
+}
+
+/// The options of the helpers: no method, URL or body, which the helper
+/// sets itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HelperOptions {
+    headers: Option<Headers>,
+    timeout_ms: Option<Millis>,
+}
+
+/// Request headers, validated ([`parse_headers`]): lowercase names, in the
+/// order given.
+#[derive(Debug, Default)]
+struct Headers(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = Value::deserialize(d)?;
+        parse_headers(&v).map(Headers).map_err(D::Error::custom)
+    }
+}
+
 fn request(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let opts = args.object(0)?;
+    let RequestArgs { opts } = args.parse()?;
     let spec = parse_request_options(opts)?;
     let res = perform(ctx, spec)?;
     Ok(res.into_json())
 }
 
 fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let url = args.str(0)?.to_string();
-    let spec = helper_spec(&args, "GET", url, 1, false, None)?;
+    let GetArgs { url, opts } = args.parse()?;
+    let spec = helper_spec(opts, "GET", url, false, None);
     let res = perform(ctx, spec)?;
     Ok(res.into_json())
 }
 
 fn get_json(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let url = args.str(0)?.to_string();
-    let spec = helper_spec(&args, "GET", url, 1, true, None)?;
+    let GetArgs { url, opts } = args.parse()?;
+    let spec = helper_spec(opts, "GET", url, true, None);
     let what = describe_request(&spec.method, &spec.url);
     let res = perform(ctx, spec)?;
     decode_json_response(&what, &res)
 }
 
 fn post_json(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let url = args.str(0)?.to_string();
-    let body = serde_json::to_vec(&args.any(1))
-        .map_err(|e| HostError::BadArgument(format!("argument 2 cannot be sent as JSON: {e}")))?;
-    let spec = helper_spec(&args, "POST", url, 2, true, Some(body))?;
+    let PostJsonArgs { url, value, opts } = args.parse()?;
+    let body = serde_json::to_vec(&value)
+        .map_err(|e| HostError::BadArgument(format!("`value` cannot be sent as JSON: {e}")))?;
+    let spec = helper_spec(opts, "POST", url, true, Some(body));
     let what = describe_request(&spec.method, &spec.url);
     let res = perform(ctx, spec)?;
     decode_json_response(&what, &res)
 }
 
 /// Builds the request for `get` and the JSON helpers: the method, the URL,
-/// the options table at `opts_index`, and for the JSON helpers (`json`) an
+/// the options, and for the JSON helpers (`json`) an
 /// `accept: application/json` header and the JSON body if any.
 fn helper_spec(
-    args: &Args,
+    opts: Option<HelperOptions>,
     method: &str,
     url: String,
-    opts_index: usize,
     json: bool,
     json_body: Option<Vec<u8>>,
-) -> Result<RequestSpec, HostError> {
-    let mut headers = Vec::new();
-    let mut timeout = DEFAULT_TIMEOUT;
-    if let Some(opts) = args.opt_object(opts_index)? {
-        reject_unknown_options(opts, &["headers", "timeout_ms"])?;
-        if let Some(v) = present(opts, "headers") {
-            headers = parse_headers(v)?;
-        }
-        if let Some(v) = present(opts, "timeout_ms") {
-            timeout = parse_timeout(v)?;
-        }
-    }
+) -> RequestSpec {
+    let opts = opts.unwrap_or_default();
+    let mut headers = opts.headers.unwrap_or_default().0;
+    let timeout = opts.timeout_ms.map_or(DEFAULT_TIMEOUT, |m| m.0);
     // The JSON helpers ask for JSON unless the script says otherwise.
     if json {
         set_default_header(&mut headers, "accept", "application/json");
@@ -201,13 +250,13 @@ fn helper_spec(
     if json_body.is_some() {
         set_default_header(&mut headers, "content-type", "application/json");
     }
-    Ok(RequestSpec {
+    RequestSpec {
         method: method.to_string(),
         url,
         headers,
         body: json_body,
         timeout,
-    })
+    }
 }
 
 fn decode_json_response(what: &str, res: &HttpResponse) -> Result<Value, HostError> {
@@ -255,75 +304,40 @@ struct RequestSpec {
 /// address, which the host rules never granted.
 const MANAGED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding"];
 
-fn parse_request_options(opts: &Map<String, Value>) -> Result<RequestSpec, HostError> {
-    reject_unknown_options(opts, &["method", "url", "headers", "body", "timeout_ms"])?;
-    let url = match present(opts, "url") {
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => return Err(bad_option("url", "a string", v)),
-        None => {
-            return Err(HostError::BadArgument(
-                "option `url` is required (a string such as \"https://example.com/\")".to_string(),
-            ));
-        }
+fn parse_request_options(opts: RequestOptions) -> Result<RequestSpec, HostError> {
+    let Some(url) = opts.url else {
+        return Err(HostError::BadArgument(
+            "`opts.url` is required (a string such as \"https://example.com/\")".to_string(),
+        ));
     };
-    let method = match present(opts, "method") {
+    let method = match opts.method {
         None => "GET".to_string(),
-        Some(Value::String(m)) => parse_method(m)?,
-        Some(v) => return Err(bad_option("method", "a string such as \"GET\"", v)),
+        Some(m) => parse_method(&m)?,
     };
-    let mut headers = match present(opts, "headers") {
-        Some(v) => parse_headers(v)?,
-        None => Vec::new(),
-    };
-    let body = match present(opts, "body") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone().into_bytes()),
+    let mut headers = opts.headers.unwrap_or_default().0;
+    let body = match opts.body {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.into_bytes()),
         Some(v @ (Value::Object(_) | Value::Array(_))) => {
             set_default_header(&mut headers, "content-type", "application/json");
-            Some(serde_json::to_vec(v).map_err(|e| {
-                HostError::BadArgument(format!("option `body` cannot be sent as JSON: {e}"))
+            Some(serde_json::to_vec(&v).map_err(|e| {
+                HostError::BadArgument(format!("`opts.body` cannot be sent as JSON: {e}"))
             })?)
         }
-        Some(v) => return Err(bad_option("body", "a string or a table", v)),
-    };
-    let timeout = match present(opts, "timeout_ms") {
-        Some(v) => parse_timeout(v)?,
-        None => DEFAULT_TIMEOUT,
+        Some(v) => {
+            return Err(HostError::BadArgument(format!(
+                "`opts.body` must be a string or a table, got {}",
+                json_type(&v)
+            )));
+        }
     };
     Ok(RequestSpec {
         method,
         url,
         headers,
         body,
-        timeout,
+        timeout: opts.timeout_ms.map_or(DEFAULT_TIMEOUT, |m| m.0),
     })
-}
-
-/// An option's value, treating nil as absent.
-fn present<'a>(opts: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    opts.get(key).filter(|v| !v.is_null())
-}
-
-fn bad_option(name: &str, expected: &str, got: &Value) -> HostError {
-    HostError::BadArgument(format!(
-        "option `{name}` must be {expected}, got {}",
-        json_type(got)
-    ))
-}
-
-fn reject_unknown_options(opts: &Map<String, Value>, known: &[&str]) -> Result<(), HostError> {
-    match opts.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) => {
-            let hint = crate::capability::did_you_mean(k, known.iter().copied())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            Err(HostError::BadArgument(format!(
-                "unknown option `{k}`{hint}; known options: {}",
-                known.join(", ")
-            )))
-        }
-    }
 }
 
 /// A method is a token of ASCII letters; lowercase is accepted and raised.
@@ -331,7 +345,7 @@ fn parse_method(m: &str) -> Result<String, HostError> {
     let upper = m.to_ascii_uppercase();
     if upper.is_empty() || upper.len() > 20 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(HostError::BadArgument(format!(
-            "option `method` must be an HTTP method made of letters A-Z, such as \
+            "`opts.method` must be an HTTP method made of letters A-Z, such as \
              \"GET\" or \"POST\", got {m:?}"
         )));
     }
@@ -346,25 +360,20 @@ fn parse_headers(v: &Value) -> Result<Vec<(String, String)>, HostError> {
         // An empty Luau table arrives as an empty list.
         Value::Array(a) if a.is_empty() => return Ok(Vec::new()),
         other => {
-            return Err(bad_option(
-                "headers",
-                "a table of header names to string values",
-                other,
-            ));
+            return Err(HostError::BadArgument(format!(
+                "must be a table of header names to string values, got {}",
+                json_type(other)
+            )));
         }
     };
     let mut out: Vec<(String, String)> = Vec::with_capacity(map.len());
     for (name, value) in map {
-        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            HostError::BadArgument(format!(
-                "option `headers`: {name:?} is not a valid header name"
-            ))
-        })?;
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HostError::BadArgument(format!("{name:?} is not a valid header name")))?;
         let lname = header.as_str().to_string();
         if MANAGED_HEADERS.contains(&lname.as_str()) {
             return Err(HostError::BadArgument(format!(
-                "option `headers`: `{lname}` is set by keel from the URL and body and \
-                 cannot be given"
+                "`{lname}` is set by keel from the URL and body and cannot be given"
             )));
         }
         let value = match value {
@@ -372,15 +381,15 @@ fn parse_headers(v: &Value) -> Result<Vec<(String, String)>, HostError> {
             Value::Number(n) => n.to_string(),
             other => {
                 return Err(HostError::BadArgument(format!(
-                    "option `headers`: the value of `{lname}` must be a string, got {}",
+                    "the value of `{lname}` must be a string, got {}",
                     json_type(other)
                 )));
             }
         };
         if reqwest::header::HeaderValue::from_str(&value).is_err() {
             return Err(HostError::BadArgument(format!(
-                "option `headers`: the value of `{lname}` holds characters not allowed \
-                 in a header (such as a newline)"
+                "the value of `{lname}` holds characters not allowed in a header (such as \
+                 a newline)"
             )));
         }
         match out.iter_mut().find(|(n, _)| *n == lname) {
@@ -395,23 +404,6 @@ fn parse_headers(v: &Value) -> Result<Vec<(String, String)>, HostError> {
 fn set_default_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
     if !headers.iter().any(|(n, _)| n == name) {
         headers.push((name.to_string(), value.to_string()));
-    }
-}
-
-/// A positive, finite number of milliseconds.
-fn parse_timeout(v: &Value) -> Result<Duration, HostError> {
-    match v.as_f64() {
-        Some(ms) if ms.is_finite() && ms >= 1.0 => {
-            // Anything beyond a day is capped by the call's deadline anyway.
-            Ok(Duration::from_millis(ms.min(86_400_000.0) as u64))
-        }
-        _ => Err(HostError::BadArgument(format!(
-            "option `timeout_ms` must be a positive number of milliseconds, got {}",
-            match v {
-                Value::Number(n) => n.to_string(),
-                other => json_type(other).to_string(),
-            }
-        ))),
     }
 }
 
@@ -881,11 +873,10 @@ fn describe_request(method: &str, url: &str) -> String {
 mod tests {
     use super::*;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
+    /// `keel.http.request(v)`'s options, read the way a script's call is.
+    fn req(v: Value) -> Result<RequestSpec, HostError> {
+        let RequestArgs { opts } = Args::new(FUNCTIONS[0].params, vec![v]).parse()?;
+        parse_request_options(opts)
     }
 
     fn url(s: &str) -> Url {
@@ -971,7 +962,7 @@ mod tests {
 
     #[test]
     fn request_options_have_defaults() {
-        let spec = parse_request_options(&obj(json!({ "url": "https://example.com/" }))).unwrap();
+        let spec = req(json!({ "url": "https://example.com/" })).unwrap();
         assert_eq!(spec.method, "GET");
         assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
         assert!(spec.headers.is_empty());
@@ -980,13 +971,13 @@ mod tests {
 
     #[test]
     fn request_options_are_parsed() {
-        let spec = parse_request_options(&obj(json!({
+        let spec = req(json!({
             "method": "post",
             "url": "https://example.com/",
             "headers": { "X-Token": "abc", "Accept": "text/plain" },
             "body": "hello",
             "timeout_ms": 1500,
-        })))
+        }))
         .unwrap();
         assert_eq!(spec.method, "POST");
         assert_eq!(spec.timeout, Duration::from_millis(1500));
@@ -1000,21 +991,18 @@ mod tests {
 
     #[test]
     fn a_table_body_is_sent_as_json() {
-        let spec = parse_request_options(&obj(
-            json!({ "url": "http://x.example/", "body": { "a": [1, 2] } }),
-        ))
-        .unwrap();
+        let spec = req(json!({ "url": "http://x.example/", "body": { "a": [1, 2] } })).unwrap();
         assert_eq!(spec.body.as_deref(), Some(&br#"{"a":[1,2]}"#[..]));
         assert!(
             spec.headers
                 .contains(&("content-type".into(), "application/json".into()))
         );
         // An explicit content type wins.
-        let spec = parse_request_options(&obj(json!({
+        let spec = req(json!({
             "url": "http://x.example/",
             "body": { "a": 1 },
             "headers": { "Content-Type": "application/vnd.api+json" },
-        })))
+        }))
         .unwrap();
         let ctypes: Vec<_> = spec
             .headers
@@ -1027,20 +1015,20 @@ mod tests {
 
     #[test]
     fn bad_options_name_the_field_and_the_expected_type() {
-        let err = |v: Value| match parse_request_options(&obj(v)) {
+        let err = |v: Value| match req(v) {
             Err(HostError::BadArgument(m)) => m,
             other => panic!("expected BadArgument, got {other:?}"),
         };
         let m = err(json!({}));
-        assert!(m.contains("`url` is required"), "{m}");
+        assert!(m.contains("`opts.url` is required"), "{m}");
         let m = err(json!({ "url": 5 }));
-        assert!(m.contains("`url` must be a string, got number"), "{m}");
+        assert!(m.contains("`opts.url` must be a string, got number"), "{m}");
         let m = err(json!({ "url": "http://x/", "method": "GE T" }));
-        assert!(m.contains("`method`"), "{m}");
+        assert!(m.contains("`opts.method` must be an HTTP method"), "{m}");
         let m = err(json!({ "url": "http://x/", "method": 1 }));
-        assert!(m.contains("`method` must be a string"), "{m}");
+        assert!(m.contains("`opts.method` must be a string"), "{m}");
         let m = err(json!({ "url": "http://x/", "headers": "x" }));
-        assert!(m.contains("`headers` must be a table"), "{m}");
+        assert!(m.contains("`opts.headers` must be a table"), "{m}");
         let m = err(json!({ "url": "http://x/", "headers": { "a": true } }));
         assert!(
             m.contains("value of `a` must be a string, got boolean"),
@@ -1057,45 +1045,52 @@ mod tests {
         assert!(m.contains("`host` is set by keel"), "{m}");
         let m = err(json!({ "url": "http://x/", "body": 5 }));
         assert!(
-            m.contains("`body` must be a string or a table, got number"),
+            m.contains("`opts.body` must be a string or a table, got number"),
             "{m}"
         );
         let m = err(json!({ "url": "http://x/", "timeout_ms": 0 }));
-        assert!(m.contains("`timeout_ms` must be a positive number"), "{m}");
+        assert!(
+            m.contains("`opts.timeout_ms` must be a positive number"),
+            "{m}"
+        );
         let m = err(json!({ "url": "http://x/", "timeout_ms": "5" }));
-        assert!(m.contains("`timeout_ms`") && m.contains("string"), "{m}");
+        assert!(
+            m.contains("`opts.timeout_ms` must be") && m.contains("got string"),
+            "{m}"
+        );
         let m = err(json!({ "url": "http://x/", "timout_ms": 5 }));
-        assert!(m.contains("did you mean `timeout_ms`"), "{m}");
+        assert!(
+            m.contains("opts: unknown field `timout_ms` (did you mean `timeout_ms`?)")
+                && m.contains("`method`, `url`, `headers`, `body`, `timeout_ms`"),
+            "{m}"
+        );
+        let m = err(json!("http://x/"));
+        assert!(
+            m.contains("`opts` must be a table of options, got string"),
+            "{m}"
+        );
     }
 
     #[test]
     fn nil_options_count_as_absent_and_empty_tables_as_no_headers() {
-        let spec = parse_request_options(&obj(
-            json!({ "url": "http://x.example/", "method": null, "headers": [] }),
-        ))
-        .unwrap();
+        let spec =
+            req(json!({ "url": "http://x.example/", "method": null, "headers": [] })).unwrap();
         assert_eq!(spec.method, "GET");
         assert!(spec.headers.is_empty());
     }
 
     #[test]
     fn helper_options_set_json_headers() {
-        let args = Args {
-            values: vec![
+        let args = Args::new(
+            FUNCTIONS[3].params,
+            vec![
                 json!("https://x.example/"),
                 json!({ "a": 1 }),
                 json!({ "headers": { "accept": "application/x-custom" }, "timeout_ms": 10 }),
             ],
-        };
-        let spec = helper_spec(
-            &args,
-            "POST",
-            "https://x.example/".into(),
-            2,
-            true,
-            Some(b"{}".to_vec()),
-        )
-        .unwrap();
+        );
+        let PostJsonArgs { url, opts, .. } = args.parse().unwrap();
+        let spec = helper_spec(opts, "POST", url, true, Some(b"{}".to_vec()));
         assert_eq!(spec.timeout, Duration::from_millis(10));
         assert!(
             spec.headers
@@ -1105,12 +1100,14 @@ mod tests {
             spec.headers
                 .contains(&("content-type".into(), "application/json".into()))
         );
-        let args = Args {
-            values: vec![json!("https://x.example/"), json!({ "body": "x" })],
-        };
+        // The helpers take no body option: it is an argument.
+        let args = Args::new(
+            FUNCTIONS[1].params,
+            vec![json!("https://x.example/"), json!({ "body": "x" })],
+        );
         assert!(matches!(
-            helper_spec(&args, "GET", "https://x.example/".into(), 1, false, None),
-            Err(HostError::BadArgument(m)) if m.contains("unknown option `body`")
+            args.parse::<GetArgs>(),
+            Err(HostError::BadArgument(m)) if m.contains("opts: unknown field `body`")
         ));
     }
 

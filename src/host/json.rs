@@ -1,5 +1,6 @@
 //! `keel.json`: encode and decode JSON text. No capability: pure functions.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Args, CallCtx, HostError, HostFn, opt, p};
@@ -32,10 +33,16 @@ pub const FUNCTIONS: &[HostFn] = &[
     },
 ];
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncodeArgs {
+    value: Value,
+    pretty: Option<bool>,
+}
+
 fn encode(_ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let v = args.any(0);
-    let pretty = matches!(args.get(1), Some(Value::Bool(true)));
-    let text = if pretty {
+    let EncodeArgs { value: v, pretty } = args.parse()?;
+    let text = if pretty == Some(true) {
         serde_json::to_string_pretty(&v)
     } else {
         serde_json::to_string(&v)
@@ -44,8 +51,14 @@ fn encode(_ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         .map_err(|e| HostError::BadArgument(format!("json.encode: {e}")))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecodeArgs<'a> {
+    text: &'a str,
+}
+
 fn decode(_ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let text = args.str(0)?;
+    let DecodeArgs { text } = args.parse()?;
     if text.len() > MAX_DECODE {
         return Err(HostError::BadArgument(format!(
             "json.decode: text is {} bytes; the limit is {MAX_DECODE}",

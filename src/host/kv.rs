@@ -6,6 +6,7 @@
 //! (64 MiB by default); the store checks the bound and writes in one
 //! transaction.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Args, CallCtx, HostError, HostFn, opt, p};
@@ -58,12 +59,34 @@ pub const FUNCTIONS: &[HostFn] = &[
     },
 ];
 
+/// `kv.get`, `kv.delete`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyArgs<'a> {
+    key: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetArgs<'a> {
+    key: &'a str,
+    /// Any JSON-shaped value; nil deletes the key.
+    value: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs<'a> {
+    #[serde(borrow)]
+    prefix: Option<&'a str>,
+}
+
 fn store_err(e: crate::store::StoreError) -> HostError {
     HostError::Failed(format!("kv: {e}"))
 }
 
 fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let key = args.str(0)?;
+    let KeyArgs { key } = args.parse()?;
     ctx.check(CapabilityKind::Kv, Target::None)?;
     match ctx
         .kernel
@@ -79,8 +102,7 @@ fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let key = args.str(0)?;
-    let value = args.any(1);
+    let SetArgs { key, value } = args.parse()?;
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let store = ctx.kernel.store();
     if value.is_null() {
@@ -100,7 +122,7 @@ fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let key = args.str(0)?;
+    let KeyArgs { key } = args.parse()?;
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let existed = ctx
         .kernel
@@ -111,7 +133,8 @@ fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 }
 
 fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let prefix = args.opt_str(0)?.unwrap_or("");
+    let ListArgs { prefix } = args.parse()?;
+    let prefix = prefix.unwrap_or("");
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let keys = ctx
         .kernel

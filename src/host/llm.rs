@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, opt, p};
@@ -67,39 +68,49 @@ fn messages(prompt: &Value) -> Result<Vec<Message>, HostError> {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteArgs {
+    /// A question, or a list of messages: checked by [`messages`].
+    prompt: Value,
+    options: Option<CompleteOptions>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct CompleteOptions {
+    system: Option<String>,
+    max_tokens: Option<f64>,
+    temperature: Option<f64>,
+}
+
 fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let mut msgs = messages(&args.any(0))?;
-    let options = args.opt_object(1)?;
-    let opt = |k: &str| options.and_then(|o| o.get(k)).filter(|v| !v.is_null());
+    let CompleteArgs { prompt, options } = args.parse()?;
+    let options = options.unwrap_or_default();
+    let mut msgs = messages(&prompt)?;
     let limit = ctx.kernel.max_output_tokens();
-    let max_tokens = match opt("max_tokens") {
+    let max_tokens = match options.max_tokens {
         None => 1024.min(limit),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX).min(limit),
-            _ => {
-                return Err(HostError::BadArgument(
-                    "options.max_tokens must be a whole number of at least 1".into(),
-                ));
-            }
-        },
+        Some(n) if n >= 1.0 && n.fract() == 0.0 => {
+            u32::try_from(n as u64).unwrap_or(u32::MAX).min(limit)
+        }
+        Some(_) => {
+            return Err(HostError::BadArgument(
+                "options.max_tokens must be a whole number of at least 1".into(),
+            ));
+        }
     };
-    let temperature = match opt("temperature") {
+    let temperature = match options.temperature {
         None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .filter(|t| (0.0..=2.0).contains(t))
-                .ok_or_else(|| {
-                    HostError::BadArgument(
-                        "options.temperature must be a number from 0 to 2".into(),
-                    )
-                })? as f32,
-        ),
+        Some(t) if (0.0..=2.0).contains(&t) => Some(t as f32),
+        Some(_) => {
+            return Err(HostError::BadArgument(
+                "options.temperature must be a number from 0 to 2".into(),
+            ));
+        }
     };
-    if let Some(system) = opt("system") {
-        let s = system
-            .as_str()
-            .ok_or_else(|| HostError::BadArgument("options.system must be a string".into()))?;
-        msgs.insert(0, Message::System(s.to_string()));
+    if let Some(system) = options.system {
+        msgs.insert(0, Message::System(system));
     }
     ctx.check(CapabilityKind::Llm, Target::None)?;
     let Some(chain) = ctx.kernel.models() else {

@@ -1,14 +1,22 @@
 //! `keel.log`: messages into keel's log, tagged with skill and tool.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Args, CallCtx, HostError, HostFn, opt, p};
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogArgs<'a> {
+    message: &'a str,
+    fields: Option<Value>,
+}
+
 macro_rules! level_fn {
     ($name:ident, $macro:ident, $doc:literal) => {
         fn $name(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-            let msg = args.str(0)?;
-            let fields = args.get(1).map(|v| v.to_string()).unwrap_or_default();
+            let LogArgs { message: msg, fields } = args.parse()?;
+            let fields = fields.map(|v| v.to_string()).unwrap_or_default();
             tracing::$macro!(skill = %ctx.skill.name, tool = %ctx.tool, fields = %fields, "{msg}");
             Ok(Value::Null)
         }

@@ -7,6 +7,12 @@
 //! reference docs and editor definitions (`keel docs`) come from the same
 //! list. A new namespace is a new file here plus one line in [`namespaces`].
 //!
+//! Each host function reads its arguments with [`Args::parse`] into its
+//! own serde struct, whose fields are the declared parameter names and
+//! whose options tables are `deny_unknown_fields` structs (`host/args.rs`): an
+//! unknown option, a wrong type or a missing argument is a `BadArgument`
+//! naming the parameter and what was expected, raised before any effect.
+//!
 //! Host functions are synchronous Rust: they run on the engine's own thread,
 //! which is never a runtime worker, so blocking I/O here stalls only the call
 //! that asked for it. Anything that waits honours the call's deadline.
@@ -21,6 +27,7 @@
 //! A call sees the kernel only through [`CallKernel`]: the few things a host
 //! function may use, listed in one place.
 
+mod args;
 pub mod env;
 pub mod exec;
 pub mod fs;
@@ -38,6 +45,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub use args::{Args, Millis};
 
 use crate::capability::{CapabilityKind, Target};
 use crate::kernel::Kernel;
@@ -135,69 +144,6 @@ pub enum HostError {
     /// catchable: the engine turns it into a sandbox kill.
     #[error("the call's deadline passed")]
     Deadline,
-}
-
-/// Arguments as JSON values, with helpers that produce clear errors.
-pub struct Args {
-    pub values: Vec<Value>,
-}
-
-impl Args {
-    pub fn get(&self, i: usize) -> Option<&Value> {
-        self.values.get(i).filter(|v| !v.is_null())
-    }
-
-    fn bad(&self, i: usize, what: &str) -> HostError {
-        let got = match self.values.get(i) {
-            None | Some(Value::Null) => "nothing".to_string(),
-            Some(v) => json_type(v).to_string(),
-        };
-        // The binding prefixes the full name (`keel.fs.read: `).
-        HostError::BadArgument(format!("argument {} must be {what}, got {got}", i + 1))
-    }
-
-    pub fn str(&self, i: usize) -> Result<&str, HostError> {
-        self.get(i)
-            .and_then(Value::as_str)
-            .ok_or_else(|| self.bad(i, "a string"))
-    }
-
-    pub fn opt_str(&self, i: usize) -> Result<Option<&str>, HostError> {
-        match self.get(i) {
-            None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.bad(i, "a string")),
-        }
-    }
-
-    pub fn any(&self, i: usize) -> Value {
-        self.values.get(i).cloned().unwrap_or(Value::Null)
-    }
-
-    pub fn object(&self, i: usize) -> Result<&serde_json::Map<String, Value>, HostError> {
-        self.get(i)
-            .and_then(Value::as_object)
-            .ok_or_else(|| self.bad(i, "a table of options"))
-    }
-
-    pub fn opt_object(
-        &self,
-        i: usize,
-    ) -> Result<Option<&serde_json::Map<String, Value>>, HostError> {
-        match self.get(i) {
-            None => Ok(None),
-            Some(Value::Array(a)) if a.is_empty() => Ok(None),
-            Some(v) => v
-                .as_object()
-                .map(Some)
-                .ok_or_else(|| self.bad(i, "a table of options")),
-        }
-    }
-
-    pub fn number(&self, i: usize) -> Result<f64, HostError> {
-        self.get(i)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| self.bad(i, "a number"))
-    }
 }
 
 /// The JSON type name of a value, for messages.

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Args, CallCtx, HostError, HostFn, p};
@@ -48,8 +49,14 @@ fn now(_ctx: &CallCtx, _args: Args) -> Result<Value, HostError> {
 /// Longest single wait inside `sleep`: how late a cancellation may be seen.
 pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepArgs {
+    ms: f64,
+}
+
 fn sleep(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let ms = args.number(0)?;
+    let SleepArgs { ms } = args.parse()?;
     if !ms.is_finite() || ms < 0.0 {
         return Err(HostError::BadArgument(format!(
             "time.sleep: {ms} is not a number of milliseconds >= 0"

@@ -4,6 +4,7 @@
 //! `tools.call` for the callee's name. No route lends one skill's grants to
 //! another: the callee's effects are judged against the callee.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Args, CallCtx, HostError, HostFn, opt, p};
@@ -23,13 +24,24 @@ pub const FUNCTIONS: &[HostFn] = &[HostFn {
     call,
 }];
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallArgs<'a> {
+    name: &'a str,
+    /// The callee's arguments: any shape; its schema checks them.
+    args: Option<Value>,
+}
+
 fn call(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
-    let name = args.str(0)?;
-    let tool_args = match args.get(1) {
+    let CallArgs {
+        name,
+        args: tool_args,
+    } = args.parse()?;
+    let tool_args = match tool_args {
         None => Value::Object(Default::default()),
         // An empty Luau table arrives as an empty array.
         Some(Value::Array(a)) if a.is_empty() => Value::Object(Default::default()),
-        Some(v) => v.clone(),
+        Some(v) => v,
     };
     ctx.check(CapabilityKind::ToolsCall, Target::Name(name))?;
     match ctx.kernel.call_tool_blocking(name, tool_args, Some(ctx)) {

@@ -74,6 +74,53 @@ pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
     }
 }
 
+/// How deep mixed tables may nest inside each other (a table holding
+/// itself would otherwise recurse forever).
+const MAX_MIXED_DEPTH: usize = 32;
+
+/// Whether a table has list items *and* other keys (`{ "ls", cwd = "x" }`).
+/// mlua reads such a table as its list part only and drops the rest without
+/// a word, so an option written there would be silently ignored. A list
+/// keel made (`json.decode("[]")`, with the array metatable) is a list.
+fn is_mixed(t: &mlua::Table) -> bool {
+    let len = t.raw_len();
+    len > 0 && t.metatable().is_none() && t.pairs::<LuaValue, LuaValue>().count() > len
+}
+
+/// A mixed table as a map with keys "1", "2", … and its named keys.
+fn mixed_table(lua: &Lua, t: mlua::Table, depth: usize) -> Result<Value, String> {
+    if depth >= MAX_MIXED_DEPTH {
+        return Err("tables nest too deeply (or a table holds itself)".into());
+    }
+    let mut out = serde_json::Map::new();
+    for pair in t.pairs::<LuaValue, LuaValue>() {
+        let (k, v) = pair.map_err(|e| e.to_string())?;
+        let key = match k {
+            LuaValue::Integer(i) => i.to_string(),
+            LuaValue::Number(n) if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 => {
+                (n as i64).to_string()
+            }
+            LuaValue::Number(n) => n.to_string(),
+            LuaValue::String(s) => s
+                .to_str()
+                .map_err(|_| "a table key is not valid UTF-8".to_string())?
+                .to_string(),
+            other => {
+                return Err(format!(
+                    "a table key must be a string or a number, got {}",
+                    other.type_name()
+                ));
+            }
+        };
+        let value = match v {
+            LuaValue::Table(inner) if is_mixed(&inner) => mixed_table(lua, inner, depth + 1)?,
+            other => from_lua(lua, other)?,
+        };
+        out.insert(key, value);
+    }
+    Ok(Value::Object(out))
+}
+
 /// Lua → JSON, with a message that says what could not be converted.
 pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
     match v {
@@ -89,6 +136,7 @@ pub fn from_lua(lua: &Lua, v: LuaValue) -> Result<Value, String> {
             Ok(text) => Ok(Value::String(text.to_string())),
             Err(_) => Err("string is not valid UTF-8".into()),
         },
+        LuaValue::Table(t) if is_mixed(&t) => mixed_table(lua, t, 0),
         other => lua.from_value::<Value>(other).map_err(|e| e.to_string()),
     }
 }
@@ -458,14 +506,7 @@ fn bind(lua: &Lua, guard: &Arc<CallGuard>, f: &'static HostFn) -> mlua::Result<F
                 full()
             )));
         };
-        let out = catch_unwind(AssertUnwindSafe(|| {
-            (f.call)(
-                ctx,
-                Args {
-                    values,
-                },
-            )
-        }));
+        let out = catch_unwind(AssertUnwindSafe(|| (f.call)(ctx, Args::new(f.params, values))));
         // A host function that gave up waiting says `Deadline` for both
         // reasons; the call's context knows which it was.
         let stop = if ctx.cancelled() {

@@ -353,7 +353,9 @@ fn invoke(
             full()
         )));
     };
-    let out = catch_unwind(AssertUnwindSafe(|| (f.call)(ctx, Args { values })));
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        (f.call)(ctx, Args::new(f.params, values))
+    }));
     // A host function that gave up waiting says `Deadline` for both
     // reasons; the call's context knows which it was.
     let stop = if ctx.cancelled() {
