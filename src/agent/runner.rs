@@ -65,8 +65,8 @@ use crate::kernel::Kernel;
 use crate::llm::chain::{ChainError, ModelChain};
 use crate::llm::{Message, Request, StopReason, StreamEvent, ToolCall, Usage};
 use crate::store::{
-    AnswerError, ApprovalAnswer, ApprovalRecord, MessageRecord, NewApproval, NewMessage, RunError,
-    RunRecord, SessionRecord, StoreError,
+    AnswerError, ApprovalAnswer, ApprovalRecord, ApprovalState, MessageKind, MessageRecord,
+    NewApproval, NewMessage, RunError, RunRecord, SessionRecord, StoreError,
 };
 
 /// How to configure a model, shown when none is.
@@ -190,7 +190,7 @@ pub struct ToolCallOutcome {
 pub struct RunOutcome {
     pub id: String,
     pub session_id: String,
-    pub state: String,
+    pub state: RunState,
     pub answer: String,
     pub reason: Option<String>,
     pub model: Option<String>,
@@ -211,8 +211,8 @@ impl RunOutcome {
         let mut tool_calls: Vec<ToolCallOutcome> = Vec::new();
         let mut answer = String::new();
         for m in messages {
-            match m.kind.as_str() {
-                "assistant" => {
+            match m.kind {
+                MessageKind::Assistant => {
                     for c in parse_calls(m.tool_calls.as_deref()) {
                         tool_calls.push(ToolCallOutcome {
                             id: c.id,
@@ -227,7 +227,7 @@ impl RunOutcome {
                         answer.clone_from(&m.content);
                     }
                 }
-                "tool" => {
+                MessageKind::Tool => {
                     if let Some(c) = tool_calls
                         .iter_mut()
                         .find(|c| Some(&c.id) == m.call_id.as_ref())
@@ -237,13 +237,13 @@ impl RunOutcome {
                         c.elapsed_ms = m.elapsed_ms;
                     }
                 }
-                _ => {}
+                MessageKind::User | MessageKind::Summary => {}
             }
         }
         Self {
             id: run.id.clone(),
             session_id: run.session_id.clone(),
-            state: run.state.clone(),
+            state: run.state,
             answer,
             reason: run.reason.clone(),
             model: run.model.clone(),
@@ -276,7 +276,7 @@ impl RunHandle {
         RunOutcome {
             id: self.run_id,
             session_id: self.session_id,
-            state: RunState::Failed.name().into(),
+            state: RunState::Failed,
             answer: String::new(),
             reason: Some("keel stopped before the run finished".into()),
             model: None,
@@ -642,7 +642,7 @@ impl Agent {
         let outcome = loaded.unwrap_or_else(|e| RunOutcome {
             id: run_id.clone(),
             session_id: ctl.session_id.clone(),
-            state: state.name().into(),
+            state,
             answer: String::new(),
             reason: Some(format!(
                 "{} (and the run could not be read back: {e})",
@@ -804,7 +804,7 @@ impl Agent {
                 let mut rows = vec![NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "assistant",
+                    kind: MessageKind::Assistant,
                     content: &stored_text,
                     tool_calls: calls_json.as_deref(),
                     ..Default::default()
@@ -812,7 +812,7 @@ impl Agent {
                 rows.extend(cut.iter().map(|c| NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "tool",
+                    kind: MessageKind::Tool,
                     content: CUT_CALL_RESULT,
                     call_id: Some(&c.id),
                     name: Some(&c.name),
@@ -886,7 +886,7 @@ impl Agent {
                 s.add_messages(&[NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "assistant",
+                    kind: MessageKind::Assistant,
                     content: &content,
                     is_error: true,
                     ..Default::default()
@@ -997,7 +997,7 @@ impl Agent {
                 .map(|(id, name, ok, content, elapsed)| NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "tool",
+                    kind: MessageKind::Tool,
                     content,
                     call_id: Some(id),
                     name: Some(name),
@@ -1098,7 +1098,7 @@ impl Agent {
             s.add_messages(&[NewMessage {
                 session_id: &session,
                 run_id: Some(&run),
-                kind: "summary",
+                kind: MessageKind::Summary,
                 content: &text,
                 covers_to: Some(covers_to),
                 ..Default::default()
@@ -1143,7 +1143,7 @@ fn seen_by<'a>(records: &'a [MessageRecord], run_id: &str) -> &'a [MessageRecord
 /// The records after the latest summary (and the summary itself), each
 /// with how many context messages it becomes (0 for one left out).
 fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
-    let start = records.iter().rposition(|r| r.kind == "summary");
+    let start = records.iter().rposition(|r| r.kind == MessageKind::Summary);
     let summary = start.map(|i| &records[i]);
     let covers_to = summary.and_then(|s| s.covers_to).unwrap_or(0);
     // A summary stands for everything up to its `covers_to` message in
@@ -1157,7 +1157,7 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
             Some(end) => i <= end,
             None => r.id <= covers_to,
         };
-        if covered || r.kind == "summary" {
+        if covered || r.kind == MessageKind::Summary {
             continue;
         }
         kept.push(r);
@@ -1167,14 +1167,15 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
         out.push((s, 1));
     }
     for (i, r) in kept.iter().enumerate() {
-        let n = match r.kind.as_str() {
+        let n = match r.kind {
             // Text cut mid-stream is context only for a user who answered
             // it; a retry's answer (or nothing) supersedes it otherwise.
-            "assistant" if is_cut(r) => {
-                usize::from(kept.get(i + 1).is_some_and(|next| next.kind == "user"))
-            }
-            "assistant" => 1 + missing_results(r, &answered),
-            _ => 1,
+            MessageKind::Assistant if is_cut(r) => usize::from(
+                kept.get(i + 1)
+                    .is_some_and(|next| next.kind == MessageKind::User),
+            ),
+            MessageKind::Assistant => 1 + missing_results(r, &answered),
+            MessageKind::User | MessageKind::Tool | MessageKind::Summary => 1,
         };
         out.push((*r, n));
     }
@@ -1184,7 +1185,7 @@ fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
 /// An assistant record holding text that was cut mid-stream (stored with
 /// the error flag by `keep_shown`).
 fn is_cut(r: &MessageRecord) -> bool {
-    r.kind == "assistant" && r.is_error
+    r.kind == MessageKind::Assistant && r.is_error
 }
 
 /// Tool calls of an assistant record with no stored result.
@@ -1199,7 +1200,7 @@ fn missing_results(assistant: &MessageRecord, answered: &HashSet<&str>) -> usize
 fn answered_calls(records: &[MessageRecord]) -> HashSet<&str> {
     records
         .iter()
-        .filter(|r| r.kind == "tool")
+        .filter(|r| r.kind == MessageKind::Tool)
         .filter_map(|r| r.call_id.as_deref())
         .collect()
 }
@@ -1214,10 +1215,10 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
         if n == 0 {
             continue;
         }
-        match r.kind.as_str() {
-            "summary" => out.push(context::summary_message(&r.content)),
-            "user" => out.push(Message::User(r.content.clone())),
-            "assistant" => {
+        match r.kind {
+            MessageKind::Summary => out.push(context::summary_message(&r.content)),
+            MessageKind::User => out.push(Message::User(r.content.clone())),
+            MessageKind::Assistant => {
                 let calls = parse_calls(r.tool_calls.as_deref());
                 let missing: Vec<ToolCall> = calls
                     .iter()
@@ -1237,13 +1238,12 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
                     });
                 }
             }
-            "tool" => out.push(Message::ToolResult {
+            MessageKind::Tool => out.push(Message::ToolResult {
                 call_id: r.call_id.clone().unwrap_or_default(),
                 name: r.name.clone().unwrap_or_default(),
                 content: r.content.clone(),
                 is_error: r.is_error,
             }),
-            _ => {}
         }
     }
     out
@@ -1453,10 +1453,10 @@ impl Approver for CallApprover {
             if answer.is_none()
                 && let Ok(Some(r)) = store.approval(&record.id)
             {
-                match r.state.as_str() {
-                    "approved" => break Some(true),
-                    "denied" | "expired" => break Some(false),
-                    _ => {}
+                match r.state {
+                    ApprovalState::Approved => break Some(true),
+                    ApprovalState::Denied | ApprovalState::Expired => break Some(false),
+                    ApprovalState::Pending => {}
                 }
             }
         };
@@ -1470,7 +1470,7 @@ impl Approver for CallApprover {
                     .approval(&record.id)
                     .ok()
                     .flatten()
-                    .is_some_and(|r| r.state == "approved"),
+                    .is_some_and(|r| r.state == ApprovalState::Approved),
             },
         };
         if self.ctl.cancelled.load(Ordering::Relaxed) {
@@ -1507,7 +1507,7 @@ mod tests {
             id,
             session_id: "s".into(),
             run_id: None,
-            kind: kind.into(),
+            kind: MessageKind::from_name(kind).expect("a test kind"),
             content: content.into(),
             tool_calls: None,
             call_id: None,
