@@ -69,16 +69,9 @@ use crate::store::{
     NewApproval, NewMessage, RunError, RunRecord, SessionRecord, StoreError,
 };
 
-/// How to configure a model, shown when none is.
-pub const NO_MODEL_HELP: &str = "no model is configured. Set one up either way:
-  - environment: OPENAI_BASE_URL (and OPENAI_MODEL) for an OpenAI-compatible server such as
-    Ollama (OPENAI_BASE_URL=http://127.0.0.1:11434/v1 OPENAI_MODEL=qwen2.5:7b), or
-    OPENAI_API_KEY for OpenAI, or ANTHROPIC_API_KEY for Anthropic;
-  - keel.toml:
-      [models.main]
-      provider = \"openai\"
-      base_url = \"http://127.0.0.1:11434/v1\"
-      model = \"qwen2.5:7b\"";
+/// How to configure a model, shown when none is (defined with the
+/// providers so the host API can say it too without depending on the agent).
+pub use crate::llm::NO_MODEL_HELP;
 
 /// Longest tool result given back to the model, in bytes.
 const MAX_RESULT_BYTES: usize = 64 * 1024;
