@@ -3,7 +3,8 @@
 //! A session is a conversation; a run is one turn of work in it. The run
 //! state machine ([`RunState`]) lives in the store, which refuses an illegal
 //! transition inside the same transaction that would write it; it is
-//! re-exported here. [`runner`] is the loop,
+//! re-exported here. [`runner`] is the loop, [`transcript`] the pure
+//! transcript → context rules,
 //! [`prompt`] what the model is offered, [`context`] the context guard,
 //! [`owner`] which process owns a run.
 
@@ -11,6 +12,7 @@ pub mod context;
 pub mod owner;
 pub mod prompt;
 pub mod runner;
+pub mod transcript;
 
 pub use runner::{
     Agent, AgentError, NO_MODEL_HELP, RunEvent, RunHandle, RunOutcome, ToolCallOutcome,
