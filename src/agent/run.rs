@@ -48,13 +48,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::RunState;
+use super::approval::{ApprovalKey, CallApprover, Waiter};
 use super::context;
 use super::owner::Owner;
 use super::prompt::{ToolMap, system_prompt};
@@ -62,15 +63,14 @@ use super::transcript::{
     calls_to_json, cap, context_from_records, covered_id, parse_arguments, parse_calls, seen_by,
     summary, to_wire,
 };
-use crate::capability::gate::{ApprovalRequest, Approver};
 use crate::config::AgentConfig;
 use crate::host::RunLink;
 use crate::kernel::Kernel;
 use crate::llm::chain::{ChainError, ModelChain};
 use crate::llm::{Message, Request, StopReason, StreamEvent, ToolCall, Usage};
 use crate::store::{
-    AnswerError, ApprovalAnswer, ApprovalRecord, ApprovalState, MessageKind, MessageRecord,
-    NewApproval, NewMessage, RunError, RunRecord, SessionRecord, StoreError,
+    AnswerError, ApprovalAnswer, ApprovalRecord, MessageKind, MessageRecord, NewMessage, RunError,
+    RunRecord, SessionRecord, StoreError,
 };
 
 /// How to configure a model, shown when none is (defined with the
@@ -286,68 +286,58 @@ impl RunHandle {
 }
 
 /// A run in flight in this process.
-struct RunControl {
-    session_id: String,
-    cancelled: Arc<AtomicBool>,
-    cancel_tx: watch::Sender<bool>,
-    events: mpsc::UnboundedSender<RunEvent>,
+pub(super) struct RunControl {
+    pub(super) session_id: String,
+    pub(super) cancelled: Arc<AtomicBool>,
+    pub(super) cancel_tx: watch::Sender<bool>,
+    pub(super) events: mpsc::UnboundedSender<RunEvent>,
     /// Approvals being waited on (the run is `waiting_permission` while
     /// any is).
-    waiting: AtomicUsize,
+    pub(super) waiting: AtomicUsize,
     /// Serialises state changes between concurrent tool calls.
-    state_lock: Mutex<()>,
+    pub(super) state_lock: Mutex<()>,
     /// Approval requests of the current model turn's tool calls, by what
     /// they ask (skill, capability, target, rule): identical requests from
     /// parallel calls share one record and one answer. Cleared when the
     /// next turn's calls start.
-    asked: Mutex<HashMap<ApprovalKey, (ApprovalRecord, Arc<Waiter>)>>,
+    pub(super) asked: Mutex<HashMap<ApprovalKey, (ApprovalRecord, Arc<Waiter>)>>,
     /// Text of the model call in flight, already shown to the user. Kept
     /// here rather than in the loop so that a run stopped mid-stream
     /// (cancelled, or over its time) can still write it to the transcript.
-    shown: Mutex<String>,
+    pub(super) shown: Mutex<String>,
 }
 
 impl RunControl {
-    fn emit(&self, e: RunEvent) {
+    pub(super) fn emit(&self, e: RunEvent) {
         let _ = self.events.send(e);
     }
 }
 
-/// What makes two approval requests the same question.
-type ApprovalKey = (String, String, String, Option<String>);
-
-/// An approval someone may answer.
-#[derive(Default)]
-struct Waiter {
-    answer: Mutex<Option<bool>>,
-    ready: Condvar,
-}
-
-struct Inner {
-    kernel: Kernel,
-    chain: Arc<ModelChain>,
-    config: AgentConfig,
-    owner: Owner,
+pub(super) struct Inner {
+    pub(super) kernel: Kernel,
+    pub(super) chain: Arc<ModelChain>,
+    pub(super) config: AgentConfig,
+    pub(super) owner: Owner,
     /// Per session: woken when one of its runs ends here, so the next one
     /// starts at once (runs of other processes are polled for).
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
-    runs: Mutex<HashMap<String, Arc<RunControl>>>,
-    waiters: Mutex<HashMap<String, Arc<Waiter>>>,
-    approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
+    pub(super) lanes: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    pub(super) runs: Mutex<HashMap<String, Arc<RunControl>>>,
+    pub(super) waiters: Mutex<HashMap<String, Arc<Waiter>>>,
+    pub(super) approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
     /// Per model name: real prompt tokens / estimated (see
     /// [`context::calibration`]), from the latest call that reported usage.
-    calibration: Mutex<HashMap<String, f64>>,
+    pub(super) calibration: Mutex<HashMap<String, f64>>,
     /// The model that answered last, whose calibration guides compaction.
-    last_model: Mutex<Option<String>>,
+    pub(super) last_model: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The agent. Cheap to clone; one per process is enough.
 #[derive(Clone)]
-pub struct Agent(Arc<Inner>);
+pub struct Agent(pub(super) Arc<Inner>);
 
 /// How a run ended, inside the loop.
 enum Stop {
@@ -499,68 +489,9 @@ impl Agent {
         Ok(record)
     }
 
-    fn lane(&self, session_id: &str) -> Arc<tokio::sync::Notify> {
-        let mut lanes = lock(&self.0.lanes);
-        // Forget idle lanes now and then so the map does not grow with
-        // every session ever used.
-        if lanes.len() > 1024 {
-            lanes.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        lanes.entry(session_id.to_string()).or_default().clone()
-    }
-
-    /// Waits until every run accepted before this one in its session has
-    /// finished — in this process or in another keel sharing the database —
-    /// so a session's runs go one at a time, in the order their messages
-    /// came. A run ahead whose process died is failed (interrupted) rather
-    /// than waited for. Returns false if this run was cancelled meanwhile.
-    async fn wait_turn(&self, run_id: &str, ctl: &RunControl, lane: &tokio::sync::Notify) -> bool {
-        let own = self.0.owner.id();
-        let alive = |o: &str| self.0.owner.sees_alive(o);
-        let mut cancel_rx = ctl.cancel_tx.subscribe();
-        loop {
-            let woken = lane.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let (session, run) = (ctl.session_id.clone(), run_id.to_string());
-            let ahead = match self.db(move |s| s.runs_ahead(&session, &run)).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(run = run_id, error = %e, "cannot read the session's runs");
-                    return true;
-                }
-            };
-            if ahead.is_empty() {
-                return true;
-            }
-            if ahead.iter().any(|(_, o)| !o.as_deref().is_some_and(alive)) {
-                let agent = self.clone();
-                let recovered = self
-                    .db(move |s| s.recover_interrupted_runs(&|o| agent.0.owner.sees_alive(o)))
-                    .await;
-                if let Err(e) = recovered {
-                    tracing::error!(error = %e, "cannot fail interrupted runs");
-                    return true;
-                }
-                continue;
-            }
-            let others = ahead.iter().any(|(_, o)| o.as_deref() != Some(own));
-            let poll = if others {
-                Duration::from_millis(100)
-            } else {
-                Duration::from_secs(5)
-            };
-            tokio::select! {
-                _ = &mut woken => {}
-                _ = cancel_rx.wait_for(|c| *c) => return false,
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
-    }
-
     /// Moves a run, from a thread that may block (an engine thread waiting
     /// for an approval).
-    fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
+    pub(super) fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
         log_transition(
             run_id,
             self.0.kernel.store().transition_run(run_id, to, reason),
@@ -578,7 +509,7 @@ impl Agent {
 
     /// Runs `f` on the store's thread (see [`crate::store::Store::call`]):
     /// async code here never waits on SQLite on a runtime worker.
-    async fn db<T: Send + 'static>(
+    pub(super) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&crate::store::Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -1111,139 +1042,5 @@ fn log_transition(run_id: &str, r: Result<Result<(), RunError>, StoreError>) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(run = run_id, error = %e, "run transition refused"),
         Err(e) => tracing::error!(run = run_id, error = %e, "cannot store a run transition"),
-    }
-}
-
-/// Answers the gate's `ask` for one tool call of a run: stores an approval
-/// request, parks the run in `waiting_permission`, and waits for an answer
-/// (or the timeout, or the run's cancellation — both a no).
-struct CallApprover {
-    agent: std::sync::Weak<Inner>,
-    run_id: String,
-    arguments: String,
-    ctl: Arc<RunControl>,
-}
-
-impl Approver for CallApprover {
-    fn approve(&self, request: &ApprovalRequest) -> bool {
-        let Some(inner) = self.agent.upgrade() else {
-            return false;
-        };
-        let agent = Agent(inner);
-        let store = agent.0.kernel.store();
-        let key: ApprovalKey = (
-            request.skill.clone(),
-            request.capability.name().to_string(),
-            request.target.clone(),
-            request.rule.clone(),
-        );
-        // The same question from a parallel call of this turn waits on the
-        // first one's record: N identical calls, one prompt, one answer.
-        // Checked and created under one lock, so two calls cannot both ask.
-        let (record, waiter, first) = {
-            let mut asked = lock(&self.ctl.asked);
-            match asked.get(&key) {
-                Some((record, waiter)) => (record.clone(), waiter.clone(), false),
-                None => {
-                    let record = match store.create_approval(&NewApproval {
-                        run_id: &self.run_id,
-                        skill: &request.skill,
-                        tool: &request.tool,
-                        capability: request.capability.name(),
-                        target: &request.target,
-                        rule: request.rule.as_deref().unwrap_or(""),
-                        workspace: agent.0.kernel.workspace(),
-                        arguments: &self.arguments,
-                    }) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot store an approval request");
-                            return false;
-                        }
-                    };
-                    let waiter = Arc::new(Waiter::default());
-                    lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
-                    asked.insert(key, (record.clone(), waiter.clone()));
-                    (record, waiter, true)
-                }
-            }
-        };
-        {
-            let _s = lock(&self.ctl.state_lock);
-            if self.ctl.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
-                agent.transition(&self.run_id, RunState::WaitingPermission, Some(&record.id));
-                self.ctl.emit(RunEvent::State(RunState::WaitingPermission));
-            }
-        }
-        if first {
-            self.ctl.emit(RunEvent::Approval(record.clone()));
-            let _ = agent.0.approvals.send(record.clone());
-        }
-        let until = Instant::now() + agent.0.config.approval_timeout;
-        let mut answer = lock(&waiter.answer);
-        let decided = loop {
-            if let Some(a) = *answer {
-                break Some(a);
-            }
-            if self.ctl.cancelled.load(Ordering::Relaxed) {
-                break Some(false);
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break None;
-            }
-            // Answers given here wake the wait at once; one given by
-            // another keel process sharing the database (`keel approve`)
-            // is seen within a quarter of a second.
-            answer = waiter
-                .ready
-                .wait_timeout(answer, left.min(Duration::from_millis(250)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            if answer.is_none()
-                && let Ok(Some(r)) = store.approval(&record.id)
-            {
-                match r.state {
-                    ApprovalState::Approved => break Some(true),
-                    ApprovalState::Denied | ApprovalState::Expired => break Some(false),
-                    ApprovalState::Pending => {}
-                }
-            }
-        };
-        drop(answer);
-        let approved = match decided {
-            Some(a) => a,
-            // Timed out: expire it — unless an answer landed just now.
-            None => match store.expire_approval(&record.id) {
-                Ok(true) | Err(_) => false,
-                Ok(false) => store
-                    .approval(&record.id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.state == ApprovalState::Approved),
-            },
-        };
-        if self.ctl.cancelled.load(Ordering::Relaxed) {
-            let _ = store.expire_approval(&record.id);
-        }
-        // Calls sharing this request see the outcome at once.
-        {
-            let mut a = lock(&waiter.answer);
-            if a.is_none() {
-                *a = Some(approved);
-            }
-            waiter.ready.notify_all();
-        }
-        lock(&agent.0.waiters).remove(&record.id);
-        {
-            let _s = lock(&self.ctl.state_lock);
-            if self.ctl.waiting.fetch_sub(1, Ordering::SeqCst) == 1
-                && !self.ctl.cancelled.load(Ordering::Relaxed)
-            {
-                agent.transition(&self.run_id, RunState::Running, None);
-                self.ctl.emit(RunEvent::State(RunState::Running));
-            }
-        }
-        approved
     }
 }
