@@ -281,12 +281,12 @@ pub(super) fn summary(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn rec(id: i64, kind: &str, content: &str) -> MessageRecord {
+    fn rec(id: i64, kind: MessageKind, content: &str) -> MessageRecord {
         MessageRecord {
             id,
             session_id: "s".into(),
             run_id: None,
-            kind: MessageKind::from_name(kind).expect("a test kind"),
+            kind,
             content: content.into(),
             tool_calls: None,
             call_id: None,
@@ -308,9 +308,12 @@ mod tests {
     #[test]
     fn a_run_does_not_see_messages_queued_after_it() {
         let records = vec![
-            in_run(rec(1, "user", "first"), "r1"),
-            in_run(rec(3, "assistant", "answer one"), "r1"),
-            in_run(rec(2, "user", "second, sent while r1 worked"), "r2"),
+            in_run(rec(1, MessageKind::User, "first"), "r1"),
+            in_run(rec(3, MessageKind::Assistant, "answer one"), "r1"),
+            in_run(
+                rec(2, MessageKind::User, "second, sent while r1 worked"),
+                "r2",
+            ),
         ];
         let seen = seen_by(&records, "r1");
         assert_eq!(seen.len(), 2);
@@ -327,17 +330,21 @@ mod tests {
     /// user already spoke after it (then it is what they answered).
     #[test]
     fn cut_text_is_context_only_when_the_user_answered_it() {
-        let mut cut = rec(2, "assistant", "half an ans");
+        let mut cut = rec(2, MessageKind::Assistant, "half an ans");
         cut.is_error = true;
         let retried = vec![
-            rec(1, "user", "q"),
+            rec(1, MessageKind::User, "q"),
             cut.clone(),
-            rec(3, "assistant", "the whole answer"),
+            rec(3, MessageKind::Assistant, "the whole answer"),
         ];
         let ctx = context_from_records(&retried);
         assert_eq!(ctx.len(), 2, "{ctx:?}");
         assert!(matches!(&ctx[1], Message::Assistant { text, .. } if text == "the whole answer"));
-        let answered = vec![rec(1, "user", "q"), cut, rec(3, "user", "go on")];
+        let answered = vec![
+            rec(1, MessageKind::User, "q"),
+            cut,
+            rec(3, MessageKind::User, "go on"),
+        ];
         let ctx = context_from_records(&answered);
         assert_eq!(ctx.len(), 3, "{ctx:?}");
         assert!(matches!(&ctx[1], Message::Assistant { text, .. } if text == "half an ans"));
@@ -347,9 +354,13 @@ mod tests {
     /// cover, and a split inside a synthetic result maps to none.
     #[test]
     fn covered_id_never_splits_a_call_from_its_synthetic_result() {
-        let mut asst = rec(2, "assistant", "");
+        let mut asst = rec(2, MessageKind::Assistant, "");
         asst.tool_calls = Some(r#"[{"id":"c9","name":"a__b","arguments":"{}"}]"#.into());
-        let records = vec![rec(1, "user", "hi"), asst, rec(3, "user", "next")];
+        let records = vec![
+            rec(1, MessageKind::User, "hi"),
+            asst,
+            rec(3, MessageKind::User, "next"),
+        ];
         // Context: user, assistant, synthetic result, user.
         assert_eq!(context_from_records(&records).len(), 4);
         assert_eq!(covered_id(&records, 0), None);
@@ -380,11 +391,16 @@ mod tests {
 
     #[test]
     fn a_call_without_a_result_gets_one_and_summaries_replace_what_they_cover() {
-        let mut asst = rec(2, "assistant", "");
+        let mut asst = rec(2, MessageKind::Assistant, "");
         asst.tool_calls = Some(r#"[{"id":"c1","name":"a__b","arguments":"{}"},{"id":"c2","name":"a__b","arguments":"{}"}]"#.into());
-        let mut result = rec(3, "tool", "ok");
+        let mut result = rec(3, MessageKind::Tool, "ok");
         result.call_id = Some("c1".into());
-        let records = vec![rec(1, "user", "hi"), asst, result, rec(4, "user", "next")];
+        let records = vec![
+            rec(1, MessageKind::User, "hi"),
+            asst,
+            result,
+            rec(4, MessageKind::User, "next"),
+        ];
         let ctx = context_from_records(&records);
         assert_eq!(ctx.len(), 5, "{ctx:?}");
         assert!(
@@ -397,7 +413,7 @@ mod tests {
         // messages, counting the synthetic result).
         assert_eq!(covered_id(&records, 4), Some(3));
         assert_eq!(covered_id(&records, 2), None, "inside the synthetic result");
-        let mut s = rec(5, "summary", "they said hi");
+        let mut s = rec(5, MessageKind::Summary, "they said hi");
         s.covers_to = Some(3);
         let mut with_summary = records.clone();
         with_summary.push(s);

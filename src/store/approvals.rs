@@ -127,10 +127,10 @@ impl Store {
     pub fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM approvals WHERE ?1 = 0 OR state = 'pending'
+                "SELECT {COLUMNS} FROM approvals WHERE ?1 = 0 OR state = ?2
                  ORDER BY created_ms, rowid"
             ))?;
-            let rows = st.query_map(params![pending_only], row)?;
+            let rows = st.query_map(params![pending_only, ApprovalState::Pending], row)?;
             rows.collect()
         })
     }

@@ -259,13 +259,14 @@ impl Store {
         run_id: &str,
     ) -> Result<Vec<(String, Option<String>)>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare_cached(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, owner FROM runs
                  WHERE session_id = ?1
-                   AND state IN ('queued', 'running', 'waiting_permission')
+                   AND state IN ({})
                    AND rowid < (SELECT rowid FROM runs WHERE id = ?2)
                  ORDER BY rowid",
-            )?;
+                RunState::UNFINISHED_SQL
+            ))?;
             let rows = st.query_map(params![session_id, run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
@@ -295,10 +296,10 @@ impl Store {
         alive: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
         let unfinished = |c: &Connection| -> rusqlite::Result<Vec<(String, RunState)>> {
-            let mut st = c.prepare_cached(
-                "SELECT id, state, owner FROM runs
-                 WHERE state IN ('queued', 'running', 'waiting_permission')",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT id, state, owner FROM runs WHERE state IN ({})",
+                RunState::UNFINISHED_SQL
+            ))?;
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,

@@ -112,6 +112,10 @@ stored_names!(RunState, "run state", {
 });
 
 impl RunState {
+    /// The unfinished states as an SQL list, for `state IN (…)` (checked
+    /// against [`RunState::is_final`] by a test).
+    pub const UNFINISHED_SQL: &'static str = "'queued', 'running', 'waiting_permission'";
+
     /// The state with this stored name, if any.
     pub fn parse(s: &str) -> Option<Self> {
         Self::from_name(s)
@@ -249,6 +253,12 @@ mod tests {
             assert_eq!(RunState::parse(from.name()), Some(from));
         }
         assert_eq!(RunState::parse("finished"), None);
+        let unfinished: Vec<String> = RunState::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| format!("'{s}'"))
+            .collect();
+        assert_eq!(RunState::UNFINISHED_SQL, unfinished.join(", "));
     }
 
     /// The stored text is the on-disk format: these exact strings are in
