@@ -41,7 +41,7 @@ fn async_writes(store: &Arc<Store>, session: &str, tasks: usize, n: usize) -> Ve
                             .call(move |s| {
                                 s.add_messages(&[NewMessage {
                                     session_id: &session,
-                                    kind: "assistant",
+                                    kind: keel::store::MessageKind::Assistant,
                                     content: "a line of an answer",
                                     ..Default::default()
                                 }])
@@ -97,7 +97,7 @@ fn main() {
             while !stop.load(Ordering::Relaxed) {
                 s.add_messages(&[NewMessage {
                     session_id: &session,
-                    kind: "assistant",
+                    kind: keel::store::MessageKind::Assistant,
                     content: "from elsewhere",
                     ..Default::default()
                 }])

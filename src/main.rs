@@ -541,7 +541,7 @@ fn ask(
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     }
-    Ok(match outcome.state.as_str() {
+    Ok(match outcome.state.name() {
         "done" => ExitCode::SUCCESS,
         "cancelled" => {
             eprintln!("keel: the run was cancelled");

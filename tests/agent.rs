@@ -342,7 +342,7 @@ fn history(h: &Harness, run_id: &str) -> Vec<String> {
         .run_history(run_id)
         .unwrap()
         .into_iter()
-        .map(|(state, _)| state)
+        .map(|(state, _)| state.name().to_string())
         .collect()
 }
 

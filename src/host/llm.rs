@@ -116,7 +116,7 @@ fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let Some(chain) = ctx.kernel.models() else {
         return Err(HostError::Failed(format!(
             "llm.complete: {}",
-            crate::agent::NO_MODEL_HELP
+            crate::llm::NO_MODEL_HELP
         )));
     };
     let req = Request {

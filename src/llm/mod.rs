@@ -25,6 +25,18 @@
 //! ("error decoding response body"): they say what happened and how much
 //! had arrived.
 
+/// How to configure a model, shown when none is: by the agent when a run
+/// has no model and by the `llm` host API when a skill asks for one.
+pub const NO_MODEL_HELP: &str = "no model is configured. Set one up either way:
+  - environment: OPENAI_BASE_URL (and OPENAI_MODEL) for an OpenAI-compatible server such as
+    Ollama (OPENAI_BASE_URL=http://127.0.0.1:11434/v1 OPENAI_MODEL=qwen2.5:7b), or
+    OPENAI_API_KEY for OpenAI, or ANTHROPIC_API_KEY for Anthropic;
+  - keel.toml:
+      [models.main]
+      provider = \"openai\"
+      base_url = \"http://127.0.0.1:11434/v1\"
+      model = \"qwen2.5:7b\"";
+
 pub mod anthropic;
 pub mod chain;
 pub mod openai;

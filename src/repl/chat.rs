@@ -250,7 +250,7 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
             continue;
         };
         match agent.answer(&rec.id, answer) {
-            Ok(r) if r.answer.as_deref() == Some("always") => {
+            Ok(r) if r.answer == Some(ApprovalAnswer::Always) => {
                 let _ = writeln!(
                     notes,
                     "granted {} {} for good",
@@ -339,7 +339,7 @@ pub fn one_line(s: &str, max: usize) -> String {
 pub fn format_history(records: &[MessageRecord]) -> String {
     let mut out = String::new();
     for r in records {
-        let line = match r.kind.as_str() {
+        let line = match r.kind.name() {
             "user" => format!("you: {}", r.content),
             "assistant" => {
                 let mut s = String::new();

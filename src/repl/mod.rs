@@ -354,7 +354,7 @@ impl<'a> Console<'a> {
             Some(ask),
         );
         Outcome::Text(match result {
-            Ok(o) => match o.state.as_str() {
+            Ok(o) => match o.state.name() {
                 "done" => String::new(),
                 "cancelled" => "[cancelled]\n".into(),
                 _ => format!("[run failed] {}\n", o.reason.unwrap_or_default()),
@@ -396,7 +396,7 @@ pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
         s.push_str(&format!(
             "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}; {}\n",
             esc(&a.id),
-            esc(&a.state),
+            esc(a.state.name()),
             esc(&a.skill),
             esc(&a.capability),
             if a.target.is_empty() {
@@ -407,8 +407,7 @@ pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
             esc(&a.tool),
             esc(&a.run_id),
             a.answer
-                .as_deref()
-                .map(|x| format!(": {}", esc(x)))
+                .map(|x| format!(": {}", x.name()))
                 .unwrap_or_default(),
             chat::always_grants(a)
         ));

@@ -4,6 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::types::{ApprovalAnswer, ApprovalState};
 use super::{Store, StoreError, now_ms};
 
 /// A stored approval request.
@@ -23,10 +24,9 @@ pub struct ApprovalRecord {
     pub workspace: String,
     /// The tool call's arguments, as JSON text.
     pub arguments: String,
-    /// `pending`, `approved`, `denied` or `expired`.
-    pub state: String,
-    /// `yes`, `no` or `always`, once answered.
-    pub answer: Option<String>,
+    pub state: ApprovalState,
+    /// Once answered.
+    pub answer: Option<ApprovalAnswer>,
     pub created_ms: i64,
     pub answered_ms: Option<i64>,
 }
@@ -44,39 +44,6 @@ pub struct NewApproval<'a> {
     /// The run's workspace, where an `always` grant will apply.
     pub workspace: &'a std::path::Path,
     pub arguments: &'a str,
-}
-
-/// A person's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApprovalAnswer {
-    Yes,
-    No,
-    /// Yes, and grant the rule for good.
-    Always,
-}
-
-impl ApprovalAnswer {
-    /// `y`/`yes`, `n`/`no`, `a`/`always` (any case).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" => Some(Self::Yes),
-            "n" | "no" => Some(Self::No),
-            "a" | "always" => Some(Self::Always),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Yes => "yes",
-            Self::No => "no",
-            Self::Always => "always",
-        }
-    }
-
-    pub fn approves(self) -> bool {
-        !matches!(self, Self::No)
-    }
 }
 
 /// Why an answer was not taken.
@@ -125,7 +92,7 @@ impl Store {
                     "INSERT INTO approvals (id, run_id, skill, tool, capability, target, rule,
                         arguments, state, created_ms, workspace)
                      VALUES ('a_' || lower(hex(randomblob(6))), ?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                        'pending', ?8, ?9)
+                        ?10, ?8, ?9)
                      RETURNING {COLUMNS}"
                 ),
                 params![
@@ -137,7 +104,8 @@ impl Store {
                     a.rule,
                     a.arguments,
                     now,
-                    a.workspace.to_string_lossy()
+                    a.workspace.to_string_lossy(),
+                    ApprovalState::Pending
                 ],
                 row,
             )
@@ -159,10 +127,10 @@ impl Store {
     pub fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM approvals WHERE ?1 = 0 OR state = 'pending'
+                "SELECT {COLUMNS} FROM approvals WHERE ?1 = 0 OR state = ?2
                  ORDER BY created_ms, rowid"
             ))?;
-            let rows = st.query_map(params![pending_only], row)?;
+            let rows = st.query_map(params![pending_only, ApprovalState::Pending], row)?;
             rows.collect()
         })
     }
@@ -189,17 +157,16 @@ impl Store {
             let Some(mut rec) = found else {
                 return Ok(Err(AnswerError::NoApproval(id.to_string())));
             };
-            match rec.state.as_str() {
-                "pending" => {}
-                "expired" => return Ok(Err(AnswerError::Expired(id.to_string()))),
-                _ => {
-                    let given = rec.answer.clone().unwrap_or_default();
-                    return Ok(if given == answer.name() {
+            match rec.state {
+                ApprovalState::Pending => {}
+                ApprovalState::Expired => return Ok(Err(AnswerError::Expired(id.to_string()))),
+                ApprovalState::Approved | ApprovalState::Denied => {
+                    return Ok(if rec.answer == Some(answer) {
                         Ok((rec, false))
                     } else {
                         Err(AnswerError::AlreadyAnswered {
                             id: id.to_string(),
-                            answer: given,
+                            answer: rec.answer.map(|a| a.name()).unwrap_or_default().to_string(),
                         })
                     });
                 }
@@ -207,14 +174,10 @@ impl Store {
             if answer == ApprovalAnswer::Always && rec.rule.is_empty() {
                 return Ok(Err(AnswerError::NoExactRule(id.to_string())));
             }
-            let state = if answer.approves() {
-                "approved"
-            } else {
-                "denied"
-            };
+            let state = answer.state();
             tx.execute(
                 "UPDATE approvals SET state = ?2, answer = ?3, answered_ms = ?4 WHERE id = ?1",
-                params![id, state, answer.name(), now],
+                params![id, state, answer, now],
             )?;
             if answer == ApprovalAnswer::Always {
                 tx.execute(
@@ -224,8 +187,8 @@ impl Store {
                 )?;
             }
             tx.commit()?;
-            rec.state = state.to_string();
-            rec.answer = Some(answer.name().to_string());
+            rec.state = state;
+            rec.answer = Some(answer);
             rec.answered_ms = Some(now);
             Ok(Ok((rec, true)))
         })
@@ -236,9 +199,9 @@ impl Store {
     pub fn expire_approval(&self, id: &str) -> Result<bool, StoreError> {
         self.with(|c| {
             let n = c.execute(
-                "UPDATE approvals SET state = 'expired', answered_ms = ?2
-                 WHERE id = ?1 AND state = 'pending'",
-                params![id, now_ms()],
+                "UPDATE approvals SET state = ?3, answered_ms = ?2
+                 WHERE id = ?1 AND state = ?4",
+                params![id, now_ms(), ApprovalState::Expired, ApprovalState::Pending],
             )?;
             Ok(n > 0)
         })
@@ -277,8 +240,8 @@ mod tests {
             .unwrap();
         assert!(changed);
         assert_eq!(
-            (rec.state.as_str(), rec.answer.as_deref()),
-            ("approved", Some("always"))
+            (rec.state, rec.answer),
+            (ApprovalState::Approved, Some(ApprovalAnswer::Always))
         );
         // The grant is the exact rule, in the run's workspace only.
         let ws = std::path::Path::new("/ws/a");

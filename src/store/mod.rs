@@ -59,10 +59,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod approvals;
 mod sessions;
 mod transcript;
+pub mod types;
 
-pub use approvals::{AnswerError, ApprovalAnswer, ApprovalRecord, NewApproval};
+pub use approvals::{AnswerError, ApprovalRecord, NewApproval};
 pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord};
 pub use transcript::{MessageRecord, NewMessage, UsageTotals};
+pub use types::{ApprovalAnswer, ApprovalState, MessageKind, RunState};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
@@ -1184,7 +1186,7 @@ mod tests {
 
     /// The workspace the kv tests write in.
     const W: &str = "/ws";
-    use crate::agent::RunState;
+    use crate::store::RunState;
 
     #[test]
     fn kv_total_bytes_per_skill_are_bounded_and_deletes_give_room_back() {
@@ -1465,7 +1467,7 @@ mod tests {
                         s.add_messages(&[NewMessage {
                             session_id: &session.id,
                             run_id: Some(&run.id),
-                            kind: "assistant",
+                            kind: MessageKind::Assistant,
                             content: "ok",
                             ..Default::default()
                         }])?;

@@ -10,8 +10,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::types::{ApprovalState, MessageKind, RunState};
 use super::{Store, StoreError, now_ms};
-use crate::agent::RunState;
 
 /// A stored session.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,7 +26,7 @@ pub struct SessionRecord {
 pub struct RunRecord {
     pub id: String,
     pub session_id: String,
-    pub state: String,
+    pub state: RunState,
     pub created_ms: i64,
     pub updated_ms: i64,
     /// Why it failed or was cancelled.
@@ -162,27 +162,27 @@ impl Store {
             }
             let id: String = tx.query_row(
                 "INSERT INTO runs (id, session_id, state, created_ms, updated_ms, owner)
-                 VALUES ('r_' || lower(hex(randomblob(8))), ?1, 'queued', ?2, ?2, ?3) RETURNING id",
-                params![session_id, now, owner],
+                 VALUES ('r_' || lower(hex(randomblob(8))), ?1, ?4, ?2, ?2, ?3) RETURNING id",
+                params![session_id, now, owner, RunState::Queued],
                 |r| r.get(0),
             )?;
             tx.execute(
                 "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
-                 VALUES (?1, NULL, 'queued', ?2, NULL)",
-                params![id, now],
+                 VALUES (?1, NULL, ?3, ?2, NULL)",
+                params![id, now, RunState::Queued],
             )?;
             if let Some(text) = text {
                 tx.execute(
                     "INSERT INTO messages (session_id, run_id, kind, content, created_ms)
-                     VALUES (?1, ?2, 'user', ?3, ?4)",
-                    params![session_id, id, text, now],
+                     VALUES (?1, ?2, ?5, ?3, ?4)",
+                    params![session_id, id, text, now, MessageKind::User],
                 )?;
             }
             tx.commit()?;
             Ok(Ok(RunRecord {
                 id,
                 session_id: session_id.to_string(),
-                state: RunState::Queued.name().into(),
+                state: RunState::Queued,
                 created_ms: now,
                 updated_ms: now,
                 reason: None,
@@ -214,10 +214,10 @@ impl Store {
         let now = now_ms();
         self.with(|c| {
             let tx = c.transaction()?;
-            let from: Option<String> = tx
+            let from: Option<RunState> = tx
                 .query_row("SELECT state FROM runs WHERE id = ?1", params![run_id], |r| r.get(0))
                 .optional()?;
-            let Some(from) = from.as_deref().and_then(RunState::parse) else {
+            let Some(from) = from else {
                 return Ok(Err(RunError::NoRun(run_id.to_string())));
             };
             if !from.can_move_to(to) {
@@ -229,12 +229,12 @@ impl Store {
             }
             tx.execute(
                 "UPDATE runs SET state = ?2, updated_ms = ?3, reason = COALESCE(?4, reason) WHERE id = ?1",
-                params![run_id, to.name(), now, reason],
+                params![run_id, to, now, reason],
             )?;
             tx.execute(
                 "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, from.name(), to.name(), now, reason],
+                params![run_id, from, to, now, reason],
             )?;
             tx.commit()?;
             Ok(Ok(()))
@@ -259,20 +259,21 @@ impl Store {
         run_id: &str,
     ) -> Result<Vec<(String, Option<String>)>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare_cached(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, owner FROM runs
                  WHERE session_id = ?1
-                   AND state IN ('queued', 'running', 'waiting_permission')
+                   AND state IN ({})
                    AND rowid < (SELECT rowid FROM runs WHERE id = ?2)
                  ORDER BY rowid",
-            )?;
+                RunState::UNFINISHED_SQL
+            ))?;
             let rows = st.query_map(params![session_id, run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
     }
 
     /// The states a run went through, in order, with their reasons.
-    pub fn run_history(&self, run_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    pub fn run_history(&self, run_id: &str) -> Result<Vec<(RunState, Option<String>)>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT to_state, reason FROM run_transitions WHERE run_id = ?1 ORDER BY rowid",
@@ -294,15 +295,15 @@ impl Store {
         &self,
         alive: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
-        let unfinished = |c: &Connection| -> rusqlite::Result<Vec<(String, String)>> {
-            let mut st = c.prepare_cached(
-                "SELECT id, state, owner FROM runs
-                 WHERE state IN ('queued', 'running', 'waiting_permission')",
-            )?;
+        let unfinished = |c: &Connection| -> rusqlite::Result<Vec<(String, RunState)>> {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT id, state, owner FROM runs WHERE state IN ({})",
+                RunState::UNFINISHED_SQL
+            ))?;
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, RunState>(1)?,
                     r.get::<_, Option<String>>(2)?,
                 ))
             })?;
@@ -325,17 +326,17 @@ impl Store {
             for (id, state) in &stale {
                 tx.execute(
                     "INSERT INTO run_transitions (run_id, from_state, to_state, at_ms, reason)
-                     VALUES (?1, ?2, 'failed', ?3, ?4)",
-                    params![id, state, now, INTERRUPTED],
+                     VALUES (?1, ?2, ?5, ?3, ?4)",
+                    params![id, state, now, INTERRUPTED, RunState::Failed],
                 )?;
                 tx.execute(
-                    "UPDATE runs SET state = 'failed', updated_ms = ?2, reason = ?3 WHERE id = ?1",
-                    params![id, now, INTERRUPTED],
+                    "UPDATE runs SET state = ?4, updated_ms = ?2, reason = ?3 WHERE id = ?1",
+                    params![id, now, INTERRUPTED, RunState::Failed],
                 )?;
                 tx.execute(
-                    "UPDATE approvals SET state = 'expired', answered_ms = ?2
-                     WHERE run_id = ?1 AND state = 'pending'",
-                    params![id, now],
+                    "UPDATE approvals SET state = ?3, answered_ms = ?2
+                     WHERE run_id = ?1 AND state = ?4",
+                    params![id, now, ApprovalState::Expired, ApprovalState::Pending],
                 )?;
             }
             tx.commit()?;
@@ -380,7 +381,7 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
-        let states: Vec<String> = s
+        let states: Vec<RunState> = s
             .run_history(&run.id)
             .unwrap()
             .into_iter()
@@ -425,8 +426,8 @@ mod tests {
         let runs = s.runs(&session.id).unwrap();
         let a = runs.iter().find(|r| r.id == in_flight.id).unwrap();
         assert_eq!(
-            (a.state.as_str(), a.reason.as_deref()),
-            ("failed", Some(INTERRUPTED))
+            (a.state, a.reason.as_deref()),
+            (RunState::Failed, Some(INTERRUPTED))
         );
         let b = runs.iter().find(|r| r.id == finished.id).unwrap();
         assert_eq!(b.state, "done");

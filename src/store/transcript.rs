@@ -6,6 +6,7 @@
 
 use rusqlite::params;
 
+use super::types::MessageKind;
 use super::{Store, StoreError, now_ms};
 
 /// One stored message.
@@ -14,8 +15,7 @@ pub struct MessageRecord {
     pub id: i64,
     pub session_id: String,
     pub run_id: Option<String>,
-    /// `user`, `assistant`, `tool` or `summary`.
-    pub kind: String,
+    pub kind: MessageKind,
     pub content: String,
     /// For `assistant`: the tool calls, as a JSON array of
     /// `{id, name, arguments}`.
@@ -36,7 +36,7 @@ pub struct MessageRecord {
 pub struct NewMessage<'a> {
     pub session_id: &'a str,
     pub run_id: Option<&'a str>,
-    pub kind: &'a str,
+    pub kind: MessageKind,
     pub content: &'a str,
     pub tool_calls: Option<&'a str>,
     pub call_id: Option<&'a str>,
@@ -214,7 +214,7 @@ mod tests {
                 NewMessage {
                     session_id: &a.id,
                     run_id: Some(&run.id),
-                    kind: "assistant",
+                    kind: MessageKind::Assistant,
                     content: "",
                     tool_calls: Some(r#"[{"id":"c1","name":"x.y","arguments":"{}"}]"#),
                     ..Default::default()
@@ -222,7 +222,7 @@ mod tests {
                 NewMessage {
                     session_id: &a.id,
                     run_id: Some(&run.id),
-                    kind: "tool",
+                    kind: MessageKind::Tool,
                     content: "42",
                     call_id: Some("c1"),
                     name: Some("x.y"),
@@ -233,8 +233,11 @@ mod tests {
             .unwrap();
         assert!(ids[0] < ids[1]);
         let all = s.messages(&a.id).unwrap();
-        let kinds: Vec<&str> = all.iter().map(|m| m.kind.as_str()).collect();
-        assert_eq!(kinds, ["user", "assistant", "tool"]);
+        let kinds: Vec<MessageKind> = all.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [MessageKind::User, MessageKind::Assistant, MessageKind::Tool]
+        );
         assert_eq!(all[0].content, "hi");
         assert_eq!(all[2].call_id.as_deref(), Some("c1"));
         assert_eq!(s.run_messages(&run.id).unwrap().len(), 3);

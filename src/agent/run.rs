@@ -45,43 +45,38 @@
 //! - Identical approval requests (same skill, capability, target and rule)
 //!   from one turn's parallel calls share one record and one answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::RunState;
+use super::approval::{ApprovalKey, CallApprover, Waiter};
 use super::context;
 use super::owner::Owner;
 use super::prompt::{ToolMap, system_prompt};
+use super::transcript::{
+    calls_to_json, cap, context_from_records, covered_id, parse_arguments, parse_calls, seen_by,
+    summary, to_wire,
+};
 use crate::config::AgentConfig;
 use crate::host::RunLink;
 use crate::kernel::Kernel;
-use crate::kernel::gate::{ApprovalRequest, Approver};
 use crate::llm::chain::{ChainError, ModelChain};
 use crate::llm::{Message, Request, StopReason, StreamEvent, ToolCall, Usage};
 use crate::store::{
-    AnswerError, ApprovalAnswer, ApprovalRecord, MessageRecord, NewApproval, NewMessage, RunError,
+    AnswerError, ApprovalAnswer, ApprovalRecord, MessageKind, MessageRecord, NewMessage, RunError,
     RunRecord, SessionRecord, StoreError,
 };
 
-/// How to configure a model, shown when none is.
-pub const NO_MODEL_HELP: &str = "no model is configured. Set one up either way:
-  - environment: OPENAI_BASE_URL (and OPENAI_MODEL) for an OpenAI-compatible server such as
-    Ollama (OPENAI_BASE_URL=http://127.0.0.1:11434/v1 OPENAI_MODEL=qwen2.5:7b), or
-    OPENAI_API_KEY for OpenAI, or ANTHROPIC_API_KEY for Anthropic;
-  - keel.toml:
-      [models.main]
-      provider = \"openai\"
-      base_url = \"http://127.0.0.1:11434/v1\"
-      model = \"qwen2.5:7b\"";
+/// How to configure a model, shown when none is (defined with the
+/// providers so the host API can say it too without depending on the agent).
+pub use crate::llm::NO_MODEL_HELP;
 
-/// Longest tool result given back to the model, in bytes.
-const MAX_RESULT_BYTES: usize = 64 * 1024;
 /// Streams that may break off mid-answer in one run before it fails: each
 /// is retried (on the same model or the next in the chain).
 const MAX_STREAM_RETRIES: u32 = 2;
@@ -190,7 +185,7 @@ pub struct ToolCallOutcome {
 pub struct RunOutcome {
     pub id: String,
     pub session_id: String,
-    pub state: String,
+    pub state: RunState,
     pub answer: String,
     pub reason: Option<String>,
     pub model: Option<String>,
@@ -211,8 +206,8 @@ impl RunOutcome {
         let mut tool_calls: Vec<ToolCallOutcome> = Vec::new();
         let mut answer = String::new();
         for m in messages {
-            match m.kind.as_str() {
-                "assistant" => {
+            match m.kind {
+                MessageKind::Assistant => {
                     for c in parse_calls(m.tool_calls.as_deref()) {
                         tool_calls.push(ToolCallOutcome {
                             id: c.id,
@@ -227,7 +222,7 @@ impl RunOutcome {
                         answer.clone_from(&m.content);
                     }
                 }
-                "tool" => {
+                MessageKind::Tool => {
                     if let Some(c) = tool_calls
                         .iter_mut()
                         .find(|c| Some(&c.id) == m.call_id.as_ref())
@@ -237,13 +232,13 @@ impl RunOutcome {
                         c.elapsed_ms = m.elapsed_ms;
                     }
                 }
-                _ => {}
+                MessageKind::User | MessageKind::Summary => {}
             }
         }
         Self {
             id: run.id.clone(),
             session_id: run.session_id.clone(),
-            state: run.state.clone(),
+            state: run.state,
             answer,
             reason: run.reason.clone(),
             model: run.model.clone(),
@@ -276,7 +271,7 @@ impl RunHandle {
         RunOutcome {
             id: self.run_id,
             session_id: self.session_id,
-            state: RunState::Failed.name().into(),
+            state: RunState::Failed,
             answer: String::new(),
             reason: Some("keel stopped before the run finished".into()),
             model: None,
@@ -291,68 +286,58 @@ impl RunHandle {
 }
 
 /// A run in flight in this process.
-struct RunControl {
-    session_id: String,
-    cancelled: Arc<AtomicBool>,
-    cancel_tx: watch::Sender<bool>,
-    events: mpsc::UnboundedSender<RunEvent>,
+pub(super) struct RunControl {
+    pub(super) session_id: String,
+    pub(super) cancelled: Arc<AtomicBool>,
+    pub(super) cancel_tx: watch::Sender<bool>,
+    pub(super) events: mpsc::UnboundedSender<RunEvent>,
     /// Approvals being waited on (the run is `waiting_permission` while
     /// any is).
-    waiting: AtomicUsize,
+    pub(super) waiting: AtomicUsize,
     /// Serialises state changes between concurrent tool calls.
-    state_lock: Mutex<()>,
+    pub(super) state_lock: Mutex<()>,
     /// Approval requests of the current model turn's tool calls, by what
     /// they ask (skill, capability, target, rule): identical requests from
     /// parallel calls share one record and one answer. Cleared when the
     /// next turn's calls start.
-    asked: Mutex<HashMap<ApprovalKey, (ApprovalRecord, Arc<Waiter>)>>,
+    pub(super) asked: Mutex<HashMap<ApprovalKey, (ApprovalRecord, Arc<Waiter>)>>,
     /// Text of the model call in flight, already shown to the user. Kept
     /// here rather than in the loop so that a run stopped mid-stream
     /// (cancelled, or over its time) can still write it to the transcript.
-    shown: Mutex<String>,
+    pub(super) shown: Mutex<String>,
 }
 
 impl RunControl {
-    fn emit(&self, e: RunEvent) {
+    pub(super) fn emit(&self, e: RunEvent) {
         let _ = self.events.send(e);
     }
 }
 
-/// What makes two approval requests the same question.
-type ApprovalKey = (String, String, String, Option<String>);
-
-/// An approval someone may answer.
-#[derive(Default)]
-struct Waiter {
-    answer: Mutex<Option<bool>>,
-    ready: Condvar,
-}
-
-struct Inner {
-    kernel: Kernel,
-    chain: Arc<ModelChain>,
-    config: AgentConfig,
-    owner: Owner,
+pub(super) struct Inner {
+    pub(super) kernel: Kernel,
+    pub(super) chain: Arc<ModelChain>,
+    pub(super) config: AgentConfig,
+    pub(super) owner: Owner,
     /// Per session: woken when one of its runs ends here, so the next one
     /// starts at once (runs of other processes are polled for).
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
-    runs: Mutex<HashMap<String, Arc<RunControl>>>,
-    waiters: Mutex<HashMap<String, Arc<Waiter>>>,
-    approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
+    pub(super) lanes: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    pub(super) runs: Mutex<HashMap<String, Arc<RunControl>>>,
+    pub(super) waiters: Mutex<HashMap<String, Arc<Waiter>>>,
+    pub(super) approvals: tokio::sync::broadcast::Sender<ApprovalRecord>,
     /// Per model name: real prompt tokens / estimated (see
     /// [`context::calibration`]), from the latest call that reported usage.
-    calibration: Mutex<HashMap<String, f64>>,
+    pub(super) calibration: Mutex<HashMap<String, f64>>,
     /// The model that answered last, whose calibration guides compaction.
-    last_model: Mutex<Option<String>>,
+    pub(super) last_model: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The agent. Cheap to clone; one per process is enough.
 #[derive(Clone)]
-pub struct Agent(Arc<Inner>);
+pub struct Agent(pub(super) Arc<Inner>);
 
 /// How a run ended, inside the loop.
 enum Stop {
@@ -504,68 +489,9 @@ impl Agent {
         Ok(record)
     }
 
-    fn lane(&self, session_id: &str) -> Arc<tokio::sync::Notify> {
-        let mut lanes = lock(&self.0.lanes);
-        // Forget idle lanes now and then so the map does not grow with
-        // every session ever used.
-        if lanes.len() > 1024 {
-            lanes.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        lanes.entry(session_id.to_string()).or_default().clone()
-    }
-
-    /// Waits until every run accepted before this one in its session has
-    /// finished — in this process or in another keel sharing the database —
-    /// so a session's runs go one at a time, in the order their messages
-    /// came. A run ahead whose process died is failed (interrupted) rather
-    /// than waited for. Returns false if this run was cancelled meanwhile.
-    async fn wait_turn(&self, run_id: &str, ctl: &RunControl, lane: &tokio::sync::Notify) -> bool {
-        let own = self.0.owner.id();
-        let alive = |o: &str| self.0.owner.sees_alive(o);
-        let mut cancel_rx = ctl.cancel_tx.subscribe();
-        loop {
-            let woken = lane.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let (session, run) = (ctl.session_id.clone(), run_id.to_string());
-            let ahead = match self.db(move |s| s.runs_ahead(&session, &run)).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(run = run_id, error = %e, "cannot read the session's runs");
-                    return true;
-                }
-            };
-            if ahead.is_empty() {
-                return true;
-            }
-            if ahead.iter().any(|(_, o)| !o.as_deref().is_some_and(alive)) {
-                let agent = self.clone();
-                let recovered = self
-                    .db(move |s| s.recover_interrupted_runs(&|o| agent.0.owner.sees_alive(o)))
-                    .await;
-                if let Err(e) = recovered {
-                    tracing::error!(error = %e, "cannot fail interrupted runs");
-                    return true;
-                }
-                continue;
-            }
-            let others = ahead.iter().any(|(_, o)| o.as_deref() != Some(own));
-            let poll = if others {
-                Duration::from_millis(100)
-            } else {
-                Duration::from_secs(5)
-            };
-            tokio::select! {
-                _ = &mut woken => {}
-                _ = cancel_rx.wait_for(|c| *c) => return false,
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
-    }
-
     /// Moves a run, from a thread that may block (an engine thread waiting
     /// for an approval).
-    fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
+    pub(super) fn transition(&self, run_id: &str, to: RunState, reason: Option<&str>) {
         log_transition(
             run_id,
             self.0.kernel.store().transition_run(run_id, to, reason),
@@ -583,7 +509,7 @@ impl Agent {
 
     /// Runs `f` on the store's thread (see [`crate::store::Store::call`]):
     /// async code here never waits on SQLite on a runtime worker.
-    async fn db<T: Send + 'static>(
+    pub(super) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&crate::store::Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -642,7 +568,7 @@ impl Agent {
         let outcome = loaded.unwrap_or_else(|e| RunOutcome {
             id: run_id.clone(),
             session_id: ctl.session_id.clone(),
-            state: state.name().into(),
+            state,
             answer: String::new(),
             reason: Some(format!(
                 "{} (and the run could not be read back: {e})",
@@ -804,7 +730,7 @@ impl Agent {
                 let mut rows = vec![NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "assistant",
+                    kind: MessageKind::Assistant,
                     content: &stored_text,
                     tool_calls: calls_json.as_deref(),
                     ..Default::default()
@@ -812,7 +738,7 @@ impl Agent {
                 rows.extend(cut.iter().map(|c| NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "tool",
+                    kind: MessageKind::Tool,
                     content: CUT_CALL_RESULT,
                     call_id: Some(&c.id),
                     name: Some(&c.name),
@@ -886,7 +812,7 @@ impl Agent {
                 s.add_messages(&[NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "assistant",
+                    kind: MessageKind::Assistant,
                     content: &content,
                     is_error: true,
                     ..Default::default()
@@ -997,7 +923,7 @@ impl Agent {
                 .map(|(id, name, ok, content, elapsed)| NewMessage {
                     session_id: &session,
                     run_id: Some(&run),
-                    kind: "tool",
+                    kind: MessageKind::Tool,
                     content,
                     call_id: Some(id),
                     name: Some(name),
@@ -1098,7 +1024,7 @@ impl Agent {
             s.add_messages(&[NewMessage {
                 session_id: &session,
                 run_id: Some(&run),
-                kind: "summary",
+                kind: MessageKind::Summary,
                 content: &text,
                 covers_to: Some(covers_to),
                 ..Default::default()
@@ -1110,467 +1036,11 @@ impl Agent {
     }
 }
 
-/// The stored message id of context message `split - 1` (the last one a
-/// summary would cover), or `None` if the split is inside a synthetic
-/// message.
-fn covered_id(records: &[MessageRecord], split: usize) -> Option<i64> {
-    let mut index = 0usize;
-    let mut last = None;
-    for (rec, count) in context_units(records) {
-        if index + count > split {
-            break;
-        }
-        index += count;
-        last = Some(rec.id);
-    }
-    (index == split).then_some(last).flatten()
-}
-
-/// What a run sees of its session's transcript (in conversation order):
-/// everything up to its own last message. Messages of runs accepted after
-/// it — sent while it works, queued behind it in the session's lane — are
-/// not part of its conversation yet.
-fn seen_by<'a>(records: &'a [MessageRecord], run_id: &str) -> &'a [MessageRecord] {
-    match records
-        .iter()
-        .rposition(|r| r.run_id.as_deref() == Some(run_id))
-    {
-        Some(last) => &records[..=last],
-        None => records,
-    }
-}
-
-/// The records after the latest summary (and the summary itself), each
-/// with how many context messages it becomes (0 for one left out).
-fn context_units(records: &[MessageRecord]) -> Vec<(&MessageRecord, usize)> {
-    let start = records.iter().rposition(|r| r.kind == "summary");
-    let summary = start.map(|i| &records[i]);
-    let covers_to = summary.and_then(|s| s.covers_to).unwrap_or(0);
-    // A summary stands for everything up to its `covers_to` message in
-    // conversation order, which is not id order once a message was queued
-    // behind a running run (see `Store::messages`).
-    let covered_end = records.iter().position(|r| r.id == covers_to);
-    let answered = answered_calls(records);
-    let mut kept: Vec<&MessageRecord> = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let covered = match covered_end {
-            Some(end) => i <= end,
-            None => r.id <= covers_to,
-        };
-        if covered || r.kind == "summary" {
-            continue;
-        }
-        kept.push(r);
-    }
-    let mut out = Vec::new();
-    if let Some(s) = summary {
-        out.push((s, 1));
-    }
-    for (i, r) in kept.iter().enumerate() {
-        let n = match r.kind.as_str() {
-            // Text cut mid-stream is context only for a user who answered
-            // it; a retry's answer (or nothing) supersedes it otherwise.
-            "assistant" if is_cut(r) => {
-                usize::from(kept.get(i + 1).is_some_and(|next| next.kind == "user"))
-            }
-            "assistant" => 1 + missing_results(r, &answered),
-            _ => 1,
-        };
-        out.push((*r, n));
-    }
-    out
-}
-
-/// An assistant record holding text that was cut mid-stream (stored with
-/// the error flag by `keep_shown`).
-fn is_cut(r: &MessageRecord) -> bool {
-    r.kind == "assistant" && r.is_error
-}
-
-/// Tool calls of an assistant record with no stored result.
-fn missing_results(assistant: &MessageRecord, answered: &HashSet<&str>) -> usize {
-    parse_calls(assistant.tool_calls.as_deref())
-        .iter()
-        .filter(|c| !answered.contains(c.id.as_str()))
-        .count()
-}
-
-/// The ids of the tool calls that have a stored result.
-fn answered_calls(records: &[MessageRecord]) -> HashSet<&str> {
-    records
-        .iter()
-        .filter(|r| r.kind == "tool")
-        .filter_map(|r| r.call_id.as_deref())
-        .collect()
-}
-
-/// Stored messages → what the model sees (see `Agent::context`), with
-/// real tool names; `to_wire` and [`context::well_formed`] make it a
-/// request.
-pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
-    let answered = answered_calls(records);
-    let mut out = Vec::new();
-    for (r, n) in context_units(records) {
-        if n == 0 {
-            continue;
-        }
-        match r.kind.as_str() {
-            "summary" => out.push(context::summary_message(&r.content)),
-            "user" => out.push(Message::User(r.content.clone())),
-            "assistant" => {
-                let calls = parse_calls(r.tool_calls.as_deref());
-                let missing: Vec<ToolCall> = calls
-                    .iter()
-                    .filter(|c| !answered.contains(c.id.as_str()))
-                    .cloned()
-                    .collect();
-                out.push(Message::Assistant {
-                    text: r.content.clone(),
-                    tool_calls: calls,
-                });
-                for c in missing {
-                    out.push(Message::ToolResult {
-                        call_id: c.id,
-                        name: c.name,
-                        content: "no result: the run ended before this call finished".into(),
-                        is_error: true,
-                    });
-                }
-            }
-            "tool" => out.push(Message::ToolResult {
-                call_id: r.call_id.clone().unwrap_or_default(),
-                name: r.name.clone().unwrap_or_default(),
-                content: r.content.clone(),
-                is_error: r.is_error,
-            }),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Logs a run transition that could not be stored or was refused.
 fn log_transition(run_id: &str, r: Result<Result<(), RunError>, StoreError>) {
     match r {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(run = run_id, error = %e, "run transition refused"),
         Err(e) => tracing::error!(run = run_id, error = %e, "cannot store a run transition"),
-    }
-}
-
-/// Tool names of a conversation → this request's wire names.
-fn to_wire(messages: Vec<Message>, tools: &ToolMap) -> Vec<Message> {
-    messages
-        .into_iter()
-        .map(|m| match m {
-            Message::Assistant { text, tool_calls } => Message::Assistant {
-                text,
-                tool_calls: tool_calls
-                    .into_iter()
-                    .map(|mut c| {
-                        c.name = tools.wire(&c.name);
-                        c
-                    })
-                    .collect(),
-            },
-            Message::ToolResult {
-                call_id,
-                name,
-                content,
-                is_error,
-            } => Message::ToolResult {
-                call_id,
-                name: tools.wire(&name),
-                content,
-                is_error,
-            },
-            other => other,
-        })
-        .collect()
-}
-
-/// Whole calls, then cut ones (flagged `"cut": true`; their partial
-/// arguments are kept for the record, never sent back).
-fn calls_to_json(calls: &[ToolCall], cut: &[ToolCall]) -> String {
-    let item = |c: &ToolCall, cut: bool| {
-        let mut v = serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments});
-        if cut {
-            v["cut"] = Value::Bool(true);
-        }
-        v
-    };
-    Value::Array(
-        calls
-            .iter()
-            .map(|c| item(c, false))
-            .chain(cut.iter().map(|c| item(c, true)))
-            .collect(),
-    )
-    .to_string()
-}
-
-fn parse_calls(json: Option<&str>) -> Vec<ToolCall> {
-    let Some(Value::Array(items)) = json.and_then(|j| serde_json::from_str(j).ok()) else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .map(|c| ToolCall {
-            id: c["id"].as_str().unwrap_or_default().to_string(),
-            name: c["name"].as_str().unwrap_or_default().to_string(),
-            arguments: c["arguments"].as_str().unwrap_or_default().to_string(),
-        })
-        .collect()
-}
-
-/// A model's argument text → a JSON object, or an error the model can act
-/// on.
-fn parse_arguments(text: &str) -> Result<Value, String> {
-    if text.trim().is_empty() {
-        return Ok(Value::Object(Default::default()));
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(other) => Err(format!(
-            "the arguments must be a JSON object matching the tool's schema, got {}; call the tool again with an object",
-            crate::host::json_type(&other)
-        )),
-        Err(e) => Err(format!(
-            "the arguments are not valid JSON ({e}); call the tool again with a JSON object matching its schema"
-        )),
-    }
-}
-
-fn cap(mut s: String) -> String {
-    if s.len() > MAX_RESULT_BYTES {
-        let mut end = MAX_RESULT_BYTES;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        let cut = s.len() - end;
-        s.truncate(end);
-        s.push_str(&format!("\n[… {cut} more bytes cut]"));
-    }
-    s
-}
-
-/// The first line of a result, short.
-fn summary(s: &str) -> String {
-    let line = s.lines().next().unwrap_or("");
-    let mut out: String = line.chars().take(80).collect();
-    if out.len() < line.len() || s.lines().nth(1).is_some() {
-        out.push('…');
-    }
-    out
-}
-
-/// Answers the gate's `ask` for one tool call of a run: stores an approval
-/// request, parks the run in `waiting_permission`, and waits for an answer
-/// (or the timeout, or the run's cancellation — both a no).
-struct CallApprover {
-    agent: std::sync::Weak<Inner>,
-    run_id: String,
-    arguments: String,
-    ctl: Arc<RunControl>,
-}
-
-impl Approver for CallApprover {
-    fn approve(&self, request: &ApprovalRequest) -> bool {
-        let Some(inner) = self.agent.upgrade() else {
-            return false;
-        };
-        let agent = Agent(inner);
-        let store = agent.0.kernel.store();
-        let key: ApprovalKey = (
-            request.skill.clone(),
-            request.capability.name().to_string(),
-            request.target.clone(),
-            request.rule.clone(),
-        );
-        // The same question from a parallel call of this turn waits on the
-        // first one's record: N identical calls, one prompt, one answer.
-        // Checked and created under one lock, so two calls cannot both ask.
-        let (record, waiter, first) = {
-            let mut asked = lock(&self.ctl.asked);
-            match asked.get(&key) {
-                Some((record, waiter)) => (record.clone(), waiter.clone(), false),
-                None => {
-                    let record = match store.create_approval(&NewApproval {
-                        run_id: &self.run_id,
-                        skill: &request.skill,
-                        tool: &request.tool,
-                        capability: request.capability.name(),
-                        target: &request.target,
-                        rule: request.rule.as_deref().unwrap_or(""),
-                        workspace: agent.0.kernel.workspace(),
-                        arguments: &self.arguments,
-                    }) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot store an approval request");
-                            return false;
-                        }
-                    };
-                    let waiter = Arc::new(Waiter::default());
-                    lock(&agent.0.waiters).insert(record.id.clone(), waiter.clone());
-                    asked.insert(key, (record.clone(), waiter.clone()));
-                    (record, waiter, true)
-                }
-            }
-        };
-        {
-            let _s = lock(&self.ctl.state_lock);
-            if self.ctl.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
-                agent.transition(&self.run_id, RunState::WaitingPermission, Some(&record.id));
-                self.ctl.emit(RunEvent::State(RunState::WaitingPermission));
-            }
-        }
-        if first {
-            self.ctl.emit(RunEvent::Approval(record.clone()));
-            let _ = agent.0.approvals.send(record.clone());
-        }
-        let until = Instant::now() + agent.0.config.approval_timeout;
-        let mut answer = lock(&waiter.answer);
-        let decided = loop {
-            if let Some(a) = *answer {
-                break Some(a);
-            }
-            if self.ctl.cancelled.load(Ordering::Relaxed) {
-                break Some(false);
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break None;
-            }
-            // Answers given here wake the wait at once; one given by
-            // another keel process sharing the database (`keel approve`)
-            // is seen within a quarter of a second.
-            answer = waiter
-                .ready
-                .wait_timeout(answer, left.min(Duration::from_millis(250)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            if answer.is_none()
-                && let Ok(Some(r)) = store.approval(&record.id)
-            {
-                match r.state.as_str() {
-                    "approved" => break Some(true),
-                    "denied" | "expired" => break Some(false),
-                    _ => {}
-                }
-            }
-        };
-        drop(answer);
-        let approved = match decided {
-            Some(a) => a,
-            // Timed out: expire it — unless an answer landed just now.
-            None => match store.expire_approval(&record.id) {
-                Ok(true) | Err(_) => false,
-                Ok(false) => store
-                    .approval(&record.id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.state == "approved"),
-            },
-        };
-        if self.ctl.cancelled.load(Ordering::Relaxed) {
-            let _ = store.expire_approval(&record.id);
-        }
-        // Calls sharing this request see the outcome at once.
-        {
-            let mut a = lock(&waiter.answer);
-            if a.is_none() {
-                *a = Some(approved);
-            }
-            waiter.ready.notify_all();
-        }
-        lock(&agent.0.waiters).remove(&record.id);
-        {
-            let _s = lock(&self.ctl.state_lock);
-            if self.ctl.waiting.fetch_sub(1, Ordering::SeqCst) == 1
-                && !self.ctl.cancelled.load(Ordering::Relaxed)
-            {
-                agent.transition(&self.run_id, RunState::Running, None);
-                self.ctl.emit(RunEvent::State(RunState::Running));
-            }
-        }
-        approved
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(id: i64, kind: &str, content: &str) -> MessageRecord {
-        MessageRecord {
-            id,
-            session_id: "s".into(),
-            run_id: None,
-            kind: kind.into(),
-            content: content.into(),
-            tool_calls: None,
-            call_id: None,
-            name: None,
-            is_error: false,
-            elapsed_ms: None,
-            covers_to: None,
-            created_ms: 0,
-        }
-    }
-
-    #[test]
-    fn a_call_without_a_result_gets_one_and_summaries_replace_what_they_cover() {
-        let mut asst = rec(2, "assistant", "");
-        asst.tool_calls = Some(r#"[{"id":"c1","name":"a__b","arguments":"{}"},{"id":"c2","name":"a__b","arguments":"{}"}]"#.into());
-        let mut result = rec(3, "tool", "ok");
-        result.call_id = Some("c1".into());
-        let records = vec![rec(1, "user", "hi"), asst, result, rec(4, "user", "next")];
-        let ctx = context_from_records(&records);
-        assert_eq!(ctx.len(), 5, "{ctx:?}");
-        assert!(
-            matches!(&ctx[2], Message::ToolResult { call_id, is_error: true, .. } if call_id == "c2")
-        );
-        assert!(
-            matches!(&ctx[3], Message::ToolResult { call_id, is_error: false, .. } if call_id == "c1")
-        );
-        // A summary covering the first three stored messages (four context
-        // messages, counting the synthetic result).
-        assert_eq!(covered_id(&records, 4), Some(3));
-        assert_eq!(covered_id(&records, 2), None, "inside the synthetic result");
-        let mut s = rec(5, "summary", "they said hi");
-        s.covers_to = Some(3);
-        let mut with_summary = records.clone();
-        with_summary.push(s);
-        let ctx = context_from_records(&with_summary);
-        assert_eq!(ctx.len(), 2);
-        assert!(matches!(&ctx[0], Message::User(t) if t.contains("they said hi")));
-        assert_eq!(ctx[1], Message::User("next".into()));
-    }
-
-    #[test]
-    fn malformed_arguments_become_a_correctable_error() {
-        assert_eq!(parse_arguments("").unwrap(), serde_json::json!({}));
-        assert!(
-            parse_arguments("{\"a\":")
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
-        assert!(
-            parse_arguments("[1]")
-                .unwrap_err()
-                .contains("must be a JSON object")
-        );
-        assert_eq!(parse_arguments("{\"a\":1}").unwrap()["a"], 1);
-    }
-
-    #[test]
-    fn long_results_are_cut_on_a_char_boundary() {
-        let s = "é".repeat(MAX_RESULT_BYTES);
-        let c = cap(s);
-        assert!(c.len() < MAX_RESULT_BYTES + 64);
-        assert!(c.ends_with("more bytes cut]"));
-        assert_eq!(summary("one\ntwo"), "one…");
-        assert_eq!(summary("short"), "short");
     }
 }
