@@ -1184,6 +1184,37 @@ fn token_usage_over_anthropic_is_the_sum_of_the_calls() {
     usage_is_summed(Wire::Anthropic);
 }
 
+/// A server that reports no usage (some local servers don't) leaves the
+/// run's tokens unknown, not 0: the call is counted as unreported, and the
+/// calls that did report are still summed.
+fn usage_nobody_reported(wire: Wire) {
+    let model = FakeModel::scripted(
+        wire,
+        vec![
+            Reply::tool("notes__list", json!({})),
+            Reply::NoUsage("ok".into()),
+        ],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let outcome = h.ask(&h.session(), "list my notes");
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    assert_eq!(outcome.unreported_calls, 1, "{outcome:?}");
+    let first = 10 + model.requests()[0].body.to_string().len() as u64 / 4;
+    assert_eq!(outcome.usage.input_tokens, first, "{outcome:?}");
+    let run = h.store().run(&outcome.id).unwrap().unwrap();
+    assert_eq!(run.unreported_calls, 1);
+}
+
+#[test]
+fn usage_nobody_reported_over_openai_is_unknown_not_zero() {
+    usage_nobody_reported(Wire::OpenAi);
+}
+
+#[test]
+fn usage_nobody_reported_over_anthropic_is_unknown_not_zero() {
+    usage_nobody_reported(Wire::Anthropic);
+}
+
 /// Starting the agent fails runs whose owner process is dead as
 /// interrupted, and leaves a live owner's run alone.
 #[test]

@@ -190,7 +190,11 @@ pub struct RunOutcome {
     pub reason: Option<String>,
     pub model: Option<String>,
     pub tool_calls: Vec<ToolCallOutcome>,
+    /// Tokens of the model calls whose server reported them.
     pub usage: Usage,
+    /// Model calls whose server reported no usage (their tokens are
+    /// unknown, not 0).
+    pub unreported_calls: u64,
 }
 
 impl RunOutcome {
@@ -247,6 +251,7 @@ impl RunOutcome {
                 input_tokens: run.input_tokens,
                 output_tokens: run.output_tokens,
             },
+            unreported_calls: run.unreported_calls,
         }
     }
 }
@@ -277,6 +282,7 @@ impl RunHandle {
             model: None,
             tool_calls: Vec::new(),
             usage: Usage::default(),
+            unreported_calls: 0,
         }
     }
 
@@ -577,6 +583,7 @@ impl Agent {
             model: None,
             tool_calls: Vec::new(),
             usage: Usage::default(),
+            unreported_calls: 0,
         });
         ctl.emit(RunEvent::State(state));
         ctl.emit(RunEvent::Finished(outcome));
@@ -823,8 +830,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Adds one model call's tokens to the run. A server that reported none
-    /// is recorded as 0 until the store can hold "unknown".
+    /// Adds one model call's tokens to the run; a server that reported
+    /// none is recorded as unknown, not as 0.
     async fn record_usage(
         &self,
         run_id: &str,
@@ -832,17 +839,9 @@ impl Agent {
         usage: Option<Usage>,
     ) -> Result<(), StoreError> {
         let (run, model) = (run_id.to_string(), model.to_string());
-        let usage = usage.unwrap_or_default();
-        self.db(move |s| {
-            s.record_usage(
-                Some(&run),
-                None,
-                &model,
-                usage.input_tokens,
-                usage.output_tokens,
-            )
-        })
-        .await
+        let tokens = usage.map(|u| (u.input_tokens, u.output_tokens));
+        self.db(move |s| s.record_usage(Some(&run), None, &model, tokens))
+            .await
     }
 
     fn context_window(&self) -> u32 {

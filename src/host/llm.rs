@@ -151,13 +151,11 @@ fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     // A server that reports no counts is recorded as 0 until the store can
     // hold "unknown"; the script sees null.
     let counts = completion.usage;
-    let usage = counts.unwrap_or_default();
     if let Err(e) = ctx.kernel.store().record_usage(
         run,
         Some(&ctx.skill.name),
         &model,
-        usage.input_tokens,
-        usage.output_tokens,
+        counts.map(|u| (u.input_tokens, u.output_tokens)),
     ) {
         tracing::warn!(skill = %ctx.skill.name, error = %e, "could not record token usage");
     }

@@ -423,11 +423,15 @@ pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
     let mut s = String::new();
     for r in list {
         s.push_str(&format!(
-            "{}  {:<18}  {:>6} in / {:>5} out{}{}\n",
+            "{}  {:<18}  {:>6} in / {:>5} out{}{}{}\n",
             r.id,
             r.state,
             r.input_tokens,
             r.output_tokens,
+            match r.unreported_calls {
+                0 => String::new(),
+                n => format!(" (+{n} call(s) with no usage reported)"),
+            },
             r.model
                 .as_deref()
                 .map(|m| format!("  {m}"))

@@ -306,6 +306,22 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO kv_usage (workspace, skill, bytes)
         SELECT workspace, skill, sum(octet_length(key) + octet_length(value))
         FROM kv GROUP BY workspace, skill;",
+    // 6: a model call whose server reported no usage is recorded as
+    // unknown (NULL), not as 0 tokens; a run counts such calls
+    "CREATE TABLE usage_v6 (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        run_id TEXT,
+        skill TEXT,
+        model TEXT NOT NULL,
+        input_tokens INTEGER,
+        output_tokens INTEGER
+    );
+    INSERT INTO usage_v6 (id, at_ms, run_id, skill, model, input_tokens, output_tokens)
+        SELECT id, at_ms, run_id, skill, model, input_tokens, output_tokens FROM usage;
+    DROP TABLE usage;
+    ALTER TABLE usage_v6 RENAME TO usage;
+    ALTER TABLE runs ADD COLUMN unreported_calls INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The workspace of grants and baselines recorded before they were kept

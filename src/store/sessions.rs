@@ -33,12 +33,15 @@ pub struct RunRecord {
     pub reason: Option<String>,
     /// The chain model that answered last.
     pub model: Option<String>,
+    /// Tokens of the model calls whose server reported them.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Model calls whose server reported no usage: their tokens are
+    /// unknown, not 0.
+    pub unreported_calls: u64,
 }
 
-const RUN_COLUMNS: &str =
-    "id, session_id, state, created_ms, updated_ms, reason, model, input_tokens, output_tokens";
+const RUN_COLUMNS: &str = "id, session_id, state, created_ms, updated_ms, reason, model, input_tokens, output_tokens, unreported_calls";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -51,6 +54,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         model: r.get(6)?,
         input_tokens: r.get::<_, i64>(7)? as u64,
         output_tokens: r.get::<_, i64>(8)? as u64,
+        unreported_calls: r.get::<_, i64>(9)? as u64,
     })
 }
 
@@ -189,6 +193,7 @@ impl Store {
                 model: None,
                 input_tokens: 0,
                 output_tokens: 0,
+                unreported_calls: 0,
             }))
         })
     }

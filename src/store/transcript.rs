@@ -50,8 +50,11 @@ pub struct NewMessage<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UsageTotals {
     pub calls: u64,
+    /// Tokens of the calls whose server reported them.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Calls whose server reported no usage (unknown, not 0).
+    pub unreported_calls: u64,
 }
 
 const MESSAGE_COLUMNS: &str = "id, session_id, run_id, kind, content, tool_calls, call_id, name, is_error, elapsed_ms, covers_to, created_ms";
@@ -139,35 +142,33 @@ impl Store {
 
     /// Records the tokens one model call used: for a run (added to the
     /// run's totals, and the run remembers the model) and/or for a skill's
-    /// `keel.llm.complete`.
+    /// `keel.llm.complete`. `tokens` is `(input, output)`, or `None` when
+    /// the server reported none: stored as unknown (NULL) and counted as an
+    /// unreported call, never as 0 tokens.
     pub fn record_usage(
         &self,
         run_id: Option<&str>,
         skill: Option<&str>,
         model: &str,
-        input_tokens: u64,
-        output_tokens: u64,
+        tokens: Option<(u64, u64)>,
     ) -> Result<(), StoreError> {
+        let input_tokens = tokens.map(|(i, _)| i as i64);
+        let output_tokens = tokens.map(|(_, o)| o as i64);
         let now = now_ms();
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO usage (at_ms, run_id, skill, model, input_tokens, output_tokens)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    now,
-                    run_id,
-                    skill,
-                    model,
-                    input_tokens as i64,
-                    output_tokens as i64
-                ],
+                params![now, run_id, skill, model, input_tokens, output_tokens],
             )?;
             if let Some(run) = run_id {
                 tx.execute(
-                    "UPDATE runs SET input_tokens = input_tokens + ?2,
-                        output_tokens = output_tokens + ?3, model = ?4 WHERE id = ?1",
-                    params![run, input_tokens as i64, output_tokens as i64, model],
+                    "UPDATE runs SET input_tokens = input_tokens + COALESCE(?2, 0),
+                        output_tokens = output_tokens + COALESCE(?3, 0),
+                        unreported_calls = unreported_calls + (?2 IS NULL), model = ?4
+                     WHERE id = ?1",
+                    params![run, input_tokens, output_tokens, model],
                 )?;
             }
             tx.commit()
@@ -178,7 +179,8 @@ impl Store {
     pub fn skill_usage(&self, skill: &str) -> Result<UsageTotals, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)
+                "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                    COUNT(*) - COUNT(input_tokens)
                  FROM usage WHERE skill = ?1",
                 params![skill],
                 |r| {
@@ -186,6 +188,7 @@ impl Store {
                         calls: r.get::<_, i64>(0)? as u64,
                         input_tokens: r.get::<_, i64>(1)? as u64,
                         output_tokens: r.get::<_, i64>(2)? as u64,
+                        unreported_calls: r.get::<_, i64>(3)? as u64,
                     })
                 },
             )
@@ -242,21 +245,73 @@ mod tests {
         assert_eq!(all[2].call_id.as_deref(), Some("c1"));
         assert_eq!(s.run_messages(&run.id).unwrap().len(), 3);
 
-        s.record_usage(Some(&run.id), None, "main", 100, 7).unwrap();
-        s.record_usage(Some(&run.id), None, "backup", 50, 3)
+        s.record_usage(Some(&run.id), None, "main", Some((100, 7)))
             .unwrap();
-        s.record_usage(None, Some("notes"), "main", 9, 1).unwrap();
+        s.record_usage(Some(&run.id), None, "backup", Some((50, 3)))
+            .unwrap();
+        s.record_usage(None, Some("notes"), "main", Some((9, 1)))
+            .unwrap();
         let r = s.run(&run.id).unwrap().unwrap();
         assert_eq!(
             (r.input_tokens, r.output_tokens, r.model.as_deref()),
             (150, 10, Some("backup"))
         );
+        assert_eq!(r.unreported_calls, 0);
         assert_eq!(
             s.skill_usage("notes").unwrap(),
             UsageTotals {
                 calls: 1,
                 input_tokens: 9,
-                output_tokens: 1
+                output_tokens: 1,
+                unreported_calls: 0
+            }
+        );
+    }
+
+    /// A server that reports no usage is recorded as unknown (NULL) and
+    /// counted, never as 0 tokens: totals stay what was reported.
+    #[test]
+    fn usage_nobody_reported_is_unknown_not_zero() {
+        let s = Store::in_memory().unwrap();
+        let session = s.create_session("t").unwrap();
+        let run = s
+            .accept_message(&session.id, None, Some("hi"))
+            .unwrap()
+            .unwrap();
+        s.record_usage(Some(&run.id), None, "main", Some((40, 2)))
+            .unwrap();
+        s.record_usage(Some(&run.id), None, "local", None).unwrap();
+        s.record_usage(None, Some("notes"), "local", None).unwrap();
+        let r = s.run(&run.id).unwrap().unwrap();
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.output_tokens,
+                r.unreported_calls,
+                r.model.as_deref()
+            ),
+            (40, 2, 1, Some("local"))
+        );
+        let nulls: i64 = s
+            .with(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM usage WHERE input_tokens IS NULL AND output_tokens IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            nulls, 2,
+            "unreported usage stored as something other than NULL"
+        );
+        assert_eq!(
+            s.skill_usage("notes").unwrap(),
+            UsageTotals {
+                calls: 1,
+                input_tokens: 0,
+                output_tokens: 0,
+                unreported_calls: 1
             }
         );
     }
