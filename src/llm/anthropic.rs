@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use super::sse::SseEvent;
 use super::{
-    Completion, Endpoint, Message, ProviderError, Request, StopReason, StreamEvent, ToolCall,
-    Usage, join_url, post_sse,
+    AnswerBudget, Completion, Endpoint, Message, ProviderError, Request, StopReason, StreamEvent,
+    ToolCall, Usage, join_url, post_sse,
 };
 
 /// The `anthropic-version` header keel speaks.
@@ -141,11 +141,8 @@ pub struct StreamDecoder {
     usage: Option<Usage>,
     stop: Option<StopReason>,
     stopped: bool,
-    /// Bytes of text and tool input kept so far, and the bound.
-    kept: usize,
-    max_answer: usize,
-    /// The bound was reached: nothing more is kept.
-    full: bool,
+    /// How much of the answer is kept, and whether the bound was reached.
+    budget: AnswerBudget,
 }
 
 impl StreamDecoder {
@@ -163,30 +160,13 @@ impl StreamDecoder {
             usage: None,
             stop: None,
             stopped: false,
-            kept: 0,
-            max_answer,
-            full: false,
+            budget: AnswerBudget::new(max_answer),
         }
     }
 
     /// Whether the answer bound was reached (the caller stops reading).
     pub fn is_full(&self) -> bool {
-        self.full
-    }
-
-    /// How much of `piece` fits under the bound (cut on a character
-    /// boundary); marks the decoder full when not all of it does.
-    fn admit<'a>(&mut self, piece: &'a str) -> &'a str {
-        let room = self.max_answer.saturating_sub(self.kept);
-        let mut end = piece.len().min(room);
-        while !piece.is_char_boundary(end) {
-            end -= 1;
-        }
-        if end < piece.len() {
-            self.full = true;
-        }
-        self.kept += end;
-        &piece[..end]
+        self.budget.is_full()
     }
 
     /// One SSE event (Anthropic names every event: message_start,
@@ -214,7 +194,7 @@ impl StreamDecoder {
         ];
         // Anthropic may add event types; only the known ones are parsed.
         // Past the bound nothing more is kept.
-        if !known.contains(&name.as_str()) || self.full {
+        if !known.contains(&name.as_str()) || self.budget.is_full() {
             return Ok(Vec::new());
         }
         let data = self.parse(event, &name)?;
@@ -238,7 +218,7 @@ impl StreamDecoder {
                         if let Some(text) = block["text"].as_str()
                             && !text.is_empty()
                         {
-                            let text = self.admit(text);
+                            let text = self.budget.admit(text);
                             self.text.push_str(text);
                             out.push(StreamEvent::Text(text.to_string()));
                         }
@@ -276,7 +256,7 @@ impl StreamDecoder {
                 match delta["type"].as_str() {
                     Some("text_delta") => {
                         if let Some(text) = delta["text"].as_str() {
-                            let text = self.admit(text);
+                            let text = self.budget.admit(text);
                             if !text.is_empty() {
                                 self.text.push_str(text);
                                 out.push(StreamEvent::Text(text.to_string()));
@@ -291,7 +271,7 @@ impl StreamDecoder {
                                 "input_json_delta without partial_json",
                             ));
                         };
-                        let part = self.admit(part);
+                        let part = self.budget.admit(part);
                         let Some(tool) = self.tools.iter_mut().find(|t| t.index == index) else {
                             return Err(self.bad(
                                 event,
@@ -359,15 +339,15 @@ impl StreamDecoder {
     /// when it was cut (no message_stop seen). An answer cut at the bound
     /// is a completion with [`StopReason::AnswerLimit`].
     pub fn finish(self) -> Result<Completion, ProviderError> {
-        if !self.stopped && !self.full {
+        if !self.stopped && !self.budget.is_full() {
             return Err(ProviderError::Interrupted {
                 url: self.url,
-                received: self.kept as u64,
+                received: self.budget.kept() as u64,
                 reason: "the stream ended before message_stop".into(),
             });
         }
-        let stop = if self.full {
-            Some(StopReason::AnswerLimit(self.max_answer))
+        let stop = if self.budget.is_full() {
+            Some(StopReason::AnswerLimit(self.budget.max()))
         } else {
             self.stop
         };

@@ -41,6 +41,56 @@ pub mod anthropic;
 pub mod chain;
 pub mod openai;
 pub mod sse;
+
+/// How much of one answer a stream decoder keeps: text and tool arguments
+/// up to a bound, cut on a character boundary. Once a piece does not fit
+/// whole the decoder is full and the caller stops reading.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerBudget {
+    kept: usize,
+    max: usize,
+    full: bool,
+}
+
+impl AnswerBudget {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            kept: 0,
+            max,
+            full: false,
+        }
+    }
+
+    /// How much of `piece` fits under the bound; marks the budget full when
+    /// not all of it does.
+    pub(crate) fn admit<'a>(&mut self, piece: &'a str) -> &'a str {
+        let room = self.max.saturating_sub(self.kept);
+        let mut end = piece.len().min(room);
+        while !piece.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end < piece.len() {
+            self.full = true;
+        }
+        self.kept += end;
+        &piece[..end]
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// Bytes kept so far.
+    pub(crate) fn kept(&self) -> usize {
+        self.kept
+    }
+
+    /// The bound.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing;
 

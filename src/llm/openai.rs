@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{
-    Completion, Endpoint, Flow, Message, ProviderError, Request, StopReason, StreamEvent, ToolCall,
-    Usage,
+    AnswerBudget, Completion, Endpoint, Flow, Message, ProviderError, Request, StopReason,
+    StreamEvent, ToolCall, Usage,
 };
 
 /// Longest piece of a bad event quoted in an error.
@@ -128,11 +128,8 @@ pub struct StreamDecoder {
     finish_reason: Option<String>,
     usage: Option<Usage>,
     done: bool,
-    /// Bytes of text and tool arguments kept so far, and the bound.
-    kept: usize,
-    max_answer: usize,
-    /// The bound was reached: nothing more is kept.
-    full: bool,
+    /// How much of the answer is kept, and whether the bound was reached.
+    budget: AnswerBudget,
 }
 
 impl StreamDecoder {
@@ -151,30 +148,13 @@ impl StreamDecoder {
             finish_reason: None,
             usage: None,
             done: false,
-            kept: 0,
-            max_answer,
-            full: false,
+            budget: AnswerBudget::new(max_answer),
         }
     }
 
     /// Whether the answer bound was reached (the caller stops reading).
     pub fn is_full(&self) -> bool {
-        self.full
-    }
-
-    /// How much of `piece` fits under the bound (cut on a character
-    /// boundary); marks the decoder full when not all of it does.
-    fn admit<'a>(&mut self, piece: &'a str) -> &'a str {
-        let room = self.max_answer.saturating_sub(self.kept);
-        let mut end = piece.len().min(room);
-        while !piece.is_char_boundary(end) {
-            end -= 1;
-        }
-        if end < piece.len() {
-            self.full = true;
-        }
-        self.kept += end;
-        &piece[..end]
+        self.budget.is_full()
     }
 
     fn protocol(&self, reason: impl Into<String>) -> ProviderError {
@@ -189,7 +169,7 @@ impl StreamDecoder {
     pub fn feed(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
         let data = event.data.trim();
         // Anything after [DONE] (or the bound) is not part of this answer.
-        if self.done || self.full || data.is_empty() {
+        if self.done || self.budget.is_full() || data.is_empty() {
             return Ok(Vec::new());
         }
         if data == "[DONE]" {
@@ -235,7 +215,7 @@ impl StreamDecoder {
             if let Some(text) = delta["content"].as_str()
                 && !text.is_empty()
             {
-                let text = self.admit(text);
+                let text = self.budget.admit(text);
                 if !text.is_empty() {
                     self.text.push_str(text);
                     out.push(StreamEvent::Text(text.to_string()));
@@ -283,7 +263,7 @@ impl StreamDecoder {
             v @ Value::Object(_) => v.to_string(),
             _ => String::new(),
         };
-        let args = self.admit(&args).to_string();
+        let args = self.budget.admit(&args).to_string();
         let partial = self.calls.entry(index).or_default();
         partial.arguments.push_str(&args);
         if !partial.started && !partial.name.is_empty() {
@@ -304,10 +284,10 @@ impl StreamDecoder {
     /// when the stream was cut (no `[DONE]` seen). An answer cut at the
     /// bound is a completion with [`StopReason::AnswerLimit`].
     pub fn finish(self) -> Result<Completion, ProviderError> {
-        if !self.done && !self.full {
+        if !self.done && !self.budget.is_full() {
             return Err(ProviderError::Interrupted {
                 url: self.url,
-                received: self.kept as u64,
+                received: self.budget.kept() as u64,
                 reason: "the stream ended before [DONE]".into(),
             });
         }
@@ -338,7 +318,7 @@ impl StreamDecoder {
             });
         }
         let stop = match self.finish_reason.as_deref() {
-            _ if self.full => StopReason::AnswerLimit(self.max_answer),
+            _ if self.budget.is_full() => StopReason::AnswerLimit(self.budget.max()),
             Some("length") => StopReason::MaxTokens,
             // Some servers say "stop" (or nothing) even when the turn ends in
             // tool calls; the calls are what matters.
