@@ -428,16 +428,11 @@ fn is_request_fault(message: &str) -> bool {
     .any(|p| m.contains(p))
 }
 
-/// `bytes` as text safe for a terminal or a log line: printable ASCII as
-/// is, everything else escaped (`\n`, `\x1b`, `\u{e9}`).
+/// `bytes` (a server's own words, maybe not UTF-8) as text safe for a
+/// terminal or a log line: keel's one escape ([`crate::text::escape_control`])
+/// over the lossily decoded text.
 pub fn escape_bytes(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .flat_map(|c| match c {
-            ' '..='~' => vec![c],
-            _ => c.escape_default().collect(),
-        })
-        .collect()
+    crate::text::escape_control(&String::from_utf8_lossy(bytes)).into_owned()
 }
 
 /// Parses a `Retry-After` header: seconds (`"30"`) or an HTTP date is not
@@ -848,7 +843,10 @@ mod tests {
             "{err:?}"
         );
         assert!(text.contains("<html>\\n<title>Login"), "{text}");
-        assert!(!text.contains('\x1b') && text.contains("\\u{1b}"), "{text}");
+        assert!(
+            !text.contains('\x1b') && text.contains("\\x1b[31m"),
+            "{text}"
+        );
         assert!(!err.is_retryable());
         server.await.unwrap();
     }

@@ -79,11 +79,7 @@ pub fn converse(
             RunEvent::ToolStarted {
                 name, arguments, ..
             } => {
-                if mid_line {
-                    let _ = writeln!(answer);
-                    let _ = answer.flush();
-                    mid_line = false;
-                }
+                end_line(answer, &mut mid_line);
                 let _ = writeln!(
                     notes,
                     "[tool] {} {}",
@@ -108,10 +104,7 @@ pub fn converse(
                 );
             }
             RunEvent::Approval(rec) => {
-                if mid_line {
-                    let _ = writeln!(answer);
-                    mid_line = false;
-                }
+                end_line(answer, &mut mid_line);
                 match ask.as_deref_mut() {
                     Some(ask) => {
                         let _ = writeln!(notes, "{}", approval_prompt(&rec));
@@ -141,19 +134,15 @@ pub fn converse(
                 let _ = writeln!(
                     notes,
                     "[context] {}; going on with the whole conversation",
-                    crate::llm::escape_bytes(reason.as_bytes())
+                    esc(&reason)
                 );
             }
             RunEvent::StreamCut { reason } => {
-                if mid_line {
-                    let _ = writeln!(answer);
-                    let _ = answer.flush();
-                    mid_line = false;
-                }
+                end_line(answer, &mut mid_line);
                 let _ = writeln!(
                     notes,
                     "[model] the answer above was cut ({}); asking again",
-                    crate::llm::escape_bytes(reason.as_bytes())
+                    esc(&reason)
                 );
             }
             RunEvent::State(_) => {}
@@ -162,15 +151,21 @@ pub fn converse(
         let _ = notes.flush();
     };
     *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    if mid_line {
-        let _ = writeln!(answer);
-    }
-    let _ = answer.flush();
+    end_line(answer, &mut mid_line);
     Ok(outcome)
 }
 
 /// The approval prompt: what the skill wants, on what, from which tool
 /// call, and exactly what `always` would store. Every part a skill can
+/// Ends the answer's current line, if the streamed text left one open, so
+/// a note (a tool line, an approval) starts on a line of its own.
+fn end_line(answer: &mut dyn Write, mid_line: &mut bool) {
+    if std::mem::take(mid_line) {
+        let _ = writeln!(answer);
+    }
+    let _ = answer.flush();
+}
+
 /// influence is escaped, so the prompt cannot be redrawn by what it shows.
 pub fn approval_prompt(rec: &ApprovalRecord) -> String {
     format!("{}; {}", approval_line(rec), always_grants(rec))
