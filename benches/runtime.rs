@@ -106,6 +106,24 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// Times `skill.tool` looping `n` times (after one warm-up run) and the
+/// skill's empty loop of the same length, on an engine thread: their
+/// difference is what the loop body's host call costs.
+fn loop_against_empty(k: &keel::Kernel, skill: &str, tool: &str, n: u64) -> (Duration, Duration) {
+    let (k2, skill, tool) = (k.clone(), skill.to_string(), tool.to_string());
+    k.on_engine_thread(move || {
+        let run = |tool: &str| {
+            let t = Instant::now();
+            k2.call_tool_blocking(&format!("{skill}.{tool}"), json!({ "n": n }), None)
+                .expect("loop");
+            t.elapsed()
+        };
+        run(&tool);
+        (run(&tool), run("empty_loop"))
+    })
+    .expect("engine thread")
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().canonicalize().expect("canonical");
@@ -152,19 +170,7 @@ fn main() {
     println!("clock read (SystemTime::now) alone: {clock:.0} ns");
     for (skill, target) in [("bl", 80.0), ("br", 300.0)] {
         let n = 2_000_000u64;
-        let k2 = k.clone();
-        let (with, without) = k
-            .on_engine_thread(move || {
-                let run = |tool: &str| {
-                    let t = Instant::now();
-                    k2.call_tool_blocking(&format!("{skill}.{tool}"), json!({ "n": n }), None)
-                        .expect("loop");
-                    t.elapsed()
-                };
-                run("host_loop");
-                (run("host_loop"), run("empty_loop"))
-            })
-            .expect("engine thread");
+        let (with, without) = loop_against_empty(&k, skill, "host_loop", n);
         let per = (with.as_secs_f64() - without.as_secs_f64()) / n as f64 * 1e9;
         println!(
             "host call keel.time.now from {}: {per:.0} ns per call, of which the binding {:.0} ns (loop with calls {:.0} ns/iter, empty loop {:.0} ns/iter; target <= {target} ns)",
@@ -179,19 +185,7 @@ fn main() {
     // what converting and parsing one typed argument adds to the binding.
     for skill in ["bl", "br"] {
         let n = 1_000_000u64;
-        let k2 = k.clone();
-        let (with, without) = k
-            .on_engine_thread(move || {
-                let run = |tool: &str| {
-                    let t = Instant::now();
-                    k2.call_tool_blocking(&format!("{skill}.{tool}"), json!({ "n": n }), None)
-                        .expect("loop");
-                    t.elapsed()
-                };
-                run("arg_loop");
-                (run("arg_loop"), run("empty_loop"))
-            })
-            .expect("engine thread");
+        let (with, without) = loop_against_empty(&k, skill, "arg_loop", n);
         let per = (with.as_secs_f64() - without.as_secs_f64()) / n as f64 * 1e9;
         println!(
             "host call keel.json.decode(\"1\") from {}: {per:.0} ns per call",
