@@ -26,6 +26,8 @@
 //! - [`config`] — `keel.toml`.
 //! - [`repl`] — the console and the terminal side of talking to the agent
 //!   (also used by `keel ask`).
+//! - [`paths`] — resolving paths on disk (symlinks followed), handed to
+//!   `capability` so it stays pure.
 //! - [`text`] — the one escape for text that reaches a terminal or a text
 //!   log (control characters and bidi overrides made visible).
 //! - [`docs`] — the host API reference and editor definitions, generated
@@ -41,6 +43,7 @@ pub mod docs;
 pub mod host;
 pub mod kernel;
 pub mod llm;
+pub mod paths;
 pub mod repl;
 pub mod sandbox;
 pub mod script;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use keel::Kernel;
-use keel::capability::{CapabilityRule, ScopeBase};
+use keel::capability::CapabilityRule;
 use keel::config::Config;
 use keel::skill::{Origin, SkillFailure, SkillSet, manifest::valid_skill_name};
 
@@ -618,12 +618,7 @@ fn parse_grant(kernel: &Kernel, skill: &str, capability: &str) -> Result<Capabil
     if !valid_skill_name(skill) {
         bail!("`{skill}` is not a skill name (see `keel skills`)");
     }
-    let rule = CapabilityRule::parse(
-        capability,
-        &ScopeBase {
-            workspace: kernel.workspace(),
-        },
-    )?;
+    let rule = CapabilityRule::parse(capability, &keel::paths::scope_base(kernel.workspace()))?;
     if kernel.skills().latest(skill).is_none() {
         eprintln!(
             "note: no skill named `{skill}` is loaded right now; the grant applies when it is"

@@ -225,6 +225,12 @@ pub enum CapabilityError {
 pub struct ScopeBase<'a> {
     /// The workspace root, absolute and canonical.
     pub workspace: &'a Path,
+    /// Resolves an absolute path the way the kernel would (symlinks
+    /// followed, `..` applied, parts that do not exist yet kept as
+    /// written). Passed in so this module never reads the disk:
+    /// [`crate::paths::scope_base`] gives the real one, tests may give
+    /// [`paths::normalize_lexically`].
+    pub resolve: fn(&Path) -> PathBuf,
 }
 
 impl CapabilityRule {
@@ -418,7 +424,7 @@ fn parse_path_scope(
     let path = if glob {
         paths::normalize_lexically(&joined)
     } else {
-        paths::canonicalize_lenient(&joined)
+        (base.resolve)(&joined)
     };
     Ok(Scope::Path { path, glob })
 }
@@ -674,7 +680,7 @@ mod tests {
     #[test]
     fn only_declared_variables_are_candidates() {
         let ws = std::env::temp_dir();
-        let base = ScopeBase { workspace: &ws };
+        let base = crate::paths::scope_base(&ws);
         let rule = |s: &str| CapabilityRule::parse(s, &base).unwrap();
         let env: BTreeMap<String, String> = [
             ("HOME", "/h"),
@@ -707,7 +713,7 @@ mod tests {
     }
 
     fn rule(s: &str, ws: &Path) -> CapabilityRule {
-        CapabilityRule::parse(s, &ScopeBase { workspace: ws }).unwrap()
+        CapabilityRule::parse(s, &crate::paths::scope_base(ws)).unwrap()
     }
 
     #[test]
@@ -727,7 +733,7 @@ mod tests {
     #[test]
     fn scope_presence_is_checked_per_kind() {
         let (_d, ws) = base();
-        let b = ScopeBase { workspace: &ws };
+        let b = crate::paths::scope_base(&ws);
         assert!(matches!(
             CapabilityRule::parse("fs.read", &b),
             Err(CapabilityError::MissingScope { .. })
@@ -935,7 +941,7 @@ mod tests {
     #[test]
     fn the_exact_rule_names_one_target_and_nothing_wider() {
         let (_d, ws) = base();
-        let b = ScopeBase { workspace: &ws };
+        let b = crate::paths::scope_base(&ws);
         let ex = |kind, t: Target<'_>| exact_rule(kind, &t, &b).map(|r| r.text);
         assert_eq!(
             ex(CapabilityKind::Exec, Target::Name("ls")).as_deref(),
@@ -994,7 +1000,7 @@ mod tests {
     #[test]
     fn rule_parsing_never_panics_and_round_trips() {
         let (_d, ws) = base();
-        let b = ScopeBase { workspace: &ws };
+        let b = crate::paths::scope_base(&ws);
         let pieces = [
             "fs.read",
             "fs.write",

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::capability::{
-    CapabilityError, CapabilityRule, Decision, Policy, RuleSet, ScopeBase, paths,
-};
+use crate::capability::{CapabilityError, CapabilityRule, Decision, Policy, RuleSet};
 
 /// Errors from reading `keel.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +182,7 @@ pub struct ModelsConfig {
 impl Config {
     /// Defaults for a workspace with no `keel.toml`.
     pub fn default_for(workspace: &Path) -> Self {
-        let workspace = paths::canonicalize_lenient(workspace);
+        let workspace = crate::paths::canonicalize_lenient(workspace);
         Self {
             source: None,
             skill_paths: vec![workspace.join("skills"), workspace.join("scripts")],
@@ -233,8 +231,8 @@ impl Config {
         })?;
         let at = Locator::new(text);
         let workspace = match &raw.workspace {
-            Some(w) => paths::canonicalize_lenient(&dir.join(w)),
-            None => paths::canonicalize_lenient(dir),
+            Some(w) => crate::paths::canonicalize_lenient(&dir.join(w)),
+            None => crate::paths::canonicalize_lenient(dir),
         };
         let mut cfg = Self::default_for(&workspace);
         cfg.source = Some(path.to_path_buf());
@@ -282,9 +280,7 @@ impl Config {
             })?);
         }
         if let Some(p) = raw.policy {
-            let base = ScopeBase {
-                workspace: &workspace,
-            };
+            let base = crate::paths::scope_base(&workspace);
             let rules =
                 |list: &str, rules: Vec<String>| -> Result<Vec<CapabilityRule>, ConfigError> {
                     rules

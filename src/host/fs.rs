@@ -409,11 +409,10 @@ fn mkdir(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capability::ScopeBase;
 
     fn rule(s: &str) -> CapabilityRule {
         let ws = PathBuf::from("/ws");
-        CapabilityRule::parse(s, &ScopeBase { workspace: &ws }).unwrap()
+        CapabilityRule::parse(s, &crate::paths::scope_base(&ws)).unwrap()
     }
 
     #[test]

@@ -352,7 +352,7 @@ impl CallCtx {
             )));
         }
         let joined = self.kernel.workspace().join(path);
-        Ok(crate::capability::paths::canonicalize_lenient(&joined))
+        Ok(crate::paths::canonicalize_lenient(&joined))
     }
 }
 

@@ -294,9 +294,7 @@ impl Gate {
     }
 
     fn scope_base(&self) -> ScopeBase<'_> {
-        ScopeBase {
-            workspace: &self.workspace,
-        }
+        crate::paths::scope_base(&self.workspace)
     }
 
     /// The operator's grants for a skill in this workspace, parsed. Grants
@@ -852,7 +850,7 @@ mod tests {
 
     fn rule(s: &str) -> CapabilityRule {
         let ws = ws();
-        CapabilityRule::parse(s, &ScopeBase { workspace: &ws }).unwrap()
+        CapabilityRule::parse(s, &crate::paths::scope_base(&ws)).unwrap()
     }
 
     fn rules(list: &[&str]) -> Vec<CapabilityRule> {

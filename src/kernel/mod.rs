@@ -198,7 +198,7 @@ fn protected_paths(
     let mut p = ProtectedPaths::new();
     let mut add = |kind, path: &Path| {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let canonical = crate::capability::paths::canonicalize_lenient(&abs);
+        let canonical = crate::paths::canonicalize_lenient(&abs);
         p.add(kind, abs, Some(canonical));
     };
     if let Some(src) = &config.source {
@@ -365,9 +365,7 @@ impl Kernel {
     }
 
     fn scope_base(&self) -> ScopeBase<'_> {
-        ScopeBase {
-            workspace: &self.0.config.workspace,
-        }
+        crate::paths::scope_base(&self.0.config.workspace)
     }
 
     /// Where each copy of skill `name` stands in this workspace: accepted

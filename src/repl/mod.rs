@@ -17,7 +17,7 @@ use serde_json::Value;
 pub use format::{decision_for_rule, format_audit, format_grants, format_skills, format_tools};
 
 use crate::agent::Agent;
-use crate::capability::{CapabilityRule, ScopeBase};
+use crate::capability::CapabilityRule;
 use crate::kernel::{Kernel, KernelEvent};
 
 /// A parsed console command.
@@ -446,15 +446,11 @@ pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
 }
 
 fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) -> String {
-    let rule = match CapabilityRule::parse(
-        capability,
-        &ScopeBase {
-            workspace: kernel.workspace(),
-        },
-    ) {
-        Ok(r) => r,
-        Err(e) => return format!("error: {e}\n"),
-    };
+    let rule =
+        match CapabilityRule::parse(capability, &crate::paths::scope_base(kernel.workspace())) {
+            Ok(r) => r,
+            Err(e) => return format!("error: {e}\n"),
+        };
     let ws = kernel.workspace();
     let r = if grant {
         kernel.store().grant(ws, skill, &rule.text)

@@ -36,7 +36,6 @@ pub const SKILLS: &[BuiltinSkill] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capability::ScopeBase;
 
     #[test]
     fn every_builtin_manifest_parses_and_names_its_folder() {
@@ -46,7 +45,7 @@ mod tests {
                 b.manifest,
                 std::path::Path::new(b.name),
                 None,
-                &ScopeBase { workspace: &ws },
+                &crate::paths::scope_base(&ws),
             )
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
             assert_eq!(m.name, b.name);

@@ -413,7 +413,7 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
             text,
             Path::new("skill.toml"),
             None,
-            &ScopeBase { workspace: &ws },
+            &crate::paths::scope_base(&ws),
         )
     }
 
@@ -461,7 +461,7 @@ parameters = { type = "object", properties = { text = { type = "string" } }, req
             &text,
             Path::new("w.luau"),
             Some(Path::new("w.luau")),
-            &ScopeBase { workspace: &ws },
+            &crate::paths::scope_base(&ws),
         )
         .unwrap_err();
         assert_eq!(e.line, 3, "{e}");
