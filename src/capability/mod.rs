@@ -429,6 +429,18 @@ fn parse_path_scope(
     Ok(Scope::Path { path, glob })
 }
 
+/// The declarations a skill did not have when its name was first accepted
+/// (its *baseline*): they are pending, and the gate lets them through only
+/// with the operator's word for that skill (a grant, or an allow rule in its
+/// own policy section). Compared as written, so a reworded rule is new too.
+pub fn not_in_baseline(declared: &[String], baseline: &[String]) -> Vec<String> {
+    declared
+        .iter()
+        .filter(|d| !baseline.contains(d))
+        .cloned()
+        .collect()
+}
+
 /// `*` matches any run of characters (including none, and including `/`).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());

@@ -909,12 +909,7 @@ impl Store {
                 .map(|copy| {
                     if accepted.iter().any(|o| o == copy.origin) {
                         Standing::Owner {
-                            pending: copy
-                                .declared
-                                .iter()
-                                .filter(|d| !base.contains(d))
-                                .cloned()
-                                .collect(),
+                            pending: crate::capability::not_in_baseline(copy.declared, &base),
                         }
                     } else {
                         Standing::Claimant {
