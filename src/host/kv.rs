@@ -90,8 +90,8 @@ fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     ctx.check(CapabilityKind::Kv, Target::None)?;
     match ctx
         .kernel
-        .store()
-        .kv_get(ctx.kernel.workspace(), &ctx.skill.name, key)
+        .skill_kv(&ctx.skill.name)
+        .get(key)
         .map_err(store_err)?
     {
         None => Ok(Value::Null),
@@ -104,19 +104,14 @@ fn get(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
 fn set(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     let SetArgs { key, value } = args.parse()?;
     ctx.check(CapabilityKind::Kv, Target::None)?;
-    let store = ctx.kernel.store();
+    let kv = ctx.kernel.skill_kv(&ctx.skill.name);
     if value.is_null() {
-        store
-            .kv_delete(ctx.kernel.workspace(), &ctx.skill.name, key)
-            .map_err(store_err)?;
+        kv.delete(key).map_err(store_err)?;
     } else {
         let text = serde_json::to_string(&value).map_err(|e| {
             HostError::BadArgument(format!("kv.set: value is not JSON-shaped: {e}"))
         })?;
-        let limit = ctx.kernel.limits_for(&ctx.skill.name).kv_bytes;
-        store
-            .kv_set(ctx.kernel.workspace(), &ctx.skill.name, key, &text, limit)
-            .map_err(store_err)?;
+        kv.set(key, &text).map_err(store_err)?;
     }
     Ok(Value::Null)
 }
@@ -126,8 +121,8 @@ fn delete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let existed = ctx
         .kernel
-        .store()
-        .kv_delete(ctx.kernel.workspace(), &ctx.skill.name, key)
+        .skill_kv(&ctx.skill.name)
+        .delete(key)
         .map_err(store_err)?;
     Ok(Value::Bool(existed))
 }
@@ -138,8 +133,8 @@ fn list(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
     ctx.check(CapabilityKind::Kv, Target::None)?;
     let keys = ctx
         .kernel
-        .store()
-        .kv_list(ctx.kernel.workspace(), &ctx.skill.name, prefix)
+        .skill_kv(&ctx.skill.name)
+        .list(prefix)
         .map_err(store_err)?;
     Ok(Value::Array(keys.into_iter().map(Value::String).collect()))
 }

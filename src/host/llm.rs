@@ -148,12 +148,12 @@ fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         Some(Ok(c)) => c,
     };
     let run = ctx.run.as_ref().map(|r| r.run_id.as_str());
-    // A server that reports no counts is recorded as 0 until the store can
-    // hold "unknown"; the script sees null.
+    // A server that reports no counts is recorded as unknown; the script
+    // sees null.
     let counts = completion.usage;
-    if let Err(e) = ctx.kernel.store().record_usage(
+    if let Err(e) = ctx.kernel.record_usage(
         run,
-        Some(&ctx.skill.name),
+        &ctx.skill.name,
         &model,
         counts.map(|u| (u.input_tokens, u.output_tokens)),
     ) {

@@ -184,12 +184,13 @@ pub struct CallCtx {
 }
 
 /// The part of the kernel a host function may use, and nothing more: the
-/// gate, the workspace, the environment keel was given, the store (for the
-/// skill's kv data and token usage), the runtime (to wait on I/O with a
-/// timeout), the model chain, the skill's limits and `tools.call`'s entry.
+/// gate, the workspace, the environment keel was given, the calling skill's
+/// own kv namespace and the token-usage record (not the store), the runtime
+/// (to wait on I/O with a timeout), the model chain and `tools.call`'s entry.
 ///
-/// Not reachable from here: the skill set, reloads, the event bus, the
-/// configuration as a whole, the data directory, the engine threads. A host
+/// Not reachable from here: the store as a whole (other skills' data, grants,
+/// the audit log), the skill set, reloads, the event bus, the configuration as
+/// a whole, the data directory, the engine threads. A host
 /// function that needs more gets a new, named method here, so what host
 /// code can touch is listed in one place and reviewed as such.
 #[derive(Clone)]
@@ -217,9 +218,29 @@ impl CallKernel {
         self.0.env()
     }
 
-    /// The store, for the skill's kv data and token usage.
-    pub fn store(&self) -> &Arc<Store> {
-        self.0.store()
+    /// `skill`'s own kv data in this workspace, bounded by its `kv_mb`: the
+    /// only part of the store a host function reaches, besides usage.
+    pub fn skill_kv<'a>(&'a self, skill: &'a str) -> SkillKv<'a> {
+        SkillKv {
+            store: self.0.store(),
+            workspace: self.0.workspace(),
+            skill,
+            max_bytes: self.0.config().limits_for(skill).kv_bytes,
+        }
+    }
+
+    /// Records one model call's tokens for `skill` (and the run it belongs
+    /// to); `None` when the server reported none.
+    pub fn record_usage(
+        &self,
+        run_id: Option<&str>,
+        skill: &str,
+        model: &str,
+        tokens: Option<(u64, u64)>,
+    ) -> Result<(), crate::store::StoreError> {
+        self.0
+            .store()
+            .record_usage(run_id, Some(skill), model, tokens)
     }
 
     /// The runtime, for waits that need one (name resolution, model calls).
@@ -230,11 +251,6 @@ impl CallKernel {
     /// The model chain, if a model is configured.
     pub fn models(&self) -> Option<Arc<crate::llm::chain::ModelChain>> {
         self.0.models()
-    }
-
-    /// The resource limits for `skill` (kv bytes and the like).
-    pub fn limits_for(&self, skill: &str) -> crate::config::Limits {
-        self.0.config().limits_for(skill)
     }
 
     /// The most output tokens one model call may ask for.
@@ -250,6 +266,34 @@ impl CallKernel {
         parent: Option<&CallCtx>,
     ) -> Result<Value, crate::tool::ToolError> {
         self.0.call_tool_blocking(name, args, parent)
+    }
+}
+
+/// One skill's kv namespace in one workspace: what `keel.kv` may touch.
+pub struct SkillKv<'a> {
+    store: &'a Store,
+    workspace: &'a std::path::Path,
+    skill: &'a str,
+    max_bytes: u64,
+}
+
+impl SkillKv<'_> {
+    pub fn get(&self, key: &str) -> Result<Option<String>, crate::store::StoreError> {
+        self.store.kv_get(self.workspace, self.skill, key)
+    }
+
+    /// Stores `json` under `key`, within the skill's `kv_mb`.
+    pub fn set(&self, key: &str, json: &str) -> Result<(), crate::store::StoreError> {
+        self.store
+            .kv_set(self.workspace, self.skill, key, json, self.max_bytes)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<bool, crate::store::StoreError> {
+        self.store.kv_delete(self.workspace, self.skill, key)
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+        self.store.kv_list(self.workspace, self.skill, prefix)
     }
 }
 
