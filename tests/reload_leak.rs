@@ -16,55 +16,7 @@ use common::{Ws, runtime};
 use keel::skill::LoadedSkill;
 use serde_json::json;
 
-const LUAU_MANIFEST: &str = r#"
-[skill]
-name = "leaky"
-version = "1.0.0"
-description = "reloaded many times"
-entry = "main.luau"
-[dependencies]
-lib = "^1"
-[[tools]]
-name = "hi"
-description = "answers"
-"#;
-
-const LIB_MANIFEST: &str = r#"
-[skill]
-name = "lib"
-version = "1.0.0"
-description = "a dependency"
-entry = "main.luau"
-"#;
-
-const LIB_SRC: &str = "local M = {}\nfunction M.word() return 'lib' end\nreturn M\n";
-
-fn luau_src(n: usize) -> String {
-    // `require` both of an own file and of a dependency: both bind a
-    // `require` closure to the skill version.
-    format!(
-        "local util = require('./util')\nlocal lib = require('lib')\nlocal M = {{}}\nfunction M.hi() return util.n() + {n} .. lib.word() end\nreturn M\n"
-    )
-}
-
-const LUAU_UTIL: &str = "local U = {}\nfunction U.n() return 1 end\nreturn U\n";
-
-const RHAI_MANIFEST: &str = r#"
-[skill]
-name = "leakyr"
-version = "1.0.0"
-description = "reloaded many times"
-entry = "main.rhai"
-[[tools]]
-name = "hi"
-description = "answers"
-"#;
-
-fn rhai_src(n: usize) -> String {
-    format!("import \"./util\" as util;\nfn hi(args) {{ util::n() + {n} }}\n")
-}
-
-const RHAI_UTIL: &str = "fn n() { 1 }\n";
+use common::leaky::*;
 
 fn version_of(k: &keel::Kernel, name: &str) -> Weak<LoadedSkill> {
     let set = k.skills();
