@@ -948,19 +948,7 @@ fn an_approval_is_answered_from_another_process() {
     let session = agent.new_session("t").expect("session");
     let _g = rt.enter();
     let mut handle = agent.submit(&session.id, "remember milk").expect("submit");
-    let approval = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match handle.events.recv().await {
-                    Some(keel::agent::RunEvent::Approval(a)) => return a,
-                    Some(_) => {}
-                    None => panic!("the run ended without asking"),
-                }
-            }
-        })
-        .await
-        .expect("an approval request within 10 s")
-    });
+    let approval = common::agent::next_approval(&rt, &mut handle, Duration::from_secs(10));
     let listed = run(ws.keel().args(["approvals"]));
     assert!(
         listed.stdout.contains(&approval.id) && listed.stdout.contains("memo wants `kv`"),

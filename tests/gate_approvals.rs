@@ -68,19 +68,7 @@ fn always_stores_exactly_the_rule_the_prompt_showed() {
     let session = agent.new_session("t").expect("session");
     let _g = rt.enter();
     let mut handle = agent.submit(&session.id, "run true").expect("submit");
-    let approval = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(90), async {
-            loop {
-                match handle.events.recv().await {
-                    Some(keel::agent::RunEvent::Approval(a)) => return a,
-                    Some(_) => {}
-                    None => panic!("the run ended without asking"),
-                }
-            }
-        })
-        .await
-        .expect("no approval request (guard: 90 s)")
-    });
+    let approval = common::agent::next_approval(&rt, &mut handle, Duration::from_secs(90));
     assert_eq!(approval.rule, "exec:true");
     // Every front end shows the exact rule.
     let prompt = keel::repl::chat::approval_prompt(&approval);

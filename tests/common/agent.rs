@@ -63,3 +63,25 @@ pub fn notes_ws(model: &FakeModel, extra_toml: &str) -> Ws {
             model_table("main", model)
         ))
 }
+
+/// Waits for the run's first approval request (other events are skipped);
+/// fails if the run ends without one or none comes within `guard`.
+pub fn next_approval(
+    rt: &tokio::runtime::Runtime,
+    handle: &mut keel::agent::RunHandle,
+    guard: std::time::Duration,
+) -> keel::store::ApprovalRecord {
+    rt.block_on(async {
+        tokio::time::timeout(guard, async {
+            loop {
+                match handle.events.recv().await {
+                    Some(keel::agent::RunEvent::Approval(a)) => return a,
+                    Some(_) => {}
+                    None => panic!("the run ended without asking"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no approval request within {guard:?}"))
+    })
+}
