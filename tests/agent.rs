@@ -6,13 +6,12 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::agent::{NOTES, NOTES_SRC, model_table, notes_ws};
+use common::agent::{Harness, NOTES, NOTES_SRC, model_table, notes_ws};
 use common::model::{FakeModel, Reply, ToolCallSpec, Wire};
 use common::{Ws, runtime};
-use keel::Kernel;
 use keel::agent::owner::Owner;
-use keel::agent::{Agent, AgentError, RunEvent, RunHandle, RunOutcome, RunState};
-use keel::store::{AnswerError, ApprovalAnswer, ApprovalRecord, INTERRUPTED, Store};
+use keel::agent::{Agent, AgentError, RunEvent, RunOutcome, RunState};
+use keel::store::{AnswerError, ApprovalAnswer, ApprovalRecord, INTERRUPTED};
 use serde_json::{Value, json};
 
 fn multi_round(wire: Wire) {
@@ -78,57 +77,6 @@ fn a_multi_round_tool_conversation_over_anthropic() {
 // ---------------------------------------------------------------------------
 // Helpers shared by the tests below.
 // ---------------------------------------------------------------------------
-
-/// The longest any run in these tests may take before the test fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A kernel and an agent over a workspace, with the runtime they run on.
-/// Fields drop in order: the agent and kernel before their runtime, the
-/// workspace (the temp dir) last.
-struct Harness {
-    agent: Agent,
-    kernel: Kernel,
-    rt: tokio::runtime::Runtime,
-    ws: Ws,
-}
-
-impl Harness {
-    fn new(ws: Ws) -> Self {
-        let rt = runtime();
-        let kernel = ws.kernel(&rt);
-        let agent = Agent::new(kernel.clone()).expect("agent");
-        Self {
-            agent,
-            kernel,
-            rt,
-            ws,
-        }
-    }
-
-    fn store(&self) -> &Store {
-        self.kernel.store()
-    }
-
-    fn session(&self) -> String {
-        self.agent.new_session("t").unwrap().id
-    }
-
-    fn submit(&self, session: &str, text: &str) -> RunHandle {
-        let _g = self.rt.enter();
-        self.agent.submit(session, text).unwrap()
-    }
-
-    /// Waits (at most [`WAIT`]) for a run's end, passing every event on.
-    fn wait(&self, handle: RunHandle, on_event: impl FnMut(&RunEvent)) -> RunOutcome {
-        self.rt
-            .block_on(async { tokio::time::timeout(WAIT, handle.wait_with(on_event)).await })
-            .expect("the run did not finish in time")
-    }
-
-    fn ask(&self, session: &str, text: &str) -> RunOutcome {
-        self.wait(self.submit(session, text), |_| {})
-    }
-}
 
 /// A skill that writes files under `./out`.
 const WRITER: &str = r#"
@@ -1685,20 +1633,19 @@ fn a_failed_compaction_does_not_lose_the_message() {
 
 /// Found against a real llama-server (4,096-token context): a message too
 /// large for the context fails its run, and was then kept verbatim as one
-/// of the last turns, so every later request overflowed too. On overflow
-/// keel now compacts everything but the current turn (the summary request
-/// quotes long messages cut), and the session recovers.
-#[test]
-fn a_turn_too_large_for_the_context_does_not_break_the_session() {
+/// of the last turns, so every later request overflowed too. Now: the
+/// overflow compacts the older turns, the retry still overflows, and with
+/// nothing older left the message itself is flagged; it stays in the
+/// transcript, later requests carry a stand-in, and the next turn needs no
+/// compaction at all.
+fn a_turn_too_large_for_the_context(wire: Wire) {
     let model = FakeModel::scripted(
-        Wire::OpenAi,
+        wire,
         vec![
             Reply::text("a1"),
             Reply::ContextOverflow,
             Reply::text("SUMMARY-1"),
             Reply::ContextOverflow,
-            Reply::ContextOverflow,
-            Reply::text("SUMMARY-2"),
             Reply::text("a3"),
         ],
     );
@@ -1710,26 +1657,97 @@ fn a_turn_too_large_for_the_context_does_not_break_the_session() {
     assert_eq!(failed.state, "failed", "{failed:?}");
     let reason = failed.reason.unwrap_or_default();
     assert!(
-        reason.contains("exceeds the available context size"),
+        (reason.contains("exceeds the available context size")
+            || reason.contains("prompt is too long"))
+            && reason.contains("left out"),
         "{reason}"
     );
     let third = h.ask(&session, "q3");
     assert_eq!(third.state, "done", "{third:?}");
     assert_eq!(third.answer, "a3");
     let reqs = model.requests();
-    assert_eq!(reqs.len(), 7);
-    let summary = reqs[5].body.to_string();
-    assert!(is_summary_request(&reqs[5].body));
+    assert_eq!(reqs.len(), 5);
+    let summary = reqs[2].body.to_string();
+    assert!(is_summary_request(&reqs[2].body));
     assert!(
         summary.len() < 20_000,
         "the summary request quoted the whole turn: {} bytes",
         summary.len()
     );
-    let last = reqs[6].body.to_string();
+    let last = reqs[4].body.to_string();
     assert!(
-        !last.contains("HUGE") && last.contains("SUMMARY-2"),
+        !last.contains("HUGE")
+            && last.contains("SUMMARY-1")
+            && last.contains(&keel::agent::context::left_out(huge.chars().count())),
         "{}",
         &last[..last.len().min(2000)]
+    );
+    // The transcript keeps the message whole.
+    let stored = h.store().messages(&session).unwrap();
+    assert!(
+        stored.iter().any(|m| m.content == huge),
+        "the message was lost"
+    );
+    no_refusals(&model);
+}
+
+#[test]
+fn a_turn_too_large_for_the_context_does_not_break_the_session_over_openai() {
+    a_turn_too_large_for_the_context(Wire::OpenAi);
+}
+
+#[test]
+fn a_turn_too_large_for_the_context_does_not_break_the_session_over_anthropic() {
+    a_turn_too_large_for_the_context(Wire::Anthropic);
+}
+
+/// The first message of a session is alone too large: nothing to compact,
+/// so it is left out at once, and the next turn is answered.
+#[test]
+fn a_first_message_too_large_is_left_out_at_once() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![Reply::ContextOverflow, Reply::text("hello")],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let session = h.session();
+    let failed = h.ask(&session, "TOO-BIG");
+    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert!(failed.reason.unwrap_or_default().contains("left out"));
+    let next = h.ask(&session, "hi");
+    assert_eq!(next.state, "done", "{next:?}");
+    assert_eq!(model.request_count(), 2, "no compaction was tried");
+    let body = model.requests()[1].body.to_string();
+    assert!(
+        !body.contains("TOO-BIG") && body.contains("left out"),
+        "{body}"
+    );
+    no_refusals(&model);
+}
+
+/// A summary cut by the output limit still stands for the turns it covers
+/// (marked as cut): a small server's context filling up mid-summary must
+/// not fail the run.
+#[test]
+fn a_summary_cut_by_the_output_limit_is_kept_marked() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::text("a1"),
+            Reply::ContextOverflow,
+            Reply::Length("PARTIAL-SUMMARY".into()),
+            Reply::text("a2"),
+        ],
+    );
+    let h = Harness::new(notes_ws(&model, ""));
+    let session = h.session();
+    assert_eq!(h.ask(&session, "q1").state, "done");
+    let second = h.ask(&session, "q2");
+    assert_eq!(second.state, "done", "{second:?}");
+    let last = model.requests()[3].body.to_string();
+    assert!(
+        last.contains("PARTIAL-SUMMARY") && last.contains("summary cut short"),
+        "{last}"
     );
     no_refusals(&model);
 }

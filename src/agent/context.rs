@@ -192,6 +192,15 @@ pub fn summary_message(summary: &str) -> Message {
     Message::User(format!("{SUMMARY_PREFIX}\n{summary}"))
 }
 
+/// The user turn that stands in for a message of `chars` characters that
+/// alone was too large for the model's context (its run failed, and every
+/// later request would fail the same way if it were sent again).
+pub fn left_out(chars: usize) -> String {
+    format!(
+        "[left out: a message of {chars} characters that was too large for the model's context]"
+    )
+}
+
 /// The assistant turn that stands in for a reply that never came (a run
 /// that failed or was cancelled before answering), so that two user
 /// messages are never adjacent.

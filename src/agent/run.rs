@@ -38,6 +38,11 @@
 //! - A provider's "context too long" compacts everything but the current
 //!   turn and tries once more. A compaction that fails loses nothing: the
 //!   run goes on with the whole conversation ([`RunEvent::CompactionFailed`]).
+//!   A summary cut by the output limit is kept, marked as cut. When nothing
+//!   older is left and the user's message alone is too large, the run
+//!   fails and the message is flagged: it stays in the transcript, and
+//!   later contexts send a short stand-in ([`context::left_out`]), so one
+//!   oversized paste does not fail every later turn.
 //! - The context is always sent through [`context::well_formed`], and with
 //!   this request's wire names ([`ToolMap`]); the transcript keeps real tool
 //!   names. The guard's estimate is scaled by each model's reported usage
@@ -660,23 +665,43 @@ impl Agent {
                     ctl.emit(RunEvent::StreamCut { reason });
                     continue;
                 }
-                Err(e) if e.is_context_overflow() && !overflow_retried => {
-                    overflow_retried = true;
-                    tracing::warn!(run = run_id, error = %e, "the model's context overflowed; compacting");
-                    // The server knows best: compact everything but the
-                    // current turn (one huge earlier turn kept verbatim
-                    // would otherwise overflow every later request).
-                    match self.compact(run_id, ctl, &messages, 1).await? {
-                        Some(n) => {
-                            ctl.emit(RunEvent::Compacted { messages: n });
-                            continue;
-                        }
-                        None => {
-                            return Err(Stop::Failed(format!(
-                                "the model failed: {e} (and there were no older turns to compact; start a new session or raise the server's context size)"
-                            )));
+                Err(e) if e.is_context_overflow() => {
+                    let older = context::compaction_split(&messages, 1).is_some();
+                    if older && !overflow_retried {
+                        overflow_retried = true;
+                        tracing::warn!(run = run_id, error = %e, "the model's context overflowed; compacting");
+                        // The server knows best: compact everything but the
+                        // current turn (one huge earlier turn kept verbatim
+                        // would otherwise overflow every later request).
+                        match self.compact(run_id, ctl, &messages, 1).await? {
+                            Some(n) => {
+                                ctl.emit(RunEvent::Compacted { messages: n });
+                                continue;
+                            }
+                            None => {
+                                return Err(Stop::Failed(format!(
+                                    "the model failed: {e} (and compacting the older turns failed too; start a new session or raise the server's context size)"
+                                )));
+                            }
                         }
                     }
+                    // Nothing older is left to compact. If the request ends
+                    // with the user's message (nothing of this run's own
+                    // work is in it yet), that message alone is too large:
+                    // sent again with every later turn it would fail them
+                    // all, so later contexts get a stand-in for it.
+                    if matches!(messages.last(), Some(Message::User(_))) {
+                        let run = run_id.to_string();
+                        self.db(move |s| s.leave_out_user_message(&run))
+                            .await
+                            .map_err(fail_store)?;
+                        return Err(Stop::Failed(format!(
+                            "the model failed: {e}. Your message is too large for the model's context: it stays in the transcript but is left out of what the model sees from now on. Send it in smaller parts, or raise the server's context size"
+                        )));
+                    }
+                    return Err(Stop::Failed(format!(
+                        "the model failed: {e} (the conversation is still too large after compacting; start a new session or raise the server's context size)"
+                    )));
                 }
                 Err(e) => {
                     self.keep_shown(run_id, ctl, &format!("the model failed: {e}"))
@@ -996,17 +1021,26 @@ impl Agent {
         self.record_usage(run_id, &model, completion.usage)
             .await
             .map_err(fail_store)?;
-        if completion.text.trim().is_empty() || completion.stop != StopReason::EndTurn {
-            let reason = format!(
-                "compacting the conversation failed: the model's summary was {}",
-                if completion.text.trim().is_empty() {
-                    "empty"
-                } else {
-                    "cut short"
-                }
-            );
+        // A summary cut by the output limit (or by a small server's full
+        // context) still stands for the turns it covers better than
+        // failing the run does; it is marked as cut. Only text with no
+        // words, or one cut by our own byte bound, is refused.
+        let refused = if completion.text.trim().is_empty() {
+            Some("empty")
+        } else if matches!(completion.stop, StopReason::AnswerLimit(_)) {
+            Some("too long")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            let reason =
+                format!("compacting the conversation failed: the model's summary was {why}");
             ctl.emit(RunEvent::CompactionFailed { reason });
             return Ok(None);
+        }
+        let mut summary = completion.text.trim().to_string();
+        if completion.stop == StopReason::MaxTokens {
+            summary.push_str("\n[… summary cut short]");
         }
         // The last stored message the summary stands for: the context's
         // messages map onto the stored ones after the previous summary.
@@ -1014,11 +1048,7 @@ impl Agent {
         let Some(covers_to) = covered_id(&records, split) else {
             return Ok(None);
         };
-        let (session, run, text) = (
-            ctl.session_id.clone(),
-            run_id.to_string(),
-            completion.text.trim().to_string(),
-        );
+        let (session, run, text) = (ctl.session_id.clone(), run_id.to_string(), summary);
         self.db(move |s| {
             s.add_messages(&[NewMessage {
                 session_id: &session,

@@ -139,6 +139,10 @@ pub fn context_from_records(records: &[MessageRecord]) -> Vec<Message> {
         }
         match r.kind {
             MessageKind::Summary => out.push(context::summary_message(&r.content)),
+            // Too large for the model's context: a stand-in keeps the turn.
+            MessageKind::User if r.is_error => {
+                out.push(Message::User(context::left_out(r.content.chars().count())))
+            }
             MessageKind::User => out.push(Message::User(r.content.clone())),
             MessageKind::Assistant => {
                 let calls = parse_calls(r.tool_calls.as_deref());

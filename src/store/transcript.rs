@@ -111,6 +111,20 @@ impl Store {
         })
     }
 
+    /// Flags the user message of `run_id` as too large for the model's
+    /// context: it stays in the transcript (and in listings) but later
+    /// contexts send a short stand-in for it (see
+    /// `agent::transcript::context_units`). Returns whether a message was
+    /// flagged.
+    pub fn leave_out_user_message(&self, run_id: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c
+                .prepare_cached("UPDATE messages SET is_error = 1 WHERE run_id = ?1 AND kind = ?2")?
+                .execute(params![run_id, MessageKind::User])?;
+            Ok(n > 0)
+        })
+    }
+
     /// Every message of a session in conversation order: run by run in
     /// the order the runs were accepted, each run's messages oldest first.
     ///

@@ -85,3 +85,63 @@ pub fn next_approval(
         .unwrap_or_else(|_| panic!("no approval request within {guard:?}"))
     })
 }
+
+/// A kernel and an agent over a workspace, with the runtime they run on.
+/// Fields drop in order: the agent and kernel before their runtime, the
+/// workspace (the temp dir) last.
+pub struct Harness {
+    pub agent: keel::agent::Agent,
+    pub kernel: keel::Kernel,
+    pub rt: tokio::runtime::Runtime,
+    pub ws: Ws,
+    /// The longest any run may take before the test fails.
+    pub wait: std::time::Duration,
+}
+
+impl Harness {
+    /// Runs must end within 10 seconds (fake models answer at once).
+    pub fn new(ws: Ws) -> Self {
+        Self::with_wait(ws, std::time::Duration::from_secs(10))
+    }
+
+    pub fn with_wait(ws: Ws, wait: std::time::Duration) -> Self {
+        let rt = super::runtime();
+        let kernel = ws.kernel(&rt);
+        let agent = keel::agent::Agent::new(kernel.clone()).expect("agent");
+        Self {
+            agent,
+            kernel,
+            rt,
+            ws,
+            wait,
+        }
+    }
+
+    pub fn store(&self) -> &keel::store::Store {
+        self.kernel.store()
+    }
+
+    pub fn session(&self) -> String {
+        self.agent.new_session("t").unwrap().id
+    }
+
+    pub fn submit(&self, session: &str, text: &str) -> keel::agent::RunHandle {
+        let _g = self.rt.enter();
+        self.agent.submit(session, text).unwrap()
+    }
+
+    /// Waits (at most `self.wait`) for a run's end, passing every event on.
+    pub fn wait(
+        &self,
+        handle: keel::agent::RunHandle,
+        on_event: impl FnMut(&keel::agent::RunEvent),
+    ) -> keel::agent::RunOutcome {
+        self.rt
+            .block_on(async { tokio::time::timeout(self.wait, handle.wait_with(on_event)).await })
+            .expect("the run did not finish in time")
+    }
+
+    pub fn ask(&self, session: &str, text: &str) -> keel::agent::RunOutcome {
+        self.wait(self.submit(session, text), |_| {})
+    }
+}

@@ -151,6 +151,9 @@ pub enum Reply {
         name: String,
         sent: String,
     },
+    /// A text answer that hit the output limit: finish_reason `length` /
+    /// stop_reason `max_tokens`.
+    Length(String),
     /// The first text delta, then only `: keep-alive` comments every 100 ms
     /// until the client leaves (at most 60 s; counted in
     /// [`FakeModel::abandoned_streams`]).
@@ -958,6 +961,18 @@ async fn respond(
                     )
                     .replace(
                         "\"stop_reason\":\"tool_use\"",
+                        "\"stop_reason\":\"max_tokens\"",
+                    );
+            }
+            write_stream(conn, wire, n, &events.list, last).await
+        }
+        Reply::Length(text) => {
+            let mut events = stream_events(wire, &ctx, &text, &[]);
+            for e in &mut events.list {
+                *e = e
+                    .replace("\"finish_reason\":\"stop\"", "\"finish_reason\":\"length\"")
+                    .replace(
+                        "\"stop_reason\":\"end_turn\"",
                         "\"stop_reason\":\"max_tokens\"",
                     );
             }
