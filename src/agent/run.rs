@@ -85,6 +85,9 @@ pub use crate::llm::NO_MODEL_HELP;
 /// Streams that may break off mid-answer in one run before it fails: each
 /// is retried (on the same model or the next in the chain).
 const MAX_STREAM_RETRIES: u32 = 2;
+/// How long a stopped run waits for its tool calls to stop and report.
+const TOOLS_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// What a tool call cut by the output limit gets as its result.
 const CUT_CALL_RESULT: &str = "not run: this call was cut by the output limit before its arguments were complete. Call the tool again; if its arguments are long, send less at once (e.g. write a long text in parts).";
 
@@ -316,6 +319,11 @@ pub(super) struct RunControl {
     /// here rather than in the loop so that a run stopped mid-stream
     /// (cancelled, or over its time) can still write it to the transcript.
     pub(super) shown: Mutex<String>,
+    /// False while a turn's tool calls are running. The calls run in a task
+    /// of their own that stores their results, so a run stopped meanwhile
+    /// (cancelled, over its time) can wait for them to stop and record
+    /// what they said, rather than leaving them unanswered.
+    pub(super) tools_done: watch::Sender<bool>,
 }
 
 impl RunControl {
@@ -435,6 +443,7 @@ impl Agent {
             state_lock: Mutex::new(()),
             asked: Mutex::default(),
             shown: Mutex::default(),
+            tools_done: watch::channel(true).0,
         });
         lock(&self.0.runs).insert(run.id.clone(), ctl.clone());
         let agent = self.clone();
@@ -553,6 +562,16 @@ impl Agent {
             // and what the user already saw stays in the transcript.
             if result.is_err() {
                 ctl.cancelled.store(true, Ordering::Relaxed);
+                // Scripts stop at their next check and `exec` kills its
+                // process group: their "stopped" results are stored before
+                // the run ends, so the transcript says what happened.
+                let mut done = ctl.tools_done.subscribe();
+                if tokio::time::timeout(TOOLS_STOP_GRACE, done.wait_for(|d| *d))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(run = %run_id, "tool calls still running after the run stopped");
+                }
                 let why = match &result {
                     Err(Stop::Cancelled) => "the run was cancelled".to_string(),
                     Err(Stop::Failed(why)) => why.clone(),
@@ -881,6 +900,35 @@ impl Agent {
     /// Runs one model turn's tool calls concurrently and stores their
     /// results, in the order the model asked.
     async fn run_tools(
+        &self,
+        run_id: &str,
+        ctl: &Arc<RunControl>,
+        calls: Vec<ToolCall>,
+    ) -> Result<(), Stop> {
+        // In a task of its own: if this future is dropped (the run was
+        // cancelled or ran out of time), the calls still finish, stopping
+        // early, and their results are stored (see `tools_done`).
+        ctl.tools_done.send_replace(false);
+        let (agent, run, c) = (self.clone(), run_id.to_string(), ctl.clone());
+        let batch = tokio::spawn(async move {
+            // Set however the batch ends, a panic included.
+            struct Done(Arc<RunControl>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.tools_done.send_replace(true);
+                }
+            }
+            let _done = Done(c.clone());
+            agent.tool_batch(&run, &c, calls).await
+        });
+        batch
+            .await
+            .map_err(|e| Stop::Failed(format!("a tool task failed: {e}")))?
+    }
+
+    /// Runs one turn's calls concurrently and stores their results in call
+    /// order.
+    async fn tool_batch(
         &self,
         run_id: &str,
         ctl: &Arc<RunControl>,

@@ -294,7 +294,9 @@ impl Kernel {
         }
         self.0.skills.store(Arc::new(set));
         let report = Arc::new(report);
-        if !report.is_empty() {
+        // A report with only `incomplete` is sent too (front ends show
+        // nothing for it): whoever waits on the watcher can see it looked.
+        if !report.is_empty() || !report.incomplete.is_empty() {
             // Where a front end shows reloads (the console), the log keeps
             // them at info level so they are not printed twice.
             let shown = self.0.events.receiver_count() > 0;

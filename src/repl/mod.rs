@@ -516,6 +516,10 @@ pub async fn forward_events(
             ),
             Err(RecvError::Closed) => break,
         };
+        // A reload that only deferred a half-written file says nothing.
+        if line.is_empty() {
+            continue;
+        }
         if !show(line) {
             break;
         }
