@@ -21,7 +21,8 @@ use keel::skill::{Origin, SkillFailure, SkillSet, manifest::valid_skill_name};
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// Configuration file (default: ./keel.toml if it exists).
+    /// Configuration file (default: the nearest keel.toml in this folder or
+    /// one above it, as cargo finds Cargo.toml).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Where keel keeps its SQLite database and user skills.
@@ -206,16 +207,13 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         // Absolute from the start: the file watcher watches the file's
         // folder, and a relative `keel.toml` has none to watch.
         Some(p) => Ok(Config::load(&cwd.join(p))?),
-        None => {
-            let default = cwd.join("keel.toml");
-            // Only a missing keel.toml means "use the defaults": one that is
-            // a directory (or unreadable) is a mistake to report, not a
-            // reason to quietly run without the operator's policy.
-            match std::fs::symlink_metadata(&default) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default_for(&cwd)),
-                _ => Ok(Config::load(&default)?),
-            }
-        }
+        // The nearest keel.toml upward. Only a missing one means "use the
+        // defaults": one that is a directory (or unreadable) is a mistake
+        // to report, not a reason to quietly run without the policy.
+        None => match keel::config::discover(&cwd)? {
+            keel::config::Discovered::File(path) => Ok(Config::load(&path)?),
+            keel::config::Discovered::Defaults(workspace) => Ok(Config::default_for(&workspace)),
+        },
     }
 }
 
@@ -286,7 +284,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Skill {
             command: SkillCommand::New { name, lang },
-        }) => return skill_new(name, *lang),
+        }) => {
+            // Into the workspace's first skill folder, wherever in the
+            // workspace keel runs (not `skills/skills/…`).
+            let config = load_config(cli.config.as_deref())?;
+            let folder = config
+                .skill_paths
+                .first()
+                .cloned()
+                .unwrap_or_else(|| config.workspace.join("skills"));
+            return skill_new(&folder, name, *lang);
+        }
         _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
@@ -739,13 +747,16 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn skill_new(name: &str, lang: Lang) -> Result<ExitCode> {
+fn skill_new(folder: &Path, name: &str, lang: Lang) -> Result<ExitCode> {
     if !valid_skill_name(name) {
         bail!(
             "`{name}` is not a valid skill name: use lowercase letters, digits, `_` and `-`, starting with a letter"
         );
     }
-    let dir = PathBuf::from("skills").join(name);
+    // Shown relative to where the user is, when it is below.
+    let dir = folder.join(name);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let dir = dir.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(dir);
     if dir.exists() {
         bail!(
             "{} already exists; pick another name or edit it",

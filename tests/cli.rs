@@ -455,3 +455,108 @@ fn without_a_model_keel_finds_a_local_server_and_says_how_to_use_it() {
     );
     server.join().unwrap();
 }
+
+/// Run from a subfolder, keel finds the nearest keel.toml upward (as cargo
+/// does): its policy, its skills, its workspace. `keel skill new` from
+/// anywhere in the workspace, `skills/` included, scaffolds into the
+/// workspace's skill folder, never `skills/skills/…`.
+#[test]
+fn keel_finds_its_workspace_from_a_subfolder() {
+    let ws = ws();
+    std::fs::create_dir_all(ws.path("deep/er")).unwrap();
+    let in_dir = |dir: &str, args: &[&str]| {
+        let out = ws
+            .keel()
+            .current_dir(ws.path(dir))
+            .args(args)
+            .output()
+            .expect("run keel");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The policy (fs.write:./notes) and the notes skill are the workspace's;
+    // `./notes` is the workspace's too, not `deep/er/notes`.
+    let (code, out, err) = in_dir("deep/er", &["call", "notes.add", r#"{"text":"hi"}"#]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("notes/all.md")).unwrap(),
+        "hi\n"
+    );
+    assert!(!ws.path("deep/er/notes").exists());
+
+    let (code, out, err) = in_dir("deep/er", &["skill", "new", "from-deep"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ws.path("skills/from-deep/skill.toml").is_file(), "{out}");
+    let (code, out, err) = in_dir("skills", &["skill", "new", "from-skills"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ws.path("skills/from-skills/skill.toml").is_file(), "{out}");
+    assert!(!ws.path("skills/skills").exists());
+    let (code, out, _) = in_dir("deep", &["skills"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("from-deep") && out.contains("from-skills"),
+        "{out}"
+    );
+}
+
+/// Without a keel.toml anywhere above, a run inside `ws/skills/x` is a run
+/// in `ws`: `keel skill new` there does not nest `skills/skills/…`.
+#[test]
+fn without_a_keel_toml_the_skills_folder_s_parent_is_the_workspace() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.path("skills/inner")).unwrap();
+    let out = ws
+        .keel()
+        .current_dir(ws.path("skills/inner"))
+        .args(["skill", "new", "nested"])
+        .output()
+        .expect("run keel");
+    assert!(out.status.success(), "{out:?}");
+    assert!(ws.path("skills/nested/skill.toml").is_file());
+}
+
+/// A keel.toml above the workspace that another user owns (anyone can put
+/// one in /tmp) is refused, with what to do; one of the user's own, nearer,
+/// wins without looking further. Needs root to make a file another user
+/// owns: CI runs as root.
+#[test]
+fn a_keel_toml_someone_else_owns_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "not root: cannot create a file another user owns; this test runs under CI (root)"
+        );
+        return;
+    }
+    let top = tempfile::tempdir().unwrap();
+    let theirs = top.path().join("keel.toml");
+    std::fs::write(&theirs, "[policy]\nallow = [\"exec:*\"]\n").unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let below = top.path().join("project");
+    std::fs::create_dir_all(&below).unwrap();
+    let run = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .current_dir(dir)
+            .env("KEEL_DATA_DIR", top.path().join(".data"))
+            .arg("skills")
+            .output()
+            .expect("run keel")
+    };
+    let out = run(&below);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("owned by another user (uid 65534)") && err.contains("--config"),
+        "{err}"
+    );
+    std::fs::write(below.join("keel.toml"), "").unwrap();
+    let out = run(&below);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

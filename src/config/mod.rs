@@ -45,6 +45,11 @@ pub enum ConfigError {
         rule: String,
         error: Box<CapabilityError>,
     },
+    /// Workspace discovery found a `keel.toml` that another user owns.
+    #[error(
+        "{path} is owned by another user (uid {owner}), and keel takes no policy from a file someone else controls; run keel from your own workspace, pass --config, or take the file over (chown)"
+    )]
+    NotYours { path: PathBuf, owner: u32 },
     /// A value is out of range or otherwise invalid.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -177,6 +182,53 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelsConfig {
     pub chain: Vec<ModelConfig>,
+}
+
+/// Where keel runs from `dir` with no `--config`, as cargo and git find
+/// their roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovered {
+    /// The nearest `keel.toml` in `dir` or a folder above it.
+    File(PathBuf),
+    /// No `keel.toml` above: the defaults, for this workspace — the folder
+    /// holding the nearest `skills` folder `dir` is inside (so running in
+    /// `ws/skills/x` is running in `ws`), else `dir` itself.
+    Defaults(PathBuf),
+}
+
+/// Looks for the workspace of `dir`: the nearest `keel.toml` upward
+/// (a directory or an unreadable entry of that name stops the search and is
+/// reported by [`Config::load`], never skipped). On Unix a `keel.toml` owned
+/// by another user (other than root) is refused: anyone who can write
+/// `/tmp/keel.toml` would otherwise set the policy of every keel run under
+/// `/tmp`.
+pub fn discover(dir: &Path) -> Result<Discovered, ConfigError> {
+    for d in dir.ancestors() {
+        let candidate = d.join("keel.toml");
+        let Ok(meta) = std::fs::symlink_metadata(&candidate) else {
+            continue;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(ConfigError::NotYours {
+                    path: candidate,
+                    owner: meta.uid(),
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = meta;
+        return Ok(Discovered::File(candidate));
+    }
+    let in_skills = dir
+        .ancestors()
+        .find(|d| d.file_name().is_some_and(|n| n == "skills"))
+        .and_then(Path::parent);
+    Ok(Discovered::Defaults(in_skills.unwrap_or(dir).to_path_buf()))
 }
 
 impl Config {
