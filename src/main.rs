@@ -18,7 +18,9 @@ use keel::skill::{Origin, SkillFailure, SkillSet, manifest::valid_skill_name};
     name = "keel",
     version,
     about = "An agent kernel you extend with capability-gated Luau and Rhai skills",
-    disable_help_subcommand = true
+    long_about = "An agent kernel you extend with capability-gated Luau and Rhai skills.\n\n\
+        Run `keel` with no command to open the console: talk to the agent, call tools, answer \
+        approvals and watch skills reload as you edit them."
 )]
 struct Cli {
     /// Configuration file (default: the nearest keel.toml in this folder or
@@ -35,39 +37,50 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List skills, with load failures and their reasons.
+    #[command(after_help = "Example:\n  keel skills\n  keel skills --json | jq '.[].name'")]
     Skills {
         #[arg(long)]
         json: bool,
     },
     /// List tools with their descriptions and JSON Schemas.
+    #[command(after_help = "Example:\n  keel tools\n  keel tools --json")]
     Tools {
         #[arg(long)]
         json: bool,
     },
     /// Call a tool once and print its result as JSON.
+    #[command(
+        after_help = "Example:\n  keel call calc.evaluate '{\"expression\": \"2+2\"}'\n  echo '{\"expression\": \"2^10\"}' | keel call calc.evaluate -"
+    )]
     Call {
         /// The tool, as SKILL.TOOL.
         tool: String,
-        /// Arguments as a JSON object (default {}).
+        /// Arguments as a JSON object (default {}); `-` reads them from
+        /// standard input.
         args: Option<String>,
     },
     /// Validate manifests, compile scripts, resolve dependencies, and show
     /// each capability against the policy.
+    #[command(after_help = "Example:\n  keel check\n  keel check skills/notes")]
     Check {
         /// A skill folder, a one-file skill, or a folder of skills
         /// (default: the whole search path).
         path: Option<PathBuf>,
     },
     /// Grant a skill a capability (persisted).
+    #[command(after_help = "Example:\n  keel grant notes fs.write:./notes")]
     Grant { skill: String, capability: String },
     /// Remove a grant.
+    #[command(after_help = "Example:\n  keel revoke notes fs.write:./notes")]
     Revoke { skill: String, capability: String },
     /// List persisted grants.
+    #[command(after_help = "Example:\n  keel grants --json")]
     Grants {
         #[arg(long)]
         json: bool,
     },
     /// Show the audit log, newest first.
+    #[command(after_help = "Example:\n  keel audit --limit 20\n  keel audit --json --limit 0")]
     Audit {
         #[arg(long)]
         json: bool,
@@ -75,6 +88,9 @@ enum Command {
         limit: usize,
     },
     /// Send one message to the agent and print the answer as it streams.
+    #[command(
+        after_help = "Example:\n  keel ask \"what is in this folder?\"\n  keel ask --session s_1a2b \"and the largest file?\""
+    )]
     Ask {
         /// The message.
         message: String,
@@ -87,11 +103,13 @@ enum Command {
         json: bool,
     },
     /// List sessions.
+    #[command(after_help = "Example:\n  keel sessions")]
     Sessions {
         #[arg(long)]
         json: bool,
     },
     /// List a session's runs.
+    #[command(after_help = "Example:\n  keel runs s_1a2b --json")]
     Runs {
         session: String,
         #[arg(long)]
@@ -99,6 +117,7 @@ enum Command {
     },
     /// List approval requests waiting for an answer (`--all`: answered
     /// ones too).
+    #[command(after_help = "Example:\n  keel approvals --all")]
     Approvals {
         #[arg(long)]
         all: bool,
@@ -107,6 +126,7 @@ enum Command {
     },
     /// Answer an approval request: yes, no or always (always also stores a
     /// grant). A run waiting in another keel process sees it at once.
+    #[command(after_help = "Example:\n  keel approve a_1a2b always")]
     Approve {
         /// The request's id (see `keel approvals`).
         id: String,
@@ -114,17 +134,17 @@ enum Command {
         answer: String,
     },
     /// Skill scaffolding.
+    #[command(after_help = "Example:\n  keel skill new notes --lang rhai")]
     Skill {
         #[command(subcommand)]
         command: SkillCommand,
     },
     /// Print the host API reference or editor definitions.
+    #[command(after_help = "Example:\n  keel docs --format luau > keel.d.luau")]
     Docs {
         #[arg(long, value_enum, default_value_t = DocsFormat::Markdown)]
         format: DocsFormat,
     },
-    /// Print help.
-    Help,
 }
 
 #[derive(Subcommand)]
@@ -169,7 +189,17 @@ fn main() -> ExitCode {
     // same-user ptrace of keel.
     // SAFETY: nothing has run yet; no other thread exists.
     let _ = unsafe { keel::sandbox::environ::seal() };
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        // The footer names the data dir this run would use.
+        let footer = format!(
+            "`keel` alone opens the console. `keel help COMMAND` (or `keel COMMAND --help`) shows a command's options and an example.\n\
+             Data (database, skill data): {} (--data-dir or KEEL_DATA_DIR to change).",
+            data_dir(std::env::var_os("KEEL_DATA_DIR").map(PathBuf::from)).display()
+        );
+        let matches = Cli::command().after_help(footer).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     init_logging();
     match run(cli) {
         Ok(code) => code,
@@ -267,12 +297,6 @@ fn build_kernel(cli: &Cli, config: Config, rt: &tokio::runtime::Runtime) -> Resu
 fn run(cli: Cli) -> Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match &cli.command {
-        Some(Command::Help) => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!();
-            return Ok(ExitCode::SUCCESS);
-        }
         Some(Command::Docs { format }) => {
             let text = match format {
                 DocsFormat::Markdown => keel::docs::reference_markdown(),
@@ -346,7 +370,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Call { tool, args }) => {
-            let args: Value = match args.as_deref() {
+            let stdin;
+            let args = match args.as_deref() {
+                Some("-") => {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                        .context("cannot read the arguments from standard input")?;
+                    stdin = text;
+                    Some(stdin.as_str())
+                }
+                other => other,
+            };
+            let args: Value = match args {
                 None => json!({}),
                 Some(a) => serde_json::from_str(a).with_context(|| {
                     format!("arguments {a:?} are not valid JSON; pass an object like '{{\"text\": \"hi\"}}'")
@@ -476,7 +511,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Skill {
             command: SkillCommand::Accept { name, origin },
         }) => skill_accept(&kernel, &name, &origin),
-        Some(Command::Help | Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
+        Some(Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -560,3 +560,51 @@ fn a_keel_toml_someone_else_owns_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `keel help COMMAND` and `keel COMMAND --help` show the command with an
+/// example; `keel --help` says that bare `keel` opens the console and where
+/// the data dir is; a mistyped command gets "did you mean" and exit 2;
+/// `keel call TOOL -` reads the arguments from standard input.
+#[test]
+fn help_examples_suggestions_and_arguments_from_stdin() {
+    let ws = ws();
+    for args in [&["help", "call"][..], &["call", "--help"]] {
+        let out = ws.run(args);
+        assert_eq!(out.status, 0, "{}", out.stderr);
+        assert!(
+            out.stdout.contains("Usage: keel call") && out.stdout.contains("Example:\n  keel call"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = ws.run(&["--help"]);
+    assert!(
+        out.stdout.contains("`keel` alone opens the console")
+            && out.stdout.contains(&ws.data_dir().display().to_string()),
+        "{}",
+        out.stdout
+    );
+    let out = ws.run(&["skils"]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("'skills'"), "{}", out.stderr);
+
+    let mut child = ws
+        .keel()
+        .args(["call", "notes.add", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"text": "from stdin"}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(ws.path("notes/all.md")).unwrap(),
+        "from stdin\n"
+    );
+}
