@@ -84,6 +84,7 @@ enum Command {
     Audit {
         #[arg(long)]
         json: bool,
+        /// How many entries, newest first (0: all of them).
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },

@@ -314,8 +314,8 @@ fn nap(args) {
 
 struct Never;
 impl keel::kernel::gate::Approver for Never {
-    fn approve(&self, _: &keel::kernel::gate::ApprovalRequest) -> bool {
-        false
+    fn approve(&self, _: &keel::kernel::gate::ApprovalRequest) -> keel::kernel::gate::AskOutcome {
+        keel::kernel::gate::AskOutcome::Denied
     }
 }
 

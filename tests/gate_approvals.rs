@@ -216,3 +216,69 @@ fn audit_and_log_lines_cannot_be_forged() {
         "{err}"
     );
 }
+
+/// `keel audit` records how each ask ended: approved, denied, expired,
+/// nobody to answer; `--limit 0` lists everything, not nothing.
+#[test]
+fn the_audit_log_says_how_each_ask_ended() {
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::tool("sh__run", json!({"argv": ["true"]})),
+            Reply::tool("sh__run", json!({"argv": ["false"]})),
+            Reply::tool("sh__run", json!({"argv": ["echo"]})),
+            Reply::text("Done."),
+        ],
+    );
+    let ws = Ws::new()
+        .skill("sh", SH, &[("main.luau", SH_SRC)])
+        .policy(&format!(
+            "[policy]\nask = [\"exec:*\"]\n\n[agent]\napproval_timeout_seconds = 1\n\n{}",
+            model_table("main", &model)
+        ));
+    let rt = common::runtime();
+    let env = std::env::vars().filter(|(k, _)| k == "PATH").collect();
+    let kernel = ws.kernel_with_env(&rt, env);
+    let agent = keel::agent::Agent::new(kernel.clone()).expect("agent");
+    let session = agent.new_session("t").expect("session");
+    let _g = rt.enter();
+    let mut handle = agent.submit(&session.id, "run three").expect("submit");
+    let guard = Duration::from_secs(90);
+    let first = common::agent::next_approval(&rt, &mut handle, guard);
+    assert_eq!(ws.run(&["approve", &first.id, "yes"]).status, 0);
+    let second = common::agent::next_approval(&rt, &mut handle, guard);
+    assert_eq!(ws.run(&["approve", &second.id, "no"]).status, 0);
+    // The third is left to expire (1 s).
+    let outcome = rt.block_on(async {
+        tokio::time::timeout(guard, handle.wait())
+            .await
+            .expect("the run did not end (guard: 90 s)")
+    });
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    // And one nobody can answer.
+    ws.call("sh.run", json!({"argv": ["uname"]}))
+        .err_contains(&["nobody can answer here"]);
+
+    let all = ws.run(&["audit", "--json", "--limit", "0"]);
+    assert_eq!(all.status, 0, "{}", all.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&all.stdout).unwrap();
+    let decision = |target: &str| {
+        rows.iter()
+            .find(|r| r["target"] == target)
+            .map(|r| r["decision"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        decision("true").as_deref(),
+        Some("ask:approved"),
+        "{rows:?}"
+    );
+    assert_eq!(decision("false").as_deref(), Some("ask:denied"), "{rows:?}");
+    assert_eq!(decision("echo").as_deref(), Some("ask:expired"), "{rows:?}");
+    assert_eq!(decision("uname").as_deref(), Some("ask:nobody"), "{rows:?}");
+    let two = ws.run(&["audit", "--json", "--limit", "2"]);
+    let two: Vec<serde_json::Value> = serde_json::from_str(&two.stdout).unwrap();
+    assert_eq!(two.len(), 2);
+    assert!(rows.len() >= 4, "{rows:?}");
+    let text = ws.run(&["audit", "--limit", "0"]);
+    assert!(text.stdout.contains("ask:expired"), "{}", text.stdout);
+}

@@ -398,12 +398,19 @@ struct FixedApprover {
 }
 
 impl keel::kernel::gate::Approver for FixedApprover {
-    fn approve(&self, request: &keel::kernel::gate::ApprovalRequest) -> bool {
+    fn approve(
+        &self,
+        request: &keel::kernel::gate::ApprovalRequest,
+    ) -> keel::kernel::gate::AskOutcome {
         self.asked.lock().unwrap().push(format!(
             "{} {} {} {}",
             request.skill, request.tool, request.capability, request.target
         ));
-        self.answer
+        if self.answer {
+            keel::kernel::gate::AskOutcome::Approved
+        } else {
+            keel::kernel::gate::AskOutcome::Denied
+        }
     }
 }
 

@@ -218,8 +218,8 @@ fn operation_budget_is_enforced() {
 
 struct Never;
 impl keel::kernel::gate::Approver for Never {
-    fn approve(&self, _: &keel::kernel::gate::ApprovalRequest) -> bool {
-        false
+    fn approve(&self, _: &keel::kernel::gate::ApprovalRequest) -> keel::kernel::gate::AskOutcome {
+        keel::kernel::gate::AskOutcome::Denied
     }
 }
 

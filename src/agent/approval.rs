@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::RunState;
 use super::run::{Agent, Inner, RunControl, RunEvent, lock};
-use crate::kernel::gate::{ApprovalRequest, Approver};
+use crate::kernel::gate::{ApprovalRequest, Approver, AskOutcome};
 use crate::store::{ApprovalState, NewApproval};
 
 /// What makes two approval requests the same question.
@@ -40,9 +40,9 @@ pub(super) struct CallApprover {
 }
 
 impl Approver for CallApprover {
-    fn approve(&self, request: &ApprovalRequest) -> bool {
+    fn approve(&self, request: &ApprovalRequest) -> AskOutcome {
         let Some(inner) = self.agent.upgrade() else {
-            return false;
+            return AskOutcome::Nobody;
         };
         let agent = Agent(inner);
         let store = agent.0.kernel.store();
@@ -73,7 +73,7 @@ impl Approver for CallApprover {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(error = %e, "cannot store an approval request");
-                            return false;
+                            return AskOutcome::Nobody;
                         }
                     };
                     let waiter = Arc::new(Waiter::default());
@@ -126,18 +126,26 @@ impl Approver for CallApprover {
             }
         };
         drop(answer);
-        let approved = match decided {
-            Some(a) => a,
+        let cancelled = self.ctl.cancelled.load(Ordering::Relaxed);
+        let outcome = match decided {
+            Some(true) => AskOutcome::Approved,
+            Some(false) if cancelled => AskOutcome::Cancelled,
+            // A call sharing a request that expired sees a plain no.
+            Some(false) => match store.approval(&record.id).ok().flatten().map(|r| r.state) {
+                Some(ApprovalState::Expired) => AskOutcome::Expired,
+                _ => AskOutcome::Denied,
+            },
             // Timed out: expire it — unless an answer landed just now.
             None => match store.expire_approval(&record.id) {
-                Ok(true) | Err(_) => false,
-                Ok(false) => store
-                    .approval(&record.id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.state == ApprovalState::Approved),
+                Ok(true) | Err(_) => AskOutcome::Expired,
+                Ok(false) => match store.approval(&record.id).ok().flatten().map(|r| r.state) {
+                    Some(ApprovalState::Approved) => AskOutcome::Approved,
+                    Some(ApprovalState::Denied) => AskOutcome::Denied,
+                    _ => AskOutcome::Expired,
+                },
             },
         };
+        let approved = outcome == AskOutcome::Approved;
         if self.ctl.cancelled.load(Ordering::Relaxed) {
             let _ = store.expire_approval(&record.id);
         }
@@ -159,6 +167,6 @@ impl Approver for CallApprover {
                 self.ctl.emit(RunEvent::State(RunState::Running));
             }
         }
-        approved
+        outcome
     }
 }

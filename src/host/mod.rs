@@ -51,7 +51,7 @@ pub use args::{Args, Millis};
 use crate::capability::{CapabilityKind, Target};
 use crate::kernel::Kernel;
 use crate::kernel::gate::Gate;
-use crate::kernel::gate::{Allowed, ApprovalRequest, Approver, Caller};
+use crate::kernel::gate::{Allowed, ApprovalRequest, Approver, AskOutcome, Caller};
 use crate::skill::SkillIdentity;
 use crate::store::Store;
 
@@ -320,7 +320,7 @@ pub(crate) struct TimedApprover<'a> {
 }
 
 impl Approver for TimedApprover<'_> {
-    fn approve(&self, request: &ApprovalRequest) -> bool {
+    fn approve(&self, request: &ApprovalRequest) -> AskOutcome {
         let started = Instant::now();
         let answer = self.inner.approve(request);
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

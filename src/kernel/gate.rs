@@ -79,18 +79,52 @@ pub trait GrantSource: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditDecision {
     Allow,
-    /// The policy asked and nobody said yes.
-    Ask,
+    /// The policy asked; how it ended.
+    Ask(AskOutcome),
     Deny,
 }
 
 impl AuditDecision {
-    /// The word in the audit log (`allow`, `ask`, `deny`).
+    /// The word in the audit log: `allow`, `deny`, or `ask:` and the
+    /// outcome (`ask:approved`, `ask:denied`, `ask:expired`,
+    /// `ask:cancelled`, `ask:nobody`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
-            Self::Ask => "ask",
             Self::Deny => "deny",
+            Self::Ask(AskOutcome::Approved) => "ask:approved",
+            Self::Ask(AskOutcome::Denied) => "ask:denied",
+            Self::Ask(AskOutcome::Expired) => "ask:expired",
+            Self::Ask(AskOutcome::Cancelled) => "ask:cancelled",
+            Self::Ask(AskOutcome::Nobody) => "ask:nobody",
+        }
+    }
+}
+
+/// How an `ask` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskOutcome {
+    /// Someone said yes (once or always).
+    Approved,
+    /// Someone said no.
+    Denied,
+    /// Nobody answered in time (`[agent] approval_timeout_seconds`).
+    Expired,
+    /// The run was cancelled while it waited.
+    Cancelled,
+    /// No one could be asked (no approver: `keel call`, a pipe).
+    Nobody,
+}
+
+impl AskOutcome {
+    /// Why the effect did not happen, for the error (never `Approved`).
+    fn why(self) -> &'static str {
+        match self {
+            Self::Approved => "it was approved",
+            Self::Denied => "the request was denied",
+            Self::Expired => "nobody answered in time",
+            Self::Cancelled => "the run was cancelled while it waited",
+            Self::Nobody => "nobody can answer here",
         }
     }
 }
@@ -158,6 +192,8 @@ pub enum GateError {
         target: String,
         reason: String,
         why: &'static str,
+        /// How the ask ended (never approved).
+        outcome: AskOutcome,
         /// How to grant it: the exact rule, and the declaration.
         hint: String,
     },
@@ -232,10 +268,11 @@ pub struct ApprovalRequest {
 /// in `waiting_permission` and ask whichever front end is attached), or an
 /// embedder's own hook.
 pub trait Approver: Send + Sync {
-    /// Returns whether the effect is approved. Blocks until answered; the
-    /// approver owns its own timeout (no answer in time is a no). The time
-    /// spent here does not count against the tool call's deadline.
-    fn approve(&self, request: &ApprovalRequest) -> bool;
+    /// How the request ended: only [`AskOutcome::Approved`] lets the effect
+    /// happen. Blocks until answered; the approver owns its own timeout (no
+    /// answer in time is [`AskOutcome::Expired`]). The time spent here does
+    /// not count against the tool call's deadline.
+    fn approve(&self, request: &ApprovalRequest) -> AskOutcome;
 }
 
 /// The capability gate. One per kernel.
@@ -343,8 +380,10 @@ impl Gate {
         let target_text = target.to_string();
         let result = self.decide(skill, tool, kind, target, &target_text, approver);
         let (decision, reason) = match &result {
-            Ok((_, reason)) => (AuditDecision::Allow, reason.clone()),
-            Err(e @ GateError::AskUnanswered { .. }) => (AuditDecision::Ask, e.to_string()),
+            Ok((_, reason, decision)) => (*decision, reason.clone()),
+            Err(e @ GateError::AskUnanswered { outcome, .. }) => {
+                (AuditDecision::Ask(*outcome), e.to_string())
+            }
             Err(e) => (AuditDecision::Deny, e.to_string()),
         };
         // An audit failure must not turn a denial into an allowance, nor
@@ -360,7 +399,7 @@ impl Gate {
         }) {
             tracing::warn!(skill = %skill.name, error = %e, "could not write the audit log");
         }
-        result.map(|(rule, _)| rule)
+        result.map(|(rule, _, _)| rule)
     }
 
     fn decide(
@@ -371,7 +410,7 @@ impl Gate {
         target: &Target<'_>,
         target_text: &str,
         approver: Option<&dyn Approver>,
-    ) -> Result<(Allowed, String), GateError> {
+    ) -> Result<(Allowed, String, AuditDecision), GateError> {
         if let Some(refusal) = self.protected.refuse(kind, target) {
             return Err(refusal.into());
         }
@@ -421,6 +460,7 @@ impl Gate {
                     by: d.rule,
                 },
                 d.reason,
+                AuditDecision::Allow,
             )),
             Decision::Deny => {
                 let hint = match d.basis {
@@ -444,34 +484,33 @@ impl Gate {
             }
             Decision::Ask => {
                 let own = self.approver.load();
-                let why = match approver.or(own.as_ref().as_deref()) {
-                    Some(a) => {
-                        let req = ApprovalRequest {
-                            skill: skill.name.clone(),
-                            tool: tool.to_string(),
-                            capability: kind,
-                            target: target_text.to_string(),
-                            rule: exact,
-                        };
-                        if a.approve(&req) {
-                            return Ok((
-                                Allowed {
-                                    declared: declared.clone(),
-                                    by: d.rule,
-                                },
-                                format!("{} (approved)", d.reason),
-                            ));
-                        }
-                        "the request was not approved"
-                    }
-                    None => "nobody can answer here",
+                let outcome = match approver.or(own.as_ref().as_deref()) {
+                    Some(a) => a.approve(&ApprovalRequest {
+                        skill: skill.name.clone(),
+                        tool: tool.to_string(),
+                        capability: kind,
+                        target: target_text.to_string(),
+                        rule: exact,
+                    }),
+                    None => AskOutcome::Nobody,
                 };
+                if outcome == AskOutcome::Approved {
+                    return Ok((
+                        Allowed {
+                            declared: declared.clone(),
+                            by: d.rule,
+                        },
+                        format!("{} (approved)", d.reason),
+                        AuditDecision::Ask(AskOutcome::Approved),
+                    ));
+                }
                 Err(GateError::AskUnanswered {
                     skill: skill.name.clone(),
                     capability: kind,
                     target: target_text.to_string(),
                     reason: d.reason,
-                    why,
+                    why: outcome.why(),
+                    outcome,
                     hint: grant_hint,
                 })
             }
@@ -836,10 +875,10 @@ mod tests {
         }
     }
 
-    struct Answer(bool);
+    struct Answer(AskOutcome);
 
     impl Approver for Answer {
-        fn approve(&self, _: &ApprovalRequest) -> bool {
+        fn approve(&self, _: &ApprovalRequest) -> AskOutcome {
             self.0
         }
     }
@@ -939,7 +978,11 @@ mod tests {
             got,
             [
                 (CapabilityKind::Exec, "ls".into(), AuditDecision::Allow),
-                (CapabilityKind::Exec, "cat".into(), AuditDecision::Ask),
+                (
+                    CapabilityKind::Exec,
+                    "cat".into(),
+                    AuditDecision::Ask(AskOutcome::Nobody)
+                ),
                 (CapabilityKind::Exec, "rm".into(), AuditDecision::Deny),
                 (CapabilityKind::Env, "HOME".into(), AuditDecision::Deny),
             ]
@@ -1033,8 +1076,8 @@ mod tests {
     fn ask_goes_to_the_callers_approver() {
         let f = fixture(policy(Decision::Ask, &[], &[], &[]));
         let s = skill(&["exec:*"], &[]);
-        let yes = Answer(true);
-        let no = Answer(false);
+        let yes = Answer(AskOutcome::Approved);
+        let no = Answer(AskOutcome::Denied);
         let with = |a: &'static str, ap: &dyn Approver| {
             f.gate.check_call(
                 &Caller {
@@ -1181,7 +1224,7 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         // Even with an approver that says yes: a program cannot ask.
-        let yes = Answer(true);
+        let yes = Answer(AskOutcome::Approved);
         let c = Caller {
             skill: &s,
             tool: "t",

@@ -975,14 +975,16 @@ impl Store {
         })
     }
 
-    /// The newest `limit` audit records, newest first.
+    /// The newest `limit` audit records, newest first (0: all).
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, at_ms, skill, version, tool, capability, target, decision, reason
                  FROM audit ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = st.query_map(params![limit as i64], |r| {
+            // 0 is "no limit" (SQLite's LIMIT -1), never an empty list.
+            let limit = if limit == 0 { -1 } else { limit as i64 };
+            let rows = st.query_map(params![limit], |r| {
                 Ok(AuditRecord {
                     id: r.get(0)?,
                     at_ms: r.get(1)?,
