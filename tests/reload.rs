@@ -518,3 +518,66 @@ fn an_edited_skill_md_is_in_the_next_prompt() {
         "front matter stays out"
     );
 }
+
+/// Undoing a broken edit (the files go back to the version that kept
+/// serving) is reported as fixed, for a broken script and for a broken
+/// manifest: nothing new loads, but the person who fixed it is told.
+/// While it is broken, `keel call` says why instead of "no tool".
+#[test]
+fn undoing_a_broken_edit_says_fixed() {
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("one"))])
+        .policy("");
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    for (file, good, broken) in [
+        ("skills/greet/main.luau", src("one"), "return {".to_string()),
+        (
+            "skills/greet/skill.toml",
+            MANIFEST.to_string(),
+            "[skill\n".to_string(),
+        ),
+    ] {
+        ws.write(file, &broken);
+        let r = k.reload();
+        assert!(r.failed(), "{file}: {r:?}");
+        assert_eq!(call(&k, &rt, "greet.hi"), Ok(json!("one")), "{file}");
+        // A reload with the file still broken says nothing new.
+        assert!(k.reload().outcomes.is_empty(), "{file}");
+        ws.write(file, &good);
+        let r = k.reload();
+        assert!(
+            matches!(r.outcomes.as_slice(), [ReloadOutcome::Fixed { skill }] if skill == "greet@1.0.0"),
+            "{file}: {r:?}"
+        );
+        assert_eq!(
+            r.outcomes[0].to_string(),
+            "fixed: greet@1.0.0 is whole again (still serving it)"
+        );
+        assert!(k.reload().outcomes.is_empty(), "{file}: said twice");
+    }
+}
+
+/// A tool of a skill that did not load (a missing dependency, a manifest
+/// that does not parse) says why, not "no tool".
+#[test]
+fn calling_a_tool_of_a_skill_that_did_not_load_says_why() {
+    let ws = Ws::new()
+        .skill(
+            "needy",
+            "[skill]\nname = \"needy\"\nversion = \"1.0.0\"\ndescription = \"d\"\nentry = \"main.luau\"\n[dependencies]\nmissing = \"^1\"\n[[tools]]\nname = \"go\"\ndescription = \"go\"\n",
+            &[("main.luau", "return { go = function() return 1 end }")],
+        )
+        .skill("mangled", "[skill\n", &[("main.luau", "return {}")])
+        .policy("");
+    ws.run(&["call", "needy.go"]).err_contains(&[
+        "no tool `needy.go`: skill needy@1.0.0 did not load",
+        "dependency `missing` is not installed",
+    ]);
+    ws.run(&["call", "mangled.go"]).err_contains(&[
+        "no tool `mangled.go`: skill mangled did not load",
+        "skill.toml:1",
+    ]);
+    ws.run(&["call", "nothing.go"])
+        .err_contains(&["no tool `nothing.go`; see `keel tools`"]);
+}

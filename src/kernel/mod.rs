@@ -22,7 +22,7 @@ pub use reload::{ReloadOutcome, ReloadReport};
 use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
 use crate::host::CallCtx;
-use crate::skill::{self, SearchPath, SkillSet};
+use crate::skill::{self, Origin, SearchPath, SkillSet};
 use crate::store::{SkillCopy, Standing, Store, StoreError};
 use crate::tool::{ToolError, ToolName, validate_args};
 use gate::Gate;
@@ -522,6 +522,33 @@ impl Kernel {
         let parsed = ToolName::parse(name)?;
         let set = self.skills();
         let Some(entry) = set.tools.get(name) else {
+            // A skill of that name that failed to load (or is held back)
+            // says why, rather than "no tool".
+            let of_skill = |s: &str| s.split('@').next() == Some(parsed.skill.as_str());
+            // A manifest that did not parse names no skill: its folder (or
+            // file) name stands in.
+            let by_place = |o: &Origin| match o {
+                Origin::Folder(p) => p.file_name().is_some_and(|n| n == parsed.skill.as_str()),
+                Origin::File(p) => p.file_stem().is_some_and(|n| n == parsed.skill.as_str()),
+                Origin::Builtin(_) => false,
+            };
+            if let Some(f) = set.failures.iter().find(|f| match &f.skill {
+                Some(s) => of_skill(s),
+                None => by_place(&f.origin),
+            }) {
+                return Err(ToolError::SkillNotLoaded {
+                    name: name.to_string(),
+                    skill: f.skill.clone().unwrap_or_else(|| parsed.skill.clone()),
+                    error: f.error.clone(),
+                });
+            }
+            if let Some(c) = set.claimants.iter().find(|c| of_skill(&c.skill)) {
+                return Err(ToolError::SkillNotLoaded {
+                    name: name.to_string(),
+                    skill: c.skill.clone(),
+                    error: format!("held back: {}", c.reason),
+                });
+            }
             return Err(ToolError::UnknownTool {
                 name: name.to_string(),
                 suggestion: did_you_mean(name, set.tools.keys().map(String::as_str)),

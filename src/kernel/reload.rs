@@ -41,6 +41,10 @@ pub enum ReloadOutcome {
     /// A new copy claims a skill name that belongs to other origins here:
     /// it is not loaded until the operator accepts it.
     HeldBack { origin: Origin, reason: String },
+    /// A skill whose last change failed is whole again: its files are back
+    /// to the version that kept serving (so nothing new loads), and the
+    /// failure no longer stands.
+    Fixed { skill: String },
 }
 
 /// The result of one reload.
@@ -76,6 +80,7 @@ impl std::fmt::Display for ReloadOutcome {
                 None => write!(f, "load failed: {error}"),
             },
             Self::HeldBack { reason, .. } => write!(f, "new claimant held back: {reason}"),
+            Self::Fixed { skill } => write!(f, "fixed: {skill} is whole again (still serving it)"),
         }
     }
 }
@@ -268,6 +273,17 @@ impl Kernel {
                 Some(o) if o.source.fingerprint != c.source.fingerprint => report
                     .outcomes
                     .push(ReloadOutcome::Reloaded { skill: label(c) }),
+                // Unchanged, but its origin's failure is gone: the broken
+                // edit was undone. Without this the person who fixed it
+                // hears nothing.
+                Some(_)
+                    if old.failures.iter().any(|f| &f.origin == origin)
+                        && !failed_origins.contains(origin) =>
+                {
+                    report
+                        .outcomes
+                        .push(ReloadOutcome::Fixed { skill: label(c) })
+                }
                 Some(_) => {}
             }
         }

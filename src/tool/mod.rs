@@ -57,6 +57,17 @@ pub enum ToolError {
         name: String,
         suggestion: Option<String>,
     },
+    /// The tool's skill is there but did not load.
+    #[error(
+        "no tool `{name}`: skill {skill} did not load: {error}; fix it and it reloads (`keel check` shows every problem)"
+    )]
+    SkillNotLoaded {
+        name: String,
+        /// `name@version`, or the skill name when the manifest did not
+        /// get that far.
+        skill: String,
+        error: String,
+    },
     /// The arguments do not match the tool's JSON Schema.
     #[error("invalid arguments for `{tool}`: {}", errors.join("; "))]
     InvalidArguments { tool: String, errors: Vec<String> },
