@@ -214,12 +214,21 @@ pub struct Allowed {
 /// How to allow an effect for good: exactly this target, and (named as
 /// the wider choice it is) everything the skill declared.
 fn grant_hint(skill: &str, exact: Option<&str>, declared: &str) -> String {
+    // A wildcard declaration (`exec:*`, `net.http:*`) is never offered: it
+    // grants far more than the effect at hand.
+    let wide = !declared.contains('*');
     match exact {
-        Some(e) if e != declared => format!(
+        Some(e) if e != declared && wide => format!(
             "grant exactly this with `keel grant {skill} {e}`, or all the skill declares with `keel grant {skill} {declared}` (or add either to [policy] allow in keel.toml)"
         ),
-        _ => format!(
+        Some(e) => format!(
+            "grant exactly this with `keel grant {skill} {e}` or add \"{e}\" to [policy] allow in keel.toml"
+        ),
+        None if wide => format!(
             "grant it with `keel grant {skill} {declared}` or add \"{declared}\" to [policy] allow in keel.toml"
+        ),
+        None => format!(
+            "no single rule names this target: approve it once when asked (policy `ask`), or add a rule for the folder, host or program it needs to [policy.skills.{skill}] allow in keel.toml"
         ),
     }
 }
@@ -987,6 +996,27 @@ mod tests {
                 (CapabilityKind::Env, "HOME".into(), AuditDecision::Deny),
             ]
         );
+    }
+
+    /// Advice names the narrowest rule for the target; a wildcard
+    /// declaration (`exec:*`, `net.http:*`) is never suggested.
+    #[test]
+    fn advice_never_suggests_a_wildcard() {
+        let h = grant_hint("sh", Some("exec:cat"), "exec:*");
+        assert!(
+            h.contains("keel grant sh exec:cat") && !h.contains("exec:*"),
+            "{h}"
+        );
+        let h = grant_hint("web", Some("net.http:127.0.0.1:8080"), "net.http:*");
+        assert!(!h.contains("net.http:*"), "{h}");
+        let h = grant_hint("web", None, "net.http:*");
+        assert!(
+            !h.contains("net.http:*") && h.contains("[policy.skills.web]"),
+            "{h}"
+        );
+        // A narrow declaration may still be offered as the wider choice.
+        let h = grant_hint("notes", Some("fs.write:./notes/a.md"), "fs.write:./notes");
+        assert!(h.contains("keel grant notes fs.write:./notes`"), "{h}");
     }
 
     #[test]
