@@ -18,15 +18,30 @@ fn luau_sig(f: &HostFn) -> String {
     format!("({}) -> {}", params.join(", "), f.returns)
 }
 
+/// The Rhai type for a Luau type as the declarations write it: `{ T }` is
+/// an array (of T), `{ key: T, ... }` a map; what the top level of the
+/// braces holds decides, so `{ { name: string } }` is an array of maps.
+/// A Luau optional (`T?`) or union is `?` (Rhai's "any").
 fn rhai_ty(ty: &str) -> &'static str {
+    let ty = ty.trim();
     match ty {
         "string" => "String",
-        "string?" => "?",
         "number" => "f64",
         "boolean" => "bool",
         "nil" => "()",
-        t if t.starts_with('{') && t.contains(':') => "Map",
-        t if t.starts_with('{') => "Array",
+        t if t.starts_with('{') && t.ends_with('}') => {
+            let inner = &t[1..t.len() - 1];
+            let mut depth = 0i32;
+            let keyed = inner.chars().any(|c| {
+                match c {
+                    '{' | '(' => depth += 1,
+                    '}' | ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0 && c == ':'
+            });
+            if keyed { "Map" } else { "Array" }
+        }
         _ => "?",
     }
 }
@@ -84,19 +99,22 @@ pub fn rhai_definitions() -> String {
     for (ns, fns) in namespaces() {
         let _ = write!(s, "\nmodule {ns} {{\n");
         for f in fns {
-            let params: Vec<String> = f
-                .params
-                .iter()
-                .map(|p| format!("{}: {}", p.name, rhai_ty(p.ty)))
-                .collect();
+            // Rhai has no optional parameters: keel registers one function
+            // per arity it accepts, and so the definitions list each.
             let _ = writeln!(s, "    /// {}", f.doc);
-            let _ = writeln!(
-                s,
-                "    fn {}({}) -> {};",
-                f.name,
-                params.join(", "),
-                rhai_ty(f.returns)
-            );
+            for arity in f.min_args()..=f.params.len() {
+                let params: Vec<String> = f.params[..arity]
+                    .iter()
+                    .map(|p| format!("{}: {}", p.name, rhai_ty(p.ty)))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "    fn {}({}) -> {};",
+                    f.name,
+                    params.join(", "),
+                    rhai_ty(f.returns)
+                );
+            }
         }
         s.push_str("}\n");
     }
@@ -106,6 +124,40 @@ pub fn rhai_definitions() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rhai_types_tell_arrays_of_maps_from_maps() {
+        assert_eq!(rhai_ty("{ { name: string, type: string } }"), "Array");
+        assert_eq!(rhai_ty("{string}"), "Array");
+        assert_eq!(rhai_ty("{ status: number, signal: number? }"), "Map");
+        assert_eq!(
+            rhai_ty("{text: string, usage: {input_tokens: number}}"),
+            "Map"
+        );
+        assert_eq!(rhai_ty("string?"), "?");
+        assert_eq!(rhai_ty("any"), "?");
+    }
+
+    /// Every arity Rhai accepts is declared: `fs.list(path)` returns an
+    /// array, and a function with an optional argument has both forms.
+    #[test]
+    fn rhai_definitions_declare_every_arity() {
+        let d = rhai_definitions();
+        assert!(d.contains("fn list(path: String) -> Array;"), "{d}");
+        let optional = namespaces()
+            .into_iter()
+            .flat_map(|(_, fns)| fns.iter())
+            .find(|f| f.min_args() < f.params.len())
+            .expect("some host function has an optional parameter");
+        let forms = d
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .starts_with(&format!("fn {}(", optional.name))
+            })
+            .count();
+        assert!(forms >= 2, "{}: {d}", optional.name);
+    }
 
     /// The shipped files are exactly what the declarations generate. Run
     /// with KEEL_UPDATE_DOCS=1 to rewrite them after changing a declaration.
