@@ -103,7 +103,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List sessions.
+    /// List sessions, most recently active first, with their runs' state.
     #[command(after_help = "Example:\n  keel sessions")]
     Sessions {
         #[arg(long)]
@@ -448,7 +448,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => ask(&kernel, &rt, &message, session.as_deref(), json),
         Some(Command::Sessions { json }) => {
             settle_dead_runs(&kernel);
-            let list = kernel.store().sessions()?;
+            let list = kernel.store().session_summaries()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {

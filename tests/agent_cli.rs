@@ -401,8 +401,11 @@ fn sessions_and_runs_list_what_asks_made() {
 
     let list = sessions(&ws);
     let titles: Vec<&str> = list.iter().map(|s| s["title"].as_str().unwrap()).collect();
-    assert_eq!(titles, ["first question", "other question"]);
-    let other = list[1]["id"].as_str().unwrap().to_string();
+    // Most recently active first.
+    assert_eq!(titles, ["other question", "first question"]);
+    assert_eq!(list[1]["runs"], 2, "{list:?}");
+    assert_eq!(list[1]["last_state"], "done", "{list:?}");
+    let other = list[0]["id"].as_str().unwrap().to_string();
 
     let first_runs = runs(&ws, &first);
     assert_eq!(first_runs.len(), 2, "{first_runs:#?}");
@@ -542,7 +545,7 @@ fn ask_without_a_terminal_declines_approvals_at_once_and_says_how_to_grant() {
     let reqs = model.requests();
     assert_eq!(reqs.len(), 2);
     let body = reqs[1].body.to_string();
-    assert!(body.contains("was not approved"), "{body}");
+    assert!(body.contains("the request was denied"), "{body}");
     let session = session_titled(&ws, "remember milk");
     assert_eq!(runs(&ws, &session)[0]["state"], "done");
     assert!(
@@ -587,7 +590,10 @@ fn the_console_talks_to_the_agent_over_a_pipe() {
         // /runs
         format!("{run_id}  done"),
         // /sessions
-        format!("* {session}  remember milk\n"),
+        // The current session, with when it was last active and its runs.
+        format!("* {session}  20"),
+        "1 run, last done".into(),
+        "  remember milk\n".into(),
         // /session new, then its empty history and runs
         "new session s_".into(),
         "no messages yet\n".into(),
@@ -867,7 +873,9 @@ fn the_console_switches_to_a_session_and_continues_it() {
         // /runs: both runs of the session.
         "  done".into(),
         "  done".into(),
-        format!("* {session}  first question\n"),
+        format!("* {session}  20"),
+        "runs, last done".into(),
+        "  first question\n".into(),
         "no run in flight in this session\n".into(),
         "usage: /session new | /session switch ID".into(),
     ];

@@ -608,3 +608,23 @@ fn help_examples_suggestions_and_arguments_from_stdin() {
         "from stdin\n"
     );
 }
+
+/// `keel tools` shows each tool's parameters (`?` for optional ones), with
+/// control characters in a description escaped.
+#[test]
+fn tools_show_their_parameters() {
+    let out = ws().run(&["tools"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("notes.add(text: string)  Append a note"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("files.read(max_bytes?: integer, path: string)"),
+        "{}",
+        out.stdout
+    );
+}

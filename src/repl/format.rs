@@ -65,9 +65,49 @@ pub fn format_tools(set: &SkillSet) -> String {
         s.push_str("no tools\n");
     }
     for (name, e) in &set.tools {
-        let _ = writeln!(s, "{name:<28} {}", esc(&e.spec().description));
+        let spec = e.spec();
+        let _ = writeln!(
+            s,
+            "{}  {}",
+            esc(&format!("{name}({})", param_signature(&spec.parameters))),
+            esc(&spec.description)
+        );
     }
     s
+}
+
+/// A tool's parameters as `text: string, limit?: integer`, from its JSON
+/// Schema (`?` marks the ones not required).
+pub fn param_signature(schema: &serde_json::Value) -> String {
+    let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
+        return String::new();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    props
+        .iter()
+        .map(|(name, p)| {
+            let ty = match p.get("type") {
+                Some(serde_json::Value::String(t)) => t.clone(),
+                Some(serde_json::Value::Array(ts)) => ts
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                _ => "any".into(),
+            };
+            let opt = if required.contains(&name.as_str()) {
+                ""
+            } else {
+                "?"
+            };
+            format!("{name}{opt}: {ty}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Grants grouped by workspace (a grant applies only in its own); those

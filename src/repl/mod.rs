@@ -252,7 +252,7 @@ impl<'a> Console<'a> {
             },
             ConsoleCommand::Sessions => {
                 match crate::agent::owner::recover_dead_runs(kernel.store())
-                    .and_then(|_| kernel.store().sessions())
+                    .and_then(|_| kernel.store().session_summaries())
                 {
                     Ok(list) => format_sessions(&list, self.session.as_deref()),
                     Err(e) => format!("error: {e}\n"),
@@ -365,7 +365,7 @@ impl<'a> Console<'a> {
 }
 
 /// Sessions, oldest first, the current one marked.
-pub fn format_sessions(list: &[crate::store::SessionRecord], current: Option<&str>) -> String {
+pub fn format_sessions(list: &[crate::store::SessionSummary], current: Option<&str>) -> String {
     if list.is_empty() {
         return "no sessions yet\n".into();
     }
@@ -376,9 +376,19 @@ pub fn format_sessions(list: &[crate::store::SessionRecord], current: Option<&st
         } else {
             " "
         };
+        let state = match &x.last_state {
+            Some(state) => format!(
+                "{} run{}, last {state}",
+                x.runs,
+                if x.runs == 1 { "" } else { "s" }
+            ),
+            None => "no runs".into(),
+        };
         s.push_str(&format!(
-            "{mark} {}  {}\n",
+            "{mark} {}  {}  {:<22}  {}\n",
             x.id,
+            format::format_time(x.last_active_ms),
+            state,
             crate::text::escape_control(&chat::one_line(&x.title, 60))
         ));
     }

@@ -62,7 +62,7 @@ mod transcript;
 pub mod types;
 
 pub use approvals::{AnswerError, ApprovalRecord, NewApproval};
-pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord};
+pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord, SessionSummary};
 pub use transcript::{MessageRecord, NewMessage, UsageTotals};
 pub use types::{ApprovalAnswer, ApprovalState, MessageKind, RunState};
 

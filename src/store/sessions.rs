@@ -21,6 +21,20 @@ pub struct SessionRecord {
     pub created_ms: i64,
 }
 
+/// A session as listings show it: with its runs' count, the state of its
+/// latest run and when it was last active.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionSummary {
+    pub id: String,
+    pub title: String,
+    pub created_ms: i64,
+    /// The latest change to any of its runs (its creation, if none).
+    pub last_active_ms: i64,
+    pub runs: i64,
+    /// The latest run's state (`None` for a session with no runs).
+    pub last_state: Option<String>,
+}
+
 /// A stored run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunRecord {
@@ -113,6 +127,32 @@ impl Store {
                     id: r.get(0)?,
                     title: r.get(1)?,
                     created_ms: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Every session, most recently active first.
+    pub fn session_summaries(&self) -> Result<Vec<SessionSummary>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT s.id, s.title, s.created_ms,
+                        COALESCE((SELECT MAX(updated_ms) FROM runs WHERE session_id = s.id), s.created_ms),
+                        (SELECT COUNT(*) FROM runs WHERE session_id = s.id),
+                        (SELECT state FROM runs WHERE session_id = s.id
+                         ORDER BY created_ms DESC, rowid DESC LIMIT 1)
+                 FROM sessions s
+                 ORDER BY 4 DESC, s.created_ms DESC, s.id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(SessionSummary {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    created_ms: r.get(2)?,
+                    last_active_ms: r.get(3)?,
+                    runs: r.get(4)?,
+                    last_state: r.get(5)?,
                 })
             })?;
             rows.collect()
