@@ -621,6 +621,8 @@ fn tools_show_their_parameters() {
         "{}",
         out.stdout
     );
+    // The built-ins (on by default) have optional parameters.
+    let out = Ws::new().run(&["tools"]);
     assert!(
         out.stdout
             .contains("files.read(max_bytes?: integer, path: string)"),
