@@ -144,6 +144,10 @@ fn main() {
     write(&root, "skills/br/main.rhai", RHAI_SRC);
     #[cfg(target_os = "linux")]
     bench_exec(&root);
+    // `cargo bench --bench runtime -- exec`: the exec sandbox figure alone.
+    if std::env::args().skip(1).any(|a| a == "exec") {
+        return;
+    }
     let rt = runtime();
     let k = kernel(&root, &rt);
 
@@ -446,6 +450,10 @@ fn bench_exec(root: &Path) {
                 root.join(".data"),
             ],
             network: false,
+            owner: keel::sandbox::Owner {
+                workspace: root.to_path_buf(),
+                skill: "bench".into(),
+            },
         };
         let n = 200;
         let time = |f: &mut dyn FnMut()| {

@@ -28,11 +28,15 @@ use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+use super::netns::Held;
 use super::{Namespaces, Support};
 
 /// Prepared in keel; read (never allocated) in the child.
 pub(super) struct Setup {
     ruleset: Option<Arc<OwnedFd>>,
+    /// The skill's network namespace (and the user namespace owning it)
+    /// for `A` to join before it unshares ([`super::netns`]).
+    join: Option<Arc<Held>>,
     /// `unshare` flags for `A` (0: no namespaces).
     unshare: libc::c_int,
     user_maps: Option<UserMaps>,
@@ -42,7 +46,7 @@ pub(super) struct Setup {
 
 /// The id maps `A` writes for its new user namespace.
 #[derive(Clone)]
-struct UserMaps {
+pub(super) struct UserMaps {
     uid: Vec<u8>,
     gid: Vec<u8>,
     /// An unprivileged process must give up `setgroups` before it may
@@ -51,7 +55,7 @@ struct UserMaps {
 }
 
 impl UserMaps {
-    fn for_current_user() -> Self {
+    pub(super) fn for_current_user() -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         // A process may map only its own ids into a namespace it created
@@ -68,8 +72,24 @@ impl UserMaps {
 }
 
 impl Setup {
-    pub(super) fn new(ruleset: Option<OwnedFd>, ns: Namespaces, network: bool) -> Self {
-        let net = if network { 0 } else { libc::CLONE_NEWNET };
+    /// `join`: the skill's held network namespace, if it has one; without
+    /// it and without `network`, `A` makes a fresh network namespace.
+    pub(super) fn new(
+        ruleset: Option<OwnedFd>,
+        ns: Namespaces,
+        network: bool,
+        join: Option<Arc<Held>>,
+    ) -> Self {
+        let join = if network || ns != Namespaces::UserAndPid {
+            None
+        } else {
+            join
+        };
+        let net = if network || join.is_some() {
+            0
+        } else {
+            libc::CLONE_NEWNET
+        };
         let (unshare, user_maps) = match ns {
             Namespaces::UserAndPid => (
                 libc::CLONE_NEWUSER | libc::CLONE_NEWPID | net,
@@ -80,6 +100,7 @@ impl Setup {
         };
         Self {
             ruleset: ruleset.map(Arc::new),
+            join,
             unshare,
             user_maps,
             // SAFETY: getpid cannot fail.
@@ -91,6 +112,7 @@ impl Setup {
         use std::os::unix::process::CommandExt as _;
         // The closure keeps the ruleset open until the Command is dropped.
         let ruleset = self.ruleset.clone();
+        let join = self.join.clone();
         let unshare = self.unshare;
         let maps = self.user_maps.clone();
         let parent = self.parent;
@@ -100,6 +122,7 @@ impl Setup {
             cmd.pre_exec(move || {
                 in_child(
                     ruleset.as_ref().map(|f| f.as_raw_fd()),
+                    join.as_ref().map(|h| (h.user.as_raw_fd(), h.net.as_raw_fd())),
                     unshare,
                     maps.as_ref(),
                     parent,
@@ -113,6 +136,7 @@ impl Setup {
 /// `A` and `B` never return.
 fn in_child(
     ruleset: Option<RawFd>,
+    join: Option<(RawFd, RawFd)>,
     unshare: libc::c_int,
     maps: Option<&UserMaps>,
     parent: libc::pid_t,
@@ -125,6 +149,18 @@ fn in_child(
         }
         if libc::getppid() != parent {
             libc::_exit(127);
+        }
+        if let Some((user, net)) = join {
+            // keel's euid owns the held user namespace, so `A` (still in
+            // keel's) may enter it; inside it, it may enter the network
+            // namespace that namespace owns. The unshare below then gives
+            // the program a user namespace of its own beneath it, with no
+            // capability over the shared network namespace.
+            if libc::setns(user, libc::CLONE_NEWUSER) != 0
+                || libc::setns(net, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
         }
         if unshare != 0 {
             if libc::unshare(unshare) != 0 {
@@ -202,7 +238,7 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-unsafe fn write_maps(maps: &UserMaps) -> std::io::Result<()> {
+pub(super) unsafe fn write_maps(maps: &UserMaps) -> std::io::Result<()> {
     // SAFETY: see write_file.
     unsafe {
         if maps.deny_setgroups {
