@@ -122,7 +122,8 @@ impl Setup {
             cmd.pre_exec(move || {
                 in_child(
                     ruleset.as_ref().map(|f| f.as_raw_fd()),
-                    join.as_ref().map(|h| (h.user.as_raw_fd(), h.net.as_raw_fd())),
+                    join.as_ref()
+                        .map(|h| (h.user.as_raw_fd(), h.net.as_raw_fd())),
                     unshare,
                     maps.as_ref(),
                     parent,

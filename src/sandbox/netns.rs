@@ -79,7 +79,10 @@ fn registry() -> &'static Mutex<Registry> {
 /// The namespaces for `owner`'s programs, made on first use. `Err` says
 /// why they could not be made (the caller falls back to a fresh network
 /// namespace per exec).
-pub(super) fn for_owner(owner: &Owner, maps: &super::child::UserMaps) -> std::io::Result<Arc<Held>> {
+pub(super) fn for_owner(
+    owner: &Owner,
+    maps: &super::child::UserMaps,
+) -> std::io::Result<Arc<Held>> {
     // The lock is held while a pair is made (about a millisecond, once per
     // skill), so two first execs of one skill cannot make two.
     let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
