@@ -681,3 +681,24 @@ fn nothing_stays_in_a_skills_network_namespace_after_keel_is_killed() {
         "left in the skill's network namespace: {left:?}"
     );
 }
+
+#[test]
+fn the_programs_own_exit_code_and_signal_come_through_the_namespace() {
+    // The program is pid 2 of its namespace (init is pid 1), so it can
+    // signal itself; keel reports what the program did, not its helpers.
+    let ws = ws("\"exec\" = [\"sh\"]", &["exec:sh"]);
+    let r = run(&ws, &["sh", "-c", "echo out; exit 7"]);
+    assert_eq!(
+        (r["status"].clone(), r["stdout"].clone()),
+        (json!(7), json!("out\n")),
+        "{r}"
+    );
+    let r = run(&ws, &["sh", "-c", "kill -TERM $$; sleep 5"]);
+    assert_eq!(
+        (r["status"].clone(), r["signal"].clone()),
+        (json!(-1), json!(15)),
+        "{r}"
+    );
+    let r = run(&ws, &["sh", "-c", "echo $$"]);
+    assert_eq!(r["stdout"], "2\n", "{r}");
+}

@@ -116,6 +116,12 @@ impl Setup {
         let unshare = self.unshare;
         let maps = self.user_maps.clone();
         let parent = self.parent;
+        // B's stack, allocated here: the child must not allocate.
+        let mut stack = if unshare != 0 {
+            vec![0u8; INIT_STACK].into_boxed_slice()
+        } else {
+            Box::default()
+        };
         // SAFETY: the closure makes only async-signal-safe system calls and
         // reads memory prepared before the fork; see `in_child`.
         unsafe {
@@ -127,6 +133,7 @@ impl Setup {
                     unshare,
                     maps.as_ref(),
                     parent,
+                    stack.as_mut_ptr(),
                 )
             });
         }
@@ -141,6 +148,7 @@ fn in_child(
     unshare: libc::c_int,
     maps: Option<&UserMaps>,
     parent: libc::pid_t,
+    stack: *mut u8,
 ) -> std::io::Result<()> {
     // SAFETY (whole function): only system calls, on memory owned by this
     // process; no allocation (io::Error::last_os_error does not allocate).
@@ -170,27 +178,27 @@ fn in_child(
             if let Some(maps) = maps {
                 write_maps(maps)?;
             }
+            // Held by A alone (C closes its copy at exec): B reads it and
+            // ends when A is gone, however A went.
             let mut pipe = [-1 as RawFd; 2];
             if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let b = raw_fork();
+            let b = spawn_init(stack, pipe[0]);
             if b < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if b > 0 {
-                run_outer_waiter(b, pipe[0]);
-            }
-            // B: pid 1 of the new namespace.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             let c = raw_fork();
             if c < 0 {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                libc::kill(b, libc::SIGKILL);
+                return Err(e);
             }
             if c > 0 {
-                run_init(c, pipe[1]);
+                run_outer_waiter(b, c, pipe[1]);
             }
-            // C: the program. Its parent is B, in the namespace.
+            // C: the program, pid 2 of the namespace; its parent is A
+            // (outside), its orphans go to B.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             libc::close(pipe[0]);
             libc::close(pipe[1]);
@@ -268,45 +276,80 @@ unsafe fn close_all_but(keep: RawFd) {
     }
 }
 
-/// A: wait for B, then exit the way the program did.
-unsafe fn run_outer_waiter(b: libc::pid_t, status_rx: RawFd) -> ! {
+/// A: wait for the program, end the namespace, exit the way the program
+/// did.
+unsafe fn run_outer_waiter(b: libc::pid_t, c: libc::pid_t, keep: RawFd) -> ! {
     // SAFETY: system calls only.
     unsafe {
-        close_all_but(status_rx);
+        close_all_but(keep);
         let mut status: libc::c_int = 0;
-        while libc::waitpid(b, &mut status, 0) < 0 {
-            if *libc::__errno_location() != libc::EINTR {
-                libc::_exit(127);
-            }
+        if !wait_for(c, &mut status) {
+            status = 127 << 8;
         }
-        let mut buf = [0u8; 4];
-        let n = libc::read(status_rx, buf.as_mut_ptr().cast(), 4);
-        if n == 4 {
-            status = libc::c_int::from_ne_bytes(buf);
-        }
+        // B going takes every process left in the namespace with it; the
+        // kernel has killed them all by the time B can be reaped.
+        libc::kill(b, libc::SIGKILL);
+        let mut ignored = 0;
+        wait_for(b, &mut ignored);
         exit_like(status)
     }
 }
 
-/// B: the namespace's init. Reap every orphan until the program exits,
-/// hand its status to A, and exit (which kills the rest of the namespace).
-unsafe fn run_init(c: libc::pid_t, status_tx: RawFd) -> ! {
-    // SAFETY: system calls only.
+/// `waitpid(pid)`, retried on `EINTR`; false if it failed.
+unsafe fn wait_for(pid: libc::pid_t, status: &mut libc::c_int) -> bool {
+    // SAFETY: waitpid writes only `status`.
     unsafe {
-        close_all_but(status_tx);
-        let mut status: libc::c_int = 0;
         loop {
-            let pid = libc::waitpid(-1, &mut status, 0);
-            if pid == c {
-                break;
+            if libc::waitpid(pid, status, 0) == pid {
+                return true;
             }
-            if pid < 0 && *libc::__errno_location() != libc::EINTR {
-                status = 127 << 8;
-                break;
+            if *libc::__errno_location() != libc::EINTR {
+                return false;
             }
         }
-        let bytes = status.to_ne_bytes();
-        libc::write(status_tx, bytes.as_ptr().cast(), 4);
+    }
+}
+
+/// The stack B runs on: B shares A's memory (`CLONE_VM`), so it needs its
+/// own; it makes four system calls and never grows far.
+pub(super) const INIT_STACK: usize = 16 * 1024;
+
+/// Starts B, the namespace's init, as a `CLONE_VM` child of A: no copy of
+/// keel's page tables (A is a fork of keel and shares its size), so it
+/// costs a fraction of a fork. Returns its pid, or -1.
+unsafe fn spawn_init(stack: *mut u8, a_alive: RawFd) -> libc::pid_t {
+    // SAFETY: `stack` is the start of INIT_STACK bytes owned by this
+    // process (allocated in keel before the fork, so A's own copy) that
+    // nothing else uses; the top is aligned as the ABI wants.
+    unsafe {
+        let top = (stack.add(INIT_STACK) as usize & !15) as *mut libc::c_void;
+        libc::clone(
+            run_init,
+            top,
+            libc::CLONE_VM | libc::SIGCHLD,
+            a_alive as isize as *mut libc::c_void,
+        )
+    }
+}
+
+/// B: pid 1 of the namespace. With `SIGCHLD` ignored the kernel reaps every
+/// orphan that is handed to it, so B only waits for A to go (its end of
+/// the pipe reads end-of-file) or to kill it; either way B exits, and the
+/// kernel kills whatever is left in the namespace. It shares A's memory:
+/// it touches nothing but its own stack.
+extern "C" fn run_init(arg: *mut libc::c_void) -> libc::c_int {
+    let a_alive = arg as isize as RawFd;
+    // SAFETY: system calls only, on B's own stack.
+    unsafe {
+        close_all_but(a_alive);
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGCHLD, &ignore, std::ptr::null_mut());
+        // Nobody writes: the read ends when A's end closes. (No handler
+        // is installed, so it is never interrupted; errno is shared with A
+        // and is not read here.)
+        let mut byte = 0u8;
+        while libc::read(a_alive, (&raw mut byte).cast(), 1) > 0 {}
         libc::_exit(0)
     }
 }
