@@ -7,21 +7,34 @@
 //! With namespaces, one `fork` becomes three processes:
 //!
 //! ```text
-//! keel ── A (waits, outside)  ── B (pid 1 in the new PID namespace: reaps)
-//!                                  └─ C (the program: no_new_privs, Landlock, exec)
+//! keel ── A (outside: waits)
+//!          ├─ B (pid 1 in the new PID namespace: CLONE_VM, reaps, holds it open)
+//!          └─ C (pid 2: the program: no_new_privs, Landlock, exec)
 //! ```
 //!
-//! `A` is what keel's `Child` sees. It leads the process group, enters the
-//! new user/PID/network namespaces and forks `B`, the namespace's init,
-//! which forks `C` and reaps everything until `C` exits, then sends `C`'s
-//! wait status to `A` over a pipe and exits — and the kernel kills whatever
-//! is left in the namespace. `A` exits the way `C` did (same code, or the
-//! same signal), so keel reads the program's own status. Killing the group
-//! kills `A` and `B`; `B` going kills the namespace. `A` and `B` close every
-//! descriptor they inherited, so the standard library's exec-error pipe and
-//! the output pipes see the program's end, not theirs. Each process asks
-//! for `SIGKILL` when its parent dies, so a `kill -9` of keel unwinds the
-//! whole chain.
+//! `A` is what keel's `Child` sees. It leads the process group, joins the
+//! skill's held network namespace when it has one ([`super::netns`]),
+//! unshares new user and PID namespaces (and a fresh network namespace when
+//! none is held), and starts `B`, the namespace's init, then `C`. `B` is a
+//! `CLONE_VM` child on a small stack of its own: it shares `A`'s memory, so
+//! no page tables of a large keel are copied for it. It ignores `SIGCHLD`,
+//! which makes the kernel reap every orphan handed to it, and sleeps on a
+//! pipe only `A` holds, so it ends when `A` ends, however that happens. `C`
+//! is `A`'s own child (a fork, because it returns into the standard
+//! library's exec path): `A` waits for it, kills `B` — and with `B` the
+//! kernel kills whatever is left in the namespace, including processes
+//! that escaped the group with `setsid` — then exits the way `C` did (same
+//! code, or the same signal), so keel reads the program's own status.
+//! Killing the group kills all three. `A` and `B` close every descriptor
+//! they inherited, so the standard library's exec-error pipe and the output
+//! pipes see the program's end, not theirs. `A` and `C` ask for `SIGKILL`
+//! when their parent dies, and `B` ends with `A`, so a `kill -9` of keel
+//! unwinds the whole chain.
+//!
+//! Measured (BENCHMARKS.md, S2): making a network namespace per exec cost
+//! 0.4–0.8 ms (more under load); joining a held one costs two `setns`. The
+//! rest of the overhead is the Landlock ruleset (built in keel), one user
+//! and one PID namespace, and `A`'s and `C`'s forks.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};

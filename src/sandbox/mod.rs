@@ -29,11 +29,14 @@
 //!   environment), never keel.toml, the data directory or a skill search
 //!   path, never a path the policy denies or only allows after asking.
 //!   Signals and abstract Unix sockets are scoped to the child (ABI 6);
-//! - **no network** unless the skill holds `net.http`: its own network
-//!   namespace (no interfaces) and Landlock denies TCP bind and connect.
-//!   Landlock filters ports, not hosts, so a skill holding any `net.http`
-//!   grant gets TCP connect to any host for its programs; binding a port is
-//!   always denied.
+//! - **no network** unless the skill holds `net.http`: an empty network
+//!   namespace (only `lo`, down) and Landlock denies TCP bind and connect.
+//!   The namespace is made once per skill and joined by each of its
+//!   programs ([`netns`] says exactly what that shares: nothing between
+//!   two skills, and nothing a program can change for the skill's next
+//!   one). Landlock filters ports, not hosts, so a skill holding any
+//!   `net.http` grant gets TCP connect to any host for its programs;
+//!   binding a port is always denied.
 //!
 //! The ruleset is built in keel, before `fork`; the child only makes
 //! async-signal-safe system calls ([`child`]).

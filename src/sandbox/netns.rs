@@ -10,7 +10,7 @@
 //! network namespace `HN`, and keeps both alive by holding their file
 //! descriptors — no process sits in them. Each exec's outer child `setns`es
 //! into `HU`, then `HN`, then unshares its **own** user and PID namespaces
-//! ([`super::child`]), so:
+//! (see `child.rs`), so:
 //!
 //! ```text
 //! init userns ── HU (owns HN) ── U2 (per exec: owns the PID namespace)
@@ -110,15 +110,6 @@ pub(super) fn for_owner(
         },
     );
     Ok(held)
-}
-
-/// How many pairs keel holds now (for tests).
-pub fn held_count() -> usize {
-    registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .held
-        .len()
 }
 
 /// Makes a user namespace with a network namespace inside, and returns
@@ -235,5 +226,59 @@ unsafe fn in_holder_child(maps: &super::child::UserMaps, tx: RawFd) -> ! {
             libc::_exit(1);
         }
         libc::_exit(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    fn inode(fd: &OwnedFd) -> u64 {
+        std::fs::File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino()
+    }
+
+    fn owner(i: usize) -> Owner {
+        Owner {
+            workspace: "/netns-test-workspace".into(),
+            skill: format!("s{i}"),
+        }
+    }
+
+    #[test]
+    fn each_owner_has_its_own_and_the_oldest_is_dropped_past_the_bound() {
+        if super::super::support().namespaces != super::super::Namespaces::UserAndPid {
+            eprintln!("skipped: no user namespaces here");
+            return;
+        }
+        let maps = super::super::child::UserMaps::for_current_user();
+        let first = for_owner(&owner(0), &maps).unwrap();
+        let again = for_owner(&owner(0), &maps).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "one owner, one namespace");
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(inode(&first.net));
+        // Past the bound: every owner still gets a namespace no other
+        // owner has, and the registry stays bounded.
+        for i in 1..=MAX_HELD {
+            let held = for_owner(&owner(i), &maps).unwrap();
+            assert!(
+                seen.insert(inode(&held.net)),
+                "owner {i} got a shared namespace"
+            );
+        }
+        let reg = registry().lock().unwrap();
+        assert!(reg.held.len() <= MAX_HELD);
+        assert!(
+            !reg.held.contains_key(&owner(0)),
+            "the least recently used stays"
+        );
+        drop(reg);
+        // The dropped owner gets a fresh one, not the old one back (which
+        // `first` still keeps alive, as a running program would).
+        let fresh = for_owner(&owner(0), &maps).unwrap();
+        assert_ne!(inode(&fresh.net), inode(&first.net));
     }
 }
