@@ -432,9 +432,10 @@ fn main() {
 /// so it is measured before the other figures grow this process.
 #[cfg(target_os = "linux")]
 // 6. exec of /bin/true: bare spawn, the Landlock ruleset alone, and the
-// whole confined spawn (ruleset + process group + user/PID/network
-// namespaces + no_new_privs + restrict_self). Target: the sandbox
-// setup adds <= ~1 ms.
+// whole confined spawn (ruleset + process group + user/PID namespaces,
+// joining the skill's held network namespace without net.http +
+// no_new_privs + restrict_self). Target: the sandbox setup adds <= ~1 ms.
+// `cargo bench --bench runtime -- exec` prints this figure alone.
 fn bench_exec(root: &Path) {
     {
         let program = std::path::PathBuf::from("/bin/true")
@@ -498,7 +499,7 @@ fn bench_exec(root: &Path) {
             ("exec /bin/true, no sandbox", &bare),
             ("Landlock ruleset build alone", &ruleset),
             (
-                "exec /bin/true, sandboxed (no net: + network namespace)",
+                "exec /bin/true, sandboxed (no net: joins the skill's network namespace)",
                 &confined,
             ),
             (
