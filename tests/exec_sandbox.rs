@@ -453,3 +453,252 @@ fn programs_die_with_a_killed_keel() {
     }
     assert!(left.is_empty(), "outlived keel: {left:?}");
 }
+
+/// A skill `name` whose tool `runs` runs each argv of `argvs` in turn, in
+/// one call (so in one keel process), and returns every result.
+fn skill_running(ws: Ws, name: &str, caps: &str) -> Ws {
+    let manifest = format!(
+        r#"[skill]
+name = "{name}"
+version = "1.0.0"
+entry = "main.luau"
+[capabilities]
+{caps}
+[[tools]]
+name = "runs"
+description = "runs each argv in turn"
+parameters = {{ type = "object", properties = {{ argvs = {{ type = "array" }} }}, required = ["argvs"] }}
+"#
+    );
+    ws.skill(
+        name,
+        &manifest,
+        &[(
+            "main.luau",
+            r#"local M = {}
+function M.runs(a)
+  local out = {}
+  for i, argv in ipairs(a.argvs) do out[i] = keel.exec.run(argv) end
+  return out
+end
+return M"#,
+        )],
+    )
+}
+
+/// The namespace `kind` (`net`, `user`) of process `pid`, as the kernel
+/// names it (`net:[4026532282]`).
+fn ns_of(pid: &str, kind: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .ok()
+        .map(|l| l.display().to_string())
+}
+
+/// Waits (bounded) for exactly one process with this command line.
+fn the_process(wanted: &[u8]) -> i32 {
+    for _ in 0..4000 {
+        if let [pid] = pids_with_cmdline(wanted)[..] {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!(
+        "never saw exactly one `{}`",
+        String::from_utf8_lossy(wanted).replace('\0', " ")
+    );
+}
+
+#[test]
+fn two_skills_without_net_http_never_share_a_network_namespace() {
+    // Skills x and y, neither with net.http, run programs at the same time
+    // in one keel (in process); the test reads each program's namespaces
+    // from outside, by the unique command line it runs.
+    let caps = "\"exec\" = [\"sleep\"]";
+    let ws = skill_running(skill_running(Ws::new(), "x", caps), "y", caps)
+        .policy("[policy]\ndefault = \"deny\"\nallow = [\"exec:sleep\"]\n");
+    let rt = common::runtime();
+    let env = std::env::vars().filter(|(k, _)| k == "PATH").collect();
+    let kernel = ws.kernel_with_env(&rt, env);
+    let me = std::process::id();
+    let tags = [
+        ("x", format!("310.{me}")),
+        ("x", format!("311.{me}")),
+        ("y", format!("312.{me}")),
+    ];
+    let calls: Vec<_> = tags
+        .iter()
+        .map(|(skill, tag)| {
+            let k = kernel.clone();
+            let tool = format!("{skill}.runs");
+            let args = json!({ "argvs": [["sleep", tag]] });
+            rt.spawn(async move { k.call_tool(&tool, args).await })
+        })
+        .collect();
+    let pids: Vec<i32> = tags
+        .iter()
+        .map(|(_, tag)| the_process(format!("sleep\0{tag}\0").as_bytes()))
+        .collect();
+    let ns = |i: usize, kind: &str| ns_of(&pids[i].to_string(), kind).expect("program's ns");
+    let (x1, x2, y) = (ns(0, "net"), ns(1, "net"), ns(2, "net"));
+    let (user1, user2) = (ns(0, "user"), ns(1, "user"));
+    let host = ns_of("self", "net").expect("own ns");
+    for pid in &pids {
+        // SAFETY: the test's own programs; the calls report the kill.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    for call in calls {
+        let r = rt.block_on(call).expect("join").expect("call");
+        assert_eq!(r[0]["signal"], 9, "{r}");
+    }
+    assert_ne!(x1, y, "skills x and y shared a network namespace");
+    assert!(
+        x1 != host && y != host,
+        "a program ran in keel's network namespace"
+    );
+    // By design (the sandbox's module docs): one skill's programs share
+    // one, and each exec still has a user namespace of its own.
+    assert_eq!(x1, x2);
+    assert_ne!(user1, user2);
+}
+
+#[test]
+fn a_program_cannot_change_the_network_its_skills_later_programs_get() {
+    // The attack on a shared namespace: one program sets up loopback (to
+    // leave a listener, or state, for the next program of the skill). It
+    // must hold no capability there, and the next program finds it as it
+    // was: `lo` down, nothing reachable.
+    let Some(ip) = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists())
+        .and_then(|p| p.canonicalize().ok())
+    else {
+        eprintln!("skipped: needs iproute2's `ip`");
+        return;
+    };
+    let Ok(bash) = std::path::Path::new("/bin/bash").canonicalize() else {
+        eprintln!("skipped: needs bash for /dev/udp");
+        return;
+    };
+    let (ip, bash) = (ip.display().to_string(), bash.display().to_string());
+    let ws = skill_running(Ws::new(), "x", &format!("\"exec\" = [{ip:?}, {bash:?}]")).policy(
+        &format!("[policy]\ndefault = \"deny\"\nallow = [\"exec:{ip}\", \"exec:{bash}\"]\n"),
+    );
+    let r = ws
+        .call(
+            "x.runs",
+            json!({ "argvs": [
+                [ip, "link", "set", "lo", "up"],
+                [ip, "addr", "add", "10.9.9.9/32", "dev", "lo"],
+                [ip, "-o", "link", "show", "lo"],
+                [ip, "-o", "addr", "show", "dev", "lo"],
+                [bash, "-c", "echo hi > /dev/udp/127.0.0.1/9 && echo sent"],
+            ] }),
+        )
+        .ok();
+    for i in 0..2 {
+        assert_eq!(r[i]["success"], false, "a program changed the network: {r}");
+        assert!(
+            r[i]["stderr"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Operation not permitted"),
+            "{r}"
+        );
+    }
+    let link = r[2]["stdout"].as_str().unwrap_or("");
+    assert!(link.contains("lo:") && link.contains("DOWN"), "{r}");
+    assert!(!link.contains("LOWER_UP"), "{r}");
+    assert!(
+        !r[3]["stdout"].as_str().unwrap_or("").contains("10.9.9.9"),
+        "{r}"
+    );
+    assert_eq!(r[4]["success"], false, "{r}");
+    assert!(
+        !r[4]["stdout"].as_str().unwrap_or("").contains("sent"),
+        "{r}"
+    );
+}
+
+#[test]
+fn nothing_stays_in_a_skills_network_namespace_after_keel_is_killed() {
+    // keel holds the skill's namespaces by descriptors, not by a process:
+    // once keel is killed, no process on the host is left in the network
+    // namespace its program ran in, and the program never held keel's
+    // namespace descriptors.
+    let ws = skill_running(Ws::new(), "x", "\"exec\" = [\"sleep\"]")
+        .policy("[policy]\ndefault = \"deny\"\nallow = [\"exec:sleep\"]\n");
+    let tag = format!("313.{}", std::process::id());
+    let mut keel = ws
+        .keel()
+        .args([
+            "call",
+            "x.runs",
+            &json!({ "argvs": [["sleep", tag]] }).to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("keel");
+    let pid = the_process(format!("sleep\0{tag}\0").as_bytes());
+    let net = ns_of(&pid.to_string(), "net").expect("program's ns");
+    assert_ne!(Some(&net), ns_of("self", "net").as_ref());
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("program's fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter()
+            .any(|l| l.starts_with("net:") || l.starts_with("user:")),
+        "the program holds namespace descriptors: {fds:?}"
+    );
+    keel.kill().expect("kill -9 keel");
+    let _ = keel.wait();
+    let in_ns = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| ns_of(&p.to_string(), "net").as_ref() == Some(&net))
+            .filter(|p| !is_zombie(*p))
+            .collect()
+    };
+    let mut left = in_ns();
+    for _ in 0..2000 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        left = in_ns();
+    }
+    for p in &left {
+        // SAFETY: cleaning up what this test started.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    assert!(
+        left.is_empty(),
+        "left in the skill's network namespace: {left:?}"
+    );
+}
+
+#[test]
+fn the_programs_own_exit_code_and_signal_come_through_the_namespace() {
+    // The program is pid 2 of its namespace (init is pid 1), so it can
+    // signal itself; keel reports what the program did, not its helpers.
+    let ws = ws("\"exec\" = [\"sh\"]", &["exec:sh"]);
+    let r = run(&ws, &["sh", "-c", "echo out; exit 7"]);
+    assert_eq!(
+        (r["status"].clone(), r["stdout"].clone()),
+        (json!(7), json!("out\n")),
+        "{r}"
+    );
+    let r = run(&ws, &["sh", "-c", "kill -TERM $$; sleep 5"]);
+    assert_eq!(
+        (r["status"].clone(), r["signal"].clone()),
+        (json!(-1), json!(15)),
+        "{r}"
+    );
+    let r = run(&ws, &["sh", "-c", "echo $$"]);
+    assert_eq!(r["stdout"], "2\n", "{r}");
+}

@@ -407,6 +407,10 @@ fn sandbox_spec(ctx: &CallCtx, program: &Path) -> crate::sandbox::Spec {
         write: roots.write,
         excluded: roots.excluded,
         network: roots.network,
+        owner: crate::sandbox::Owner {
+            workspace: ctx.kernel.workspace().to_path_buf(),
+            skill: ctx.skill.name.clone(),
+        },
     };
     let path_var = ctx.kernel.env().get("PATH").map(String::as_str);
     for name in &roots.programs {

@@ -7,32 +7,49 @@
 //! With namespaces, one `fork` becomes three processes:
 //!
 //! ```text
-//! keel ── A (waits, outside)  ── B (pid 1 in the new PID namespace: reaps)
-//!                                  └─ C (the program: no_new_privs, Landlock, exec)
+//! keel ── A (outside: waits)
+//!          ├─ B (pid 1 in the new PID namespace: CLONE_VM, reaps, holds it open)
+//!          └─ C (pid 2: the program: no_new_privs, Landlock, exec)
 //! ```
 //!
-//! `A` is what keel's `Child` sees. It leads the process group, enters the
-//! new user/PID/network namespaces and forks `B`, the namespace's init,
-//! which forks `C` and reaps everything until `C` exits, then sends `C`'s
-//! wait status to `A` over a pipe and exits — and the kernel kills whatever
-//! is left in the namespace. `A` exits the way `C` did (same code, or the
-//! same signal), so keel reads the program's own status. Killing the group
-//! kills `A` and `B`; `B` going kills the namespace. `A` and `B` close every
-//! descriptor they inherited, so the standard library's exec-error pipe and
-//! the output pipes see the program's end, not theirs. Each process asks
-//! for `SIGKILL` when its parent dies, so a `kill -9` of keel unwinds the
-//! whole chain.
+//! `A` is what keel's `Child` sees. It leads the process group, joins the
+//! skill's held network namespace when it has one ([`super::netns`]),
+//! unshares new user and PID namespaces (and a fresh network namespace when
+//! none is held), and starts `B`, the namespace's init, then `C`. `B` is a
+//! `CLONE_VM` child on a small stack of its own: it shares `A`'s memory, so
+//! no page tables of a large keel are copied for it. It ignores `SIGCHLD`,
+//! which makes the kernel reap every orphan handed to it, and sleeps on a
+//! pipe only `A` holds, so it ends when `A` ends, however that happens. `C`
+//! is `A`'s own child (a fork, because it returns into the standard
+//! library's exec path): `A` waits for it, kills `B` — and with `B` the
+//! kernel kills whatever is left in the namespace, including processes
+//! that escaped the group with `setsid` — then exits the way `C` did (same
+//! code, or the same signal), so keel reads the program's own status.
+//! Killing the group kills all three. `A` and `B` close every descriptor
+//! they inherited, so the standard library's exec-error pipe and the output
+//! pipes see the program's end, not theirs. `A` and `C` ask for `SIGKILL`
+//! when their parent dies, and `B` ends with `A`, so a `kill -9` of keel
+//! unwinds the whole chain.
+//!
+//! Measured (BENCHMARKS.md, S2): making a network namespace per exec cost
+//! 0.4–0.8 ms (more under load); joining a held one costs two `setns`. The
+//! rest of the overhead is the Landlock ruleset (built in keel), one user
+//! and one PID namespace, and `A`'s and `C`'s forks.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+use super::netns::Held;
 use super::{Namespaces, Support};
 
 /// Prepared in keel; read (never allocated) in the child.
 pub(super) struct Setup {
     ruleset: Option<Arc<OwnedFd>>,
+    /// The skill's network namespace (and the user namespace owning it)
+    /// for `A` to join before it unshares ([`super::netns`]).
+    join: Option<Arc<Held>>,
     /// `unshare` flags for `A` (0: no namespaces).
     unshare: libc::c_int,
     user_maps: Option<UserMaps>,
@@ -42,7 +59,7 @@ pub(super) struct Setup {
 
 /// The id maps `A` writes for its new user namespace.
 #[derive(Clone)]
-struct UserMaps {
+pub(super) struct UserMaps {
     uid: Vec<u8>,
     gid: Vec<u8>,
     /// An unprivileged process must give up `setgroups` before it may
@@ -51,7 +68,7 @@ struct UserMaps {
 }
 
 impl UserMaps {
-    fn for_current_user() -> Self {
+    pub(super) fn for_current_user() -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         // A process may map only its own ids into a namespace it created
@@ -68,8 +85,24 @@ impl UserMaps {
 }
 
 impl Setup {
-    pub(super) fn new(ruleset: Option<OwnedFd>, ns: Namespaces, network: bool) -> Self {
-        let net = if network { 0 } else { libc::CLONE_NEWNET };
+    /// `join`: the skill's held network namespace, if it has one; without
+    /// it and without `network`, `A` makes a fresh network namespace.
+    pub(super) fn new(
+        ruleset: Option<OwnedFd>,
+        ns: Namespaces,
+        network: bool,
+        join: Option<Arc<Held>>,
+    ) -> Self {
+        let join = if network || ns != Namespaces::UserAndPid {
+            None
+        } else {
+            join
+        };
+        let net = if network || join.is_some() {
+            0
+        } else {
+            libc::CLONE_NEWNET
+        };
         let (unshare, user_maps) = match ns {
             Namespaces::UserAndPid => (
                 libc::CLONE_NEWUSER | libc::CLONE_NEWPID | net,
@@ -80,6 +113,7 @@ impl Setup {
         };
         Self {
             ruleset: ruleset.map(Arc::new),
+            join,
             unshare,
             user_maps,
             // SAFETY: getpid cannot fail.
@@ -91,18 +125,28 @@ impl Setup {
         use std::os::unix::process::CommandExt as _;
         // The closure keeps the ruleset open until the Command is dropped.
         let ruleset = self.ruleset.clone();
+        let join = self.join.clone();
         let unshare = self.unshare;
         let maps = self.user_maps.clone();
         let parent = self.parent;
+        // B's stack, allocated here: the child must not allocate.
+        let mut stack = if unshare != 0 {
+            vec![0u8; INIT_STACK].into_boxed_slice()
+        } else {
+            Box::default()
+        };
         // SAFETY: the closure makes only async-signal-safe system calls and
         // reads memory prepared before the fork; see `in_child`.
         unsafe {
             cmd.pre_exec(move || {
                 in_child(
                     ruleset.as_ref().map(|f| f.as_raw_fd()),
+                    join.as_ref()
+                        .map(|h| (h.user.as_raw_fd(), h.net.as_raw_fd())),
                     unshare,
                     maps.as_ref(),
                     parent,
+                    stack.as_mut_ptr(),
                 )
             });
         }
@@ -113,9 +157,11 @@ impl Setup {
 /// `A` and `B` never return.
 fn in_child(
     ruleset: Option<RawFd>,
+    join: Option<(RawFd, RawFd)>,
     unshare: libc::c_int,
     maps: Option<&UserMaps>,
     parent: libc::pid_t,
+    stack: *mut u8,
 ) -> std::io::Result<()> {
     // SAFETY (whole function): only system calls, on memory owned by this
     // process; no allocation (io::Error::last_os_error does not allocate).
@@ -126,6 +172,18 @@ fn in_child(
         if libc::getppid() != parent {
             libc::_exit(127);
         }
+        if let Some((user, net)) = join {
+            // keel's euid owns the held user namespace, so `A` (still in
+            // keel's) may enter it; inside it, it may enter the network
+            // namespace that namespace owns. The unshare below then gives
+            // the program a user namespace of its own beneath it, with no
+            // capability over the shared network namespace.
+            if libc::setns(user, libc::CLONE_NEWUSER) != 0
+                || libc::setns(net, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         if unshare != 0 {
             if libc::unshare(unshare) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -133,27 +191,27 @@ fn in_child(
             if let Some(maps) = maps {
                 write_maps(maps)?;
             }
+            // Held by A alone (C closes its copy at exec): B reads it and
+            // ends when A is gone, however A went.
             let mut pipe = [-1 as RawFd; 2];
             if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let b = raw_fork();
+            let b = spawn_init(stack, pipe[0]);
             if b < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if b > 0 {
-                run_outer_waiter(b, pipe[0]);
-            }
-            // B: pid 1 of the new namespace.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             let c = raw_fork();
             if c < 0 {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                libc::kill(b, libc::SIGKILL);
+                return Err(e);
             }
             if c > 0 {
-                run_init(c, pipe[1]);
+                run_outer_waiter(b, c, pipe[1]);
             }
-            // C: the program. Its parent is B, in the namespace.
+            // C: the program, pid 2 of the namespace; its parent is A
+            // (outside), its orphans go to B.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             libc::close(pipe[0]);
             libc::close(pipe[1]);
@@ -202,7 +260,7 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-unsafe fn write_maps(maps: &UserMaps) -> std::io::Result<()> {
+pub(super) unsafe fn write_maps(maps: &UserMaps) -> std::io::Result<()> {
     // SAFETY: see write_file.
     unsafe {
         if maps.deny_setgroups {
@@ -231,45 +289,80 @@ unsafe fn close_all_but(keep: RawFd) {
     }
 }
 
-/// A: wait for B, then exit the way the program did.
-unsafe fn run_outer_waiter(b: libc::pid_t, status_rx: RawFd) -> ! {
+/// A: wait for the program, end the namespace, exit the way the program
+/// did.
+unsafe fn run_outer_waiter(b: libc::pid_t, c: libc::pid_t, keep: RawFd) -> ! {
     // SAFETY: system calls only.
     unsafe {
-        close_all_but(status_rx);
+        close_all_but(keep);
         let mut status: libc::c_int = 0;
-        while libc::waitpid(b, &mut status, 0) < 0 {
-            if *libc::__errno_location() != libc::EINTR {
-                libc::_exit(127);
-            }
+        if !wait_for(c, &mut status) {
+            status = 127 << 8;
         }
-        let mut buf = [0u8; 4];
-        let n = libc::read(status_rx, buf.as_mut_ptr().cast(), 4);
-        if n == 4 {
-            status = libc::c_int::from_ne_bytes(buf);
-        }
+        // B going takes every process left in the namespace with it; the
+        // kernel has killed them all by the time B can be reaped.
+        libc::kill(b, libc::SIGKILL);
+        let mut ignored = 0;
+        wait_for(b, &mut ignored);
         exit_like(status)
     }
 }
 
-/// B: the namespace's init. Reap every orphan until the program exits,
-/// hand its status to A, and exit (which kills the rest of the namespace).
-unsafe fn run_init(c: libc::pid_t, status_tx: RawFd) -> ! {
-    // SAFETY: system calls only.
+/// `waitpid(pid)`, retried on `EINTR`; false if it failed.
+unsafe fn wait_for(pid: libc::pid_t, status: &mut libc::c_int) -> bool {
+    // SAFETY: waitpid writes only `status`.
     unsafe {
-        close_all_but(status_tx);
-        let mut status: libc::c_int = 0;
         loop {
-            let pid = libc::waitpid(-1, &mut status, 0);
-            if pid == c {
-                break;
+            if libc::waitpid(pid, status, 0) == pid {
+                return true;
             }
-            if pid < 0 && *libc::__errno_location() != libc::EINTR {
-                status = 127 << 8;
-                break;
+            if *libc::__errno_location() != libc::EINTR {
+                return false;
             }
         }
-        let bytes = status.to_ne_bytes();
-        libc::write(status_tx, bytes.as_ptr().cast(), 4);
+    }
+}
+
+/// The stack B runs on: B shares A's memory (`CLONE_VM`), so it needs its
+/// own; it makes four system calls and never grows far.
+pub(super) const INIT_STACK: usize = 16 * 1024;
+
+/// Starts B, the namespace's init, as a `CLONE_VM` child of A: no copy of
+/// keel's page tables (A is a fork of keel and shares its size), so it
+/// costs a fraction of a fork. Returns its pid, or -1.
+unsafe fn spawn_init(stack: *mut u8, a_alive: RawFd) -> libc::pid_t {
+    // SAFETY: `stack` is the start of INIT_STACK bytes owned by this
+    // process (allocated in keel before the fork, so A's own copy) that
+    // nothing else uses; the top is aligned as the ABI wants.
+    unsafe {
+        let top = (stack.add(INIT_STACK) as usize & !15) as *mut libc::c_void;
+        libc::clone(
+            run_init,
+            top,
+            libc::CLONE_VM | libc::SIGCHLD,
+            a_alive as isize as *mut libc::c_void,
+        )
+    }
+}
+
+/// B: pid 1 of the namespace. With `SIGCHLD` ignored the kernel reaps every
+/// orphan that is handed to it, so B only waits for A to go (its end of
+/// the pipe reads end-of-file) or to kill it; either way B exits, and the
+/// kernel kills whatever is left in the namespace. It shares A's memory:
+/// it touches nothing but its own stack.
+extern "C" fn run_init(arg: *mut libc::c_void) -> libc::c_int {
+    let a_alive = arg as isize as RawFd;
+    // SAFETY: system calls only, on B's own stack.
+    unsafe {
+        close_all_but(a_alive);
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGCHLD, &ignore, std::ptr::null_mut());
+        // Nobody writes: the read ends when A's end closes. (No handler
+        // is installed, so it is never interrupted; errno is shared with A
+        // and is not read here.)
+        let mut byte = 0u8;
+        while libc::read(a_alive, (&raw mut byte).cast(), 1) > 0 {}
         libc::_exit(0)
     }
 }

@@ -29,11 +29,14 @@
 //!   environment), never keel.toml, the data directory or a skill search
 //!   path, never a path the policy denies or only allows after asking.
 //!   Signals and abstract Unix sockets are scoped to the child (ABI 6);
-//! - **no network** unless the skill holds `net.http`: its own network
-//!   namespace (no interfaces) and Landlock denies TCP bind and connect.
-//!   Landlock filters ports, not hosts, so a skill holding any `net.http`
-//!   grant gets TCP connect to any host for its programs; binding a port is
-//!   always denied.
+//! - **no network** unless the skill holds `net.http`: an empty network
+//!   namespace (only `lo`, down) and Landlock denies TCP bind and connect.
+//!   The namespace is made once per skill and joined by each of its
+//!   programs ([`netns`] says exactly what that shares: nothing between
+//!   two skills, and nothing a program can change for the skill's next
+//!   one). Landlock filters ports, not hosts, so a skill holding any
+//!   `net.http` grant gets TCP connect to any host for its programs;
+//!   binding a port is always denied.
 //!
 //! The ruleset is built in keel, before `fork`; the child only makes
 //! async-signal-safe system calls ([`child`]).
@@ -53,6 +56,8 @@ pub mod plan;
 mod child;
 #[cfg(target_os = "linux")]
 mod landlock;
+#[cfg(target_os = "linux")]
+pub mod netns;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -73,6 +78,19 @@ pub struct Spec {
     pub excluded: Vec<PathBuf>,
     /// The skill holds `net.http`: TCP connect is allowed.
     pub network: bool,
+    /// Whose program this is. Without `network`, programs of one owner
+    /// share one empty network namespace ([`netns`]); two owners never do.
+    pub owner: Owner,
+}
+
+/// A skill in a workspace: the unit that may share a network namespace
+/// between its programs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// The workspace root, canonical.
+    pub workspace: PathBuf,
+    /// The skill's name.
+    pub skill: String,
 }
 
 /// Why a child could not be confined. The program is not run.
@@ -213,7 +231,12 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Confinement, SandboxError> {
             }
             warn_once();
             return Ok(Confinement {
-                inner: Some(child::Setup::new(None, support.namespaces, spec.network)),
+                inner: Some(child::Setup::new(
+                    None,
+                    support.namespaces,
+                    spec.network,
+                    held_netns(spec, support.namespaces),
+                )),
                 rules: 0,
                 enforced: false,
             });
@@ -227,6 +250,7 @@ pub fn prepare(spec: &Spec, mode: Mode) -> Result<Confinement, SandboxError> {
                 Some(fd),
                 support.namespaces,
                 spec.network,
+                held_netns(&spec, support.namespaces),
             )),
             rules: rules.len(),
             enforced: true,
@@ -275,6 +299,29 @@ pub fn kill_group(pgid: u32) {
     }
     #[cfg(not(unix))]
     let _ = pgid;
+}
+
+/// The owner's shared network namespace, when its programs get one (no
+/// `net.http`, user namespaces available). If it cannot be made, each exec
+/// makes its own, as before: slower, never weaker.
+#[cfg(target_os = "linux")]
+fn held_netns(spec: &Spec, ns: Namespaces) -> Option<std::sync::Arc<netns::Held>> {
+    if spec.network || ns != Namespaces::UserAndPid {
+        return None;
+    }
+    match netns::for_owner(&spec.owner, &child::UserMaps::for_current_user()) {
+        Ok(held) => Some(held),
+        Err(e) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "cannot make a shared network namespace for skills' programs ({e}); \
+                     each program gets its own (slower)"
+                )
+            });
+            None
+        }
+    }
 }
 
 /// The programs plus what the kernel opens to start each of them.

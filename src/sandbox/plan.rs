@@ -185,6 +185,7 @@ mod tests {
             execute: Vec::new(),
             excluded,
             network: false,
+            owner: Default::default(),
         }
     }
 
