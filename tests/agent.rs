@@ -353,7 +353,7 @@ fn a_refused_effect_is_an_error_result() {
     assert!(answered[0].is_ok(), "{answered:?}");
     assert!(outcome.tool_calls[0].is_error, "{outcome:?}");
     let given = results(&model.requests()[1].body);
-    assert!(given[0].contains("not approved"), "{given:?}");
+    assert!(given[0].contains("the request was denied"), "{given:?}");
     assert!(!h.ws.path("out/a.txt").exists());
     assert_eq!(
         h.store().approval(&asked[0].id).unwrap().unwrap().state,

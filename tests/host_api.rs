@@ -437,7 +437,7 @@ fn ask_goes_to_an_attached_approver() {
             assert_eq!(r, Ok(Value::Null));
         } else {
             let e = r.expect_err("refused");
-            assert!(e.contains("the request was not approved"), "{e}");
+            assert!(e.contains("the request was denied"), "{e}");
         }
     }
     let log: Vec<String> = k
@@ -447,7 +447,11 @@ fn ask_goes_to_an_attached_approver() {
         .into_iter()
         .map(|r| r.decision)
         .collect();
-    assert_eq!(&log[..2], ["ask", "allow"], "both answers are audited");
+    assert_eq!(
+        &log[..2],
+        ["ask:denied", "ask:approved"],
+        "both answers are audited with how they ended"
+    );
 }
 
 /// Badly formed calls, each in both languages: (case, the function's name,
