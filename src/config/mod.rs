@@ -138,7 +138,17 @@ pub struct AgentConfig {
     pub compact_at: f64,
     /// User turns kept verbatim by compaction.
     pub keep_turns: usize,
+    /// Most tools offered to the model in one request. With more tools
+    /// installed, a request offers keel's own tools, those of the skills
+    /// activated in the session and those found by `tools.search`.
+    pub max_offered_tools: usize,
 }
+
+/// Default of `[agent] max_offered_tools`.
+pub const DEFAULT_MAX_OFFERED_TOOLS: usize = 40;
+/// Bounds of `[agent] max_offered_tools`: keel's own three tools at
+/// least; OpenAI refuses requests with more than 128 tools.
+pub const OFFERED_TOOLS_RANGE: std::ops::RangeInclusive<usize> = 3..=128;
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -156,6 +166,7 @@ impl Default for AgentConfig {
             context_window: 32_768,
             compact_at: 0.8,
             keep_turns: 2,
+            max_offered_tools: DEFAULT_MAX_OFFERED_TOOLS,
         }
     }
 }
@@ -442,6 +453,7 @@ struct RawAgent {
     context_window: Option<u32>,
     compact_at: Option<f64>,
     keep_turns: Option<usize>,
+    max_offered_tools: Option<usize>,
 }
 
 impl RawAgent {
@@ -515,6 +527,18 @@ impl RawAgent {
             )? as u32,
             compact_at,
             keep_turns: self.keep_turns.unwrap_or(d.keep_turns),
+            max_offered_tools: match self.max_offered_tools {
+                Some(n) if !OFFERED_TOOLS_RANGE.contains(&n) => {
+                    return Err(format!(
+                        "[agent] max_offered_tools = {n} must be between {} and {}: keel's own tools (skills.activate, skills.read, tools.search) are always offered, and OpenAI refuses more than {} tools in a request (the default is {DEFAULT_MAX_OFFERED_TOOLS})",
+                        OFFERED_TOOLS_RANGE.start(),
+                        OFFERED_TOOLS_RANGE.end(),
+                        OFFERED_TOOLS_RANGE.end()
+                    ));
+                }
+                Some(n) => n,
+                None => d.max_offered_tools,
+            },
         })
     }
 }
@@ -851,6 +875,24 @@ api_key_env = "ANTHROPIC_API_KEY"
             (3, 9, 5)
         );
         assert_eq!((a.compact_at, a.keep_turns), (0.5, 4));
+        let e = parse("[agent]\nmax_offered_tools = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_offered_tools = 2 must be between 3 and 128"),
+            "{e}"
+        );
+        let e = parse("[agent]\nmax_offered_tools = 500\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OpenAI refuses more than 128"), "{e}");
+        assert_eq!(
+            parse("[agent]\nmax_offered_tools = 12\n")
+                .unwrap()
+                .agent
+                .max_offered_tools,
+            12
+        );
         let e = parse("[agent]\nmax_tool_rounds = 0\n")
             .unwrap_err()
             .to_string();
