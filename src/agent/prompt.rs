@@ -14,13 +14,21 @@
 //!
 //! # Offered tools
 //!
-//! With at most `[agent] max_offered_tools` tools in all, every tool is
-//! offered (with `skills.activate` and `skills.read`). With more, a request
-//! offers keel's own tools (`tools.search` too), the tools of the skills
-//! activated in this session and the tools a `tools.search` found
-//! ([`offered_tools`]); which those are is read from the session's
+//! Tool schemas are disclosed the same way: a request offers
+//! `skills.activate` and `skills.read`, the tools of the skills activated
+//! in this session, and the tools found by `tools.search` or already
+//! called, most recent first, at most `[agent] max_offered_tools` in all
+//! ([`offered_tools`]). Which those are is read from the session's
 //! transcript ([`Disclosed::from_records`]), every stored message
-//! included, so it survives compaction and a restart.
+//! included, so it survives compaction and a restart. A tool activated or
+//! found is offered from the next request on.
+//!
+//! While at most `max_offered_tools` tools are installed, every installed
+//! tool may be called even before it is offered (a model that guesses
+//! `calc.evaluate` from the listing is not turned away; its arguments are
+//! still checked against the schema). With more installed, `tools.search`
+//! is offered too, and a call of a tool not offered is refused with the
+//! way to reach it ([`all_callable`]).
 //!
 //! # Wire names
 //!
@@ -88,6 +96,23 @@ pub fn listing_line(name: &str, description: &str) -> String {
 pub fn system_prompt(configured: Option<&str>, workspace: &str, set: &SkillSet) -> String {
     let mut out = String::from(configured.unwrap_or(DEFAULT_PROMPT));
     let _ = write!(out, "\n\nWorkspace: {workspace}");
+    let (lines, left_out) = listing(set);
+    if lines.is_empty() && left_out == 0 {
+        return out;
+    }
+    out.push_str(LISTING_HEAD);
+    out.push_str(&lines);
+    if left_out > 0 {
+        let _ = writeln!(
+            out,
+            "… and {left_out} more skills, not listed: find them with tools.search."
+        );
+    }
+    out
+}
+
+/// The listing's lines, and how many skills did not fit in it.
+fn listing(set: &SkillSet) -> (String, usize) {
     // The highest version of each name (versions iterate ascending).
     let mut latest = std::collections::BTreeMap::new();
     for s in set.skills.values() {
@@ -106,18 +131,7 @@ pub fn system_prompt(configured: Option<&str>, workspace: &str, set: &SkillSet) 
         }
         lines.push_str(&line);
     }
-    if lines.is_empty() && left_out == 0 {
-        return out;
-    }
-    out.push_str(LISTING_HEAD);
-    out.push_str(&lines);
-    if left_out > 0 {
-        let _ = writeln!(
-            out,
-            "… and {left_out} more skills, not listed: find them with tools.search."
-        );
-    }
-    out
+    (lines, left_out)
 }
 
 /// What a session has disclosed so far, read from its transcript: skills
@@ -168,6 +182,12 @@ impl Disclosed {
                         }
                     }
                 }
+                // A tool called successfully stays offered.
+                Some(name) if !native::is_native(name) => {
+                    if !out.found.iter().any(|f| f == name) {
+                        out.found.push(name.to_string());
+                    }
+                }
                 _ => {}
             }
         }
@@ -175,21 +195,29 @@ impl Disclosed {
     }
 }
 
-/// The tools one request offers (real names): every tool, with
-/// `skills.activate` and `skills.read`, when they number at most `max`;
-/// otherwise keel's own three, then the tools of activated skills, then
-/// tools found by search (most recent first), up to `max`.
+/// Whether every installed tool may be called, offered or not: when they
+/// number at most `max` (with `skills.activate` and `skills.read`). Over
+/// that, only offered tools (and keel's own) may be called.
+pub fn all_callable(set: &SkillSet, max: usize) -> bool {
+    set.tools.len() + 2 <= max
+}
+
+/// The tools one request offers (real names): `skills.activate` and
+/// `skills.read`; `tools.search` when more tools are installed than `max`
+/// or the skill listing is cut; then the tools of activated skills and
+/// the tools found by search or already called (most recent first), up
+/// to `max` in all.
 pub fn offered_tools(set: &SkillSet, max: usize, disclosed: &Disclosed) -> Vec<String> {
     let natives = native::specs();
-    let (activate, read) = (&natives[0].name, &natives[1].name);
-    if set.tools.len() + 2 <= max {
-        let mut out: Vec<String> = vec![activate.clone(), read.clone()];
-        out.extend(set.tools.keys().cloned());
-        return out;
-    }
-    let mut out: Vec<String> = natives.iter().map(|s| s.name.clone()).collect();
+    let searching = !all_callable(set, max) || listing(set).1 > 0;
+    let mut out: Vec<String> = natives
+        .iter()
+        .filter(|s| searching || s.name != native::SEARCH)
+        .map(|s| s.name.clone())
+        .collect();
+    let cap = max.max(out.len());
     let add = |name: &str, out: &mut Vec<String>| {
-        if out.len() < max.max(natives.len()) && !out.iter().any(|o| o == name) {
+        if out.len() < cap && !out.iter().any(|o| o == name) {
             out.push(name.to_string());
         }
     };
@@ -322,9 +350,14 @@ pub fn tool_name(wire: &str) -> String {
 }
 
 impl ToolMap {
-    /// Every tool of the set, with `skills.activate` and `skills.read`.
+    /// Every tool of the set, with keel's own.
     pub fn new(set: &SkillSet) -> Self {
-        Self::offered(set, &offered_tools(set, usize::MAX, &Disclosed::default()))
+        let names: Vec<String> = native::specs()
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(set.tools.keys().cloned())
+            .collect();
+        Self::offered(set, &names)
     }
 
     /// The tools named (real names; unknown ones are left out), in order.

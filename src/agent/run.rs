@@ -789,7 +789,19 @@ impl Agent {
             } = completion;
             // Transcripts hold real tool names; wire names are per request.
             let resolve = |mut c: ToolCall| {
-                c.name = tools.resolve(&c.name).to_string();
+                let resolved = tools.resolve(&c.name).to_string();
+                // A tool that exists but was not offered has no wire name
+                // in this request: read its plain wire form back, so the
+                // call is refused with the way to reach it.
+                let plain = super::prompt::tool_name(&resolved);
+                c.name = if resolved == c.name
+                    && !tools.offers(&resolved)
+                    && set.tools.contains_key(&plain)
+                {
+                    plain
+                } else {
+                    resolved
+                };
                 c
             };
             let mut calls: Vec<ToolCall> = tool_calls.into_iter().map(resolve).collect();
@@ -994,6 +1006,7 @@ impl Agent {
             // reach it; keel's own tools are always callable.
             let not_offered = !offered.contains(&name)
                 && !crate::tool::native::is_native(&name)
+                && !super::prompt::all_callable(&kernel.skills(), self.0.config.max_offered_tools)
                 && kernel.skills().tools.contains_key(&name);
             tasks.push(tokio::spawn(async move {
                 let started = Instant::now();
