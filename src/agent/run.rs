@@ -637,11 +637,12 @@ impl Agent {
             let records = self.records(run_id, ctl).await.map_err(fail_store)?;
             // What the session has activated and found so far (read from
             // every stored message, so compaction does not forget it).
-            let offered = offered_tools(
-                &set,
-                cfg.max_offered_tools,
-                &Disclosed::from_records(&records),
-            );
+            let mut disclosed = Disclosed::from_records(&records);
+            // Skills the operator keeps active count as activated last.
+            disclosed
+                .activated
+                .extend(cfg.active_skills.iter().cloned());
+            let offered = offered_tools(&set, cfg.max_offered_tools, &disclosed);
             let tools = ToolMap::offered(&set, &offered);
             let system = system_prompt(
                 cfg.system_prompt.as_deref(),

@@ -142,6 +142,9 @@ pub struct AgentConfig {
     /// installed, a request offers keel's own tools, those of the skills
     /// activated in the session and those found by `tools.search`.
     pub max_offered_tools: usize,
+    /// Skills active in every session from its first request: their tools
+    /// are offered without a `skills.activate` first.
+    pub active_skills: Vec<String>,
 }
 
 /// Default of `[agent] max_offered_tools`.
@@ -167,6 +170,7 @@ impl Default for AgentConfig {
             compact_at: 0.8,
             keep_turns: 2,
             max_offered_tools: DEFAULT_MAX_OFFERED_TOOLS,
+            active_skills: Vec::new(),
         }
     }
 }
@@ -454,6 +458,8 @@ struct RawAgent {
     compact_at: Option<f64>,
     keep_turns: Option<usize>,
     max_offered_tools: Option<usize>,
+    #[serde(default)]
+    active_skills: Vec<String>,
 }
 
 impl RawAgent {
@@ -473,8 +479,17 @@ impl RawAgent {
                 "[agent] compact_at = {compact_at} must be a fraction of the context window between 0.1 and 1.0 (e.g. 0.8)"
             ));
         }
+        if let Some(bad) = self.active_skills.iter().find(|n| {
+            !crate::skill::manifest::valid_skill_name(n)
+                && crate::skill::instructions::name_problem(n).is_some()
+        }) {
+            return Err(format!(
+                "[agent] active_skills: `{bad}` is not a skill name; list skills by name, e.g. active_skills = [\"calc\"]"
+            ));
+        }
         Ok(AgentConfig {
             system_prompt: self.system_prompt,
+            active_skills: self.active_skills,
             max_tool_rounds: positive(
                 "max_tool_rounds",
                 self.max_tool_rounds.unwrap_or(d.max_tool_rounds).into(),
@@ -881,6 +896,17 @@ api_key_env = "ANTHROPIC_API_KEY"
         assert!(
             e.contains("max_offered_tools = 2 must be between 3 and 128"),
             "{e}"
+        );
+        let e = parse("[agent]\nactive_skills = [\"Not A Name\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`Not A Name` is not a skill name"), "{e}");
+        assert_eq!(
+            parse("[agent]\nactive_skills = [\"calc\", \"3d-print\"]\n")
+                .unwrap()
+                .agent
+                .active_skills,
+            ["calc", "3d-print"]
         );
         let e = parse("[agent]\nmax_offered_tools = 500\n")
             .unwrap_err()
