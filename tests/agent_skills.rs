@@ -723,3 +723,51 @@ fn tool_search_and_activation_reach_any_of_a_thousand_skills() {
     let offered = tool_names(&later[later.len() - 1].body);
     assert!(offered.contains(&"s0100__run".to_string()), "{offered:?}");
 }
+
+/// Activation is read from every stored message, so the summary that
+/// replaces the activating turn does not make the skill's tools vanish.
+#[test]
+fn an_activation_survives_compaction() {
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let model = FakeModel::with_handler(Wire::OpenAi, move |body| {
+        // Summary requests carry no tools.
+        if body.get("tools").is_none() {
+            return Reply::text("Summary: the user activated notes.");
+        }
+        match n.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::tool("skills__activate", json!({"name": "notes"})),
+            _ => Reply::text("ok"),
+        }
+    });
+    let ws = Ws::new()
+        .skill(
+            "notes",
+            common::agent::NOTES,
+            &[("main.luau", common::agent::NOTES_SRC)],
+        )
+        .policy(&format!(
+            "[policy]\nallow = [\"kv\"]\n{}\n[agent]\ncontext_window = 1200\ncompact_at = 0.5\nkeep_turns = 1\n",
+            model_table("main", &model)
+        ));
+    let h = Harness::new(ws);
+    let session = h.session();
+    assert_eq!(h.ask(&session, "use notes").state, "done");
+    let before = model.requests();
+    assert!(tool_names(&before[before.len() - 1].body).contains(&"notes__add".to_string()));
+    let big = "words ".repeat(500);
+    let outcome = h.ask(&session, &big);
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    let reqs = model.requests();
+    let summarised = reqs.iter().any(|r| r.body.get("tools").is_none());
+    assert!(summarised, "the test must compact");
+    let last = &reqs[reqs.len() - 1].body;
+    assert!(
+        !last["messages"].to_string().contains("is active"),
+        "the activating turn is summarised away: {last}"
+    );
+    assert!(
+        tool_names(last).contains(&"notes__add".to_string()),
+        "{:?}",
+        tool_names(last)
+    );
+}

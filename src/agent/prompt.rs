@@ -183,10 +183,8 @@ impl Disclosed {
                     }
                 }
                 // A tool called successfully stays offered.
-                Some(name) if !native::is_native(name) => {
-                    if !out.found.iter().any(|f| f == name) {
-                        out.found.push(name.to_string());
-                    }
+                Some(name) if !native::is_native(name) && !out.found.iter().any(|f| f == name) => {
+                    out.found.push(name.to_string());
                 }
                 _ => {}
             }
@@ -427,6 +425,85 @@ impl ToolMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_line_is_one_line_of_at_most_150_bytes() {
+        let l = listing_line("pdf", "Fill\nforms.\t Then\u{7}  merge.");
+        assert_eq!(l, "- pdf: Fill forms. Then merge.\n");
+        let long = listing_line("pdf", &"é".repeat(300));
+        assert!(long.len() <= MAX_LISTING_LINE, "{}", long.len());
+        assert!(long.ends_with("…\n") && long.lines().count() == 1, "{long}");
+        let exact = "x".repeat(MAX_LISTING_LINE - "- pdf: \n".len());
+        assert_eq!(listing_line("pdf", &exact).len(), MAX_LISTING_LINE);
+        assert!(!listing_line("pdf", &exact).contains('…'));
+    }
+
+    fn record(
+        kind: MessageKind,
+        name: Option<&str>,
+        call: Option<&str>,
+        content: &str,
+        calls: Option<&str>,
+        error: bool,
+    ) -> MessageRecord {
+        MessageRecord {
+            id: 0,
+            session_id: "s".into(),
+            run_id: None,
+            kind,
+            content: content.into(),
+            tool_calls: calls.map(str::to_string),
+            call_id: call.map(str::to_string),
+            name: name.map(str::to_string),
+            is_error: error,
+            elapsed_ms: None,
+            covers_to: None,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn what_was_disclosed_is_read_from_the_transcript() {
+        let calls = r#"[{"id":"a","name":"skills.activate","arguments":"{\"name\":\"pdf\"}"},{"id":"b","name":"skills.activate","arguments":"{\"name\":\"nope\"}"},{"id":"c","name":"tools.search","arguments":"{}"},{"id":"d","name":"calc.evaluate","arguments":"{}"}]"#;
+        let records = [
+            record(MessageKind::Assistant, None, None, "", Some(calls), false),
+            record(
+                MessageKind::Tool,
+                Some("skills.activate"),
+                Some("a"),
+                "ok",
+                None,
+                false,
+            ),
+            record(
+                MessageKind::Tool,
+                Some("skills.activate"),
+                Some("b"),
+                "no skill",
+                None,
+                true,
+            ),
+            record(
+                MessageKind::Tool,
+                Some("tools.search"),
+                Some("c"),
+                r#"{"tools":[{"name":"git.log"}]}"#,
+                None,
+                false,
+            ),
+            record(
+                MessageKind::Tool,
+                Some("calc.evaluate"),
+                Some("d"),
+                "2",
+                None,
+                false,
+            ),
+        ];
+        let d = Disclosed::from_records(&records);
+        assert_eq!(d.activated, ["pdf"], "a failed activation does not count");
+        assert_eq!(d.found, ["calc.evaluate", "git.log"], "most recent first");
+    }
 
     fn valid(w: &str) -> bool {
         !w.is_empty()
