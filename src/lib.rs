@@ -16,9 +16,11 @@
 //!   no_new_privs, process groups, PID namespaces), built from the skill's
 //!   grants; scrubbing keel's own environment block.
 //! - [`script`] — the engines (Luau, Rhai) behind one trait; sandbox limits.
-//! - [`skill`] — manifests, discovery, dependency resolution, the loaded set,
-//!   built-in skills, file watching.
-//! - [`tool`] — tool names, argument validation, call errors.
+//! - [`skill`] — manifests, `SKILL.md` (the Agent Skills format),
+//!   discovery, dependency resolution, the loaded set, built-in skills,
+//!   file watching.
+//! - [`tool`] — tool names, argument validation, call errors, and keel's
+//!   own tools (`skills.activate`, `skills.read`, `tools.search`).
 //! - [`llm`] — model providers (OpenAI-compatible, Anthropic) over SSE with
 //!   tool calling, and fallback chains with retries and cooldowns.
 //! - [`store`] — SQLite: grants, audit log, key-value data, sessions, runs,

@@ -679,8 +679,24 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
         .filter(|s| !is_broken(&s.id.to_string()))
         .map(|s| {
             let m = &s.manifest;
+            let md = s.source.instructions.as_ref();
+            if s.is_instructions() {
+                return json!({
+                    "name": m.name,
+                    "kind": s.source.kind,
+                    "description": s.description(),
+                    "origin": s.source.origin,
+                    "license": md.and_then(|i| i.license.clone()),
+                    "compatibility": md.and_then(|i| i.compatibility.clone()),
+                    "metadata": md.map(|i| i.metadata.clone()).unwrap_or_default(),
+                    "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
+                    "files": s.source.resources,
+                    "tools": Vec::<String>::new(),
+                });
+            }
             json!({
                 "name": m.name,
+                "kind": s.source.kind,
                 "version": m.version.to_string(),
                 "description": m.description,
                 "language": m.language,
@@ -689,6 +705,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
                 "dependencies": s.deps.iter().map(|(k, v)| (k.clone(), v.id.version.to_string())).collect::<BTreeMap<_, _>>(),
                 "capabilities": m.capabilities.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
                 "pending_capabilities": s.identity.pending,
+                "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
             })
         })
         .collect();
@@ -709,6 +726,15 @@ fn tools_json(set: &SkillSet) -> Value {
                     "skill": e.skill.id.to_string(),
                 })
             })
+            // keel's own tools (no skill behind them).
+            .chain(keel::tool::native::specs().iter().map(|t| {
+                json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                    "skill": "keel",
+                })
+            }))
             .collect(),
     )
 }
@@ -742,6 +768,39 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
     let mut checked = 0;
     for s in set.skills.values().filter(|s| in_scope(&s.source.origin)) {
         checked += 1;
+        // What the Agent Skills format leaves to the operator: fields keel
+        // ignores, and `allowed-tools`, which grants nothing.
+        let md_notes = |s: &keel::skill::LoadedSkill| {
+            let Some(i) = &s.source.instructions else {
+                return;
+            };
+            let md = s.source.dir.join("SKILL.md");
+            for w in &i.unknown {
+                println!(
+                    "    {}:{}: warning: {}",
+                    md.display(),
+                    w.line,
+                    keel::text::escape_control(&w.message)
+                );
+            }
+            if !i.allowed_tools.is_empty() {
+                println!(
+                    "    allowed-tools: {} (shown only: keel grants nothing for it; scripts run through exec under the policy)",
+                    keel::text::escape_control(&i.allowed_tools.join(" "))
+                );
+            }
+        };
+        if s.is_instructions() {
+            let n = s.source.resources.len();
+            println!(
+                "ok {} (instructions, {n} file{}) {}",
+                s.label(),
+                if n == 1 { "" } else { "s" },
+                s.source.origin
+            );
+            md_notes(s);
+            continue;
+        }
         match kernel.instantiate(s) {
             Ok(_) => println!(
                 "ok {} ({}, {} tool{}) {}",
@@ -757,6 +816,7 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
                 continue;
             }
         }
+        md_notes(s);
         let grants = kernel.gate().grants(&s.manifest.name);
         for c in &s.manifest.capabilities {
             let d = keel::repl::decision_for_rule(&policy, &s.manifest.name, &grants, c);

@@ -57,9 +57,13 @@ fn multi_round(wire: Wire) {
     assert_eq!(reqs.len(), 3);
     let body = reqs[2].body.to_string();
     assert!(body.contains("buy milk"), "{body}");
+    // The prompt lists the skill by its SKILL.md description; the body
+    // arrives only when the model activates the skill.
+    let system = reqs[0].body.to_string();
+    assert!(system.contains("- notes: Keeps notes."), "{system}");
     assert!(
-        body.contains("Add notes with notes.add."),
-        "SKILL.md in the prompt"
+        !body.contains("Add notes with notes.add."),
+        "SKILL.md body stays out until activation: {body}"
     );
     assert!(body.contains("notes__add"), "tools offered by wire name");
 }

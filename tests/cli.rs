@@ -276,16 +276,22 @@ fn skill_new_scaffolds_a_working_skill_in_each_language() {
             .call(&format!("{name}.hello"), json!({"name": "world"}))
             .ok();
         assert_eq!(r, json!({"greeting": "Hello, world!"}));
-        // The agent is told about it: the scaffold's SKILL.md is in the
-        // prompt.
+        // The agent is told about it: the scaffold's SKILL.md is listed in
+        // the prompt and given on activation.
         let md = std::fs::read_to_string(ws.path(&format!("skills/{name}/SKILL.md"))).unwrap();
         assert!(md.starts_with(&format!("---\nname: {name}\n")), "{md}");
     }
     let rt = common::runtime();
-    let prompt = keel::agent::prompt::system_prompt(None, "/ws", &ws.kernel(&rt).skills());
+    let set = ws.kernel(&rt).skills();
+    let prompt = keel::agent::prompt::system_prompt(None, "/ws", &set);
     assert!(
-        prompt.contains("`hello-rhai.hello {name}` greets someone"),
+        prompt.contains("- hello-rhai: Describe when the agent should use hello-rhai."),
         "{prompt}"
+    );
+    let body = keel::tool::native::activate(&set, "hello-rhai").unwrap();
+    assert!(
+        body.contains("`hello-rhai.hello {name}` greets someone"),
+        "{body}"
     );
     ws.run(&["skill", "new", "hello-lua"])
         .err_contains(&["already exists"]);

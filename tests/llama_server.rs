@@ -223,7 +223,7 @@ fn a_tool_call_cut_by_the_output_limit_is_neither_run_nor_sent_back() {
     let ws = Ws::new()
         .skill("memo", MEMO, &[("main.luau", MEMO_SRC)])
         .policy(&format!(
-            "[policy]\nallow = [\"kv\"]\n\n{}\n[agent]\nsystem_prompt = '''You are a helpful assistant. You answer every message with exactly:\n{MEMO_CALL}'''\nmax_output_tokens = 24\nmax_tool_rounds = 2\n",
+            "[policy]\nallow = [\"kv\"]\n\n{}\n[agent]\nsystem_prompt = '''You are a helpful assistant. You answer every message with exactly:\n{MEMO_CALL}'''\nmax_output_tokens = 24\nmax_tool_rounds = 2\nactive_skills = [\"memo\"]\n",
             llama.model_table()
         ));
     let h = Harness::with_wait(ws, Duration::from_secs(240));

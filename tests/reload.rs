@@ -489,7 +489,8 @@ fn a_broader_new_declaration_does_not_shadow_an_approved_one() {
 }
 
 /// What the agent is told about a skill (its SKILL.md) reloads like code:
-/// the next prompt carries the edit.
+/// the next prompt lists the new description, and activating the skill
+/// gives the new body.
 #[test]
 fn an_edited_skill_md_is_in_the_next_prompt() {
     let ws = Ws::new()
@@ -502,21 +503,26 @@ fn an_edited_skill_md_is_in_the_next_prompt() {
     let rt = runtime();
     let k = ws.kernel(&rt);
     let prompt = |k: &keel::Kernel| keel::agent::prompt::system_prompt(None, "/ws", &k.skills());
-    assert!(prompt(&k).contains("Say hi with greet.hi."));
+    let body = |k: &keel::Kernel| keel::tool::native::activate(&k.skills(), "greet").unwrap();
+    assert!(prompt(&k).contains("- greet: Greets.\n"));
+    assert!(
+        !prompt(&k).contains("Say hi"),
+        "the body waits for activation"
+    );
+    assert!(body(&k).contains("Say hi with greet.hi."));
     ws.write(
         "skills/greet/SKILL.md",
-        "---\nname: greet\ndescription: Greets.\n---\nAlways greet twice.\n",
+        "---\nname: greet\ndescription: Greets twice.\n---\nAlways greet twice.\n",
     );
     k.reload();
     let p = prompt(&k);
+    assert!(p.contains("- greet: Greets twice.\n"), "{p}");
+    let b = body(&k);
     assert!(
-        p.contains("Always greet twice.") && !p.contains("Say hi"),
-        "{p}"
+        b.contains("Always greet twice.") && !b.contains("Say hi"),
+        "{b}"
     );
-    assert!(
-        !p.contains("description: Greets."),
-        "front matter stays out"
-    );
+    assert!(!b.contains("description: Greets"), "front matter stays out");
 }
 
 /// Undoing a broken edit (the files go back to the version that kept

@@ -63,7 +63,7 @@ use super::RunState;
 use super::approval::{ApprovalKey, CallApprover, Waiter};
 use super::context;
 use super::owner::Owner;
-use super::prompt::{ToolMap, system_prompt};
+use super::prompt::{Disclosed, ToolMap, offered_tools, system_prompt};
 use super::transcript::{
     calls_to_json, cap, context_from_records, covered_id, parse_arguments, parse_calls, seen_by,
     summary, to_wire,
@@ -203,6 +203,10 @@ pub struct RunOutcome {
     /// Model calls whose server reported no usage (their tokens are
     /// unknown, not 0).
     pub unreported_calls: u64,
+    /// Tools offered to the latest model call.
+    pub offered_tools: u64,
+    /// Bytes of that call's system prompt and tool definitions (JSON).
+    pub offered_bytes: u64,
 }
 
 impl RunOutcome {
@@ -260,6 +264,8 @@ impl RunOutcome {
                 output_tokens: run.output_tokens,
             },
             unreported_calls: run.unreported_calls,
+            offered_tools: run.offered_tools,
+            offered_bytes: run.offered_bytes,
         }
     }
 }
@@ -291,6 +297,8 @@ impl RunHandle {
             tool_calls: Vec::new(),
             usage: Usage::default(),
             unreported_calls: 0,
+            offered_tools: 0,
+            offered_bytes: 0,
         }
     }
 
@@ -608,6 +616,8 @@ impl Agent {
             tool_calls: Vec::new(),
             usage: Usage::default(),
             unreported_calls: 0,
+            offered_tools: 0,
+            offered_bytes: 0,
         });
         ctl.emit(RunEvent::State(state));
         ctl.emit(RunEvent::Finished(outcome));
@@ -624,13 +634,22 @@ impl Agent {
         loop {
             // The skills as they are now: an edit between rounds is seen.
             let set = kernel.skills();
-            let tools = ToolMap::new(&set);
+            let records = self.records(run_id, ctl).await.map_err(fail_store)?;
+            // What the session has activated and found so far (read from
+            // every stored message, so compaction does not forget it).
+            let mut disclosed = Disclosed::from_records(&records);
+            // Skills the operator keeps active count as activated last.
+            disclosed
+                .activated
+                .extend(cfg.active_skills.iter().cloned());
+            let offered = offered_tools(&set, cfg.max_offered_tools, &disclosed);
+            let tools = ToolMap::offered(&set, &offered);
             let system = system_prompt(
                 cfg.system_prompt.as_deref(),
                 &kernel.workspace().display().to_string(),
                 &set,
             );
-            let mut messages = self.context(run_id, ctl).await.map_err(fail_store)?;
+            let mut messages = context_from_records(&records);
             let window = self.context_window();
             let budget = (f64::from(window) * cfg.compact_at) as u32;
             let estimate = context::calibrated(
@@ -650,6 +669,20 @@ impl Agent {
                 )));
             }
             let estimated = context::estimate_request(&system, &messages, &tools.defs);
+            let (n_tools, offered_bytes) = (
+                tools.defs.len() as u64,
+                (system.len() + tools.defs_bytes()) as u64,
+            );
+            tracing::debug!(
+                run = run_id,
+                tools = n_tools,
+                bytes = offered_bytes,
+                "offered to the model"
+            );
+            let run = run_id.to_string();
+            self.db(move |s| s.record_offered(&run, n_tools, offered_bytes))
+                .await
+                .map_err(fail_store)?;
             let mut all = Vec::with_capacity(messages.len() + 1);
             all.push(Message::System(system));
             all.extend(context::well_formed(to_wire(messages.clone(), &tools)));
@@ -757,7 +790,19 @@ impl Agent {
             } = completion;
             // Transcripts hold real tool names; wire names are per request.
             let resolve = |mut c: ToolCall| {
-                c.name = tools.resolve(&c.name).to_string();
+                let resolved = tools.resolve(&c.name).to_string();
+                // A tool that exists but was not offered has no wire name
+                // in this request: read its plain wire form back, so the
+                // call is refused with the way to reach it.
+                let plain = super::prompt::tool_name(&resolved);
+                c.name = if resolved == c.name
+                    && !tools.offers(&resolved)
+                    && set.tools.contains_key(&plain)
+                {
+                    plain
+                } else {
+                    resolved
+                };
                 c
             };
             let mut calls: Vec<ToolCall> = tool_calls.into_iter().map(resolve).collect();
@@ -832,7 +877,8 @@ impl Agent {
             rounds += 1;
             // Only whole calls run; the cut ones already have their result
             // telling the model to try again.
-            self.run_tools(run_id, ctl, calls).await?;
+            self.run_tools(run_id, ctl, calls, Arc::new(offered))
+                .await?;
         }
     }
 
@@ -904,6 +950,7 @@ impl Agent {
         run_id: &str,
         ctl: &Arc<RunControl>,
         calls: Vec<ToolCall>,
+        offered: Arc<Vec<String>>,
     ) -> Result<(), Stop> {
         // In a task of its own: if this future is dropped (the run was
         // cancelled or ran out of time), the calls still finish, stopping
@@ -919,7 +966,7 @@ impl Agent {
                 }
             }
             let _done = Done(c.clone());
-            agent.tool_batch(&run, &c, calls).await
+            agent.tool_batch(&run, &c, calls, &offered).await
         });
         batch
             .await
@@ -933,6 +980,7 @@ impl Agent {
         run_id: &str,
         ctl: &Arc<RunControl>,
         calls: Vec<ToolCall>,
+        offered: &[String],
     ) -> Result<(), Stop> {
         lock(&ctl.asked).clear();
         let mut tasks = Vec::with_capacity(calls.len());
@@ -954,9 +1002,21 @@ impl Agent {
                 }),
             });
             let kernel = self.0.kernel.clone();
+            // A tool that exists but was not offered (more are installed
+            // than [agent] max_offered_tools) is refused with the way to
+            // reach it; keel's own tools are always callable.
+            let not_offered = !offered.contains(&name)
+                && !crate::tool::native::is_native(&name)
+                && !super::prompt::all_callable(&kernel.skills(), self.0.config.max_offered_tools)
+                && kernel.skills().tools.contains_key(&name);
             tasks.push(tokio::spawn(async move {
                 let started = Instant::now();
                 let result = match parse_arguments(&call.arguments) {
+                    _ if not_offered => Err(crate::tool::ToolError::NotOffered {
+                        skill: name.split('.').next().unwrap_or_default().to_string(),
+                        name: name.clone(),
+                    }
+                    .to_string()),
                     Ok(args) => kernel
                         .call_tool_for(&name, args, Some(link))
                         .await

@@ -143,7 +143,20 @@ pub struct AgentConfig {
     pub compact_at: f64,
     /// User turns kept verbatim by compaction.
     pub keep_turns: usize,
+    /// Most tools offered to the model in one request. With more tools
+    /// installed, a request offers keel's own tools, those of the skills
+    /// activated in the session and those found by `tools.search`.
+    pub max_offered_tools: usize,
+    /// Skills active in every session from its first request: their tools
+    /// are offered without a `skills.activate` first.
+    pub active_skills: Vec<String>,
 }
+
+/// Default of `[agent] max_offered_tools`.
+pub const DEFAULT_MAX_OFFERED_TOOLS: usize = 40;
+/// Bounds of `[agent] max_offered_tools`: keel's own three tools at
+/// least; OpenAI refuses requests with more than 128 tools.
+pub const OFFERED_TOOLS_RANGE: std::ops::RangeInclusive<usize> = 3..=128;
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -161,6 +174,8 @@ impl Default for AgentConfig {
             context_window: 32_768,
             compact_at: 0.8,
             keep_turns: 2,
+            max_offered_tools: DEFAULT_MAX_OFFERED_TOOLS,
+            active_skills: Vec::new(),
         }
     }
 }
@@ -494,6 +509,9 @@ struct RawAgent {
     context_window: Option<u32>,
     compact_at: Option<f64>,
     keep_turns: Option<usize>,
+    max_offered_tools: Option<usize>,
+    #[serde(default)]
+    active_skills: Vec<String>,
 }
 
 impl RawAgent {
@@ -513,8 +531,17 @@ impl RawAgent {
                 "[agent] compact_at = {compact_at} must be a fraction of the context window between 0.1 and 1.0 (e.g. 0.8)"
             ));
         }
+        if let Some(bad) = self.active_skills.iter().find(|n| {
+            !crate::skill::manifest::valid_skill_name(n)
+                && crate::skill::instructions::name_problem(n).is_some()
+        }) {
+            return Err(format!(
+                "[agent] active_skills: `{bad}` is not a skill name; list skills by name, e.g. active_skills = [\"calc\"]"
+            ));
+        }
         Ok(AgentConfig {
             system_prompt: self.system_prompt,
+            active_skills: self.active_skills,
             max_tool_rounds: positive(
                 "max_tool_rounds",
                 self.max_tool_rounds.unwrap_or(d.max_tool_rounds).into(),
@@ -567,6 +594,18 @@ impl RawAgent {
             )? as u32,
             compact_at,
             keep_turns: self.keep_turns.unwrap_or(d.keep_turns),
+            max_offered_tools: match self.max_offered_tools {
+                Some(n) if !OFFERED_TOOLS_RANGE.contains(&n) => {
+                    return Err(format!(
+                        "[agent] max_offered_tools = {n} must be between {} and {}: keel's own tools (skills.activate, skills.read, tools.search) are always offered, and OpenAI refuses more than {} tools in a request (the default is {DEFAULT_MAX_OFFERED_TOOLS})",
+                        OFFERED_TOOLS_RANGE.start(),
+                        OFFERED_TOOLS_RANGE.end(),
+                        OFFERED_TOOLS_RANGE.end()
+                    ));
+                }
+                Some(n) => n,
+                None => d.max_offered_tools,
+            },
         })
     }
 }
@@ -903,6 +942,35 @@ api_key_env = "ANTHROPIC_API_KEY"
             (3, 9, 5)
         );
         assert_eq!((a.compact_at, a.keep_turns), (0.5, 4));
+        let e = parse("[agent]\nmax_offered_tools = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_offered_tools = 2 must be between 3 and 128"),
+            "{e}"
+        );
+        let e = parse("[agent]\nactive_skills = [\"Not A Name\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`Not A Name` is not a skill name"), "{e}");
+        assert_eq!(
+            parse("[agent]\nactive_skills = [\"calc\", \"3d-print\"]\n")
+                .unwrap()
+                .agent
+                .active_skills,
+            ["calc", "3d-print"]
+        );
+        let e = parse("[agent]\nmax_offered_tools = 500\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OpenAI refuses more than 128"), "{e}");
+        assert_eq!(
+            parse("[agent]\nmax_offered_tools = 12\n")
+                .unwrap()
+                .agent
+                .max_offered_tools,
+            12
+        );
         let e = parse("[agent]\nmax_tool_rounds = 0\n")
             .unwrap_err()
             .to_string();

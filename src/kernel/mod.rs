@@ -464,6 +464,9 @@ impl Kernel {
         self.skills()
             .skills
             .values()
+            // Instructions skills have no code; their SKILL.md was checked
+            // when they were found.
+            .filter(|s| !s.is_instructions())
             .filter_map(|s| {
                 self.instantiate(s)
                     .err()
@@ -519,8 +522,14 @@ impl Kernel {
         parent: Option<&CallCtx>,
         run: Option<Arc<crate::host::RunLink>>,
     ) -> Result<Value, ToolError> {
-        let parsed = ToolName::parse(name)?;
         let set = self.skills();
+        // keel's own tools read only what skills publish about themselves:
+        // no capability, no engine.
+        if let Some(spec) = crate::tool::native::spec(name) {
+            validate_args(name, spec, &args)?;
+            return crate::tool::native::call(&set, name, &args);
+        }
+        let parsed = ToolName::parse(name)?;
         let Some(entry) = set.tools.get(name) else {
             // A skill of that name that failed to load (or is held back)
             // says why, rather than "no tool".

@@ -114,6 +114,11 @@ fn caught_mid_write(old: &Candidate, new: Option<&Candidate>) -> bool {
 }
 
 fn label(c: &Candidate) -> String {
+    // The Agent Skills format has no versions: an instructions skill is
+    // its name.
+    if c.source.kind == crate::skill::SkillKind::Instructions {
+        return c.manifest.name.clone();
+    }
     format!("{}@{}", c.manifest.name, c.manifest.version)
 }
 
@@ -197,7 +202,12 @@ impl Kernel {
                     .get(&skill.id)
                     .is_some_and(|o| Arc::ptr_eq(o, skill));
                 let key = (skill.source.origin.clone(), skill.source.fingerprint);
-                if unchanged || validated.contains(&key) && skill.pool.live() > 0 {
+                // An instructions skill has no code: its SKILL.md was
+                // checked when it was found.
+                if unchanged
+                    || skill.is_instructions()
+                    || validated.contains(&key) && skill.pool.live() > 0
+                {
                     continue;
                 }
                 let error = match self.instantiate(skill) {

@@ -22,9 +22,34 @@ pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
         .filter(|sk| !is_broken(&sk.id.to_string()))
     {
         let m = &sk.manifest;
+        let allowed = sk
+            .source
+            .instructions
+            .as_ref()
+            .filter(|i| !i.allowed_tools.is_empty())
+            .map(|i| {
+                format!(
+                    "  (allowed-tools, shown only, grants nothing: {})",
+                    esc(&i.allowed_tools.join(" "))
+                )
+            })
+            .unwrap_or_default();
+        if sk.is_instructions() {
+            let n = sk.source.resources.len();
+            let _ = writeln!(
+                s,
+                "{:<24} {:<6} {:>2} file{} {}{allowed}",
+                esc(&sk.label()),
+                "md",
+                n,
+                if n == 1 { " " } else { "s" },
+                sk.source.origin,
+            );
+            continue;
+        }
         let _ = writeln!(
             s,
-            "{:<24} {:<6} {:>2} tool{} {}{}",
+            "{:<24} {:<6} {:>2} tool{} {}{}{allowed}",
             sk.id.to_string(),
             m.language.name(),
             m.tools.len(),
@@ -47,13 +72,25 @@ pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
         );
     }
     for f in set.failures.iter().chain(broken) {
+        // A SKILL.md's problems are one per line: the listing shows the
+        // first, `keel check` all of them.
+        let error = match f.error.split_once('\n') {
+            Some((first, rest)) if first.contains("SKILL.md:") => {
+                let more = rest.lines().count();
+                format!(
+                    "{first} (and {more} more problem{}: keel check)",
+                    if more == 1 { "" } else { "s" }
+                )
+            }
+            _ => f.error.clone(),
+        };
         // An error can span lines (a traceback); a line inside it cannot
         // pretend to be something else.
         let _ = writeln!(
             s,
             "FAILED {}: {}",
             esc(&f.skill.clone().unwrap_or_else(|| f.origin.to_string())),
-            crate::text::escape_control_keep_lines(&f.error)
+            crate::text::escape_control_keep_lines(&error)
         );
     }
     s
@@ -72,6 +109,10 @@ pub fn format_tools(set: &SkillSet) -> String {
             esc(&format!("{name}({})", param_signature(&spec.parameters))),
             esc(&spec.description)
         );
+    }
+    // keel's own tools, offered to the model with every request.
+    for t in crate::tool::native::specs() {
+        let _ = writeln!(s, "{:<28} {} (built in)", t.name, t.description);
     }
     s
 }

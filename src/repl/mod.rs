@@ -433,11 +433,16 @@ pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
     let mut s = String::new();
     for r in list {
         s.push_str(&format!(
-            "{}  {:<18}  {:>6} in / {:>5} out{}{}{}\n",
+            "{}  {:<18}  {:>6} in / {:>5} out{}{}{}{}\n",
             r.id,
             r.state,
             r.input_tokens,
             r.output_tokens,
+            // What the latest model call was offered.
+            match r.offered_tools {
+                0 => String::new(),
+                n => format!("  offered {n} tools, {} B", r.offered_bytes),
+            },
             match r.unreported_calls {
                 0 => String::new(),
                 n => format!(" (+{n} call(s) with no usage reported)"),

@@ -313,6 +313,14 @@ pub trait Instance: Send {
 /// Creates a fresh engine state for a skill: compile, then the load phase
 /// (top-level code, with no capabilities).
 pub fn instantiate(skill: &Arc<LoadedSkill>) -> Result<Box<dyn Instance>, ScriptError> {
+    if skill.is_instructions() {
+        return Err(ScriptError::Load {
+            message: format!(
+                "`{}` is an instructions skill (a SKILL.md): it has no code to run",
+                skill.manifest.name
+            ),
+        });
+    }
     match skill.manifest.language {
         Language::Luau => Ok(Box::new(lua::LuaInstance::new(skill)?)),
         Language::Rhai => Ok(Box::new(rhai::RhaiInstance::new(skill)?)),

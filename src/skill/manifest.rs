@@ -56,6 +56,16 @@ pub struct ToolSpec {
 }
 
 impl ToolSpec {
+    /// A tool spec built in code (keel's own tools).
+    pub fn new(name: &str, description: &str, parameters: Value) -> Self {
+        Self {
+            name: name.to_string(),
+            description: description.to_string(),
+            parameters,
+            validator: Arc::default(),
+        }
+    }
+
     /// The compiled argument schema. The schema passed meta-validation when
     /// the manifest was parsed; what only compiling finds (an unresolvable
     /// `$ref`, a bad regex) is reported here, naming the tool.
@@ -156,6 +166,24 @@ fn line_of(text: &str, needle: &str) -> usize {
 }
 
 impl SkillManifest {
+    /// The manifest an instructions skill (a `SKILL.md` without
+    /// `skill.toml`) stands on: its name and description, no tools, no
+    /// capabilities, no dependencies, version 0.0.0. It never reaches an
+    /// engine (see [`crate::skill::SkillKind`]); `entry` and `language`
+    /// are placeholders.
+    pub fn instructions_only(name: String, description: String) -> Self {
+        Self {
+            name,
+            version: Version::new(0, 0, 0),
+            description,
+            entry: PathBuf::from("SKILL.md"),
+            language: Language::Luau,
+            dependencies: BTreeMap::new(),
+            capabilities: Vec::new(),
+            tools: Vec::new(),
+        }
+    }
+
     /// Parses manifest text. `file` is used in errors; `default_entry` is the
     /// entry script when the manifest names none (the script itself, for a
     /// one-file skill).

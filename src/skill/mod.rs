@@ -21,6 +21,7 @@
 
 pub mod builtin;
 pub mod files;
+pub mod instructions;
 pub mod manifest;
 pub mod resolve;
 pub mod watch;
@@ -35,6 +36,7 @@ use semver::Version;
 use crate::capability::{CapabilityRule, ScopeBase};
 use crate::config::Limits;
 use crate::script::InstancePool;
+pub use instructions::Instructions;
 pub use manifest::{Language, ManifestError, SkillManifest, ToolSpec};
 pub use resolve::{NodeId, ResolveError};
 
@@ -108,49 +110,33 @@ pub struct SkillSource {
     pub files: BTreeMap<String, Arc<str>>,
     /// A hash of the manifest and every file, to tell edits apart.
     pub fingerprint: u64,
-    /// The skill's `SKILL.md` (Agent Skills format), for the agent's prompt.
+    /// The skill's `SKILL.md` (Agent Skills format): its description is
+    /// listed in the agent's prompt, its body given on activation.
     pub instructions: Option<Instructions>,
+    /// What kind of skill this is.
+    pub kind: SkillKind,
+    /// The skill's other files (reference documents, `scripts/`, …) by
+    /// relative path, `/`-separated, for the model to read on demand
+    /// (`skills.read`). Listed when the skill is found; read when asked.
+    pub resources: Vec<String>,
 }
 
-/// A `SKILL.md`: YAML front matter (`name`, `description`) and a markdown
-/// body telling the model when and how to use the skill's tools.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instructions {
-    pub description: Option<String>,
-    pub body: String,
+/// What a skill is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkillKind {
+    /// A keel skill: `skill.toml`, scripts, tools (and maybe a `SKILL.md`).
+    Keel,
+    /// An Agent Skills folder with a `SKILL.md` and no `skill.toml`:
+    /// instructions (and files) for the model, no tools, no engine.
+    Instructions,
 }
 
-impl Instructions {
-    /// Reads the front matter's `description` (a one-line scalar, quoted or
-    /// not) and the body after it. A file without front matter is all body.
-    pub fn parse(text: &str) -> Self {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut description = None;
-        let mut body = text;
-        if let Some(rest) = text
-            .strip_prefix("---\n")
-            .or_else(|| text.strip_prefix("---\r\n"))
-            && let Some(end) = rest.find("\n---")
-        {
-            for line in rest[..end].lines() {
-                if let Some(v) = line.strip_prefix("description:") {
-                    let v = v.trim();
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                        .unwrap_or(v);
-                    if !v.is_empty() {
-                        description = Some(v.to_string());
-                    }
-                }
-            }
-            let after = &rest[end + 4..];
-            body = after.split_once('\n').map_or("", |(_, b)| b);
-        }
-        Self {
-            description,
-            body: body.trim().to_string(),
+impl SkillKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Keel => "keel",
+            Self::Instructions => "instructions",
         }
     }
 }
@@ -247,6 +233,33 @@ impl LoadedSkill {
                 .all(|((n1, a), (n2, b))| n1 == n2 && Arc::ptr_eq(a, b))
     }
 
+    /// An instructions skill: no code, no tools, no engine.
+    pub fn is_instructions(&self) -> bool {
+        self.source.kind == SkillKind::Instructions
+    }
+
+    /// What the agent's prompt lists for this skill: its `SKILL.md`'s
+    /// description, else its manifest's.
+    pub fn description(&self) -> &str {
+        self.source
+            .instructions
+            .as_ref()
+            .and_then(|i| i.description.as_deref())
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&self.manifest.description)
+    }
+
+    /// `name@version`, or the name alone for an instructions skill (the
+    /// format has no versions).
+    pub fn label(&self) -> String {
+        if self.is_instructions() {
+            self.manifest.name.clone()
+        } else {
+            self.id.to_string()
+        }
+    }
+
     /// The entry script's key in [`SkillSource::files`].
     pub fn entry_key(&self) -> String {
         rel_key(&self.manifest.entry)
@@ -294,6 +307,12 @@ impl LoadedSkill {
                 });
         }
         if let Some(dep) = self.deps.get(name) {
+            if dep.is_instructions() {
+                return Err(format!(
+                    "`{}` is an instructions skill (a SKILL.md): it has no code to {word}",
+                    dep.manifest.name
+                ));
+            }
             if dep.manifest.language != language {
                 return Err(format!(
                     "`{}` is a {} skill; call its tools with {tools_call}",
@@ -566,9 +585,27 @@ pub struct SearchPath {
 pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, Vec<SkillFailure>) {
     let mut candidates = Vec::new();
     let mut failures = Vec::new();
-    let mut push = |r: Result<Candidate, SkillFailure>| match r {
+    let mut push = |r: Result<Candidate, SkillFailure>| {
+        match r {
+        Ok(c) if crate::tool::native::RESERVED_SKILL_NAMES.contains(&c.manifest.name.as_str()) => {
+            failures.push(SkillFailure {
+                skill: Some(c.manifest.name.clone()),
+                origin: c.source.origin.clone(),
+                error: format!(
+                    "{}: the skill name `{}` is reserved for keel's own tools ({}); rename the skill",
+                    c.source.manifest_path.display(),
+                    c.manifest.name,
+                    crate::tool::native::specs()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+        }
         Ok(c) => candidates.push(c),
         Err(f) => failures.push(f),
+    }
     };
     for dir in &search.dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -589,6 +626,9 @@ pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, V
                 // link or a FIFO: loading it then says what is wrong.
                 if std::fs::symlink_metadata(path.join("skill.toml")).is_ok() {
                     push(load_folder(&path, base));
+                } else if std::fs::symlink_metadata(path.join("SKILL.md")).is_ok() {
+                    // An Agent Skills folder: instructions, no code.
+                    push(load_instructions(&path));
                 }
             } else if Language::from_path(&path).is_some()
                 && let Some(r) = load_file(&path, base)
@@ -605,10 +645,16 @@ pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, V
     (candidates, failures)
 }
 
-fn fingerprint(manifest: &str, files: &BTreeMap<String, Arc<str>>, md: Option<&str>) -> u64 {
+fn fingerprint(
+    manifest: &str,
+    files: &BTreeMap<String, Arc<str>>,
+    md: Option<&str>,
+    resources: &[String],
+) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     manifest.hash(&mut h);
     md.hash(&mut h);
+    resources.hash(&mut h);
     for (k, v) in files {
         k.hash(&mut h);
         v.hash(&mut h);
@@ -662,17 +708,140 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(fail(Some(id), e.to_string())),
     };
+    let md_path = dir.join("SKILL.md");
+    let instructions = md
+        .as_deref()
+        .map(|t| keel_skill_md(t, &manifest.name, &md_path))
+        .transpose()
+        .map_err(|e| fail(Some(id.clone()), e))?;
+    let resources = list_resources(&folder).map_err(|e| fail(Some(id), e))?;
     Ok(Candidate {
         source: Arc::new(SkillSource {
             origin,
-            fingerprint: fingerprint(&text, &files, md.as_deref()),
+            fingerprint: fingerprint(&text, &files, md.as_deref(), &resources),
             manifest_path,
             dir: dir.to_path_buf(),
             files,
-            instructions: md.as_deref().map(Instructions::parse),
+            instructions,
+            kind: SkillKind::Keel,
+            resources,
         }),
         manifest: Arc::new(manifest),
     })
+}
+
+/// A keel skill's `SKILL.md`: it must parse (front matter and all), and a
+/// `name` in it must be the manifest's. Its description, if any, is what
+/// the agent's prompt lists; the manifest's otherwise.
+fn keel_skill_md(text: &str, name: &str, path: &Path) -> Result<Instructions, String> {
+    let at = |line: usize, message: &str| format!("{}:{line}: {message}", path.display());
+    let i = Instructions::parse(text).map_err(|e| at(e.line, &e.message))?;
+    if let Some(n) = &i.name
+        && n != name
+    {
+        return Err(at(
+            i.line_of("name"),
+            &format!("`name: {n}` does not match the skill's name `{name}` in skill.toml"),
+        ));
+    }
+    let problems: Vec<String> = i
+        .problems_beside_manifest()
+        .into_iter()
+        .map(|p| at(p.line, &p.message))
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    Ok(i)
+}
+
+/// Loads an instructions skill: a folder with a `SKILL.md` and no
+/// `skill.toml`. Its `SKILL.md` must follow the Agent Skills format (each
+/// problem is reported as `SKILL.md:LINE: message`); its other files are
+/// listed, not read.
+pub fn load_instructions(dir: &Path) -> Result<Candidate, SkillFailure> {
+    let origin = Origin::Folder(dir.to_path_buf());
+    let md_path = dir.join("SKILL.md");
+    let fail = |skill: Option<String>, error: String| SkillFailure {
+        skill,
+        origin: origin.clone(),
+        error,
+    };
+    let folder_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let folder = files::SkillDir::open(dir).map_err(|e| fail(None, e.to_string()))?;
+    let text = folder
+        .read(Path::new("SKILL.md"))
+        .map_err(|e| fail(None, e.to_string()))?;
+    let at = |line: usize, message: &str| format!("{}:{line}: {message}", md_path.display());
+    let doc = Instructions::parse(&text).map_err(|e| fail(None, at(e.line, &e.message)))?;
+    let problems = doc.problems(&folder_name);
+    if !problems.is_empty() {
+        let all: Vec<String> = problems.iter().map(|p| at(p.line, &p.message)).collect();
+        return Err(fail(doc.name.clone(), all.join("\n")));
+    }
+    let (Some(name), Some(description)) = (doc.name.clone(), doc.description.clone()) else {
+        return Err(fail(None, at(2, "missing `name` or `description`")));
+    };
+    let resources = list_resources(&folder).map_err(|e| fail(Some(name.clone()), e))?;
+    let manifest = SkillManifest::instructions_only(name, description.trim().to_string());
+    let files = BTreeMap::new();
+    Ok(Candidate {
+        source: Arc::new(SkillSource {
+            origin,
+            fingerprint: fingerprint("", &files, Some(&text), &resources),
+            manifest_path: md_path,
+            dir: dir.to_path_buf(),
+            files,
+            instructions: Some(doc),
+            kind: SkillKind::Instructions,
+            resources,
+        }),
+        manifest: Arc::new(manifest),
+    })
+}
+
+/// Every file beneath a skill folder except `SKILL.md` and `skill.toml`,
+/// by relative path: what `skills.read` may be asked for. Hidden entries
+/// are left out and links are not followed into folders; at most
+/// [`MAX_FILES`] entries, 8 folders deep.
+fn list_resources(folder: &files::SkillDir) -> Result<Vec<String>, String> {
+    fn walk(
+        folder: &files::SkillDir,
+        rel: &Path,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if depth > 8 {
+            return Ok(());
+        }
+        let entries = folder
+            .read_dir(rel)
+            .map_err(|e| format!("{}: {e}", rel.display()))?;
+        for (name, ft) in entries {
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let child = rel.join(&name);
+            if ft.is_dir() {
+                walk(folder, &child, depth + 1, out)?;
+            } else {
+                let key = rel_key(&child);
+                if key != "SKILL.md" && key != "skill.toml" {
+                    if out.len() >= MAX_FILES {
+                        return Err(format!("more than {MAX_FILES} files in the skill folder"));
+                    }
+                    out.push(key);
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(folder, Path::new(""), 0, &mut out)?;
+    Ok(out)
 }
 
 fn rel_key(p: &Path) -> String {
@@ -767,12 +936,14 @@ pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, 
                 files.insert(rel_key(&file_name), Arc::from(text.as_str()));
                 Ok(Candidate {
                     source: Arc::new(SkillSource {
-                        fingerprint: fingerprint(&manifest_text, &files, None),
+                        fingerprint: fingerprint(&manifest_text, &files, None, &[]),
                         origin: origin.clone(),
                         manifest_path: path.to_path_buf(),
                         dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                         files,
                         instructions: None,
+                        kind: SkillKind::Keel,
+                        resources: Vec::new(),
                     }),
                     manifest: Arc::new(m),
                 })
@@ -797,47 +968,28 @@ fn load_builtin(
         .iter()
         .map(|(k, v)| (k.to_string(), Arc::from(*v)))
         .collect();
+    let instructions = keel_skill_md(
+        b.instructions,
+        b.name,
+        Path::new(&format!("<builtin>/{}/SKILL.md", b.name)),
+    )
+    .map_err(|error| SkillFailure {
+        skill: Some(b.name.to_string()),
+        origin: origin.clone(),
+        error,
+    })?;
+    let resources: Vec<String> = files.keys().cloned().collect();
     Ok(Candidate {
         source: Arc::new(SkillSource {
-            fingerprint: fingerprint(b.manifest, &files, Some(b.instructions)),
+            fingerprint: fingerprint(b.manifest, &files, Some(b.instructions), &resources),
             origin,
             manifest_path,
             dir: PathBuf::from(format!("<builtin>/{}", b.name)),
             files,
-            instructions: Some(Instructions::parse(b.instructions)),
+            instructions: Some(instructions),
+            kind: SkillKind::Keel,
+            resources,
         }),
         manifest: Arc::new(manifest),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn skill_md_front_matter_and_body() {
-        let i = Instructions::parse(
-            "---\nname: notes\ndescription: \"Keep notes: add, list.\"\n---\n\n# notes\n\nUse `notes.add`.\n",
-        );
-        assert_eq!(i.description.as_deref(), Some("Keep notes: add, list."));
-        assert_eq!(i.body, "# notes\n\nUse `notes.add`.");
-        let plain = Instructions::parse("Just text.\n");
-        assert_eq!(
-            (plain.description, plain.body.as_str()),
-            (None, "Just text.")
-        );
-        // An unterminated front matter is body, not swallowed.
-        let open = Instructions::parse("---\ndescription: x\nno end");
-        assert_eq!(open.description, None);
-        assert!(open.body.contains("no end"));
-        for b in builtin::SKILLS {
-            let i = Instructions::parse(b.instructions);
-            assert!(
-                i.description.is_some(),
-                "{} SKILL.md has a description",
-                b.name
-            );
-            assert!(!i.body.starts_with("---"), "{}", b.name);
-        }
-    }
 }

@@ -322,6 +322,10 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE usage;
     ALTER TABLE usage_v6 RENAME TO usage;
     ALTER TABLE runs ADD COLUMN unreported_calls INTEGER NOT NULL DEFAULT 0;",
+    // 7: what the latest model call of a run was offered (tools, and the
+    // bytes of system prompt plus tool definitions)
+    "ALTER TABLE runs ADD COLUMN offered_tools INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN offered_bytes INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The workspace of grants and baselines recorded before they were kept

@@ -53,9 +53,13 @@ pub struct RunRecord {
     /// Model calls whose server reported no usage: their tokens are
     /// unknown, not 0.
     pub unreported_calls: u64,
+    /// Tools offered to the run's latest model call.
+    pub offered_tools: u64,
+    /// Bytes of that call's system prompt and tool definitions (JSON).
+    pub offered_bytes: u64,
 }
 
-const RUN_COLUMNS: &str = "id, session_id, state, created_ms, updated_ms, reason, model, input_tokens, output_tokens, unreported_calls";
+const RUN_COLUMNS: &str = "id, session_id, state, created_ms, updated_ms, reason, model, input_tokens, output_tokens, unreported_calls, offered_tools, offered_bytes";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -69,6 +73,8 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         input_tokens: r.get::<_, i64>(7)? as u64,
         output_tokens: r.get::<_, i64>(8)? as u64,
         unreported_calls: r.get::<_, i64>(9)? as u64,
+        offered_tools: r.get::<_, i64>(10)? as u64,
+        offered_bytes: r.get::<_, i64>(11)? as u64,
     })
 }
 
@@ -234,6 +240,8 @@ impl Store {
                 input_tokens: 0,
                 output_tokens: 0,
                 unreported_calls: 0,
+                offered_tools: 0,
+                offered_bytes: 0,
             }))
         })
     }

@@ -189,6 +189,18 @@ impl Store {
         })
     }
 
+    /// Records what a run's model call is offered: how many tools, and
+    /// the bytes of its system prompt and tool definitions.
+    pub fn record_offered(&self, run_id: &str, tools: u64, bytes: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET offered_tools = ?2, offered_bytes = ?3 WHERE id = ?1",
+                params![run_id, tools as i64, bytes as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Usage recorded for a skill's own model calls.
     pub fn skill_usage(&self, skill: &str) -> Result<UsageTotals, StoreError> {
         self.with(|c| {

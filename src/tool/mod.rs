@@ -3,7 +3,10 @@
 //! The tool table itself lives in the skill set (`skill::SkillSet::tools`);
 //! this module holds what every caller of a tool shares: parsing a tool name
 //! once into a [`ToolName`], checking arguments against the tool's JSON Schema
-//! before any engine is entered, and [`ToolError`].
+//! before any engine is entered, and [`ToolError`]. keel's own tools (no
+//! skill behind them) are in [`native`].
+
+pub mod native;
 
 use std::fmt;
 
@@ -84,6 +87,17 @@ pub enum ToolError {
         "`{tool}`: tool calls nested more than {max} deep (a skill calling itself through keel.tools.call?)"
     )]
     TooDeep { tool: String, max: u32 },
+    /// One of keel's own tools (`skills.activate`, `skills.read`,
+    /// `tools.search`) refused the request; the message says why and what
+    /// to do.
+    #[error("{tool}: {message}")]
+    Refused { tool: String, message: String },
+    /// The tool exists but is not offered to the model in this session
+    /// (more tools are installed than `[agent] max_offered_tools`).
+    #[error(
+        "`{name}` is not offered in this session: activate its skill first with skills.activate {{\"name\": \"{skill}\"}}, or find it with tools.search, then call it again"
+    )]
+    NotOffered { name: String, skill: String },
     /// keel itself failed (a bug or a shutdown).
     #[error("internal error: {0}")]
     Internal(String),
