@@ -341,7 +341,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     serde_json::to_string_pretty(&skills_json(&set, &broken))?
                 );
             } else {
-                print!("{}", keel::repl::format_skills(&set, &broken));
+                print!(
+                    "{}",
+                    keel::repl::format_skills(&set, &broken, &|id| kernel
+                        .gate()
+                        .pending_blocked(id))
+                );
                 // Say how programs are confined wherever a skill may run one.
                 let runs_programs = set.skills.values().any(|sk| {
                     sk.manifest

@@ -87,7 +87,7 @@ fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
     // The same broken file is not reported again by the next reload.
     let again = k.reload();
     assert!(again.is_empty(), "{again:?}");
-    let listed = keel::repl::format_skills(&k.skills(), &[]);
+    let listed = keel::repl::format_skills(&k.skills(), &[], &|id| k.gate().pending_blocked(id));
     assert!(
         listed.contains("main.luau:2"),
         "the failure shows in /skills: {listed}"
@@ -342,15 +342,34 @@ fn capability_escalation_in_an_edit_is_not_granted() {
             .ok(),
         json!("private")
     );
+    // The listing says "not granted yet" only for what is blocked: the
+    // global rule did not unblock it, the skill's own section did.
+    let skills = ws.run(&["skills"]);
+    assert!(
+        !skills.stdout.contains("not granted yet"),
+        "{}",
+        skills.stdout
+    );
     // ...and so is an explicit grant.
     let ws = ws.policy("[policy]\ndefault = \"allow\"\n");
     ws.call("reader.read", json!({"path": "private/b.txt"}))
         .err_contains(&["not granted", "[policy.skills.reader]"]);
+    assert!(
+        ws.run(&["skills"])
+            .stdout
+            .contains("not granted yet: fs.read:./private")
+    );
     assert_eq!(ws.run(&["grant", "reader", "fs.read:./private"]).status, 0);
     assert_eq!(
         ws.call("reader.read", json!({"path": "private/b.txt"}))
             .ok(),
         json!("private")
+    );
+    let skills = ws.run(&["skills"]);
+    assert!(
+        !skills.stdout.contains("not granted yet"),
+        "{}",
+        skills.stdout
     );
 }
 

@@ -315,6 +315,33 @@ impl CapabilityRule {
         self.matches(kind, target, net::rule_grants)
     }
 
+    /// Does this rule grant everything `other` would? Conservative: true
+    /// only when it surely does (the same rule, `*`, a folder holding
+    /// `other`'s folder, a name pattern matching `other`'s exact name).
+    /// For listings ("not granted yet"), never for a decision.
+    pub fn includes(&self, other: &CapabilityRule) -> bool {
+        if self.kind != other.kind {
+            return false;
+        }
+        if self.text == other.text {
+            return true;
+        }
+        match (&self.scope, &other.scope) {
+            // (`net.http:*` is a host rule, never `Any`: it does not
+            // include the rules naming addresses, and is compared by text.)
+            (Scope::Any, _) => true,
+            (
+                Scope::Path { path, glob: false },
+                Scope::Path {
+                    path: o,
+                    glob: false,
+                },
+            ) => o.starts_with(path),
+            (Scope::Name(p), Scope::Name(n)) if !n.contains('*') => glob_match(p, n),
+            _ => false,
+        }
+    }
+
     /// Does this rule's pattern reach the target at all? The matcher for
     /// deny rules: `deny net.http:*` denies loopback too, although it
     /// could never grant it.
@@ -852,6 +879,27 @@ mod tests {
     /// Issue 9, Security 4: `net.http:*` and host names never grant a
     /// non-public address; only a rule naming it does, and deny `*` still
     /// denies it. Every IP spelling lands on the same decision.
+    /// `includes` is for listings: it says yes only when sure.
+    #[test]
+    fn a_rule_includes_only_what_it_surely_grants() {
+        let ws = Path::new("/ws");
+        let base = ScopeBase {
+            workspace: ws,
+            resolve: paths::normalize_lexically,
+        };
+        let r = |t: &str| CapabilityRule::parse(t, &base).unwrap();
+        assert!(r("fs.read:./a").includes(&r("fs.read:./a/b")));
+        assert!(!r("fs.read:./a/b").includes(&r("fs.read:./a")));
+        assert!(!r("fs.write:./a").includes(&r("fs.read:./a")));
+        assert!(r("exec:*").includes(&r("exec:git")));
+        assert!(r("exec:g*").includes(&r("exec:git")));
+        assert!(!r("exec:git").includes(&r("exec:g*")));
+        assert!(r("kv").includes(&r("kv")));
+        assert!(r("net.http:api.example.com").includes(&r("net.http:api.example.com")));
+        assert!(!r("net.http:*").includes(&r("net.http:127.0.0.1:8080")));
+        assert!(!r("fs.read:./*.pem").includes(&r("fs.read:./a.pem")));
+    }
+
     #[test]
     fn non_public_addresses_need_a_rule_that_names_them() {
         let (_d, ws) = base();

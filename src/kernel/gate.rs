@@ -363,6 +363,31 @@ impl Gate {
             .collect()
     }
 
+    /// The capabilities `skill` declared since it was first seen that are
+    /// still blocked: neither a grant for it here nor its own policy
+    /// section's allow rules include them (see
+    /// [`CapabilityRule::includes`]). What listings mark "not granted yet".
+    pub fn pending_blocked(&self, skill: &SkillIdentity) -> Vec<String> {
+        if skill.pending.is_empty() {
+            return Vec::new();
+        }
+        let grants = self.grants(&skill.name);
+        let policy = self.policy.load();
+        let own = policy.skills.get(&skill.name);
+        skill
+            .pending
+            .iter()
+            .filter(|text| {
+                let Some(rule) = skill.declared.iter().find(|r| &r.text == *text) else {
+                    return true;
+                };
+                !grants.iter().any(|g| g.includes(rule))
+                    && !own.is_some_and(|set| set.allow.iter().any(|a| a.includes(rule)))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Checks one effect. Returns the declared rule that covers the target
     /// and the policy rule that allowed it (file operations are rooted at
     /// the narrower of the two).

@@ -10,7 +10,13 @@ use crate::text::escape_control as esc;
 
 /// Skills and failures; `broken` lists loaded skills found not to compile
 /// or load (`Kernel::validate`), shown as failures instead.
-pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
+/// `blocked` says which of a skill's new capabilities are still blocked
+/// (`Gate::pending_blocked`): only those are marked "not granted yet".
+pub fn format_skills(
+    set: &SkillSet,
+    broken: &[SkillFailure],
+    blocked: &dyn Fn(&crate::skill::SkillIdentity) -> Vec<String>,
+) -> String {
     let mut s = String::new();
     if set.skills.is_empty() {
         s.push_str("no skills loaded\n");
@@ -55,10 +61,9 @@ pub fn format_skills(set: &SkillSet, broken: &[SkillFailure]) -> String {
             m.tools.len(),
             if m.tools.len() == 1 { " " } else { "s" },
             sk.source.origin,
-            if sk.identity.pending.is_empty() {
-                String::new()
-            } else {
-                format!("  (not granted yet: {})", sk.identity.pending.join(", "))
+            match blocked(&sk.identity) {
+                b if b.is_empty() => String::new(),
+                b => format!("  (not granted yet: {})", b.join(", ")),
             }
         );
     }

@@ -207,7 +207,9 @@ impl<'a> Console<'a> {
         let kernel = self.kernel;
         let text = match cmd {
             ConsoleCommand::Quit => return Outcome::Quit,
-            ConsoleCommand::Skills => format_skills(&kernel.skills(), &[]),
+            ConsoleCommand::Skills => format_skills(&kernel.skills(), &[], &|id| {
+                kernel.gate().pending_blocked(id)
+            }),
             ConsoleCommand::Tools => format_tools(&kernel.skills()),
             ConsoleCommand::Call { tool, args } => {
                 let started = std::time::Instant::now();
