@@ -50,3 +50,53 @@ fn the_console_completes_calls_and_shows_reloads_as_they_happen() {
         "the console did not quit cleanly:\n{out}"
     );
 }
+
+/// A person at the console is asked when the policy says `ask` for a
+/// `/call` (before, the call was denied "because nobody can answer"), and
+/// Ctrl-C during a `/call` stops the call and stays in the console
+/// (before, it ended the console with 130).
+#[test]
+fn a_console_call_asks_the_person_and_ctrl_c_stops_it_but_not_the_console() {
+    let ws = Ws::new()
+        .skill(
+            "spin",
+            "[skill]\nname = \"spin\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\nkv = true\n[[tools]]\nname = \"save\"\ndescription = \"saves\"\n[[tools]]\nname = \"forever\"\ndescription = \"spins\"\n",
+            &[(
+                "main.luau",
+                "local M = {}\nfunction M.save() keel.kv.set('k', 1) return 'saved' end\nfunction M.forever() while true do end end\nreturn M\n",
+            )],
+        )
+        .policy("[policy]\nask = [\"kv\"]\n\n[limits]\ntimeout_ms = 600000\nmax_operations = 1000000000000000\n");
+    let out = keel_on_a_terminal(
+        &ws,
+        &[],
+        json!([
+            ["expect", "banner", "1 skill, 2 tools"],
+            ["send", "/call spin.save\r"],
+            ["expect", "the question", "spin wants `kv`"],
+            [
+                "expect",
+                "the prompt",
+                r"allow\? \[y\]es / \[n\]o / \[a\]lways"
+            ],
+            ["send", "y\r"],
+            ["expect", "approved and run", "\"saved\""],
+            ["send", "/call spin.forever\r"],
+            ["send", "\u{3}"],
+            ["expect", "stopped", "cancelled"],
+            ["send", "/call spin.save\r"],
+            ["expect", "asked again", "spin wants `kv`"],
+            ["send", "n\r"],
+            ["expect", "denied", "the request was denied"],
+            ["send", "/quit\r"],
+            ["exit"]
+        ]),
+    );
+    assert!(out.contains("EXIT 0"), "the console did not stay:\n{out}");
+    let audit = ws.run(&["audit", "--json", "--limit", "0"]);
+    assert!(
+        audit.stdout.contains("ask:approved") && audit.stdout.contains("ask:denied"),
+        "{}",
+        audit.stdout
+    );
+}

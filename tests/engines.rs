@@ -341,7 +341,7 @@ fn sleep_is_cancelled(file: &str, src: &str) {
     let k = ws.kernel(&rt);
     let cancelled = Arc::new(AtomicBool::new(false));
     let link = Arc::new(keel::host::RunLink {
-        run_id: "r_test".into(),
+        run_id: Some("r_test".into()),
         cancelled: cancelled.clone(),
         approver: Arc::new(Never),
     });

@@ -242,7 +242,7 @@ fn other_skills_keep_answering_while_one_runs_away() {
     let here = kernel.workspace().to_path_buf();
     let cancelled = Arc::new(AtomicBool::new(false));
     let link = Arc::new(keel::host::RunLink {
-        run_id: "r_test".into(),
+        run_id: Some("r_test".into()),
         cancelled: cancelled.clone(),
         approver: Arc::new(Never),
     });

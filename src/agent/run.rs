@@ -992,7 +992,7 @@ impl Agent {
                 arguments: call.arguments.clone(),
             });
             let link = Arc::new(RunLink {
-                run_id: run_id.to_string(),
+                run_id: Some(run_id.to_string()),
                 cancelled: ctl.cancelled.clone(),
                 approver: Arc::new(CallApprover {
                     agent: Arc::downgrade(&self.0),

@@ -147,7 +147,7 @@ fn complete(ctx: &CallCtx, args: Args) -> Result<Value, HostError> {
         Some(Err(e)) => return Err(HostError::Failed(format!("llm.complete: {e}"))),
         Some(Ok(c)) => c,
     };
-    let run = ctx.run.as_ref().map(|r| r.run_id.as_str());
+    let run = ctx.run.as_ref().and_then(|r| r.run_id.as_deref());
     // A server that reports no counts is recorded as unknown; the script
     // sees null.
     let counts = completion.usage;

@@ -300,7 +300,9 @@ impl SkillKv<'_> {
 /// What a tool call made for an agent run carries: which run, whether it
 /// was cancelled, and who answers its `ask` decisions.
 pub struct RunLink {
-    pub run_id: String,
+    /// The agent run the call belongs to; `None` for a call a person made
+    /// directly (the console's `/call`), which has no run.
+    pub run_id: Option<String>,
     /// Set when the run is cancelled: scripts stop at their next check,
     /// host functions that wait give up.
     pub cancelled: Arc<AtomicBool>,

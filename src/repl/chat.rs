@@ -49,6 +49,34 @@ pub fn install_ctrl_c(rt: &tokio::runtime::Runtime, agent: &Agent, current: &Cur
     });
 }
 
+/// The console's Ctrl-C: stops the `/call` in flight, else cancels the
+/// agent run in flight, else ends the process (exit status 130).
+pub fn install_console_ctrl_c(
+    rt: &tokio::runtime::Runtime,
+    agent: Option<Agent>,
+    current: &CurrentRun,
+    call: &super::call::CurrentCall,
+) {
+    let (current, call) = (current.clone(), call.clone());
+    rt.spawn(async move {
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            let flag = call.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(flag) = flag {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            let run = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match (run, &agent) {
+                (Some(run), Some(agent)) if agent.cancel(&run) => {}
+                _ => std::process::exit(130),
+            }
+        }
+    });
+}
+
 /// Sends one message and follows its run to the end.
 pub fn converse(
     agent: &Agent,

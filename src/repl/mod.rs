@@ -7,6 +7,7 @@
 //! by [`Console::execute`]; a line without `/` is a message to the agent
 //! ([`chat`]), in the current session (made on the first message).
 
+mod call;
 pub mod chat;
 mod format;
 
@@ -180,6 +181,8 @@ pub struct Console<'a> {
     /// Made on the first message, or chosen with `/session`.
     pub session: Option<String>,
     pub current: chat::CurrentRun,
+    /// The `/call` in flight (Ctrl-C stops it).
+    pub call: call::CurrentCall,
 }
 
 impl<'a> Console<'a> {
@@ -199,6 +202,7 @@ impl<'a> Console<'a> {
             agent,
             session: None,
             current: Default::default(),
+            call: Default::default(),
         }
     }
 
@@ -213,7 +217,8 @@ impl<'a> Console<'a> {
             ConsoleCommand::Tools => format_tools(&kernel.skills()),
             ConsoleCommand::Call { tool, args } => {
                 let started = std::time::Instant::now();
-                match self.rt.block_on(kernel.call_tool(&tool, args)) {
+                let mut out = std::io::stdout();
+                match call::call(kernel, self.rt, &tool, args, &self.call, &mut out, ask) {
                     Ok(v) => format!(
                         "{}\n({} ms)\n",
                         serde_json::to_string_pretty(&v).unwrap_or_default(),
@@ -646,10 +651,12 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         Some(a) => {
             let m = &a.chain().models()[0];
             println!("model: {} ({}) — type a message to talk", m.name, m.model);
-            chat::install_ctrl_c(rt, a, &console.current);
         }
         None => print!("{}", chat::no_model_text()),
     }
+    // Ctrl-C stops the run or `/call` in flight and stays in the console;
+    // with neither, it ends the console (130).
+    chat::install_console_ctrl_c(rt, console.agent.clone(), &console.current, &console.call);
     let _ = std::io::stdout().flush();
     let events = kernel.subscribe();
     if interactive {
