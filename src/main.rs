@@ -327,8 +327,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let kernel = build_kernel(&cli, config, &rt)?;
     match cli.command {
         None => {
-            keel::repl::run(&kernel, &rt)?;
-            Ok(ExitCode::SUCCESS)
+            // Fed from a pipe, a failed command makes the exit status 1.
+            let all_ok = keel::repl::run(&kernel, &rt)?;
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Some(Command::Skills { json }) => {
             let set = kernel.skills();

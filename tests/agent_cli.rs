@@ -862,7 +862,15 @@ fn the_console_switches_to_a_session_and_continues_it() {
         "/history\n/session switch s_nope\n/session switch {session}\n/history\nfollow up\n/runs\n/sessions\n/cancel\n/session bogus\n/quit\n"
     );
     let (_, out) = Spawned::start(&mut ws.keel(), Some(&input)).finish(Duration::from_secs(30));
-    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    // `/session bogus` failed: its usage went to standard error, and the
+    // console's exit status says a command failed.
+    assert_eq!(out.status, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("usage: /session new | /session switch ID"),
+        "{}",
+        out.stderr
+    );
     let text = out.stdout;
     let expected = [
         "no session yet: send a message, or /session switch ID\n".to_string(),
@@ -877,7 +885,6 @@ fn the_console_switches_to_a_session_and_continues_it() {
         "runs, last done".into(),
         "  first question\n".into(),
         "no run in flight in this session\n".into(),
-        "usage: /session new | /session switch ID".into(),
     ];
     let mut at = 0;
     for e in &expected {

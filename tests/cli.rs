@@ -322,13 +322,16 @@ fn the_console_runs_commands_from_a_pipe() {
         writeln!(stdin, "/quit").unwrap();
     }
     let out = child.wait_with_output().expect("console exits");
-    assert!(out.status.success());
+    // Two commands failed: said on standard error, and exit status 1.
+    assert_eq!(out.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&out.stderr);
+    for want in ["arguments are not valid JSON", "did you mean /skills?"] {
+        assert!(errors.contains(want), "stderr lacks {want:?}:\n{errors}");
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "notes.add",
         "\"count\": 1",
-        "arguments are not valid JSON",
-        "did you mean /skills?",
         "granted notes exec:git",
         "exec:git",
         "allow",
@@ -635,4 +638,47 @@ fn tools_show_their_parameters() {
         "{}",
         out.stdout
     );
+}
+
+/// Fed from a pipe, the console writes a failed command's error to
+/// standard error and exits 1 at the end; advice names the console's own
+/// commands (`/tools`, `/grant`), not the CLI's.
+#[test]
+fn the_piped_console_reports_failures_on_stderr_and_in_its_status() {
+    let ws = ws();
+    let mut child = ws
+        .keel()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/call notes.nope {}\n/tools\n/bogus\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("no tool `notes.nope`") && stderr.contains("see `/tools`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown command /bogus"), "{stderr}");
+    assert!(stdout.contains("notes.add(text: string)"), "{stdout}");
+    assert!(!stdout.contains("no tool"), "{stdout}");
+    // All good: exit 0.
+    let mut child = ws
+        .keel()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"/tools\n").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
 }

@@ -166,10 +166,44 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
     Ok(Some(cmd))
 }
 
+/// Advice written for the command line, in the console's words: where the
+/// console has the command (`/grant`, `/tools`, …), that is what it names.
+pub fn in_console_words(text: &str) -> String {
+    const SAME: &[(&str, &str)] = &[
+        ("keel grant ", "/grant "),
+        ("keel revoke ", "/revoke "),
+        ("keel grants", "/grants"),
+        ("keel tools", "/tools"),
+        ("keel skills", "/skills"),
+        ("keel audit", "/audit"),
+        ("keel sessions", "/sessions"),
+    ];
+    let mut out = text.to_string();
+    for (cli, console) in SAME {
+        out = out.replace(&format!("`{cli}"), &format!("`{console}"));
+        out = out.replace(&format!(": {cli}"), &format!(": {console}"));
+    }
+    out
+}
+
 /// What a command produced.
 pub enum Outcome {
     Text(String),
+    /// The command failed; the text says why (standard error in a pipe).
+    Failed(String),
     Quit,
+}
+
+impl Outcome {
+    /// A command's text, as failed when it is an error (every command's
+    /// error reads `error: …`; a failed agent run `[run failed] …`).
+    fn of(text: String) -> Self {
+        if text.starts_with("error: ") || text.starts_with("[run failed]") {
+            Self::Failed(text)
+        } else {
+            Self::Text(text)
+        }
+    }
 }
 
 /// The console's state: the kernel, the agent (when a model is
@@ -211,7 +245,9 @@ impl<'a> Console<'a> {
         let kernel = self.kernel;
         let text = match cmd {
             ConsoleCommand::Quit => return Outcome::Quit,
-            ConsoleCommand::Skills => format_skills(&kernel.skills(), &[], &|id| {
+            // As `keel skills` shows them: scripts that do not compile or
+            // load too, with file and line.
+            ConsoleCommand::Skills => format_skills(&kernel.skills(), &kernel.validate(), &|id| {
                 kernel.gate().pending_blocked(id)
             }),
             ConsoleCommand::Tools => format_tools(&kernel.skills()),
@@ -326,7 +362,7 @@ impl<'a> Console<'a> {
             }
             ConsoleCommand::Message(text) => return self.message(&text, ask),
         };
-        Outcome::Text(text)
+        Outcome::of(in_console_words(&text))
     }
 
     fn message(&mut self, text: &str, ask: chat::AskPerson<'_>) -> Outcome {
@@ -343,7 +379,7 @@ impl<'a> Console<'a> {
                     self.session = Some(s.id.clone());
                     s.id
                 }
-                Err(e) => return Outcome::Text(format!("error: {e}\n")),
+                Err(e) => return Outcome::of(format!("error: {e}\n")),
             },
         };
         let mut out = std::io::stdout();
@@ -360,7 +396,7 @@ impl<'a> Console<'a> {
             },
             Some(ask),
         );
-        Outcome::Text(match result {
+        Outcome::of(match result {
             Ok(o) => match o.state.name() {
                 "done" => String::new(),
                 "cancelled" => "[cancelled]\n".into(),
@@ -599,8 +635,9 @@ impl reedline::Completer for ConsoleCompleter {
     }
 }
 
-/// Runs the console until `/quit` or end of input.
-pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+/// Runs the console until `/quit` or end of input. Returns whether every
+/// command succeeded (fed from a pipe, a failed one makes keel exit 1).
+pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<bool> {
     let watcher = if kernel.config().watch {
         match crate::skill::watch::watch(kernel) {
             Ok(w) => Some(w),
@@ -660,13 +697,14 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
     let _ = std::io::stdout().flush();
     let events = kernel.subscribe();
     if interactive {
-        run_reedline(&mut console, events)
+        run_reedline(&mut console, events).map(|()| true)
     } else {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         rt.spawn(forward_events(events, move |line| tx.send(line).is_ok()));
         let stdin = std::io::stdin();
         let mut out = std::io::stdout();
         let mut lines = stdin.lock().lines();
+        let mut failed = false;
         while let Some(line) = lines.next() {
             while let Ok(msg) = rx.try_recv() {
                 let _ = writeln!(out, "{msg}");
@@ -685,9 +723,19 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
                     Outcome::Text(t) => {
                         let _ = write!(out, "{}", crate::text::escape_control_keep_lines(&t));
                     }
+                    // Errors go to standard error, and the console's exit
+                    // status says a command failed (as a shell script's
+                    // would with `set -e` in mind).
+                    Outcome::Failed(t) => {
+                        failed = true;
+                        let _ = out.flush();
+                        eprint!("{}", crate::text::escape_control_keep_lines(&t));
+                    }
                 },
                 Err(e) => {
-                    let _ = writeln!(out, "{e}");
+                    failed = true;
+                    let _ = out.flush();
+                    eprintln!("{e}");
                 }
             }
             while let Ok(msg) = rx.try_recv() {
@@ -695,7 +743,7 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
             }
             let _ = out.flush();
         }
-        Ok(())
+        Ok(!failed)
     }
 }
 
@@ -746,7 +794,9 @@ fn run_reedline(
                 Ok(Some(cmd)) => {
                     match console.execute(cmd, &mut |_, wanted| chat::read_terminal_line(wanted)) {
                         Outcome::Quit => break,
-                        Outcome::Text(t) => {
+                        // On a terminal a failure is shown where the person
+                        // looks, and the console goes on.
+                        Outcome::Text(t) | Outcome::Failed(t) => {
                             print!("{}", crate::text::escape_control_keep_lines(&t))
                         }
                     }
