@@ -286,7 +286,7 @@ impl Kernel {
                     return None;
                 }
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let http = match reqwest::Client::builder().build() {
+                let http = match chain::http_client(&specs) {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot build the HTTP client for models");
