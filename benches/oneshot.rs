@@ -113,6 +113,8 @@ fn keel(bin: &Path, root: &Path) -> Command {
 }
 
 /// One `keel ask hello`, answer to /dev/null.
+// Reaped by `reap` with `wait4` (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn ask(bin: &Path, root: &Path) -> Finished {
     let started = Instant::now();
     let child = keel(bin, root)
@@ -137,6 +139,8 @@ struct Console {
     done: Finished,
 }
 
+// Reaped by `reap` with `wait4` (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn console(bin: &Path, root: &Path) -> Console {
     let started = Instant::now();
     let mut child = keel(bin, root)
