@@ -41,21 +41,32 @@ pub const MAX_ENGINE_THREADS: usize = 256;
 
 /// The threads tool calls run on: a runtime used only for blocking tasks,
 /// so threads (with their big stacks) are reused across calls.
-struct EngineThreads(Option<tokio::runtime::Runtime>);
+///
+/// Started on the first call, not with the kernel: most commands (a
+/// listing, a one-shot `keel ask` the model answers without tools) never
+/// call a tool. It has no worker thread of its own (nothing is ever
+/// `spawn`ed on it, only `spawn_blocking`), so an idle console holds no
+/// thread for it until a tool runs.
+struct EngineThreads(std::sync::OnceLock<Result<tokio::runtime::Runtime, String>>);
 
 impl EngineThreads {
-    fn new() -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(MAX_ENGINE_THREADS)
-            .thread_stack_size(ENGINE_STACK)
-            .thread_name("keel-engine")
-            .build()?;
-        Ok(Self(Some(rt)))
+    fn new() -> Self {
+        Self(std::sync::OnceLock::new())
     }
 
-    fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(|r| r.handle())
+    fn handle(&self) -> Result<&tokio::runtime::Handle, ToolError> {
+        self.0
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .max_blocking_threads(MAX_ENGINE_THREADS)
+                    .thread_stack_size(ENGINE_STACK)
+                    .thread_name("keel-engine")
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map(tokio::runtime::Runtime::handle)
+            .map_err(|e| ToolError::Internal(format!("cannot start engine threads: {e}")))
     }
 }
 
@@ -63,7 +74,7 @@ impl Drop for EngineThreads {
     fn drop(&mut self) {
         // Dropping a runtime blocks; the kernel may be dropped on a runtime
         // thread, where blocking is not allowed.
-        if let Some(rt) = self.0.take() {
+        if let Some(Ok(rt)) = self.0.take() {
             rt.shutdown_background();
         }
     }
@@ -79,9 +90,6 @@ pub enum KernelError {
     /// No tokio runtime was given or found.
     #[error("keel needs a tokio runtime: build the kernel inside one or pass .runtime(handle)")]
     NoRuntime,
-    /// The engine threads could not be started.
-    #[error("cannot start engine threads: {0}")]
-    Threads(std::io::Error),
 }
 
 /// Something that happened in the kernel that a front end may show.
@@ -175,7 +183,7 @@ impl KernelBuilder {
             gate,
             env: self.env,
             runtime,
-            engines: EngineThreads::new().map_err(KernelError::Threads)?,
+            engines: EngineThreads::new(),
             skills: ArcSwap::from_pointee(SkillSet::default()),
             events,
             reload_lock: std::sync::Mutex::new(()),
@@ -286,7 +294,7 @@ impl Kernel {
                     return None;
                 }
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let http = match reqwest::Client::builder().build() {
+                let http = match chain::http_client(&specs) {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot build the HTTP client for models");
@@ -426,9 +434,7 @@ impl Kernel {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ToolError> {
-        let Some(engines) = self.0.engines.handle() else {
-            return Err(ToolError::Internal("the kernel is shutting down".into()));
-        };
+        let engines = self.0.engines.handle()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         engines.spawn_blocking(move || {
             let _ = tx.send(f());
@@ -494,9 +500,7 @@ impl Kernel {
     ) -> Result<Value, ToolError> {
         let k = self.clone();
         let name = name.to_string();
-        let Some(engines) = self.0.engines.handle() else {
-            return Err(ToolError::Internal("the kernel is shutting down".into()));
-        };
+        let engines = self.0.engines.handle()?;
         engines
             .spawn_blocking(move || k.call_tool_inner(&name, args, None, run))
             .await

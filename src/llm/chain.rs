@@ -126,6 +126,52 @@ pub fn specs_from_env(
     specs
 }
 
+/// Whether reaching `base_url` needs TLS: anything but a plain `http://`
+/// URL (one that does not parse is counted as needing it, and fails later
+/// with the URL's own error).
+fn needs_tls(base_url: &str) -> bool {
+    url::Url::parse(base_url).map_or(true, |u| u.scheme() != "http")
+}
+
+/// A plain-HTTP model answered with a redirect to https, which the client
+/// built for it cannot verify.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the model's server redirected to {0}; keel reaches models over https only when base_url says so: put the https address in base_url"
+)]
+struct RedirectToTls(String);
+
+/// The HTTP client a chain reaches its models with.
+///
+/// TLS is set up only when a model needs it. Building the TLS
+/// configuration loads the platform's root certificates (every file in
+/// `/etc/ssl/certs` on Linux), which was the largest single cost of a
+/// one-shot `keel ask` against a local model (issue 10: about a sixth of
+/// its CPU time). A chain of plain `http://` models (a local llama-server or
+/// Ollama) gets a client with no trusted roots; since it could not verify
+/// a server anyway, a redirect to https is refused with an error that
+/// says to put the https URL in `base_url`, rather than failing on an
+/// unknown certificate.
+pub fn http_client(models: &[ModelSpec]) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    if models.iter().any(|m| needs_tls(&m.endpoint.base_url)) {
+        return builder.build();
+    }
+    builder
+        .tls_certs_only(std::iter::empty())
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().scheme() != "http" {
+                let to = attempt.url().to_string();
+                attempt.error(RedirectToTls(to))
+            } else if attempt.previous().len() >= 10 {
+                attempt.error("too many redirects (10)")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+}
+
 /// How hard to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -507,6 +553,49 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             cooldown: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn only_plain_http_models_go_without_tls() {
+        assert!(!needs_tls("http://127.0.0.1:11434/v1"));
+        assert!(!needs_tls("HTTP://localhost:8080"));
+        assert!(needs_tls("https://api.openai.com/v1"));
+        assert!(needs_tls("not a url"));
+        let plain = spec("local", "http://127.0.0.1:1/v1".into());
+        let hosted = spec("hosted", "https://api.openai.com/v1".into());
+        assert!(http_client(std::slice::from_ref(&plain)).is_ok());
+        assert!(http_client(&[plain, hosted]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_chain_follows_http_redirects_and_refuses_https_ones() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sse = "content-type: text/event-stream\r\n";
+        let target = serve(vec![("200 OK", sse, openai_stream("moved here"))]).await;
+        let moved: &'static str =
+            Box::leak(format!("location: {target}/chat/completions\r\n").into_boxed_str());
+        let old = serve(vec![("307 Temporary Redirect", moved, String::new())]).await;
+        let models = vec![spec("main", old)];
+        let chain = ModelChain::new(models.clone(), http_client(&models).unwrap(), fast());
+        let (c, _) = chain.complete(&request(), &mut |_| {}).await.unwrap();
+        assert_eq!(c.text, "moved here");
+
+        // To https: refused before any connection (nothing listens on
+        // port 9), saying what to change. Every attempt meets the redirect.
+        let to_tls = "location: https://127.0.0.1:9/v1/chat/completions\r\n";
+        let tls = serve(vec![
+            ("308 Permanent Redirect", to_tls, String::new()),
+            ("308 Permanent Redirect", to_tls, String::new()),
+        ])
+        .await;
+        let models = vec![spec("main", tls)];
+        let chain = ModelChain::new(models.clone(), http_client(&models).unwrap(), fast());
+        let e = chain.complete(&request(), &mut |_| {}).await.unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("redirected to https://127.0.0.1:9/") && e.contains("base_url"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -18,10 +18,11 @@
 //!
 //! # Many processes, one file
 //!
-//! - Every transaction starts `BEGIN IMMEDIATE` (the connection's default
-//!   behaviour is set once, in [`Store::open`]): it takes the write lock
-//!   before it reads, so no transaction reads and then tries to upgrade to
-//!   a write lock. An upgrade is what SQLite refuses at once with "database
+//! - Every transaction that may write starts `BEGIN IMMEDIATE` (the
+//!   connection's default behaviour is set once, in [`Store::open`]): it
+//!   takes the write lock before it reads, so no transaction reads and then
+//!   tries to upgrade to a write lock. (A transaction that only reads is
+//!   deferred and never writes, so it never upgrades either.) An upgrade is what SQLite refuses at once with "database
 //!   is locked" (the busy handler is not consulted for it) when another
 //!   process committed in between; an immediate transaction instead waits
 //!   in the busy handler for its turn. Single statements outside a
@@ -37,9 +38,11 @@
 //! - A damaged file is found at open (`PRAGMA quick_check`, which skips
 //!   the index cross-checks of a full integrity check) and reported with
 //!   what to do, rather than as a puzzling failure later. It reads every
-//!   page, so a database over 32 MiB is checked at most once an hour (the
-//!   time of the last clean check is `keel.db.checked`'s); a damaged page
-//!   met in between is still reported as [`StoreError::Corrupt`].
+//!   page (about 1.3 ms a megabyte, paid by every command, a one-shot
+//!   `keel ask` included), so a database over 1 MiB is checked at most
+//!   once an hour (the time of the last clean check is
+//!   `keel.db.checked`'s); a damaged page met in between is still reported
+//!   as [`StoreError::Corrupt`].
 //! - A full disk, a lock held too long and a damaged page are reported as
 //!   what they are ([`StoreError::DiskFull`], [`StoreError::Busy`],
 //!   [`StoreError::Corrupt`]), never as a missing row.
@@ -73,8 +76,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A database up to this size is checked (`PRAGMA quick_check`) at every
-/// open.
-const CHECK_ALWAYS_BYTES: u64 = 32 * 1024 * 1024;
+/// open: at about 1.3 ms a megabyte, that keeps the check within a
+/// millisecond or so of every command, a one-shot `keel ask` included.
+const CHECK_ALWAYS_BYTES: u64 = 1024 * 1024;
 /// A bigger one is checked at an open at least this long after the last
 /// clean check.
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -578,9 +582,15 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        if Self::check_due(data_dir) {
+        let size = |name: &str| std::fs::metadata(data_dir.join(name)).map_or(0, |m| m.len());
+        let bytes = size("keel.db") + size("keel.db-wal");
+        if Self::check_due(data_dir, bytes) {
             Self::quick_check(&conn, dir)?;
-            Self::checked(data_dir);
+            // The time of the last clean check only matters (and is only
+            // written) for a database too big to check every time.
+            if bytes > CHECK_ALWAYS_BYTES {
+                Self::checked(data_dir);
+            }
         }
         Ok(Self::with_connection(conn, dir))
     }
@@ -660,10 +670,10 @@ impl Store {
     /// up to [`CHECK_ALWAYS_BYTES`] (it reads every page: about 1.3 ms a
     /// megabyte), and for a bigger one when the last clean check
     /// (`keel.db.checked`) is older than [`CHECK_EVERY`], so a large
-    /// transcript does not slow every command down.
-    fn check_due(dir: &Path) -> bool {
-        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
-        if size("keel.db") + size("keel.db-wal") <= CHECK_ALWAYS_BYTES {
+    /// transcript does not slow every command down. `bytes` is the size of
+    /// the database and its WAL.
+    fn check_due(dir: &Path, bytes: u64) -> bool {
+        if bytes <= CHECK_ALWAYS_BYTES {
             return true;
         }
         std::fs::metadata(dir.join("keel.db.checked"))
@@ -838,7 +848,10 @@ impl Store {
     /// now (whose `may_accept` is set) is accepted, with the union of their
     /// declared capabilities as the name's baseline. Later, a copy from an
     /// origin not accepted here is a claimant. One immediate transaction,
-    /// so processes sighting the same new name at once agree.
+    /// so processes sighting the same new name at once agree. A name
+    /// already accepted here (every start after the first) needs nothing
+    /// written: that case is one read transaction, which takes no write
+    /// lock, so twenty processes starting at once do not queue for it.
     ///
     /// A baseline from before baselines were per workspace is adopted
     /// (moved, not copied) by the first workspace that accepts the name:
@@ -850,7 +863,40 @@ impl Store {
         copies: &[SkillCopy<'_>],
     ) -> Result<Vec<Standing>, StoreError> {
         let ws = ws_key(workspace);
+        let baseline = |c: &Connection| -> rusqlite::Result<Vec<String>> {
+            let mut st = c.prepare_cached(
+                "SELECT capability FROM skill_baseline WHERE workspace = ?1 AND skill = ?2",
+            )?;
+            let rows = st.query_map(params![ws, name], |r| r.get(0))?;
+            rows.collect()
+        };
+        let standings = |accepted: Vec<String>, base: Vec<String>| {
+            copies
+                .iter()
+                .map(|copy| {
+                    if accepted.iter().any(|o| o == copy.origin) {
+                        Standing::Owner {
+                            pending: crate::capability::not_in_baseline(copy.declared, &base),
+                        }
+                    } else {
+                        Standing::Claimant {
+                            owners: accepted.clone(),
+                        }
+                    }
+                })
+                .collect()
+        };
         self.with(|c| {
+            // Already accepted: read both in one snapshot and write nothing.
+            {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+                let accepted = accepted_origins(&tx, &ws, name)?;
+                if !accepted.is_empty() {
+                    let base = baseline(&tx)?;
+                    tx.commit()?;
+                    return Ok(standings(accepted, base));
+                }
+            }
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut accepted = accepted_origins(&tx, &ws, name)?;
             if accepted.is_empty() {
@@ -900,28 +946,9 @@ impl Store {
                     }
                 }
             }
-            let base: Vec<String> = {
-                let mut st = tx.prepare_cached(
-                    "SELECT capability FROM skill_baseline WHERE workspace = ?1 AND skill = ?2",
-                )?;
-                let rows = st.query_map(params![ws, name], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
+            let base = baseline(&tx)?;
             tx.commit()?;
-            Ok(copies
-                .iter()
-                .map(|copy| {
-                    if accepted.iter().any(|o| o == copy.origin) {
-                        Standing::Owner {
-                            pending: crate::capability::not_in_baseline(copy.declared, &base),
-                        }
-                    } else {
-                        Standing::Claimant {
-                            owners: accepted.clone(),
-                        }
-                    }
-                })
-                .collect())
+            Ok(standings(accepted, base))
         })
     }
 
@@ -1552,6 +1579,97 @@ mod tests {
         );
         other.execute_batch("ROLLBACK").unwrap();
         assert!(store.create_session("x").is_ok());
+    }
+
+    #[test]
+    fn an_accepted_skill_is_sighted_while_another_process_holds_the_write_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let mut store = Store::open(d.path()).unwrap();
+        store.set_busy_timeout(Duration::from_millis(100));
+        let ws = Path::new(W);
+        let caps = ["kv".to_string()];
+        let more = ["kv".to_string(), "exec:git".to_string()];
+        store
+            .sight_skill(ws, "notes", &[copy("/ws/notes", &caps)])
+            .unwrap();
+        let other = Connection::open(d.path().join("keel.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // Read without the lock: the owner (with what is new since the
+        // baseline) and a claimant, as before.
+        assert_eq!(
+            store
+                .sight_skill(
+                    ws,
+                    "notes",
+                    &[copy("/ws/notes", &more), copy("/ws/other/notes", &caps)]
+                )
+                .unwrap(),
+            vec![
+                Standing::Owner {
+                    pending: vec!["exec:git".into()]
+                },
+                Standing::Claimant {
+                    owners: vec!["/ws/notes".into()]
+                }
+            ]
+        );
+        // A name never seen must be recorded, so it waits for the lock.
+        let e = store
+            .sight_skill(ws, "fresh", &[copy("/ws/fresh", &caps)])
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Busy { .. }), "{e:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            store
+                .sight_skill(ws, "fresh", &[copy("/ws/fresh", &caps)])
+                .unwrap(),
+            vec![Standing::Owner { pending: vec![] }]
+        );
+    }
+
+    #[test]
+    fn a_big_database_is_checked_hourly_not_at_every_open() {
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("keel.db.checked");
+        {
+            let s = Store::open(d.path()).unwrap();
+            // Small: checked at every open, so no time is kept.
+            assert!(!marker.exists());
+            for i in 0..8000 {
+                s.kv_set(
+                    Path::new(W),
+                    "k",
+                    &format!("key {i}"),
+                    &"x".repeat(300),
+                    u64::MAX,
+                )
+                .unwrap();
+            }
+            s.with(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+                .unwrap();
+        }
+        let path = d.path().join("keel.db");
+        assert!(std::fs::metadata(&path).unwrap().len() > CHECK_ALWAYS_BYTES);
+        drop(Store::open(d.path()).unwrap());
+        assert!(marker.exists(), "a clean check of a big database is noted");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = (bytes.len() / 4096 / 2) * 4096;
+        bytes[mid..mid + 4096].fill(0x5a);
+        std::fs::write(&path, &bytes).unwrap();
+        // Checked a moment ago: this open does not read every page.
+        drop(Store::open(d.path()).unwrap());
+        // An hour later it does, and finds the damage.
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let e = Store::open(d.path())
+            .err()
+            .expect("the damage went unnoticed");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
     }
 
     #[test]
