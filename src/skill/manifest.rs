@@ -193,6 +193,30 @@ impl SkillManifest {
         default_entry: Option<&Path>,
         base: &ScopeBase<'_>,
     ) -> Result<Self, ManifestError> {
+        Self::parse_checked(text, file, default_entry, base, true)
+    }
+
+    /// A built-in skill's manifest: the same parse, without checking each
+    /// tool's schema against the JSON Schema meta-schema. Building that
+    /// meta-validator was a quarter of a one-shot `keel ask`'s work and
+    /// 1.5 MB of its memory; the built-ins' schemas are compiled in and
+    /// checked by a unit test (`every_builtin_manifest_parses…`), so a
+    /// workspace with only built-ins never builds it.
+    pub fn parse_builtin(
+        text: &str,
+        file: &Path,
+        base: &ScopeBase<'_>,
+    ) -> Result<Self, ManifestError> {
+        Self::parse_checked(text, file, None, base, false)
+    }
+
+    fn parse_checked(
+        text: &str,
+        file: &Path,
+        default_entry: Option<&Path>,
+        base: &ScopeBase<'_>,
+        check_schemas: bool,
+    ) -> Result<Self, ManifestError> {
         let err = |line: usize, message: String| ManifestError {
             file: file.to_path_buf(),
             line,
@@ -353,15 +377,17 @@ impl SkillManifest {
                     ),
                 ));
             }
-            jsonschema::meta::validate(&parameters).map_err(|e| {
-                err(
-                    line,
-                    format!(
-                        "tool `{}`: parameters is not a valid JSON Schema: {e}",
-                        t.name
-                    ),
-                )
-            })?;
+            if check_schemas {
+                jsonschema::meta::validate(&parameters).map_err(|e| {
+                    err(
+                        line,
+                        format!(
+                            "tool `{}`: parameters is not a valid JSON Schema: {e}",
+                            t.name
+                        ),
+                    )
+                })?;
+            }
             tools.push(ToolSpec {
                 name: t.name,
                 description: t.description,

@@ -958,7 +958,7 @@ fn load_builtin(
     let origin = Origin::Builtin(b.name.to_string());
     let manifest_path = PathBuf::from(format!("<builtin>/{}/skill.toml", b.name));
     let manifest =
-        SkillManifest::parse(b.manifest, &manifest_path, None, base).map_err(|e| SkillFailure {
+        SkillManifest::parse_builtin(b.manifest, &manifest_path, base).map_err(|e| SkillFailure {
             skill: None,
             origin: origin.clone(),
             error: e.to_string(),
