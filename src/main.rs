@@ -307,6 +307,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{text}");
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Check { path: Some(path) }) => {
+            // A path outside the workspace's skill folders is checked too:
+            // its folder joins the search path, in a kernel whose state is
+            // in memory, so checking a download accepts nothing here.
+            let mut config = load_config(cli.config.as_deref())?;
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            if !abs.exists() {
+                bail!("{} does not exist", abs.display());
+            }
+            let resolved = abs.canonicalize().unwrap_or_else(|_| abs.clone());
+            let inside = config
+                .skill_paths
+                .iter()
+                .any(|d| resolved.starts_with(d.canonicalize().unwrap_or_else(|_| d.clone())));
+            if !inside {
+                // A skill (folder with a manifest or SKILL.md, or a one-file
+                // script) is found from its parent; a folder of skills is
+                // the search folder itself.
+                let is_skill = abs.is_file()
+                    || abs.join("skill.toml").exists()
+                    || abs.join("SKILL.md").exists();
+                let dir = match (is_skill, abs.parent()) {
+                    (true, Some(parent)) => parent.to_path_buf(),
+                    _ => abs.clone(),
+                };
+                config.skill_paths.push(dir);
+                let rt = runtime()?;
+                let kernel = Kernel::builder(config)
+                    .env(read_env())
+                    .runtime(rt.handle().clone())
+                    .in_memory()
+                    .build()?;
+                eprintln!(
+                    "keel: checking {} (outside the workspace's skill folders: grants and first-seen capabilities are not consulted)",
+                    abs.display()
+                );
+                return check(&kernel, Some(&abs));
+            }
+        }
         Some(Command::Skill {
             command: SkillCommand::New { name, lang },
         }) => {
@@ -839,12 +878,15 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
         }
     }
     if checked == 0 && problems == 0 {
-        println!(
-            "no skills found{}",
+        // Nothing to check is a failure: a script running `keel check DIR`
+        // must not pass on a typo'd folder.
+        eprintln!(
+            "keel: no skills found{}; a skill is a folder with skill.toml or SKILL.md, or a one-file script with its manifest in a leading comment",
             scope
                 .map(|p| format!(" in {}", p.display()))
                 .unwrap_or_default()
         );
+        return Ok(ExitCode::from(1));
     }
     if problems > 0 {
         println!("{problems} problem{}", if problems == 1 { "" } else { "s" });

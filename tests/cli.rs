@@ -682,3 +682,61 @@ fn the_piped_console_reports_failures_on_stderr_and_in_its_status() {
     child.stdin.take().unwrap().write_all(b"/tools\n").unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
 }
+
+/// `keel check PATH` checks a skill folder, a one-file skill or a folder of
+/// skills outside the workspace's skill folders too, without accepting
+/// anything in this workspace; a path with no skills fails (exit 1).
+#[test]
+fn check_takes_a_path_outside_the_search_path_and_fails_on_nothing() {
+    let ws = ws();
+    let outside = tempfile::tempdir().unwrap();
+    let good = outside.path().join("good");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::write(
+        good.join("skill.toml"),
+        "[skill]\nname = \"good\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[[tools]]\nname = \"t\"\ndescription = \"d\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        good.join("main.luau"),
+        "return { t = function() return 1 end }\n",
+    )
+    .unwrap();
+    let bad = outside.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("skill.toml"),
+        "[skill]\nname = \"bad\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[[tools]]\nname = \"t\"\ndescription = \"d\"\n",
+    )
+    .unwrap();
+    std::fs::write(bad.join("main.luau"), "return {\n").unwrap();
+    let empty = outside.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+
+    let out = ws.run(&["check", &good.display().to_string()]);
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("ok good@1.0.0 (luau, 1 tool)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("bad"),
+        "only the path asked: {}",
+        out.stdout
+    );
+
+    let out = ws.run(&["check", &outside.path().display().to_string()]);
+    assert_eq!(out.status, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("ok good@1.0.0") && out.stdout.contains("main.luau:2"),
+        "{}",
+        out.stdout
+    );
+
+    ws.run(&["check", &empty.display().to_string()])
+        .err_contains(&["no skills found in", "skill.toml or SKILL.md"]);
+    // Nothing was accepted here: the workspace's skills are as before.
+    let skills = ws.run(&["skills"]);
+    assert!(!skills.stdout.contains("good"), "{}", skills.stdout);
+}

@@ -957,12 +957,13 @@ fn load_builtin(
 ) -> Result<Candidate, SkillFailure> {
     let origin = Origin::Builtin(b.name.to_string());
     let manifest_path = PathBuf::from(format!("<builtin>/{}/skill.toml", b.name));
-    let manifest =
-        SkillManifest::parse_builtin(b.manifest, &manifest_path, base).map_err(|e| SkillFailure {
+    let manifest = SkillManifest::parse_builtin(b.manifest, &manifest_path, base).map_err(|e| {
+        SkillFailure {
             skill: None,
             origin: origin.clone(),
             error: e.to_string(),
-        })?;
+        }
+    })?;
     let files: BTreeMap<String, Arc<str>> = b
         .files
         .iter()
