@@ -7,6 +7,8 @@
 //! benchmark re-executed with `--fake-model` — so that the memory figures
 //! are keel's alone.
 
+#[path = "common/console.rs"]
+mod console;
 #[path = "../tests/common/model.rs"]
 mod model;
 
@@ -200,15 +202,7 @@ fn main() {
                 .spawn()
                 .expect("keel");
             let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-            let mut line = String::new();
-            let mut elapsed = None;
-            while out.read_line(&mut line).unwrap_or(0) > 0 {
-                if line.contains("type a message") {
-                    elapsed = Some(t.elapsed());
-                    break;
-                }
-                line.clear();
-            }
+            let elapsed = console::time_to_prompt(&mut out, t);
             drop(child.stdin.take());
             let _ = child.wait();
             elapsed.expect("the console printed its prompt line")

@@ -20,6 +20,8 @@
 //! The machine is shared: CPU time and RSS are the robust figures; wall
 //! time is printed with the load average it was taken under.
 
+#[path = "common/console.rs"]
+mod console;
 #[path = "../tests/common/model.rs"]
 mod model;
 
@@ -150,16 +152,8 @@ fn console(bin: &Path, root: &Path) -> Console {
         .spawn()
         .expect("start the console");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let mut ready = None;
-    while out.read_line(&mut line).unwrap_or(0) > 0 {
-        if line.contains("type a message") {
-            ready = Some(started.elapsed());
-            break;
-        }
-        line.clear();
-    }
-    let ready = ready.expect("the console printed its prompt line");
+    let ready =
+        console::time_to_prompt(&mut out, started).expect("the console printed its prompt line");
     // Idle: the figure is what the console holds while a person reads.
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss_kb = proc_status_kb(child.id(), "VmRSS:");

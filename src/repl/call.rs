@@ -130,12 +130,7 @@ fn put_to_person(
     };
     let _ = writeln!(notes, "{}", super::chat::approval_prompt(&rec));
     loop {
-        let prompt = if rec.rule.is_empty() {
-            "allow? [y]es / [n]o: "
-        } else {
-            "allow? [y]es / [n]o / [a]lways: "
-        };
-        let _ = write!(notes, "{prompt}");
+        let _ = write!(notes, "{}", super::chat::answer_prompt(&rec));
         let _ = notes.flush();
         let still_wanted = || !cancelled.load(Ordering::Relaxed);
         let Some(line) = ask(&rec, &still_wanted) else {

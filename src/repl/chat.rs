@@ -226,6 +226,16 @@ pub fn always_grants(rec: &ApprovalRecord) -> String {
     }
 }
 
+/// What the person is asked to type: `always` only where a rule names the
+/// target alone.
+pub fn answer_prompt(rec: &ApprovalRecord) -> &'static str {
+    if rec.rule.is_empty() {
+        "allow? [y]es / [n]o: "
+    } else {
+        "allow? [y]es / [n]o / [a]lways: "
+    }
+}
+
 /// How to allow a request for good without being asked: the exact rule.
 fn grant_hint(rec: &ApprovalRecord) -> String {
     if rec.rule.is_empty() {
@@ -248,12 +258,7 @@ fn answer_approval(agent: &Agent, rec: &ApprovalRecord, notes: &mut dyn Write, a
     };
     let wanted = || settled().is_none();
     loop {
-        let prompt = if rec.rule.is_empty() {
-            "allow? [y]es / [n]o: "
-        } else {
-            "allow? [y]es / [n]o / [a]lways: "
-        };
-        let _ = write!(notes, "{prompt}");
+        let _ = write!(notes, "{}", answer_prompt(rec));
         let _ = notes.flush();
         let Some(line) = ask(rec, &wanted) else {
             if let Some(state) = settled() {
