@@ -302,26 +302,11 @@ fn skill_new_scaffolds_a_working_skill_in_each_language() {
 #[test]
 fn the_console_runs_commands_from_a_pipe() {
     let ws = ws();
-    let mut child = ws
-        .keel()
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn console");
-    {
-        let stdin = child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "/tools").unwrap();
-        writeln!(stdin, "/call notes.add {{\"text\": \"from console\"}}").unwrap();
-        writeln!(stdin, "/call notes.add {{bad").unwrap();
-        writeln!(stdin, "/skils").unwrap();
-        writeln!(stdin, "/grant notes exec:git").unwrap();
-        writeln!(stdin, "/grants").unwrap();
-        writeln!(stdin, "/audit 2").unwrap();
-        writeln!(stdin, "/help").unwrap();
-        writeln!(stdin, "/quit").unwrap();
-    }
-    let out = child.wait_with_output().expect("console exits");
+    let out = piped_console(
+        &ws,
+        "/tools\n/call notes.add {\"text\": \"from console\"}\n/call notes.add {bad\n/skils\n\
+         /grant notes exec:git\n/grants\n/audit 2\n/help\n/quit\n",
+    );
     // Two commands failed: said on standard error, and exit status 1.
     assert_eq!(out.status.code(), Some(1));
     let errors = String::from_utf8_lossy(&out.stderr);
@@ -646,20 +631,7 @@ fn tools_show_their_parameters() {
 #[test]
 fn the_piped_console_reports_failures_on_stderr_and_in_its_status() {
     let ws = ws();
-    let mut child = ws
-        .keel()
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"/call notes.nope {}\n/tools\n/bogus\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = piped_console(&ws, "/call notes.nope {}\n/tools\n/bogus\n");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -673,14 +645,25 @@ fn the_piped_console_reports_failures_on_stderr_and_in_its_status() {
     assert!(stdout.contains("notes.add(text: string)"), "{stdout}");
     assert!(!stdout.contains("no tool"), "{stdout}");
     // All good: exit 0.
+    assert!(piped_console(&ws, "/tools\n").status.success());
+}
+
+/// The console fed `input` on standard input, to its end.
+fn piped_console(ws: &Ws, input: &str) -> std::process::Output {
     let mut child = ws
         .keel()
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"/tools\n").unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+        .expect("spawn console");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("console exits")
 }
 
 /// `keel check PATH` checks a skill folder, a one-file skill or a folder of
