@@ -201,7 +201,11 @@ fn main() -> ExitCode {
         let matches = Cli::command().after_help(footer).get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     };
-    init_logging();
+    // A one-shot `keel ask` prints its answer where the person reads: its
+    // own failures say everything the warnings would, so only errors are
+    // logged there unless KEEL_LOG asks for more.
+    let quiet = matches!(cli.command, Some(Command::Ask { .. }));
+    init_logging(if quiet { "error" } else { "warn" });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -215,10 +219,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colour codes only for a person at a terminal: in a pipe, a file or a
     // log collector they are noise (and `NO_COLOR` turns them off anyway).
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -494,7 +498,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             message,
             session,
             json,
-        }) => ask(&kernel, &rt, &message, session.as_deref(), json),
+        }) => {
+            let result = ask(&kernel, &rt, &message, session.as_deref(), json);
+            // `--json` is JSON whatever happens: an error before the run
+            // is an object with the error too (and the same exit status).
+            match result {
+                Err(e) if json => {
+                    let error = format!("{e:#}");
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({"state": "error", "error": error}))?
+                    );
+                    Err(e)
+                }
+                other => other,
+            }
+        }
         Some(Command::Sessions { json }) => {
             settle_dead_runs(&kernel);
             let list = kernel.store().session_summaries()?;
@@ -595,6 +614,15 @@ fn ask(
         Ok(a) => a,
         Err(keel::agent::AgentError::NoModel) => {
             eprint!("{}", chat::no_model_text());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "state": "error",
+                        "error": "no model is configured (see the message on standard error)",
+                    }))?
+                );
+            }
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),
@@ -632,7 +660,19 @@ fn ask(
         interactive.then_some(&mut ask_person as chat::AskPerson<'_>),
     )?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        // The run names the chain entry that answered (`model`); the
+        // provider's id of that model goes beside it.
+        let mut v = serde_json::to_value(&outcome)?;
+        let model_id = outcome.model.as_deref().and_then(|name| {
+            agent
+                .chain()
+                .models()
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.model.clone())
+        });
+        v["model_id"] = json!(model_id);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(match outcome.state.name() {
         "done" => ExitCode::SUCCESS,

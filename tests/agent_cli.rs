@@ -297,6 +297,9 @@ fn ask_json_prints_the_run_record() {
     assert_eq!(run["state"], "done");
     assert_eq!(run["answer"], "Added your note.");
     assert_eq!(run["reason"], Value::Null);
+    // The chain entry that answered, and the provider's id of its model.
+    assert_eq!(run["model"], "main");
+    assert_eq!(run["model_id"], "fake-main");
     let calls = run["tool_calls"].as_array().expect("tool_calls");
     assert_eq!(calls.len(), 1, "{run}");
     assert_eq!(calls[0]["name"], "notes.add");
@@ -1004,5 +1007,35 @@ fn an_approval_is_answered_from_another_process() {
     assert!(
         kernel.store().all_grants().unwrap().is_empty(),
         "answering yes (once) and the refused answers granted nothing"
+    );
+}
+
+/// `keel ask --json` is JSON whatever happens: with no model configured
+/// (exit 2) and with a bad session (exit 1) stdout is one JSON object with
+/// the error; the how-to stays on standard error.
+#[test]
+fn ask_json_is_json_in_every_outcome() {
+    let bare = Ws::new().policy("");
+    let out = ask(&bare, &["--json", "hello"]);
+    assert_eq!(out.status, 2, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    assert_eq!(v["state"], "error");
+    assert!(
+        out.stderr.contains("no model is configured"),
+        "{}",
+        out.stderr
+    );
+
+    let model = FakeModel::scripted(Wire::OpenAi, vec![]);
+    let ws = notes_ws(&model, "");
+    let out = ask(&ws, &["--json", "--session", "s_nope", "hello"]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    assert_eq!(v["state"], "error");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no session `s_nope`")),
+        "{v}"
     );
 }
