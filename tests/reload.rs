@@ -606,3 +606,31 @@ fn calling_a_tool_of_a_skill_that_did_not_load_says_why() {
     ws.run(&["call", "nothing.go"])
         .err_contains(&["no tool `nothing.go`; see `keel tools`"]);
 }
+
+/// A search folder that did not exist at start (`scripts/`, before the
+/// first one-file skill) is watched once it appears: a skill written into
+/// it loads, and later edits in it are seen too.
+#[test]
+fn a_scripts_folder_created_after_start_is_watched() {
+    let ws = Ws::new()
+        .skill("greet", MANIFEST, &[("main.luau", &src("one"))])
+        .policy("");
+    assert!(!ws.path("scripts").exists());
+    let rt = runtime();
+    let k = ws.kernel(&rt);
+    let _watcher = keel::skill::watch::watch(&k).expect("watch");
+    let one_file = |word: &str| {
+        format!(
+            "-- [skill]\n-- name = \"solo\"\n-- version = \"1.0.0\"\n-- description = \"one file\"\n-- [[tools]]\n-- name = \"hi\"\n-- description = \"answers\"\nlocal M = {{}}\nfunction M.hi() return '{word}' end\nreturn M\n"
+        )
+    };
+    std::fs::create_dir(ws.path("scripts")).unwrap();
+    ws.write("scripts/solo.luau", &one_file("first"));
+    eventually("the new folder's skill to load", || {
+        call(&k, &rt, "solo.hi") == Ok(json!("first"))
+    });
+    ws.write("scripts/solo.luau", &one_file("second"));
+    eventually("an edit in the new folder to be served", || {
+        call(&k, &rt, "solo.hi") == Ok(json!("second"))
+    });
+}

@@ -10,6 +10,7 @@
 //! to [`EMPTY_RETRIES`] times, before taking the empty file at its word.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::RecursiveMode;
@@ -36,9 +37,11 @@ fn reload_until_settled(k: &Kernel) {
     k.reload_settled();
 }
 
+type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
+
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SkillWatcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _debouncer: Arc<Mutex<Option<Watcher>>>,
     pub watched: Vec<PathBuf>,
 }
 
@@ -71,37 +74,78 @@ fn touches(res: &DebounceEventResult, wanted: impl Fn(&Path) -> bool) -> bool {
 
 /// Starts watching every existing folder in the kernel's search path, and
 /// the configuration file (through its folder, so that a file renamed into
-/// place or created later is seen).
+/// place or created later is seen). A search folder that does not exist yet
+/// (`scripts/` before the first one-file skill) is watched for through its
+/// nearest existing parent; once it appears it is watched like the others
+/// and the skills in it load.
 pub fn watch(kernel: &Kernel) -> Result<SkillWatcher, notify::Error> {
     let k = kernel.clone();
-    let dirs: Vec<PathBuf> = kernel
+    let (dirs, missing): (Vec<PathBuf>, Vec<PathBuf>) = kernel
         .search_path()
         .dirs
         .into_iter()
-        .filter(|d| d.is_dir())
-        .collect();
+        .partition(|d| d.is_dir());
     let config = kernel.config_path();
-    let skill_dirs = dirs.clone();
+    let skill_dirs = kernel.search_path().dirs;
     let config_file = config.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
+    let missing = Arc::new(Mutex::new(missing));
+    let shared: Arc<Mutex<Option<Watcher>>> = Arc::new(Mutex::new(None));
+    let (waiting, handle) = (missing.clone(), Arc::downgrade(&shared));
+    let debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
         if touches(&res, |p| p == config_file) {
             let _ = k.reload_config();
         }
-        if touches(&res, |p| skill_dirs.iter().any(|d| p.starts_with(d))) {
+        // A search folder that appeared: watch it from now on.
+        let appeared: Vec<PathBuf> = {
+            let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+            let (now, still): (Vec<PathBuf>, Vec<PathBuf>) = w.drain(..).partition(|d| d.is_dir());
+            *w = still;
+            now
+        };
+        if !appeared.is_empty()
+            && let Some(shared) = handle.upgrade()
+            && let Some(d) = shared.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+        {
+            for dir in &appeared {
+                if let Err(e) = d.watch(dir, RecursiveMode::Recursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a new skill folder");
+                }
+            }
+        }
+        if !appeared.is_empty() || touches(&res, |p| skill_dirs.iter().any(|d| p.starts_with(d))) {
             reload_until_settled(&k);
         }
     })?;
+    let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let d = guard.insert(debouncer);
     let mut watched = Vec::new();
     for dir in dirs {
-        debouncer.watch(&dir, RecursiveMode::Recursive)?;
+        d.watch(&dir, RecursiveMode::Recursive)?;
         watched.push(dir);
     }
-    if let Some(parent) = config.parent().filter(|p| p.is_dir()) {
-        debouncer.watch(parent, RecursiveMode::NonRecursive)?;
+    // Each missing folder's nearest existing parent, once, non-recursively.
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for dir in missing.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        if let Some(p) = dir.ancestors().skip(1).find(|a| a.is_dir())
+            && !parents.iter().any(|q| q == p)
+        {
+            parents.push(p.to_path_buf());
+        }
+    }
+    if let Some(parent) = config.parent().filter(|p| p.is_dir())
+        && !parents.iter().any(|q| q == parent)
+    {
+        parents.push(parent.to_path_buf());
+    }
+    for p in &parents {
+        d.watch(p, RecursiveMode::NonRecursive)?;
+    }
+    if config.parent().is_some_and(|p| p.is_dir()) {
         watched.push(config.clone());
     }
+    drop(guard);
     Ok(SkillWatcher {
-        _debouncer: debouncer,
+        _debouncer: shared,
         watched,
     })
 }
