@@ -389,11 +389,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     serde_json::to_string_pretty(&skills_json(&set, &broken))?
                 );
             } else {
+                let listing = keel::repl::format_skills(&set, &broken, &|id| {
+                    kernel.gate().pending_blocked(id)
+                });
                 print!(
                     "{}",
-                    keel::repl::format_skills(&set, &broken, &|id| kernel
-                        .gate()
-                        .pending_blocked(id))
+                    keel::text::colour_status(&listing, keel::text::colour_stdout())
                 );
                 // Say how programs are confined wherever a skill may run one.
                 let runs_programs = set.skills.values().any(|sk| {
@@ -490,7 +491,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&log)?);
             } else {
-                print!("{}", keel::repl::format_audit(&log));
+                print!(
+                    "{}",
+                    keel::text::colour_status(
+                        &keel::repl::format_audit(&log),
+                        keel::text::colour_stdout()
+                    )
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -836,6 +843,9 @@ fn under(origin: &Origin, path: &Path) -> bool {
 }
 
 fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
+    // Status words in colour on a terminal (not in a pipe, not with NO_COLOR).
+    let colour = keel::text::colour_stdout();
+    let say = |line: String| println!("{}", keel::text::colour_status(&line, colour));
     let set = kernel.skills();
     let scope = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     if let Some(p) = &scope
@@ -881,24 +891,24 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
         };
         if s.is_instructions() {
             let n = s.source.resources.len();
-            println!(
+            say(format!(
                 "ok {} (instructions, {n} file{}) {}",
                 s.label(),
                 if n == 1 { "" } else { "s" },
                 s.source.origin
-            );
+            ));
             md_notes(s);
             continue;
         }
         match kernel.instantiate(s) {
-            Ok(_) => println!(
+            Ok(_) => say(format!(
                 "ok {} ({}, {} tool{}) {}",
                 s.id,
                 s.manifest.language.name(),
                 s.manifest.tools.len(),
                 if s.manifest.tools.len() == 1 { "" } else { "s" },
                 s.source.origin
-            ),
+            )),
             Err(e) => {
                 println!("{}", keel::text::escape_control_keep_lines(&e.to_string()));
                 problems += 1;
@@ -914,7 +924,10 @@ fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
             } else {
                 ""
             };
-            println!("    {:<32} {d}{pending}", c.text);
+            say(format!(
+                "    {:<32} {d}{pending}",
+                keel::text::escape_control(&c.text)
+            ));
         }
     }
     if checked == 0 && problems == 0 {

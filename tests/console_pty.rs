@@ -100,3 +100,36 @@ fn a_console_call_asks_the_person_and_ctrl_c_stops_it_but_not_the_console() {
         audit.stdout
     );
 }
+
+/// On a terminal `keel check` colours its status words; in a pipe (every
+/// other test) the same text comes without colour codes.
+#[test]
+fn check_colours_status_words_on_a_terminal_only() {
+    let ws = Ws::new()
+        .skill(
+            "greet",
+            "[skill]\nname = \"greet\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\nkv = true\n[[tools]]\nname = \"hi\"\ndescription = \"says hi\"\n",
+            &[("main.luau", "local M = {} function M.hi() return 'one' end return M\n")],
+        )
+        .policy("[policy]\ndeny = [\"kv\"]\n");
+    let out = keel_on_a_terminal(
+        &ws,
+        &["check", "skills/greet"],
+        json!([
+            [
+                "expect",
+                "green ok",
+                "\u{1b}\\[32mok\u{1b}\\[0m greet@1\\.0\\.0"
+            ],
+            ["expect", "red DENY", "\u{1b}\\[31mDENY\u{1b}\\[0m"],
+            ["exit"]
+        ]),
+    );
+    assert!(out.contains("EXIT 0"), "{out}");
+    let piped = ws.run(&["check", "skills/greet"]);
+    assert!(
+        piped.stdout.starts_with("ok greet@1.0.0") && !piped.stdout.contains('\u{1b}'),
+        "{}",
+        piped.stdout
+    );
+}
