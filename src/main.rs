@@ -663,6 +663,7 @@ fn ask(
         chat::Sinks {
             answer: if json { &mut sink } else { &mut stdout },
             notes: &mut stderr,
+            waiting_hint: !json && std::io::stderr().is_terminal(),
         },
         interactive.then_some(&mut ask_person as chat::AskPerson<'_>),
     )?;

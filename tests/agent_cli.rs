@@ -1039,3 +1039,38 @@ fn ask_json_is_json_in_every_outcome() {
         "{v}"
     );
 }
+
+/// On a terminal, a model slow to send its first token gets a "waiting for
+/// the model…" line on stderr, erased when the answer starts; in a pipe
+/// (and with `--json`) there is none.
+#[test]
+fn a_slow_model_shows_a_waiting_hint_on_a_terminal_only() {
+    let model = FakeModel::with_handler(Wire::OpenAi, |_| {
+        // The handler runs before the reply's first byte.
+        std::thread::sleep(Duration::from_millis(1500));
+        Reply::text("Late but here.")
+    });
+    let ws = notes_ws(&model, "");
+    let out = keel_on_a_terminal(
+        &ws,
+        &["ask", "hello"],
+        json!([
+            ["expect", "the hint", "waiting for the model"],
+            [
+                "expect",
+                "erased, then the answer",
+                "\u{1b}\\[KLate but here\\."
+            ],
+            ["exit"],
+        ]),
+    );
+    assert!(out.contains("EXIT 0"), "{out}");
+    let piped = ask(&ws, &["hello again"]);
+    assert_eq!(piped.status, 0, "{}", piped.stderr);
+    assert!(
+        !piped.stderr.contains("waiting for the model"),
+        "{}",
+        piped.stderr
+    );
+    assert_eq!(piped.stdout, "Late but here.\n");
+}

@@ -723,3 +723,30 @@ fn check_takes_a_path_outside_the_search_path_and_fails_on_nothing() {
     let skills = ws.run(&["skills"]);
     assert!(!skills.stdout.contains("good"), "{}", skills.stdout);
 }
+
+/// The console cuts a long `/call` result (40 lines, 8 KiB) and says how to
+/// see it whole; `/last` shows it whole.
+#[test]
+fn the_console_cuts_long_results_and_last_shows_them_whole() {
+    let ws = Ws::new()
+        .skill(
+            "big",
+            "[skill]\nname = \"big\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[[tools]]\nname = \"list\"\ndescription = \"many\"\n",
+            &[(
+                "main.luau",
+                "return { list = function() local t = {} for i = 1, 100 do t[i] = 'item' .. i end return t end }\n",
+            )],
+        )
+        .policy("");
+    let out = piped_console(&ws, "/call big.list\n/last\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let (first, last) = text.split_once("ms)\n").expect("the call's time line");
+    // The opening bracket is the first of the 40 lines.
+    assert!(
+        first.contains("\"item39\"") && !first.contains("\"item40\""),
+        "{first}"
+    );
+    assert!(first.contains("/last shows it whole"), "{first}");
+    assert!(last.contains("\"item100\""), "{last}");
+}

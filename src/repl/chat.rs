@@ -17,7 +17,17 @@ use crate::text::{escape_control as esc, escape_control_keep_lines};
 pub struct Sinks<'a> {
     pub answer: &'a mut dyn Write,
     pub notes: &'a mut dyn Write,
+    /// Show "waiting for the model…" on `notes` when the model is slow to
+    /// answer (for a person at a terminal; never in a pipe).
+    pub waiting_hint: bool,
 }
+
+/// How long the model may be silent before the hint shows.
+const WAITING_HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The hint, and what erases it (carriage return, clear to end of line).
+const WAITING_HINT: &str = "… waiting for the model";
+const ERASE_LINE: &str = "\r\x1b[K";
 
 /// Reads a person's answer to an approval. The second argument tells
 /// whether an answer is still wanted: the run can be cancelled (Ctrl-C) or
@@ -90,13 +100,42 @@ pub fn converse(
     let _enter = rt.enter();
     let handle = agent.submit(session, text)?;
     *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.run_id.clone());
-    let Sinks { answer, notes } = sinks;
+    let Sinks {
+        answer,
+        notes,
+        waiting_hint,
+    } = sinks;
     let mut mid_line = false;
     let mut events = handle.events;
+    // While no tool runs and no person is asked, a silence is the model's.
+    let (mut tools_running, mut hint_shown) = (0usize, false);
     let outcome = loop {
-        let Some(event) = rt.block_on(events.recv()) else {
+        let next = if waiting_hint && !hint_shown && tools_running == 0 && !mid_line {
+            match rt.block_on(tokio::time::timeout(WAITING_HINT_AFTER, events.recv())) {
+                Ok(e) => e,
+                Err(_) => {
+                    let _ = write!(notes, "{WAITING_HINT}");
+                    let _ = notes.flush();
+                    hint_shown = true;
+                    continue;
+                }
+            }
+        } else {
+            rt.block_on(events.recv())
+        };
+        if hint_shown {
+            let _ = write!(notes, "{ERASE_LINE}");
+            let _ = notes.flush();
+            hint_shown = false;
+        }
+        let Some(event) = next else {
             break RunOutcome::load(agent.kernel().store(), &handle.run_id)?;
         };
+        match &event {
+            RunEvent::ToolStarted { .. } => tools_running += 1,
+            RunEvent::ToolFinished { .. } => tools_running = tools_running.saturating_sub(1),
+            _ => {}
+        }
         match event {
             RunEvent::Text(t) => {
                 // Model text can carry what a tool result put in it.

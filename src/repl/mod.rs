@@ -24,6 +24,8 @@ use crate::kernel::{Kernel, KernelEvent};
 /// A parsed console command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConsoleCommand {
+    /// The last `/call` result, whole.
+    Last,
     Skills,
     Tools,
     Call {
@@ -62,6 +64,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/skills", "list skills and load failures"),
     ("/tools", "list tools"),
     ("/call", "TOOL {json}  call a tool"),
+    ("/last", "the last /call result, whole"),
     (
         "/reload",
         "[SKILL]  rescan skills (and restart SKILL's engines)",
@@ -154,6 +157,7 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         "runs" => ConsoleCommand::Runs,
         "cancel" => ConsoleCommand::Cancel,
         "help" | "?" => ConsoleCommand::Help,
+        "last" => ConsoleCommand::Last,
         "quit" | "exit" | "q" => ConsoleCommand::Quit,
         other => {
             let names = COMMANDS.iter().map(|(c, _)| &c[1..]);
@@ -217,6 +221,39 @@ pub struct Console<'a> {
     pub current: chat::CurrentRun,
     /// The `/call` in flight (Ctrl-C stops it).
     pub call: call::CurrentCall,
+    /// The last `/call` result, whole (`/last`).
+    pub last: Option<String>,
+}
+
+/// Lines of a `/call` result shown before it is cut (`/last` shows all).
+const SHOWN_LINES: usize = 40;
+
+/// Bytes of a `/call` result shown before it is cut (one long line).
+const SHOWN_BYTES: usize = 8 * 1024;
+
+/// A long result's first [`SHOWN_LINES`] lines (at most [`SHOWN_BYTES`]),
+/// and how to see the rest.
+fn shorten(whole: &str) -> String {
+    let total = whole.lines().count();
+    if total <= SHOWN_LINES && whole.len() <= SHOWN_BYTES {
+        return whole.to_string();
+    }
+    let mut head: String = whole
+        .lines()
+        .take(SHOWN_LINES)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if head.len() > SHOWN_BYTES {
+        let mut end = SHOWN_BYTES;
+        while !head.is_char_boundary(end) {
+            end -= 1;
+        }
+        head.truncate(end);
+    }
+    format!(
+        "{head}\n… cut: {} bytes, {total} lines in all; /last shows it whole",
+        whole.len()
+    )
 }
 
 impl<'a> Console<'a> {
@@ -237,6 +274,7 @@ impl<'a> Console<'a> {
             session: None,
             current: Default::default(),
             call: Default::default(),
+            last: None,
         }
     }
 
@@ -247,6 +285,10 @@ impl<'a> Console<'a> {
             ConsoleCommand::Quit => return Outcome::Quit,
             // As `keel skills` shows them: scripts that do not compile or
             // load too, with file and line.
+            ConsoleCommand::Last => match &self.last {
+                Some(whole) => format!("{whole}\n"),
+                None => "no /call result yet\n".into(),
+            },
             ConsoleCommand::Skills => format_skills(&kernel.skills(), &kernel.validate(), &|id| {
                 kernel.gate().pending_blocked(id)
             }),
@@ -255,11 +297,12 @@ impl<'a> Console<'a> {
                 let started = std::time::Instant::now();
                 let mut out = std::io::stdout();
                 match call::call(kernel, self.rt, &tool, args, &self.call, &mut out, ask) {
-                    Ok(v) => format!(
-                        "{}\n({} ms)\n",
-                        serde_json::to_string_pretty(&v).unwrap_or_default(),
-                        started.elapsed().as_millis()
-                    ),
+                    Ok(v) => {
+                        let whole = serde_json::to_string_pretty(&v).unwrap_or_default();
+                        let shown = shorten(&whole);
+                        self.last = Some(whole);
+                        format!("{shown}\n({} ms)\n", started.elapsed().as_millis())
+                    }
                     Err(e) => format!("error: {e}\n"),
                 }
             }
@@ -393,6 +436,7 @@ impl<'a> Console<'a> {
             chat::Sinks {
                 answer: &mut out,
                 notes: &mut notes,
+                waiting_hint: std::io::stdout().is_terminal(),
             },
             Some(ask),
         );
