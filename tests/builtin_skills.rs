@@ -134,23 +134,13 @@ fn git_reports_status_and_log_of_a_real_repository() {
 #[test]
 fn web_fetch_turns_html_into_text() {
     let server = TestServer::start();
-    // The built-in web skill declares `*`, which never reaches loopback; a
-    // copy in ./skills adds the test server's address. It is another origin
-    // claiming the name `web`, so it needs its own version (two copies of
-    // one version are an error) and, being first on the search path in a
-    // fresh workspace, it owns the name there.
+    // The built-in web skill declares `*`; its declaration is keel's own,
+    // so the policy naming the test server's address is enough for it to
+    // reach loopback (a user's skill would have to name it too).
     let host = format!("127.0.0.1:{}", server.port);
-    let manifest = include_str!("../skills/web/skill.toml")
-        .replace(
-            "\"net.http\" = [\"*\"]",
-            &format!("\"net.http\" = [\"*\", \"{host}\"]"),
-        )
-        .replace("version = \"1.0.0\"", "version = \"1.0.1\"");
-    let ws = ws(&format!("[policy]\nallow = [\"net.http:{host}\"]\n")).skill(
-        "web",
-        &manifest,
-        &[("main.luau", include_str!("../skills/web/main.luau"))],
-    );
+    let ws = Ws::new().policy(&format!(
+        "[skills]\nbuiltin = true\npaths = []\n[policy]\nallow = [\"net.http:{host}\"]\n"
+    ));
     let r = ws
         .call("web.fetch", json!({"url": server.url("/page")}))
         .ok();
@@ -164,10 +154,9 @@ fn web_fetch_turns_html_into_text() {
         !text.contains("steal()") && !text.contains("color"),
         "{text}"
     );
-    // The built-in itself cannot reach loopback at all (in a workspace of
-    // its own: here the name `web` belongs to the local copy).
-    let plain = Ws::new().policy(&format!("[skills]\nbuiltin = true\npaths = []\n[policy]\nallow = [\"net.http:*\", \"net.http:{host}\"]\n"));
-    plain
-        .call("web.fetch", json!({"url": server.url("/page")}))
+    // `*` in the policy never reaches loopback, built-in or not.
+    let star = Ws::new()
+        .policy("[skills]\nbuiltin = true\npaths = []\n[policy]\nallow = [\"net.http:*\"]\n");
+    star.call("web.fetch", json!({"url": server.url("/page")}))
         .err_contains(&["non-public"]);
 }

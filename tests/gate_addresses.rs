@@ -270,3 +270,58 @@ fn metadata_private_shared_and_unique_local_need_the_policy_too() {
         audit.stdout
     );
 }
+
+/// The built-in `web` skill declares `net.http:*` and its manifest cannot
+/// be edited: its declaration is keel's own, so the operator's policy alone
+/// (naming the address) lets it reach a local server; `*` in the policy
+/// still never does. A user's skill declaring only `*` still needs its
+/// manifest to name the address.
+#[test]
+fn the_built_in_web_skill_reaches_a_local_address_by_policy_alone() {
+    let server = Counting::start();
+    let port = server.port;
+    let url = format!("http://127.0.0.1:{port}/text");
+    let fetch = |ws: &Ws| ws.call("web.fetch", json!({ "url": url }));
+
+    // `[skills]` in the text keeps the built-ins (see `Ws::policy`).
+    let star = Ws::new().policy("[skills]\nbuiltin = true\n\n[policy]\nallow = [\"net.http:*\"]\n");
+    fetch(&star).err_contains(&["non-public", &format!("net.http:127.0.0.1:{port}")]);
+    assert_eq!(server.hits(), 0, "`*` reached a local address");
+
+    let named = Ws::new().policy(&format!(
+        "[skills]\nbuiltin = true\n\n[policy]\n[policy.skills.web]\nallow = [\"net.http:127.0.0.1:{port}\", \"net.http:localhost:{port}\"]\n"
+    ));
+    let r = fetch(&named).ok();
+    assert_eq!(r["status"], 200, "{r}");
+    assert!(
+        r["text"].as_str().is_some_and(|t| t.contains("hello")),
+        "{r}"
+    );
+    // `localhost`, allowed by name, resolves to the named address (and
+    // perhaps ::1, not named: left out, not an error).
+    let r = named
+        .call(
+            "web.fetch",
+            json!({ "url": format!("http://localhost:{port}/text") }),
+        )
+        .ok();
+    assert_eq!(r["status"], 200, "{r}");
+    let hits = server.hits();
+    assert!(hits >= 2, "{hits}");
+    // Another port is not named.
+    named
+        .call(
+            "web.fetch",
+            json!({ "url": format!("http://127.0.0.1:{}/text", port.wrapping_add(1).max(1)) }),
+        )
+        .err_contains(&["net.http"]);
+
+    // A user's skill with the same policy naming the address, declaring
+    // only `*`: refused, never connected.
+    let user = fetcher(
+        "\"*\"",
+        &format!("[policy]\n[policy.skills.p]\nallow = [\"net.http:127.0.0.1:{port}\"]\n"),
+    );
+    get(&user, &url).err_contains(&["non-public"]);
+    assert_eq!(server.hits(), hits, "a user's `*` reached the server");
+}

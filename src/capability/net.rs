@@ -771,6 +771,19 @@ pub fn check_addresses(
     target: &Target,
     resolved: &[IpAddr],
 ) -> Result<Vec<SocketAddr>, NetError> {
+    check_addresses_for(rules, target, resolved, false)
+}
+
+/// [`check_addresses`], where `trusted` says the rules are keel's own (a
+/// built-in skill's manifest): their patterns then reach non-public
+/// addresses too (`*` included), leaving the operator's policy, which must
+/// still name each such address, as the one word that lets it through.
+pub fn check_addresses_for(
+    rules: &[HostRule],
+    target: &Target,
+    resolved: &[IpAddr],
+    trusted: bool,
+) -> Result<Vec<SocketAddr>, NetError> {
     let port = target.port;
     if !rules
         .iter()
@@ -799,7 +812,11 @@ pub fn check_addresses(
     let mut allowed: Vec<SocketAddr> = Vec::new();
     let mut refused: Vec<IpAddr> = Vec::new();
     for ip in candidates.iter().map(|ip| canonical_ip(*ip)) {
-        if is_public(ip) || rules.iter().any(|rule| rule.names_address(ip, port)) {
+        let declared = |rule: &HostRule| {
+            rule.names_address(ip, port)
+                || (trusted && rule_matches_name(rule, &Host::Ip(ip), port))
+        };
+        if is_public(ip) || rules.iter().any(declared) {
             let addr = SocketAddr::new(ip, port);
             if !allowed.contains(&addr) {
                 allowed.push(addr);

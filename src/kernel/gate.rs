@@ -451,7 +451,19 @@ impl Gate {
         // Prefer a covering declaration the skill already had when first
         // seen: a newer, broader one must not shadow it.
         let is_pending = |r: &&CapabilityRule| skill.pending.iter().any(|p| p == &r.text);
-        let covering = || skill.declared.iter().filter(|r| r.covers(kind, target));
+        // A built-in's declaration is keel's own: its `net.http:*` reaches a
+        // local address, and the policy alone (which must name the address)
+        // decides. Anyone else's manifest must name the address itself.
+        let builtin = matches!(skill.origin, crate::skill::Origin::Builtin(_));
+        let covering = || {
+            skill.declared.iter().filter(move |r| {
+                if builtin {
+                    r.reaches(kind, target)
+                } else {
+                    r.covers(kind, target)
+                }
+            })
+        };
         let found = covering()
             .find(|r| !is_pending(r))
             .or_else(|| covering().next());
@@ -595,22 +607,38 @@ impl Gate {
             Host::Name(name) => resolve(name, target.port).map_err(ConnectError::Resolve)?,
         };
         let rules = declared_host_rules(&caller.skill.declared);
-        let addrs = net::check_addresses(&rules, target, &ips)?;
-        for addr in &addrs {
+        let builtin = matches!(caller.skill.origin, crate::skill::Origin::Builtin(_));
+        let addrs = net::check_addresses_for(&rules, target, &ips, builtin)?;
+        // Each non-public address is checked as itself; the connection uses
+        // only those that pass (`localhost` → 127.0.0.1 named, ::1 not:
+        // 127.0.0.1), and fails with the first refusal if none does.
+        let mut passed = Vec::with_capacity(addrs.len());
+        let mut refusal = None;
+        for addr in addrs {
             let ip = Host::Ip(addr.ip());
             // An IP-literal target was just checked as itself.
-            if !net::is_public(addr.ip()) && ip != target.host {
-                self.check_call(
-                    caller,
-                    kind,
-                    &Target::Host {
-                        host: &ip,
-                        port: addr.port(),
-                    },
-                )?;
+            if net::is_public(addr.ip()) || ip == target.host {
+                passed.push(addr);
+                continue;
+            }
+            match self.check_call(
+                caller,
+                kind,
+                &Target::Host {
+                    host: &ip,
+                    port: addr.port(),
+                },
+            ) {
+                Ok(_) => passed.push(addr),
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
             }
         }
-        Ok(addrs)
+        match (passed.is_empty(), refusal) {
+            (true, Some(e)) => Err(e.into()),
+            _ => Ok(passed),
+        }
     }
 
     /// The environment for a program the skill runs: the variables of
@@ -934,7 +962,9 @@ mod tests {
         Arc::new(SkillInfo {
             name: "s".into(),
             version: semver::Version::new(1, 0, 0),
-            origin: Origin::Builtin("s".into()),
+            // A user's skill: a built-in's declaration is trusted further
+            // (see `builtin_skill`).
+            origin: Origin::Folder("/skills/s".into()),
             declared: rules(declared),
             pending: pending.iter().map(|s| s.to_string()).collect(),
         })
@@ -1244,6 +1274,27 @@ mod tests {
         // Without the manifest naming the address, `*` does not cover it.
         let wide = skill(&["net.http:*"], &[]);
         assert!(f.gate.check_connect(&caller(&wide), &t, resolve).is_err());
+        // A built-in's `*` is keel's own word: the policy naming the address
+        // (and the grant naming the host) are enough.
+        let builtin = Arc::new(SkillInfo {
+            origin: Origin::Builtin("s".into()),
+            name: "s".into(),
+            version: semver::Version::new(1, 0, 0),
+            declared: rules(&["net.http:*"]),
+            pending: Vec::new(),
+        });
+        let got = f
+            .gate
+            .check_connect(&caller(&builtin), &t, resolve)
+            .unwrap();
+        assert_eq!(got, ["127.0.0.1:8080".parse().unwrap()]);
+        // ...and `*` in the policy never is, built-in or not.
+        let other = net::parse_target("http://127.0.0.1:9090/").unwrap();
+        assert!(
+            f.gate
+                .check_connect(&caller(&builtin), &other, resolve)
+                .is_err()
+        );
     }
 
     #[test]
