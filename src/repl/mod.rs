@@ -405,7 +405,12 @@ impl<'a> Console<'a> {
             }
             ConsoleCommand::Message(text) => return self.message(&text, ask),
         };
-        Outcome::of(in_console_words(&text))
+        // Advice in errors names the console's commands; a tool's own
+        // result is shown as it is.
+        match Outcome::of(text) {
+            Outcome::Failed(t) => Outcome::Failed(in_console_words(&t)),
+            other => other,
+        }
     }
 
     fn message(&mut self, text: &str, ask: chat::AskPerson<'_>) -> Outcome {
