@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use keel::Kernel;
-use keel::capability::CapabilityRule;
+use keel::commands::{self, Render};
 use keel::config::Config;
-use keel::skill::{Origin, SkillFailure, SkillSet, manifest::valid_skill_name};
+use keel::skill::{Origin, manifest::valid_skill_name};
 
 #[derive(Parser)]
 #[command(
@@ -368,6 +368,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(cli.config.as_deref())?;
     let rt = runtime()?;
     let kernel = build_kernel(&cli, config, &rt)?;
+    let ctx = commands::Ctx::new(&kernel);
     match cli.command {
         None => {
             // Fed from a pipe, a failed command makes the exit status 1.
@@ -378,52 +379,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Some(Command::Skills { json }) => {
-            let set = kernel.skills();
-            // A listing in another terminal should show what the console
-            // would: scripts that do not compile or load, with file and line.
-            let broken = kernel.validate();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&skills_json(&set, &broken))?
-                );
-            } else {
-                let listing = keel::repl::format_skills(&set, &broken, &|id| {
-                    kernel.gate().pending_blocked(id)
-                });
-                print!(
-                    "{}",
-                    keel::text::colour_status(&listing, keel::text::colour_stdout())
-                );
-                // Say how programs are confined wherever a skill may run one.
-                let runs_programs = set.skills.values().any(|sk| {
-                    sk.manifest
-                        .capabilities
-                        .iter()
-                        .any(|c| c.kind == keel::capability::CapabilityKind::Exec)
-                });
-                if runs_programs {
-                    println!("{}", keel::sandbox::status());
-                }
-            }
-            Ok(
-                if set.failures.is_empty() && broken.is_empty() && set.claimants.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                },
-            )
-        }
-        Some(Command::Tools { json }) => {
-            let set = kernel.skills();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tools_json(&set))?);
-            } else {
-                print!("{}", keel::repl::format_tools(&set));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Skills { json }) => show(&commands::skills::run(ctx), json),
+        Some(Command::Tools { json }) => show(&commands::tools::run(ctx), json),
         Some(Command::Call { tool, args }) => {
             let stdin;
             let args = match args.as_deref() {
@@ -448,59 +405,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Check { path }) => check(&kernel, path.as_deref()),
         Some(Command::Grant { skill, capability }) => {
-            let rule = parse_grant(&kernel, &skill, &capability)?;
-            let new = kernel
-                .store()
-                .grant(kernel.workspace(), &skill, &rule.text)?;
-            println!(
-                "{} {skill} {} in workspace {}",
-                if new { "granted" } else { "already granted:" },
-                rule.text,
-                kernel.workspace().display()
-            );
-            Ok(ExitCode::SUCCESS)
+            show(&commands::grant::run(ctx, &skill, &capability)?, false)
         }
         Some(Command::Revoke { skill, capability }) => {
-            let rule = parse_grant(&kernel, &skill, &capability)?;
-            if keel::repl::revoke_here_or_legacy(
-                kernel.store(),
-                kernel.workspace(),
-                &skill,
-                &rule.text,
-            )? {
-                println!("revoked {skill} {}", rule.text);
-                Ok(ExitCode::SUCCESS)
-            } else {
-                bail!(
-                    "skill `{skill}` has no grant `{}` (see `keel grants`)",
-                    rule.text
-                )
-            }
+            show(&commands::revoke::run(ctx, &skill, &capability)?, false)
         }
-        Some(Command::Grants { json }) => {
-            let grants = kernel.store().all_grants()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&grants)?);
-            } else {
-                print!("{}", keel::repl::format_grants(&grants));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Audit { json, limit }) => {
-            let log = kernel.store().audit_log(limit)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&log)?);
-            } else {
-                print!(
-                    "{}",
-                    keel::text::colour_status(
-                        &keel::repl::format_audit(&log),
-                        keel::text::colour_stdout()
-                    )
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Grants { json }) => show(&commands::grants::run(ctx)?, json),
+        Some(Command::Audit { json, limit }) => show(&commands::audit::run(ctx, limit)?, json),
         Some(Command::Ask {
             message,
             session,
@@ -521,31 +432,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 other => other,
             }
         }
-        Some(Command::Sessions { json }) => {
-            settle_dead_runs(&kernel);
-            let list = kernel.store().session_summaries()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", keel::repl::format_sessions(&list, None));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Runs { session, json }) => {
-            if kernel.store().session(&session)?.is_none() {
-                bail!("no session `{session}` (see `keel sessions`)");
-            }
-            settle_dead_runs(&kernel);
-            let list = kernel.store().runs(&session)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", keel::repl::format_runs(&list));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Sessions { json }) => show(&commands::sessions::run(ctx, None)?, json),
+        Some(Command::Runs { session, json }) => show(&commands::runs::run(ctx, &session)?, json),
         Some(Command::Approvals { all, json }) => {
-            settle_dead_runs(&kernel);
+            commands::settle_dead_runs(&kernel);
             let list = kernel.store().approvals(!all)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -591,14 +481,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Before a listing: fails the runs whose process died, so the listing
-/// shows them failed (interrupted) rather than `running` forever. A
-/// listing still works if this cannot be done (say, the database is
-/// read-only); the warning says why.
-fn settle_dead_runs(kernel: &Kernel) {
-    if let Err(e) = keel::agent::owner::recover_dead_runs(kernel.store()) {
-        tracing::warn!(error = %e, "cannot mark the runs of stopped processes as failed");
+/// Prints a command's output: JSON, or the text (status words coloured on
+/// a terminal) after its notes on standard error. Exit status 1 when the
+/// command found problems (skills that failed to load).
+fn show(out: &dyn Render, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", out.json()?);
+    } else {
+        for note in out.notes() {
+            eprintln!("note: {note}");
+        }
+        let text = out.text();
+        if out.coloured() {
+            print!(
+                "{}",
+                keel::text::colour_status(&text, keel::text::colour_stdout())
+            );
+        } else {
+            print!("{text}");
+        }
     }
+    Ok(if out.problems() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `keel ask`: one run, streamed to stdout (tool calls and approvals on
@@ -752,88 +659,6 @@ fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
         println!("{name} from {key} is already accepted here");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Parses a grant, normalising it the way the gate will read it back.
-fn parse_grant(kernel: &Kernel, skill: &str, capability: &str) -> Result<CapabilityRule> {
-    if !valid_skill_name(skill) {
-        bail!("`{skill}` is not a skill name (see `keel skills`)");
-    }
-    let rule = CapabilityRule::parse(capability, &keel::paths::scope_base(kernel.workspace()))?;
-    if kernel.skills().latest(skill).is_none() {
-        eprintln!(
-            "note: no skill named `{skill}` is loaded right now; the grant applies when it is"
-        );
-    }
-    Ok(rule)
-}
-
-fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
-    let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
-    let skills: Vec<Value> = set
-        .skills
-        .values()
-        .filter(|s| !is_broken(&s.id.to_string()))
-        .map(|s| {
-            let m = &s.manifest;
-            let md = s.source.instructions.as_ref();
-            if s.is_instructions() {
-                return json!({
-                    "name": m.name,
-                    "kind": s.source.kind,
-                    "description": s.description(),
-                    "origin": s.source.origin,
-                    "license": md.and_then(|i| i.license.clone()),
-                    "compatibility": md.and_then(|i| i.compatibility.clone()),
-                    "metadata": md.map(|i| i.metadata.clone()).unwrap_or_default(),
-                    "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
-                    "files": s.source.resources,
-                    "tools": Vec::<String>::new(),
-                });
-            }
-            json!({
-                "name": m.name,
-                "kind": s.source.kind,
-                "version": m.version.to_string(),
-                "description": m.description,
-                "language": m.language,
-                "origin": s.source.origin,
-                "tools": m.tools.iter().map(|t| format!("{}.{}", m.name, t.name)).collect::<Vec<_>>(),
-                "dependencies": s.deps.iter().map(|(k, v)| (k.clone(), v.id.version.to_string())).collect::<BTreeMap<_, _>>(),
-                "capabilities": m.capabilities.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
-                "pending_capabilities": s.identity.pending,
-                "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
-            })
-        })
-        .collect();
-    let failures: Vec<&SkillFailure> = set.failures.iter().chain(broken).collect();
-    json!({ "skills": skills, "failures": failures, "claimants": set.claimants })
-}
-
-fn tools_json(set: &SkillSet) -> Value {
-    Value::Array(
-        set.tools
-            .iter()
-            .map(|(name, e)| {
-                let spec = e.spec();
-                json!({
-                    "name": name,
-                    "description": spec.description,
-                    "parameters": spec.parameters,
-                    "skill": e.skill.id.to_string(),
-                })
-            })
-            // keel's own tools (no skill behind them).
-            .chain(keel::tool::native::specs().iter().map(|t| {
-                json!({
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                    "skill": "keel",
-                })
-            }))
-            .collect(),
-    )
 }
 
 fn under(origin: &Origin, path: &Path) -> bool {

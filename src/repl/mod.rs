@@ -15,10 +15,10 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::Value;
 
-pub use format::{decision_for_rule, format_audit, format_grants, format_skills, format_tools};
+pub use format::decision_for_rule;
 
 use crate::agent::Agent;
-use crate::capability::CapabilityRule;
+use crate::commands::{self, Render};
 use crate::kernel::{Kernel, KernelEvent};
 
 /// A parsed console command.
@@ -190,6 +190,20 @@ pub fn in_console_words(text: &str) -> String {
     out
 }
 
+/// A shared command's output as the console shows it: notes first, then
+/// the text; an error as a failed command. The caller puts advice in the
+/// console's words.
+fn shown<R: Render>(result: Result<R, commands::CommandError>) -> String {
+    match result {
+        Ok(out) => {
+            let mut s: String = out.notes().iter().map(|n| format!("note: {n}\n")).collect();
+            s.push_str(&out.text());
+            s
+        }
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
 /// What a command produced.
 pub enum Outcome {
     Text(String),
@@ -281,6 +295,7 @@ impl<'a> Console<'a> {
     /// Runs one command; `ask` reads a person's answer to an approval.
     pub fn execute(&mut self, cmd: ConsoleCommand, ask: chat::AskPerson<'_>) -> Outcome {
         let kernel = self.kernel;
+        let ctx = commands::Ctx::new(kernel);
         let text = match cmd {
             ConsoleCommand::Quit => return Outcome::Quit,
             // As `keel skills` shows them: scripts that do not compile or
@@ -289,10 +304,8 @@ impl<'a> Console<'a> {
                 Some(whole) => format!("{whole}\n"),
                 None => "no /call result yet\n".into(),
             },
-            ConsoleCommand::Skills => format_skills(&kernel.skills(), &kernel.validate(), &|id| {
-                kernel.gate().pending_blocked(id)
-            }),
-            ConsoleCommand::Tools => format_tools(&kernel.skills()),
+            ConsoleCommand::Skills => shown(Ok(commands::skills::run(ctx))),
+            ConsoleCommand::Tools => shown(Ok(commands::tools::run(ctx))),
             ConsoleCommand::Call { tool, args } => {
                 let started = std::time::Instant::now();
                 let mut out = std::io::stdout();
@@ -322,27 +335,16 @@ impl<'a> Console<'a> {
                     String::new()
                 }
             }
-            ConsoleCommand::Grants => match kernel.store().all_grants() {
-                Ok(g) => format_grants(&g),
-                Err(e) => format!("error: {e}\n"),
-            },
+            ConsoleCommand::Grants => shown(commands::grants::run(ctx)),
             ConsoleCommand::Grant { skill, capability } => {
-                grant_or_revoke(kernel, &skill, &capability, true)
+                shown(commands::grant::run(ctx, &skill, &capability))
             }
             ConsoleCommand::Revoke { skill, capability } => {
-                grant_or_revoke(kernel, &skill, &capability, false)
+                shown(commands::revoke::run(ctx, &skill, &capability))
             }
-            ConsoleCommand::Audit { limit } => match kernel.store().audit_log(limit) {
-                Ok(l) => format_audit(&l),
-                Err(e) => format!("error: {e}\n"),
-            },
+            ConsoleCommand::Audit { limit } => shown(commands::audit::run(ctx, limit)),
             ConsoleCommand::Sessions => {
-                match crate::agent::owner::recover_dead_runs(kernel.store())
-                    .and_then(|_| kernel.store().session_summaries())
-                {
-                    Ok(list) => format_sessions(&list, self.session.as_deref()),
-                    Err(e) => format!("error: {e}\n"),
-                }
+                shown(commands::sessions::run(ctx, self.session.as_deref()))
             }
             ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
                 Ok(s) => {
@@ -369,12 +371,7 @@ impl<'a> Console<'a> {
             },
             ConsoleCommand::Runs => match &self.session {
                 None => "no session yet: send a message, or /session switch ID\n".into(),
-                Some(id) => match crate::agent::owner::recover_dead_runs(kernel.store())
-                    .and_then(|_| kernel.store().runs(id))
-                {
-                    Ok(r) => format_runs(&r),
-                    Err(e) => format!("error: {e}\n"),
-                },
+                Some(id) => shown(commands::runs::run(ctx, id)),
             },
             ConsoleCommand::Cancel => {
                 let mine: Vec<String> = self
@@ -451,37 +448,6 @@ impl<'a> Console<'a> {
     }
 }
 
-/// Sessions, oldest first, the current one marked.
-pub fn format_sessions(list: &[crate::store::SessionSummary], current: Option<&str>) -> String {
-    if list.is_empty() {
-        return "no sessions yet\n".into();
-    }
-    let mut s = String::new();
-    for x in list {
-        let mark = if Some(x.id.as_str()) == current {
-            "*"
-        } else {
-            " "
-        };
-        let state = match &x.last_state {
-            Some(state) => format!(
-                "{} run{}, last {state}",
-                x.runs,
-                if x.runs == 1 { "" } else { "s" }
-            ),
-            None => "no runs".into(),
-        };
-        s.push_str(&format!(
-            "{mark} {}  {}  {:<22}  {}\n",
-            x.id,
-            format::format_time(x.last_active_ms),
-            state,
-            crate::text::escape_control(&chat::one_line(&x.title, 60))
-        ));
-    }
-    s
-}
-
 /// Approval requests, oldest first.
 pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
     if list.is_empty() {
@@ -510,74 +476,6 @@ pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
         ));
     }
     s
-}
-
-/// Runs, oldest first.
-pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
-    if list.is_empty() {
-        return "no runs yet\n".into();
-    }
-    let mut s = String::new();
-    for r in list {
-        s.push_str(&format!(
-            "{}  {:<18}  {:>6} in / {:>5} out{}{}{}{}\n",
-            r.id,
-            r.state,
-            r.input_tokens,
-            r.output_tokens,
-            // What the latest model call was offered.
-            match r.offered_tools {
-                0 => String::new(),
-                n => format!("  offered {n} tools, {} B", r.offered_bytes),
-            },
-            match r.unreported_calls {
-                0 => String::new(),
-                n => format!(" (+{n} call(s) with no usage reported)"),
-            },
-            r.model
-                .as_deref()
-                .map(|m| format!("  {m}"))
-                .unwrap_or_default(),
-            r.reason
-                .as_deref()
-                .map(|m| format!("  ({})", crate::text::escape_control(m)))
-                .unwrap_or_default()
-        ));
-    }
-    s
-}
-
-fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) -> String {
-    let rule =
-        match CapabilityRule::parse(capability, &crate::paths::scope_base(kernel.workspace())) {
-            Ok(r) => r,
-            Err(e) => return format!("error: {e}\n"),
-        };
-    let ws = kernel.workspace();
-    let r = if grant {
-        kernel.store().grant(ws, skill, &rule.text)
-    } else {
-        revoke_here_or_legacy(kernel.store(), ws, skill, &rule.text)
-    };
-    match (r, grant) {
-        (Ok(_), true) => format!("granted {skill} {}\n", rule.text),
-        (Ok(true), false) => format!("revoked {skill} {}\n", rule.text),
-        (Ok(false), false) => format!("`{skill}` has no grant `{}`\n", rule.text),
-        (Err(e), _) => format!("error: {e}\n"),
-    }
-}
-
-/// Revokes a grant in `workspace`, or else the same grant left from before
-/// grants were per workspace (it applies nowhere; revoking clears it).
-pub fn revoke_here_or_legacy(
-    store: &crate::store::Store,
-    workspace: &std::path::Path,
-    skill: &str,
-    capability: &str,
-) -> Result<bool, crate::store::StoreError> {
-    let ws = workspace.to_string_lossy();
-    Ok(store.revoke(&ws, skill, capability)?
-        || store.revoke(crate::store::LEGACY_WORKSPACE, skill, capability)?)
 }
 
 /// Renders a kernel event for the console. Reload reports quote skill
