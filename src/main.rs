@@ -85,7 +85,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// How many entries, newest first (0: all of them).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = commands::audit::DEFAULT_LIMIT)]
         limit: usize,
     },
     /// Send one message to the agent and print the answer as it streams.

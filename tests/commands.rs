@@ -166,6 +166,15 @@ fn the_console_and_the_cli_print_the_same_text_for_each_shared_command() {
             line.trim()
         );
         assert_eq!(k.status, 0, "{line}: {}", k.stderr);
+        // `--json` too: the same document, byte for byte.
+        let mut json_args = args.to_vec();
+        json_args.push("--json");
+        let c = cli(&ws, &json_args);
+        let k = console(&ws, setup, &format!("{} --json\n", line.trim()));
+        serde_json::from_str::<Value>(&c.stdout)
+            .unwrap_or_else(|e| panic!("keel {json_args:?}: not JSON ({e}): {}", c.stdout));
+        assert_eq!(k.stdout, c.stdout, "{line} --json");
+        assert_eq!(k.status, 0, "{line} --json: {}", k.stderr);
     }
 
     // The listings hold what the workspace has, so the comparison above

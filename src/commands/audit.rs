@@ -6,6 +6,9 @@ use super::{CommandError, Ctx, Render};
 use crate::store::AuditRecord;
 use crate::text::escape_control as esc;
 
+/// Entries shown when no limit is given (`keel audit`, `/audit`).
+pub const DEFAULT_LIMIT: usize = 50;
+
 /// The newest audit entries.
 pub struct Audit(pub Vec<AuditRecord>);
 

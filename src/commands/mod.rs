@@ -90,6 +90,24 @@ pub enum CommandError {
     NoSuchSession(String),
 }
 
+/// `--json` text made safe to show on a terminal and still JSON: the
+/// characters [`crate::text::escape_control`] would make visible (DEL, C1
+/// controls, bidi overrides — serde leaves them raw in strings, where they
+/// are valid JSON) as `\uXXXX` escapes. They occur only inside strings, so
+/// the result parses to the same value.
+pub fn json_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if crate::text::is_dangerous(c) && c != '\n' {
+            // All of them are in the Basic Multilingual Plane.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The context every command runs in.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
@@ -109,5 +127,33 @@ impl<'a> Ctx<'a> {
 pub fn settle_dead_runs(kernel: &Kernel) {
     if let Err(e) = crate::agent::owner::recover_dead_runs(kernel.store()) {
         tracing::warn!(error = %e, "cannot mark the runs of stopped processes as failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_for_terminal;
+
+    /// A skill's text with a bidi override, DEL and a C1 CSI, as `--json`
+    /// in the console: still the same JSON value, and nothing left that
+    /// the terminal would act on or the console would have to mangle.
+    #[test]
+    fn json_for_a_terminal_is_the_same_value_with_nothing_to_escape() {
+        let value = serde_json::json!({
+            "reason": "ok\u{202e}txt.exe\u{7f}\u{9b}2J\n\ttab \"quoted\" \\ é 日本",
+            "list": ["\u{2066}", "\u{200f}", "plain"],
+        });
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert!(pretty.chars().any(crate::text::is_dangerous));
+        let shown = json_for_terminal(&pretty);
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c != '\n' && crate::text::is_dangerous(c)),
+            "{shown:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, value);
+        assert_eq!(crate::text::escape_control_keep_lines(&shown), shown);
     }
 }

@@ -26,8 +26,13 @@ use crate::kernel::{Kernel, KernelEvent};
 pub enum ConsoleCommand {
     /// The last `/call` result, whole.
     Last,
-    Skills,
-    Tools,
+    /// The shared listings take `--json` as on the command line.
+    Skills {
+        json: bool,
+    },
+    Tools {
+        json: bool,
+    },
     Call {
         tool: String,
         args: Value,
@@ -35,7 +40,9 @@ pub enum ConsoleCommand {
     Reload {
         skill: Option<String>,
     },
-    Grants,
+    Grants {
+        json: bool,
+    },
     Grant {
         skill: String,
         capability: String,
@@ -46,13 +53,20 @@ pub enum ConsoleCommand {
     },
     Audit {
         limit: usize,
+        json: bool,
     },
-    Sessions,
+    Sessions {
+        json: bool,
+    },
     SessionNew,
     SessionSwitch(String),
     History,
     Cancel,
-    Runs,
+    /// A session's runs (default: the current session's).
+    Runs {
+        session: Option<String>,
+        json: bool,
+    },
     Help,
     Quit,
     /// A line for the agent.
@@ -61,22 +75,28 @@ pub enum ConsoleCommand {
 
 /// Every command, for help and completion.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("/skills", "list skills and load failures"),
-    ("/tools", "list tools"),
+    ("/skills", "[--json]  list skills and load failures"),
+    ("/tools", "[--json]  list tools"),
     ("/call", "TOOL {json}  call a tool"),
     ("/last", "the last /call result, whole"),
     (
         "/reload",
         "[SKILL]  rescan skills (and restart SKILL's engines)",
     ),
-    ("/grants", "list grants"),
+    ("/grants", "[--json]  list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
     ("/revoke", "SKILL CAPABILITY  remove a grant"),
-    ("/audit", "[N]  show the newest N audit entries"),
-    ("/sessions", "list sessions"),
+    (
+        "/audit",
+        "[N] [--json]  the newest N audit entries (0: all)",
+    ),
+    ("/sessions", "[--json]  list sessions"),
     ("/session", "new | switch ID  start or switch session"),
     ("/history", "the current session's messages"),
-    ("/runs", "the current session's runs"),
+    (
+        "/runs",
+        "[ID] [--json]  a session's runs (default: this one's)",
+    ),
     ("/cancel", "cancel the current session's run"),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-D)"),
@@ -102,9 +122,40 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             )),
         }
     };
+    // The shared listings: `--json` anywhere, at most `most` words besides.
+    let listing = |most: usize| -> Result<(Vec<&str>, bool), String> {
+        let mut words = Vec::new();
+        let mut json = false;
+        for w in args.split_whitespace() {
+            match w {
+                "--json" => json = true,
+                flag if flag.starts_with("--") => {
+                    return Err(format!(
+                        "/{cmd} has no option `{flag}`; it takes --json (see /help)"
+                    ));
+                }
+                w => words.push(w),
+            }
+        }
+        if words.len() > most {
+            return Err(format!(
+                "/{cmd} takes {}, got `{args}` (see /help)",
+                if most == 0 {
+                    "only --json"
+                } else {
+                    "one argument and --json"
+                }
+            ));
+        }
+        Ok((words, json))
+    };
     let cmd = match cmd {
-        "skills" => ConsoleCommand::Skills,
-        "tools" => ConsoleCommand::Tools,
+        "skills" => ConsoleCommand::Skills {
+            json: listing(0)?.1,
+        },
+        "tools" => ConsoleCommand::Tools {
+            json: listing(0)?.1,
+        },
         "call" => {
             let (tool, json) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
             if tool.is_empty() {
@@ -127,7 +178,9 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         "reload" => ConsoleCommand::Reload {
             skill: (!args.is_empty()).then(|| args.to_string()),
         },
-        "grants" => ConsoleCommand::Grants,
+        "grants" => ConsoleCommand::Grants {
+            json: listing(0)?.1,
+        },
         "grant" => {
             let (skill, capability) = two("grant")?;
             ConsoleCommand::Grant { skill, capability }
@@ -136,15 +189,20 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             let (skill, capability) = two("revoke")?;
             ConsoleCommand::Revoke { skill, capability }
         }
-        "audit" => ConsoleCommand::Audit {
-            limit: if args.is_empty() {
-                20
-            } else {
-                args.parse()
-                    .map_err(|_| format!("usage: /audit [N], got `{args}`"))?
-            },
+        "audit" => {
+            let usage = || format!("usage: /audit [N] [--json], got `{args}`");
+            let (words, json) = listing(1).map_err(|_| usage())?;
+            ConsoleCommand::Audit {
+                limit: match words.first() {
+                    None => commands::audit::DEFAULT_LIMIT,
+                    Some(n) => n.parse().map_err(|_| usage())?,
+                },
+                json,
+            }
+        }
+        "sessions" => ConsoleCommand::Sessions {
+            json: listing(0)?.1,
         },
-        "sessions" => ConsoleCommand::Sessions,
         "session" => {
             let mut it = args.split_whitespace();
             match (it.next(), it.next(), it.next()) {
@@ -154,7 +212,13 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             }
         }
         "history" => ConsoleCommand::History,
-        "runs" => ConsoleCommand::Runs,
+        "runs" => {
+            let (words, json) = listing(1)?;
+            ConsoleCommand::Runs {
+                session: words.first().map(|s| s.to_string()),
+                json,
+            }
+        }
         "cancel" => ConsoleCommand::Cancel,
         "help" | "?" => ConsoleCommand::Help,
         "last" => ConsoleCommand::Last,
@@ -191,10 +255,23 @@ pub fn in_console_words(text: &str) -> String {
 }
 
 /// A shared command's output as the console shows it: notes first, then
-/// the text; an error as a failed command. The caller puts advice in the
-/// console's words.
-fn shown<R: Render>(result: Result<R, commands::CommandError>) -> String {
+/// the text (or the JSON); an error as a failed command. The caller puts
+/// advice in the console's words.
+/// With `json`, the JSON goes to `json_out` as is (no advice rewritten
+/// inside it) and the text returned is empty.
+fn shown<R: Render>(
+    result: Result<R, commands::CommandError>,
+    json: bool,
+    json_out: &mut Option<String>,
+) -> String {
     match result {
+        Ok(out) if json => match out.json() {
+            Ok(j) => {
+                *json_out = Some(format!("{}\n", commands::json_for_terminal(&j)));
+                String::new()
+            }
+            Err(e) => format!("error: cannot write JSON: {e}\n"),
+        },
         Ok(out) => {
             let mut s: String = out.notes().iter().map(|n| format!("note: {n}\n")).collect();
             s.push_str(&out.text());
@@ -296,6 +373,8 @@ impl<'a> Console<'a> {
     pub fn execute(&mut self, cmd: ConsoleCommand, ask: chat::AskPerson<'_>) -> Outcome {
         let kernel = self.kernel;
         let ctx = commands::Ctx::new(kernel);
+        // A shared listing's `--json`, shown exactly as the CLI prints it.
+        let mut json_out = None;
         let text = match cmd {
             ConsoleCommand::Quit => return Outcome::Quit,
             // As `keel skills` shows them: scripts that do not compile or
@@ -304,8 +383,12 @@ impl<'a> Console<'a> {
                 Some(whole) => format!("{whole}\n"),
                 None => "no /call result yet\n".into(),
             },
-            ConsoleCommand::Skills => shown(Ok(commands::skills::run(ctx))),
-            ConsoleCommand::Tools => shown(Ok(commands::tools::run(ctx))),
+            ConsoleCommand::Skills { json } => {
+                shown(Ok(commands::skills::run(ctx)), json, &mut json_out)
+            }
+            ConsoleCommand::Tools { json } => {
+                shown(Ok(commands::tools::run(ctx)), json, &mut json_out)
+            }
             ConsoleCommand::Call { tool, args } => {
                 let started = std::time::Instant::now();
                 let mut out = std::io::stdout();
@@ -335,17 +418,27 @@ impl<'a> Console<'a> {
                     String::new()
                 }
             }
-            ConsoleCommand::Grants => shown(commands::grants::run(ctx)),
-            ConsoleCommand::Grant { skill, capability } => {
-                shown(commands::grant::run(ctx, &skill, &capability))
+            ConsoleCommand::Grants { json } => {
+                shown(commands::grants::run(ctx), json, &mut json_out)
             }
-            ConsoleCommand::Revoke { skill, capability } => {
-                shown(commands::revoke::run(ctx, &skill, &capability))
+            ConsoleCommand::Grant { skill, capability } => shown(
+                commands::grant::run(ctx, &skill, &capability),
+                false,
+                &mut json_out,
+            ),
+            ConsoleCommand::Revoke { skill, capability } => shown(
+                commands::revoke::run(ctx, &skill, &capability),
+                false,
+                &mut json_out,
+            ),
+            ConsoleCommand::Audit { limit, json } => {
+                shown(commands::audit::run(ctx, limit), json, &mut json_out)
             }
-            ConsoleCommand::Audit { limit } => shown(commands::audit::run(ctx, limit)),
-            ConsoleCommand::Sessions => {
-                shown(commands::sessions::run(ctx, self.session.as_deref()))
-            }
+            ConsoleCommand::Sessions { json } => shown(
+                commands::sessions::run(ctx, self.session.as_deref()),
+                json,
+                &mut json_out,
+            ),
             ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
                 Ok(s) => {
                     let text = format!("new session {}\n", s.id);
@@ -369,9 +462,9 @@ impl<'a> Console<'a> {
                     Err(e) => format!("error: {e}\n"),
                 },
             },
-            ConsoleCommand::Runs => match &self.session {
+            ConsoleCommand::Runs { session, json } => match session.or(self.session.clone()) {
                 None => "no session yet: send a message, or /session switch ID\n".into(),
-                Some(id) => shown(commands::runs::run(ctx, id)),
+                Some(id) => shown(commands::runs::run(ctx, &id), json, &mut json_out),
             },
             ConsoleCommand::Cancel => {
                 let mine: Vec<String> = self
@@ -402,6 +495,9 @@ impl<'a> Console<'a> {
             }
             ConsoleCommand::Message(text) => return self.message(&text, ask),
         };
+        if let Some(json) = json_out {
+            return Outcome::Text(json);
+        }
         Outcome::of(in_console_words(&text))
     }
 
@@ -826,8 +922,32 @@ mod tests {
         );
         assert_eq!(
             parse("/audit 5").unwrap(),
-            Some(ConsoleCommand::Audit { limit: 5 })
+            Some(ConsoleCommand::Audit {
+                limit: 5,
+                json: false
+            })
         );
+        assert_eq!(
+            parse("/audit --json 0").unwrap(),
+            Some(ConsoleCommand::Audit {
+                limit: 0,
+                json: true
+            })
+        );
+        assert_eq!(
+            parse("/runs s_1 --json").unwrap(),
+            Some(ConsoleCommand::Runs {
+                session: Some("s_1".into()),
+                json: true
+            })
+        );
+        assert!(
+            parse("/skills --jsn")
+                .unwrap_err()
+                .contains("no option `--jsn`")
+        );
+        assert!(parse("/tools extra").unwrap_err().contains("only --json"));
+        assert!(parse("/audit ten").unwrap_err().contains("usage: /audit"));
         assert_eq!(
             parse("hello").unwrap(),
             Some(ConsoleCommand::Message("hello".into()))
