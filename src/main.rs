@@ -434,45 +434,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Sessions { json }) => show(&commands::sessions::run(ctx, None)?, json),
         Some(Command::Runs { session, json }) => show(&commands::runs::run(ctx, &session)?, json),
-        Some(Command::Approvals { all, json }) => {
-            commands::settle_dead_runs(&kernel);
-            let list = kernel.store().approvals(!all)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", keel::repl::format_approvals(&list));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Approvals { all, json }) => show(&commands::approvals::run(ctx, all)?, json),
         Some(Command::Approve { id, answer }) => {
-            let Some(a) = keel::store::ApprovalAnswer::parse(&answer) else {
-                bail!("`{answer}` is not an answer; use yes, no or always");
-            };
-            let (rec, changed) = kernel.store().answer_approval(&id, a)??;
-            let esc = keel::text::escape_control;
-            println!(
-                "{} {}: {} `{}` on `{}` for {}{}",
-                if changed {
-                    "answered"
-                } else {
-                    "already answered"
-                },
-                esc(&id),
-                a.name(),
-                esc(&rec.capability),
-                esc(&rec.target),
-                esc(&rec.skill),
-                if a == keel::store::ApprovalAnswer::Always {
-                    format!(
-                        " (granted {} in workspace {})",
-                        esc(&rec.rule),
-                        esc(&rec.workspace)
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            Ok(ExitCode::SUCCESS)
+            show(&commands::approve::run(ctx, &id, &answer)?, false)
         }
         Some(Command::Skill {
             command: SkillCommand::Accept { name, origin },

@@ -286,3 +286,92 @@ fn grant_and_revoke_say_the_same_in_both_and_fail_the_same_way() {
     );
     assert_eq!(k.stdout, format!("{}{}", c.stderr, c.stdout));
 }
+
+const SH: &str = r#"
+[skill]
+name = "sh"
+version = "1.0.0"
+description = "Runs programs"
+entry = "main.luau"
+[capabilities]
+exec = ["*"]
+[[tools]]
+name = "run"
+description = "Run a program"
+parameters = { type = "object", properties = { argv = { type = "array", items = { type = "string" } } }, required = ["argv"] }
+"#;
+
+/// An approval waiting in one process (a run of the agent in this test)
+/// is listed alike by `keel approvals` and `/approvals`, answered by the
+/// console's `/approve` (the run goes on), and answering again says the
+/// same both ways.
+#[test]
+fn approvals_and_approve_are_the_same_in_both() {
+    use std::time::Duration;
+    let model = FakeModel::scripted(
+        Wire::OpenAi,
+        vec![
+            Reply::tool("sh__run", json!({"argv": ["true"]})),
+            Reply::text("Ran it."),
+        ],
+    );
+    let ws = Ws::new()
+        .skill(
+            "sh",
+            SH,
+            &[(
+                "main.luau",
+                "return { run = function(a) return keel.exec.run(a.argv).status end }\n",
+            )],
+        )
+        .policy(&format!(
+            "[policy]\nask = [\"exec:*\"]\n\n{}",
+            common::agent::model_table("main", &model)
+        ));
+    let rt = common::runtime();
+    let env = std::env::vars().filter(|(k, _)| k == "PATH").collect();
+    let kernel = ws.kernel_with_env(&rt, env);
+    let agent = keel::agent::Agent::new(kernel.clone()).expect("agent");
+    let session = agent.new_session("t").expect("session");
+    let _g = rt.enter();
+    let mut handle = agent.submit(&session.id, "run true").expect("submit");
+    let approval = common::agent::next_approval(&rt, &mut handle, Duration::from_secs(90));
+
+    for (args, line) in [
+        (&["approvals"][..], "/approvals\n"),
+        (&["approvals", "--all"][..], "/approvals --all\n"),
+        (&["approvals", "--json"][..], "/approvals --json\n"),
+    ] {
+        let c = cli(&ws, args);
+        let k = console(&ws, "", line);
+        assert!(c.stdout.contains(&approval.id), "{args:?}: {}", c.stdout);
+        assert_eq!(k.stdout, c.stdout, "{line}");
+    }
+
+    let k = console(&ws, "", &format!("/approve {} yes\n", approval.id));
+    assert_eq!(k.status, 0, "{}", k.stderr);
+    assert!(k.stdout.starts_with("answered "), "{}", k.stdout);
+    let outcome = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(90), handle.wait())
+            .await
+            .expect("the run did not go on after the console's answer (guard: 90 s)")
+    });
+    assert_eq!(outcome.state, "done", "{outcome:?}");
+    let c = cli(&ws, &["approve", &approval.id, "yes"]);
+    assert_eq!(c.status, 0, "{}", c.stderr);
+    assert_eq!(
+        k.stdout,
+        c.stdout.replacen("already answered", "answered", 1)
+    );
+    let again = console(&ws, "", &format!("/approve {} yes\n", approval.id));
+    assert_eq!(again.stdout, c.stdout);
+
+    // A different answer now, and a bad one, fail alike.
+    for answer in ["no", "maybe"] {
+        let c = cli(&ws, &["approve", &approval.id, answer]);
+        let k = console(&ws, "", &format!("/approve {} {answer}\n", approval.id));
+        assert_eq!((c.status, k.status), (1, 1), "{answer}");
+        let reason = c.stderr.strip_prefix("keel: ").expect("keel: prefix");
+        assert_eq!(k.stderr, format!("error: {reason}"), "{answer}");
+    }
+}

@@ -27,6 +27,8 @@
 //! and `/skills` never said how programs are confined. Tests drive the
 //! real binary both ways and compare the text (tests/commands.rs).
 
+pub mod approvals;
+pub mod approve;
 pub mod audit;
 pub mod grant;
 pub mod grants;
@@ -85,6 +87,12 @@ pub enum CommandError {
     /// `revoke` of a grant that is not there.
     #[error("skill `{skill}` has no grant `{capability}` (see `keel grants`)")]
     NoSuchGrant { skill: String, capability: String },
+    /// An answer to an approval that is not yes, no or always.
+    #[error("`{0}` is not an answer; use yes, no or always")]
+    NotAnAnswer(String),
+    /// An approval that cannot take the answer (none, expired, answered).
+    #[error(transparent)]
+    Answer(#[from] crate::store::AnswerError),
     /// A session id that names no session.
     #[error("no session `{0}` (see `keel sessions`)")]
     NoSuchSession(String),

@@ -62,6 +62,16 @@ pub enum ConsoleCommand {
     SessionSwitch(String),
     History,
     Cancel,
+    /// Approval requests (`--all`: answered ones too).
+    Approvals {
+        all: bool,
+        json: bool,
+    },
+    /// Answers an approval request, as `keel approve` does.
+    Approve {
+        id: String,
+        answer: String,
+    },
     /// A session's runs (default: the current session's).
     Runs {
         session: Option<String>,
@@ -98,6 +108,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "[ID] [--json]  a session's runs (default: this one's)",
     ),
     ("/cancel", "cancel the current session's run"),
+    ("/approvals", "[--all] [--json]  approval requests waiting"),
+    ("/approve", "ID yes|no|always  answer one (from any keel)"),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-D)"),
 ];
@@ -212,6 +224,27 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             }
         }
         "history" => ConsoleCommand::History,
+        "approvals" => {
+            let all = args.split_whitespace().any(|w| w == "--all");
+            let rest: Vec<&str> = args.split_whitespace().filter(|w| *w != "--all").collect();
+            let json = rest.contains(&"--json");
+            if rest.iter().any(|w| *w != "--json") {
+                return Err(format!("usage: /approvals [--all] [--json], got `{args}`"));
+            }
+            ConsoleCommand::Approvals { all, json }
+        }
+        "approve" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some(id), Some(answer), None) => ConsoleCommand::Approve {
+                    id: id.to_string(),
+                    answer: answer.to_string(),
+                },
+                _ => {
+                    return Err("usage: /approve ID yes|no|always (see /approvals)".into());
+                }
+            }
+        }
         "runs" => {
             let (words, json) = listing(1)?;
             ConsoleCommand::Runs {
@@ -245,6 +278,8 @@ pub fn in_console_words(text: &str) -> String {
         ("keel skills", "/skills"),
         ("keel audit", "/audit"),
         ("keel sessions", "/sessions"),
+        ("keel approvals", "/approvals"),
+        ("keel approve ", "/approve "),
     ];
     let mut out = text.to_string();
     for (cli, console) in SAME {
@@ -466,6 +501,14 @@ impl<'a> Console<'a> {
                 None => "no session yet: send a message, or /session switch ID\n".into(),
                 Some(id) => shown(commands::runs::run(ctx, &id), json, &mut json_out),
             },
+            ConsoleCommand::Approvals { all, json } => {
+                shown(commands::approvals::run(ctx, all), json, &mut json_out)
+            }
+            ConsoleCommand::Approve { id, answer } => shown(
+                commands::approve::run(ctx, &id, &answer),
+                false,
+                &mut json_out,
+            ),
             ConsoleCommand::Cancel => {
                 let mine: Vec<String> = self
                     .agent
@@ -542,36 +585,6 @@ impl<'a> Console<'a> {
             Err(e) => format!("error: {e}\n"),
         })
     }
-}
-
-/// Approval requests, oldest first.
-pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
-    if list.is_empty() {
-        return "no approval requests waiting\n".into();
-    }
-    let mut s = String::new();
-    for a in list {
-        let esc = crate::text::escape_control;
-        s.push_str(&format!(
-            "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}; {}\n",
-            esc(&a.id),
-            esc(a.state.name()),
-            esc(&a.skill),
-            esc(&a.capability),
-            if a.target.is_empty() {
-                String::new()
-            } else {
-                format!(" on `{}`", esc(&a.target))
-            },
-            esc(&a.tool),
-            esc(&a.run_id),
-            a.answer
-                .map(|x| format!(": {}", x.name()))
-                .unwrap_or_default(),
-            chat::always_grants(a)
-        ));
-    }
-    s
 }
 
 /// Renders a kernel event for the console. Reload reports quote skill
