@@ -320,12 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !abs.exists() {
                 bail!("{} does not exist", abs.display());
             }
-            let resolved = abs.canonicalize().unwrap_or_else(|_| abs.clone());
-            let inside = config
-                .skill_paths
-                .iter()
-                .any(|d| resolved.starts_with(d.canonicalize().unwrap_or_else(|_| d.clone())));
-            if !inside {
+            if !commands::check::in_search_path(&config.skill_paths, &abs) {
                 // A skill (folder with a manifest or SKILL.md, or a one-file
                 // script) is found from its parent; a folder of skills is
                 // the search folder itself.
@@ -347,7 +342,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "keel: checking {} (outside the workspace's skill folders: grants and first-seen capabilities are not consulted)",
                     abs.display()
                 );
-                return check(&kernel, Some(&abs));
+                return show(
+                    &commands::check::run(commands::Ctx::new(&kernel), Some(&abs))?,
+                    false,
+                );
             }
         }
         Some(Command::Skill {
@@ -403,7 +401,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string(&result)?);
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Check { path }) => check(&kernel, path.as_deref()),
+        Some(Command::Check { path }) => show(&commands::check::run(ctx, path.as_deref())?, false),
         Some(Command::Grant { skill, capability }) => {
             show(&commands::grant::run(ctx, &skill, &capability)?, false)
         }
@@ -621,119 +619,6 @@ fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
         );
     } else {
         println!("{name} from {key} is already accepted here");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn under(origin: &Origin, path: &Path) -> bool {
-    match origin {
-        Origin::Folder(p) | Origin::File(p) => p.starts_with(path),
-        Origin::Builtin(_) => false,
-    }
-}
-
-fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
-    // Status words in colour on a terminal (not in a pipe, not with NO_COLOR).
-    let colour = keel::text::colour_stdout();
-    let say = |line: String| println!("{}", keel::text::colour_status(&line, colour));
-    let set = kernel.skills();
-    let scope = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    if let Some(p) = &scope
-        && !p.exists()
-    {
-        bail!("{} does not exist", p.display());
-    }
-    let in_scope = |o: &Origin| scope.as_ref().is_none_or(|p| under(o, p));
-    let mut problems = 0;
-    for f in set.failures.iter().filter(|f| in_scope(&f.origin)) {
-        println!("{}", keel::text::escape_control_keep_lines(&f.error));
-        problems += 1;
-    }
-    for c in set.claimants.iter().filter(|c| in_scope(&c.origin)) {
-        println!("held back: {}", keel::text::escape_control(&c.reason));
-        problems += 1;
-    }
-    let policy = kernel.gate().policy();
-    let mut checked = 0;
-    for s in set.skills.values().filter(|s| in_scope(&s.source.origin)) {
-        checked += 1;
-        // What the Agent Skills format leaves to the operator: fields keel
-        // ignores, and `allowed-tools`, which grants nothing.
-        let md_notes = |s: &keel::skill::LoadedSkill| {
-            let Some(i) = &s.source.instructions else {
-                return;
-            };
-            let md = s.source.dir.join("SKILL.md");
-            for w in &i.unknown {
-                println!(
-                    "    {}:{}: warning: {}",
-                    md.display(),
-                    w.line,
-                    keel::text::escape_control(&w.message)
-                );
-            }
-            if !i.allowed_tools.is_empty() {
-                println!(
-                    "    allowed-tools: {} (shown only: keel grants nothing for it; scripts run through exec under the policy)",
-                    keel::text::escape_control(&i.allowed_tools.join(" "))
-                );
-            }
-        };
-        if s.is_instructions() {
-            let n = s.source.resources.len();
-            say(format!(
-                "ok {} (instructions, {n} file{}) {}",
-                s.label(),
-                if n == 1 { "" } else { "s" },
-                s.source.origin
-            ));
-            md_notes(s);
-            continue;
-        }
-        match kernel.instantiate(s) {
-            Ok(_) => say(format!(
-                "ok {} ({}, {} tool{}) {}",
-                s.id,
-                s.manifest.language.name(),
-                s.manifest.tools.len(),
-                if s.manifest.tools.len() == 1 { "" } else { "s" },
-                s.source.origin
-            )),
-            Err(e) => {
-                println!("{}", keel::text::escape_control_keep_lines(&e.to_string()));
-                problems += 1;
-                continue;
-            }
-        }
-        md_notes(s);
-        let grants = kernel.gate().grants(&s.manifest.name);
-        for c in &s.manifest.capabilities {
-            let d = keel::repl::decision_for_rule(&policy, &s.manifest.name, &grants, c);
-            let pending = if s.identity.pending.contains(&c.text) {
-                " (new since first load: needs `keel grant`)"
-            } else {
-                ""
-            };
-            say(format!(
-                "    {:<32} {d}{pending}",
-                keel::text::escape_control(&c.text)
-            ));
-        }
-    }
-    if checked == 0 && problems == 0 {
-        // Nothing to check is a failure: a script running `keel check DIR`
-        // must not pass on a typo'd folder.
-        eprintln!(
-            "keel: no skills found{}; a skill is a folder with skill.toml or SKILL.md, or a one-file script with its manifest in a leading comment",
-            scope
-                .map(|p| format!(" in {}", p.display()))
-                .unwrap_or_default()
-        );
-        return Ok(ExitCode::from(1));
-    }
-    if problems > 0 {
-        println!("{problems} problem{}", if problems == 1 { "" } else { "s" });
-        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

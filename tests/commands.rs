@@ -177,6 +177,47 @@ fn the_console_and_the_cli_print_the_same_text_for_each_shared_command() {
         assert_eq!(k.status, 0, "{line} --json: {}", k.stderr);
     }
 
+    // `check`: the same report (the CLI exits 1 for the skill that does
+    // not compile; the console goes on), for all skills and for one.
+    for (args, line) in [
+        (&["check"][..], "/check\n"),
+        (&["check", "skills/notes"][..], "/check skills/notes\n"),
+    ] {
+        let c = cli(&ws, args);
+        let k = console(&ws, "", line);
+        assert!(c.stdout.contains("ok notes@1.0.0"), "{}", c.stdout);
+        assert_eq!(k.stdout, in_console_words(&c.stdout), "{line}");
+    }
+    assert_eq!(cli(&ws, &["check"]).status, 1);
+    assert!(cli(&ws, &["check"]).stdout.contains("1 problem\n"));
+    assert_eq!(cli(&ws, &["check", "skills/notes"]).status, 0);
+    // A path that is not there fails alike; one outside the skill folders
+    // is checked by the CLI and refused by the console, saying how.
+    let c = cli(&ws, &["check", "skills/nope"]);
+    let k = console(&ws, "", "/check skills/nope\n");
+    assert_eq!((c.status, k.status), (1, 1));
+    let reason = c.stderr.strip_prefix("keel: ").expect("keel: prefix");
+    assert!(reason.contains("skills/nope does not exist"), "{reason}");
+    assert_eq!(k.stderr, format!("error: {reason}"));
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("x")).unwrap();
+    std::fs::write(
+        outside.path().join("x/SKILL.md"),
+        "---\nname: x\ndescription: Outside.\n---\nBody.\n",
+    )
+    .unwrap();
+    let there = outside.path().join("x");
+    let there = there.to_str().unwrap();
+    assert_eq!(cli(&ws, &["check", there]).status, 0);
+    let k = console(&ws, "", &format!("/check {there}\n"));
+    assert_eq!(k.status, 1);
+    assert!(
+        k.stderr.contains("outside this workspace's skill folders")
+            && k.stderr.contains(&format!("`keel check {there}`")),
+        "{}",
+        k.stderr
+    );
+
     // The listings hold what the workspace has, so the comparison above
     // compared something.
     let skills = cli(&ws, &["skills"]);

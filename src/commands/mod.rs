@@ -20,6 +20,14 @@
 //!   error as a failed command (`error: …`: standard error and exit status
 //!   1 when fed from a pipe).
 //!
+//! Shared: skills, tools, check, grants, grant, revoke, audit, sessions,
+//! runs, approvals, approve. Left to one front end, because they are about
+//! that front end: `ask`, `call` (the console asks the person at it and
+//! cuts long results), `skill new|accept`, `docs`; the console's session,
+//! history, cancel, reload and last. `keel check PATH` outside the skill
+//! folders builds a kernel of its own for that path first (the console
+//! refuses such a path and says to use `keel check`).
+//!
 //! Before this layer each front end had its own copy of each command, and
 //! they had drifted: the console did not list skills that failed to
 //! compile, `/grant` accepted a name that is not a skill name and said
@@ -30,6 +38,7 @@
 pub mod approvals;
 pub mod approve;
 pub mod audit;
+pub mod check;
 pub mod grant;
 pub mod grants;
 pub mod revoke;
@@ -93,6 +102,21 @@ pub enum CommandError {
     /// An approval that cannot take the answer (none, expired, answered).
     #[error(transparent)]
     Answer(#[from] crate::store::AnswerError),
+    /// A path argument that is not there.
+    #[error("{} does not exist", .0.display())]
+    NoSuchPath(std::path::PathBuf),
+    /// `check` of a path this kernel does not load skills from.
+    #[error(
+        "{} is outside this workspace's skill folders; check it with `keel check {}` (it loads the skills there on their own)",
+        .0.display(), .0.display()
+    )]
+    OutsideSearchPath(std::path::PathBuf),
+    /// `check` found no skill (in the given path, or at all).
+    #[error(
+        "no skills found{}; a skill is a folder with skill.toml or SKILL.md, or a one-file script with its manifest in a leading comment",
+        check::where_(.0)
+    )]
+    NothingToCheck(Option<std::path::PathBuf>),
     /// A session id that names no session.
     #[error("no session `{0}` (see `keel sessions`)")]
     NoSuchSession(String),

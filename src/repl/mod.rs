@@ -40,6 +40,10 @@ pub enum ConsoleCommand {
     Reload {
         skill: Option<String>,
     },
+    /// Checks every skill, or those under a path in the skill folders.
+    Check {
+        path: Option<std::path::PathBuf>,
+    },
     Grants {
         json: bool,
     },
@@ -92,6 +96,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "/reload",
         "[SKILL]  rescan skills (and restart SKILL's engines)",
+    ),
+    (
+        "/check",
+        "[PATH]  compile skills, show capabilities vs the policy",
     ),
     ("/grants", "[--json]  list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
@@ -190,6 +198,15 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         "reload" => ConsoleCommand::Reload {
             skill: (!args.is_empty()).then(|| args.to_string()),
         },
+        "check" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next()) {
+                (path, None) => ConsoleCommand::Check {
+                    path: path.map(std::path::PathBuf::from),
+                },
+                _ => return Err("usage: /check [PATH] (a skill, or a folder of skills)".into()),
+            }
+        }
         "grants" => ConsoleCommand::Grants {
             json: listing(0)?.1,
         },
@@ -453,6 +470,11 @@ impl<'a> Console<'a> {
                     String::new()
                 }
             }
+            ConsoleCommand::Check { path } => shown(
+                commands::check::run(ctx, path.as_deref()),
+                false,
+                &mut json_out,
+            ),
             ConsoleCommand::Grants { json } => {
                 shown(commands::grants::run(ctx), json, &mut json_out)
             }
