@@ -26,6 +26,8 @@
 //! - [`store`] — SQLite: grants, audit log, key-value data, sessions, runs,
 //!   the transcript, approvals, token usage.
 //! - [`config`] — `keel.toml`.
+//! - [`commands`] — one implementation per command shared by the CLI and
+//!   the console (`keel grant` and `/grant`), rendering text or JSON.
 //! - [`repl`] — the console and the terminal side of talking to the agent
 //!   (also used by `keel ask`).
 //! - [`paths`] — resolving paths on disk (symlinks followed), handed to
@@ -40,6 +42,7 @@
 
 pub mod agent;
 pub mod capability;
+pub mod commands;
 pub mod config;
 pub mod docs;
 pub mod host;

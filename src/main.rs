@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use keel::Kernel;
-use keel::capability::CapabilityRule;
+use keel::commands::{self, Render};
 use keel::config::Config;
-use keel::skill::{Origin, SkillFailure, SkillSet, manifest::valid_skill_name};
+use keel::skill::{Origin, manifest::valid_skill_name};
 
 #[derive(Parser)]
 #[command(
@@ -85,7 +85,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// How many entries, newest first (0: all of them).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = commands::audit::DEFAULT_LIMIT)]
         limit: usize,
     },
     /// Send one message to the agent and print the answer as it streams.
@@ -320,12 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !abs.exists() {
                 bail!("{} does not exist", abs.display());
             }
-            let resolved = abs.canonicalize().unwrap_or_else(|_| abs.clone());
-            let inside = config
-                .skill_paths
-                .iter()
-                .any(|d| resolved.starts_with(d.canonicalize().unwrap_or_else(|_| d.clone())));
-            if !inside {
+            if !commands::check::in_search_path(&config.skill_paths, &abs) {
                 // A skill (folder with a manifest or SKILL.md, or a one-file
                 // script) is found from its parent; a folder of skills is
                 // the search folder itself.
@@ -347,7 +342,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "keel: checking {} (outside the workspace's skill folders: grants and first-seen capabilities are not consulted)",
                     abs.display()
                 );
-                return check(&kernel, Some(&abs));
+                return show(
+                    &commands::check::run(commands::Ctx::new(&kernel), Some(&abs))?,
+                    false,
+                );
             }
         }
         Some(Command::Skill {
@@ -368,6 +366,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(cli.config.as_deref())?;
     let rt = runtime()?;
     let kernel = build_kernel(&cli, config, &rt)?;
+    let ctx = commands::Ctx::new(&kernel);
     match cli.command {
         None => {
             // Fed from a pipe, a failed command makes the exit status 1.
@@ -378,52 +377,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Some(Command::Skills { json }) => {
-            let set = kernel.skills();
-            // A listing in another terminal should show what the console
-            // would: scripts that do not compile or load, with file and line.
-            let broken = kernel.validate();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&skills_json(&set, &broken))?
-                );
-            } else {
-                let listing = keel::repl::format_skills(&set, &broken, &|id| {
-                    kernel.gate().pending_blocked(id)
-                });
-                print!(
-                    "{}",
-                    keel::text::colour_status(&listing, keel::text::colour_stdout())
-                );
-                // Say how programs are confined wherever a skill may run one.
-                let runs_programs = set.skills.values().any(|sk| {
-                    sk.manifest
-                        .capabilities
-                        .iter()
-                        .any(|c| c.kind == keel::capability::CapabilityKind::Exec)
-                });
-                if runs_programs {
-                    println!("{}", keel::sandbox::status());
-                }
-            }
-            Ok(
-                if set.failures.is_empty() && broken.is_empty() && set.claimants.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                },
-            )
-        }
-        Some(Command::Tools { json }) => {
-            let set = kernel.skills();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tools_json(&set))?);
-            } else {
-                print!("{}", keel::repl::format_tools(&set));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Skills { json }) => show(&commands::skills::run(ctx), json),
+        Some(Command::Tools { json }) => show(&commands::tools::run(ctx), json),
         Some(Command::Call { tool, args }) => {
             let stdin;
             let args = match args.as_deref() {
@@ -446,61 +401,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string(&result)?);
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Check { path }) => check(&kernel, path.as_deref()),
+        Some(Command::Check { path }) => show(&commands::check::run(ctx, path.as_deref())?, false),
         Some(Command::Grant { skill, capability }) => {
-            let rule = parse_grant(&kernel, &skill, &capability)?;
-            let new = kernel
-                .store()
-                .grant(kernel.workspace(), &skill, &rule.text)?;
-            println!(
-                "{} {skill} {} in workspace {}",
-                if new { "granted" } else { "already granted:" },
-                rule.text,
-                kernel.workspace().display()
-            );
-            Ok(ExitCode::SUCCESS)
+            show(&commands::grant::run(ctx, &skill, &capability)?, false)
         }
         Some(Command::Revoke { skill, capability }) => {
-            let rule = parse_grant(&kernel, &skill, &capability)?;
-            if keel::repl::revoke_here_or_legacy(
-                kernel.store(),
-                kernel.workspace(),
-                &skill,
-                &rule.text,
-            )? {
-                println!("revoked {skill} {}", rule.text);
-                Ok(ExitCode::SUCCESS)
-            } else {
-                bail!(
-                    "skill `{skill}` has no grant `{}` (see `keel grants`)",
-                    rule.text
-                )
-            }
+            show(&commands::revoke::run(ctx, &skill, &capability)?, false)
         }
-        Some(Command::Grants { json }) => {
-            let grants = kernel.store().all_grants()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&grants)?);
-            } else {
-                print!("{}", keel::repl::format_grants(&grants));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Audit { json, limit }) => {
-            let log = kernel.store().audit_log(limit)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&log)?);
-            } else {
-                print!(
-                    "{}",
-                    keel::text::colour_status(
-                        &keel::repl::format_audit(&log),
-                        keel::text::colour_stdout()
-                    )
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Grants { json }) => show(&commands::grants::run(ctx)?, json),
+        Some(Command::Audit { json, limit }) => show(&commands::audit::run(ctx, limit)?, json),
         Some(Command::Ask {
             message,
             session,
@@ -521,68 +430,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 other => other,
             }
         }
-        Some(Command::Sessions { json }) => {
-            settle_dead_runs(&kernel);
-            let list = kernel.store().session_summaries()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", keel::repl::format_sessions(&list, None));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Runs { session, json }) => {
-            if kernel.store().session(&session)?.is_none() {
-                bail!("no session `{session}` (see `keel sessions`)");
-            }
-            settle_dead_runs(&kernel);
-            let list = kernel.store().runs(&session)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", keel::repl::format_runs(&list));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Approvals { all, json }) => {
-            settle_dead_runs(&kernel);
-            let list = kernel.store().approvals(!all)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", keel::repl::format_approvals(&list));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Sessions { json }) => show(&commands::sessions::run(ctx, None)?, json),
+        Some(Command::Runs { session, json }) => show(&commands::runs::run(ctx, &session)?, json),
+        Some(Command::Approvals { all, json }) => show(&commands::approvals::run(ctx, all)?, json),
         Some(Command::Approve { id, answer }) => {
-            let Some(a) = keel::store::ApprovalAnswer::parse(&answer) else {
-                bail!("`{answer}` is not an answer; use yes, no or always");
-            };
-            let (rec, changed) = kernel.store().answer_approval(&id, a)??;
-            let esc = keel::text::escape_control;
-            println!(
-                "{} {}: {} `{}` on `{}` for {}{}",
-                if changed {
-                    "answered"
-                } else {
-                    "already answered"
-                },
-                esc(&id),
-                a.name(),
-                esc(&rec.capability),
-                esc(&rec.target),
-                esc(&rec.skill),
-                if a == keel::store::ApprovalAnswer::Always {
-                    format!(
-                        " (granted {} in workspace {})",
-                        esc(&rec.rule),
-                        esc(&rec.workspace)
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            Ok(ExitCode::SUCCESS)
+            show(&commands::approve::run(ctx, &id, &answer)?, false)
         }
         Some(Command::Skill {
             command: SkillCommand::Accept { name, origin },
@@ -591,14 +443,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Before a listing: fails the runs whose process died, so the listing
-/// shows them failed (interrupted) rather than `running` forever. A
-/// listing still works if this cannot be done (say, the database is
-/// read-only); the warning says why.
-fn settle_dead_runs(kernel: &Kernel) {
-    if let Err(e) = keel::agent::owner::recover_dead_runs(kernel.store()) {
-        tracing::warn!(error = %e, "cannot mark the runs of stopped processes as failed");
+/// Prints a command's output: JSON, or the text (status words coloured on
+/// a terminal) after its notes on standard error. Exit status 1 when the
+/// command found problems (skills that failed to load).
+fn show(out: &dyn Render, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", out.json()?);
+    } else {
+        for note in out.notes() {
+            eprintln!("note: {note}");
+        }
+        let text = out.text();
+        if out.coloured() {
+            print!(
+                "{}",
+                keel::text::colour_status(&text, keel::text::colour_stdout())
+            );
+        } else {
+            print!("{text}");
+        }
     }
+    Ok(if out.problems() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `keel ask`: one run, streamed to stdout (tool calls and approvals on
@@ -750,201 +619,6 @@ fn skill_accept(kernel: &Kernel, name: &str, origin: &str) -> Result<ExitCode> {
         );
     } else {
         println!("{name} from {key} is already accepted here");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Parses a grant, normalising it the way the gate will read it back.
-fn parse_grant(kernel: &Kernel, skill: &str, capability: &str) -> Result<CapabilityRule> {
-    if !valid_skill_name(skill) {
-        bail!("`{skill}` is not a skill name (see `keel skills`)");
-    }
-    let rule = CapabilityRule::parse(capability, &keel::paths::scope_base(kernel.workspace()))?;
-    if kernel.skills().latest(skill).is_none() {
-        eprintln!(
-            "note: no skill named `{skill}` is loaded right now; the grant applies when it is"
-        );
-    }
-    Ok(rule)
-}
-
-fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
-    let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
-    let skills: Vec<Value> = set
-        .skills
-        .values()
-        .filter(|s| !is_broken(&s.id.to_string()))
-        .map(|s| {
-            let m = &s.manifest;
-            let md = s.source.instructions.as_ref();
-            if s.is_instructions() {
-                return json!({
-                    "name": m.name,
-                    "kind": s.source.kind,
-                    "description": s.description(),
-                    "origin": s.source.origin,
-                    "license": md.and_then(|i| i.license.clone()),
-                    "compatibility": md.and_then(|i| i.compatibility.clone()),
-                    "metadata": md.map(|i| i.metadata.clone()).unwrap_or_default(),
-                    "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
-                    "files": s.source.resources,
-                    "tools": Vec::<String>::new(),
-                });
-            }
-            json!({
-                "name": m.name,
-                "kind": s.source.kind,
-                "version": m.version.to_string(),
-                "description": m.description,
-                "language": m.language,
-                "origin": s.source.origin,
-                "tools": m.tools.iter().map(|t| format!("{}.{}", m.name, t.name)).collect::<Vec<_>>(),
-                "dependencies": s.deps.iter().map(|(k, v)| (k.clone(), v.id.version.to_string())).collect::<BTreeMap<_, _>>(),
-                "capabilities": m.capabilities.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
-                "pending_capabilities": s.identity.pending,
-                "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
-            })
-        })
-        .collect();
-    let failures: Vec<&SkillFailure> = set.failures.iter().chain(broken).collect();
-    json!({ "skills": skills, "failures": failures, "claimants": set.claimants })
-}
-
-fn tools_json(set: &SkillSet) -> Value {
-    Value::Array(
-        set.tools
-            .iter()
-            .map(|(name, e)| {
-                let spec = e.spec();
-                json!({
-                    "name": name,
-                    "description": spec.description,
-                    "parameters": spec.parameters,
-                    "skill": e.skill.id.to_string(),
-                })
-            })
-            // keel's own tools (no skill behind them).
-            .chain(keel::tool::native::specs().iter().map(|t| {
-                json!({
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                    "skill": "keel",
-                })
-            }))
-            .collect(),
-    )
-}
-
-fn under(origin: &Origin, path: &Path) -> bool {
-    match origin {
-        Origin::Folder(p) | Origin::File(p) => p.starts_with(path),
-        Origin::Builtin(_) => false,
-    }
-}
-
-fn check(kernel: &Kernel, path: Option<&Path>) -> Result<ExitCode> {
-    // Status words in colour on a terminal (not in a pipe, not with NO_COLOR).
-    let colour = keel::text::colour_stdout();
-    let say = |line: String| println!("{}", keel::text::colour_status(&line, colour));
-    let set = kernel.skills();
-    let scope = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    if let Some(p) = &scope
-        && !p.exists()
-    {
-        bail!("{} does not exist", p.display());
-    }
-    let in_scope = |o: &Origin| scope.as_ref().is_none_or(|p| under(o, p));
-    let mut problems = 0;
-    for f in set.failures.iter().filter(|f| in_scope(&f.origin)) {
-        println!("{}", keel::text::escape_control_keep_lines(&f.error));
-        problems += 1;
-    }
-    for c in set.claimants.iter().filter(|c| in_scope(&c.origin)) {
-        println!("held back: {}", keel::text::escape_control(&c.reason));
-        problems += 1;
-    }
-    let policy = kernel.gate().policy();
-    let mut checked = 0;
-    for s in set.skills.values().filter(|s| in_scope(&s.source.origin)) {
-        checked += 1;
-        // What the Agent Skills format leaves to the operator: fields keel
-        // ignores, and `allowed-tools`, which grants nothing.
-        let md_notes = |s: &keel::skill::LoadedSkill| {
-            let Some(i) = &s.source.instructions else {
-                return;
-            };
-            let md = s.source.dir.join("SKILL.md");
-            for w in &i.unknown {
-                println!(
-                    "    {}:{}: warning: {}",
-                    md.display(),
-                    w.line,
-                    keel::text::escape_control(&w.message)
-                );
-            }
-            if !i.allowed_tools.is_empty() {
-                println!(
-                    "    allowed-tools: {} (shown only: keel grants nothing for it; scripts run through exec under the policy)",
-                    keel::text::escape_control(&i.allowed_tools.join(" "))
-                );
-            }
-        };
-        if s.is_instructions() {
-            let n = s.source.resources.len();
-            say(format!(
-                "ok {} (instructions, {n} file{}) {}",
-                s.label(),
-                if n == 1 { "" } else { "s" },
-                s.source.origin
-            ));
-            md_notes(s);
-            continue;
-        }
-        match kernel.instantiate(s) {
-            Ok(_) => say(format!(
-                "ok {} ({}, {} tool{}) {}",
-                s.id,
-                s.manifest.language.name(),
-                s.manifest.tools.len(),
-                if s.manifest.tools.len() == 1 { "" } else { "s" },
-                s.source.origin
-            )),
-            Err(e) => {
-                println!("{}", keel::text::escape_control_keep_lines(&e.to_string()));
-                problems += 1;
-                continue;
-            }
-        }
-        md_notes(s);
-        let grants = kernel.gate().grants(&s.manifest.name);
-        for c in &s.manifest.capabilities {
-            let d = keel::repl::decision_for_rule(&policy, &s.manifest.name, &grants, c);
-            let pending = if s.identity.pending.contains(&c.text) {
-                " (new since first load: needs `keel grant`)"
-            } else {
-                ""
-            };
-            say(format!(
-                "    {:<32} {d}{pending}",
-                keel::text::escape_control(&c.text)
-            ));
-        }
-    }
-    if checked == 0 && problems == 0 {
-        // Nothing to check is a failure: a script running `keel check DIR`
-        // must not pass on a typo'd folder.
-        eprintln!(
-            "keel: no skills found{}; a skill is a folder with skill.toml or SKILL.md, or a one-file script with its manifest in a leading comment",
-            scope
-                .map(|p| format!(" in {}", p.display()))
-                .unwrap_or_default()
-        );
-        return Ok(ExitCode::from(1));
-    }
-    if problems > 0 {
-        println!("{problems} problem{}", if problems == 1 { "" } else { "s" });
-        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

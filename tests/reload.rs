@@ -87,7 +87,8 @@ fn edits_apply_to_the_next_call_and_broken_edits_keep_the_old_version() {
     // The same broken file is not reported again by the next reload.
     let again = k.reload();
     assert!(again.is_empty(), "{again:?}");
-    let listed = keel::repl::format_skills(&k.skills(), &[], &|id| k.gate().pending_blocked(id));
+    let listed =
+        keel::commands::skills::format_skills(&k.skills(), &[], &|id| k.gate().pending_blocked(id));
     assert!(
         listed.contains("main.luau:2"),
         "the failure shows in /skills: {listed}"

@@ -15,10 +15,10 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::Value;
 
-pub use format::{decision_for_rule, format_audit, format_grants, format_skills, format_tools};
+pub use format::decision_for_rule;
 
 use crate::agent::Agent;
-use crate::capability::CapabilityRule;
+use crate::commands::{self, Render};
 use crate::kernel::{Kernel, KernelEvent};
 
 /// A parsed console command.
@@ -26,8 +26,13 @@ use crate::kernel::{Kernel, KernelEvent};
 pub enum ConsoleCommand {
     /// The last `/call` result, whole.
     Last,
-    Skills,
-    Tools,
+    /// The shared listings take `--json` as on the command line.
+    Skills {
+        json: bool,
+    },
+    Tools {
+        json: bool,
+    },
     Call {
         tool: String,
         args: Value,
@@ -35,7 +40,13 @@ pub enum ConsoleCommand {
     Reload {
         skill: Option<String>,
     },
-    Grants,
+    /// Checks every skill, or those under a path in the skill folders.
+    Check {
+        path: Option<std::path::PathBuf>,
+    },
+    Grants {
+        json: bool,
+    },
     Grant {
         skill: String,
         capability: String,
@@ -46,13 +57,30 @@ pub enum ConsoleCommand {
     },
     Audit {
         limit: usize,
+        json: bool,
     },
-    Sessions,
+    Sessions {
+        json: bool,
+    },
     SessionNew,
     SessionSwitch(String),
     History,
     Cancel,
-    Runs,
+    /// Approval requests (`--all`: answered ones too).
+    Approvals {
+        all: bool,
+        json: bool,
+    },
+    /// Answers an approval request, as `keel approve` does.
+    Approve {
+        id: String,
+        answer: String,
+    },
+    /// A session's runs (default: the current session's).
+    Runs {
+        session: Option<String>,
+        json: bool,
+    },
     Help,
     Quit,
     /// A line for the agent.
@@ -61,23 +89,35 @@ pub enum ConsoleCommand {
 
 /// Every command, for help and completion.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("/skills", "list skills and load failures"),
-    ("/tools", "list tools"),
+    ("/skills", "[--json]  list skills and load failures"),
+    ("/tools", "[--json]  list tools"),
     ("/call", "TOOL {json}  call a tool"),
     ("/last", "the last /call result, whole"),
     (
         "/reload",
         "[SKILL]  rescan skills (and restart SKILL's engines)",
     ),
-    ("/grants", "list grants"),
+    (
+        "/check",
+        "[PATH]  compile skills, show capabilities vs the policy",
+    ),
+    ("/grants", "[--json]  list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
     ("/revoke", "SKILL CAPABILITY  remove a grant"),
-    ("/audit", "[N]  show the newest N audit entries"),
-    ("/sessions", "list sessions"),
+    (
+        "/audit",
+        "[N] [--json]  the newest N audit entries (0: all)",
+    ),
+    ("/sessions", "[--json]  list sessions"),
     ("/session", "new | switch ID  start or switch session"),
     ("/history", "the current session's messages"),
-    ("/runs", "the current session's runs"),
+    (
+        "/runs",
+        "[ID] [--json]  a session's runs (default: this one's)",
+    ),
     ("/cancel", "cancel the current session's run"),
+    ("/approvals", "[--all] [--json]  approval requests waiting"),
+    ("/approve", "ID yes|no|always  answer one (from any keel)"),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-D)"),
 ];
@@ -102,9 +142,40 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             )),
         }
     };
+    // The shared listings: `--json` anywhere, at most `most` words besides.
+    let listing = |most: usize| -> Result<(Vec<&str>, bool), String> {
+        let mut words = Vec::new();
+        let mut json = false;
+        for w in args.split_whitespace() {
+            match w {
+                "--json" => json = true,
+                flag if flag.starts_with("--") => {
+                    return Err(format!(
+                        "/{cmd} has no option `{flag}`; it takes --json (see /help)"
+                    ));
+                }
+                w => words.push(w),
+            }
+        }
+        if words.len() > most {
+            return Err(format!(
+                "/{cmd} takes {}, got `{args}` (see /help)",
+                if most == 0 {
+                    "only --json"
+                } else {
+                    "one argument and --json"
+                }
+            ));
+        }
+        Ok((words, json))
+    };
     let cmd = match cmd {
-        "skills" => ConsoleCommand::Skills,
-        "tools" => ConsoleCommand::Tools,
+        "skills" => ConsoleCommand::Skills {
+            json: listing(0)?.1,
+        },
+        "tools" => ConsoleCommand::Tools {
+            json: listing(0)?.1,
+        },
         "call" => {
             let (tool, json) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
             if tool.is_empty() {
@@ -127,7 +198,18 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         "reload" => ConsoleCommand::Reload {
             skill: (!args.is_empty()).then(|| args.to_string()),
         },
-        "grants" => ConsoleCommand::Grants,
+        "check" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next()) {
+                (path, None) => ConsoleCommand::Check {
+                    path: path.map(std::path::PathBuf::from),
+                },
+                _ => return Err("usage: /check [PATH] (a skill, or a folder of skills)".into()),
+            }
+        }
+        "grants" => ConsoleCommand::Grants {
+            json: listing(0)?.1,
+        },
         "grant" => {
             let (skill, capability) = two("grant")?;
             ConsoleCommand::Grant { skill, capability }
@@ -136,15 +218,20 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             let (skill, capability) = two("revoke")?;
             ConsoleCommand::Revoke { skill, capability }
         }
-        "audit" => ConsoleCommand::Audit {
-            limit: if args.is_empty() {
-                20
-            } else {
-                args.parse()
-                    .map_err(|_| format!("usage: /audit [N], got `{args}`"))?
-            },
+        "audit" => {
+            let usage = || format!("usage: /audit [N] [--json], got `{args}`");
+            let (words, json) = listing(1).map_err(|_| usage())?;
+            ConsoleCommand::Audit {
+                limit: match words.first() {
+                    None => commands::audit::DEFAULT_LIMIT,
+                    Some(n) => n.parse().map_err(|_| usage())?,
+                },
+                json,
+            }
+        }
+        "sessions" => ConsoleCommand::Sessions {
+            json: listing(0)?.1,
         },
-        "sessions" => ConsoleCommand::Sessions,
         "session" => {
             let mut it = args.split_whitespace();
             match (it.next(), it.next(), it.next()) {
@@ -154,7 +241,34 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             }
         }
         "history" => ConsoleCommand::History,
-        "runs" => ConsoleCommand::Runs,
+        "approvals" => {
+            let all = args.split_whitespace().any(|w| w == "--all");
+            let rest: Vec<&str> = args.split_whitespace().filter(|w| *w != "--all").collect();
+            let json = rest.contains(&"--json");
+            if rest.iter().any(|w| *w != "--json") {
+                return Err(format!("usage: /approvals [--all] [--json], got `{args}`"));
+            }
+            ConsoleCommand::Approvals { all, json }
+        }
+        "approve" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some(id), Some(answer), None) => ConsoleCommand::Approve {
+                    id: id.to_string(),
+                    answer: answer.to_string(),
+                },
+                _ => {
+                    return Err("usage: /approve ID yes|no|always (see /approvals)".into());
+                }
+            }
+        }
+        "runs" => {
+            let (words, json) = listing(1)?;
+            ConsoleCommand::Runs {
+                session: words.first().map(|s| s.to_string()),
+                json,
+            }
+        }
         "cancel" => ConsoleCommand::Cancel,
         "help" | "?" => ConsoleCommand::Help,
         "last" => ConsoleCommand::Last,
@@ -181,6 +295,8 @@ pub fn in_console_words(text: &str) -> String {
         ("keel skills", "/skills"),
         ("keel audit", "/audit"),
         ("keel sessions", "/sessions"),
+        ("keel approvals", "/approvals"),
+        ("keel approve ", "/approve "),
     ];
     let mut out = text.to_string();
     for (cli, console) in SAME {
@@ -188,6 +304,33 @@ pub fn in_console_words(text: &str) -> String {
         out = out.replace(&format!(": {cli}"), &format!(": {console}"));
     }
     out
+}
+
+/// A shared command's output as the console shows it: notes first, then
+/// the text (or the JSON); an error as a failed command. The caller puts
+/// advice in the console's words.
+/// With `json`, the JSON goes to `json_out` as is (no advice rewritten
+/// inside it) and the text returned is empty.
+fn shown<R: Render>(
+    result: Result<R, commands::CommandError>,
+    json: bool,
+    json_out: &mut Option<String>,
+) -> String {
+    match result {
+        Ok(out) if json => match out.json() {
+            Ok(j) => {
+                *json_out = Some(format!("{}\n", commands::json_for_terminal(&j)));
+                String::new()
+            }
+            Err(e) => format!("error: cannot write JSON: {e}\n"),
+        },
+        Ok(out) => {
+            let mut s: String = out.notes().iter().map(|n| format!("note: {n}\n")).collect();
+            s.push_str(&out.text());
+            s
+        }
+        Err(e) => format!("error: {e}\n"),
+    }
 }
 
 /// What a command produced.
@@ -281,6 +424,11 @@ impl<'a> Console<'a> {
     /// Runs one command; `ask` reads a person's answer to an approval.
     pub fn execute(&mut self, cmd: ConsoleCommand, ask: chat::AskPerson<'_>) -> Outcome {
         let kernel = self.kernel;
+        let ctx = commands::Ctx::new(kernel);
+        // A shared listing's `--json`, shown exactly as the CLI prints it.
+        let mut json_out = None;
+        // A `/call` result: the tool's words, not rewritten.
+        let mut verbatim = false;
         let text = match cmd {
             ConsoleCommand::Quit => return Outcome::Quit,
             // As `keel skills` shows them: scripts that do not compile or
@@ -289,10 +437,12 @@ impl<'a> Console<'a> {
                 Some(whole) => format!("{whole}\n"),
                 None => "no /call result yet\n".into(),
             },
-            ConsoleCommand::Skills => format_skills(&kernel.skills(), &kernel.validate(), &|id| {
-                kernel.gate().pending_blocked(id)
-            }),
-            ConsoleCommand::Tools => format_tools(&kernel.skills()),
+            ConsoleCommand::Skills { json } => {
+                shown(Ok(commands::skills::run(ctx)), json, &mut json_out)
+            }
+            ConsoleCommand::Tools { json } => {
+                shown(Ok(commands::tools::run(ctx)), json, &mut json_out)
+            }
             ConsoleCommand::Call { tool, args } => {
                 let started = std::time::Instant::now();
                 let mut out = std::io::stdout();
@@ -301,6 +451,7 @@ impl<'a> Console<'a> {
                         let whole = serde_json::to_string_pretty(&v).unwrap_or_default();
                         let shown = shorten(&whole);
                         self.last = Some(whole);
+                        verbatim = true;
                         format!("{shown}\n({} ms)\n", started.elapsed().as_millis())
                     }
                     Err(e) => format!("error: {e}\n"),
@@ -322,28 +473,32 @@ impl<'a> Console<'a> {
                     String::new()
                 }
             }
-            ConsoleCommand::Grants => match kernel.store().all_grants() {
-                Ok(g) => format_grants(&g),
-                Err(e) => format!("error: {e}\n"),
-            },
-            ConsoleCommand::Grant { skill, capability } => {
-                grant_or_revoke(kernel, &skill, &capability, true)
+            ConsoleCommand::Check { path } => shown(
+                commands::check::run(ctx, path.as_deref()),
+                false,
+                &mut json_out,
+            ),
+            ConsoleCommand::Grants { json } => {
+                shown(commands::grants::run(ctx), json, &mut json_out)
             }
-            ConsoleCommand::Revoke { skill, capability } => {
-                grant_or_revoke(kernel, &skill, &capability, false)
+            ConsoleCommand::Grant { skill, capability } => shown(
+                commands::grant::run(ctx, &skill, &capability),
+                false,
+                &mut json_out,
+            ),
+            ConsoleCommand::Revoke { skill, capability } => shown(
+                commands::revoke::run(ctx, &skill, &capability),
+                false,
+                &mut json_out,
+            ),
+            ConsoleCommand::Audit { limit, json } => {
+                shown(commands::audit::run(ctx, limit), json, &mut json_out)
             }
-            ConsoleCommand::Audit { limit } => match kernel.store().audit_log(limit) {
-                Ok(l) => format_audit(&l),
-                Err(e) => format!("error: {e}\n"),
-            },
-            ConsoleCommand::Sessions => {
-                match crate::agent::owner::recover_dead_runs(kernel.store())
-                    .and_then(|_| kernel.store().session_summaries())
-                {
-                    Ok(list) => format_sessions(&list, self.session.as_deref()),
-                    Err(e) => format!("error: {e}\n"),
-                }
-            }
+            ConsoleCommand::Sessions { json } => shown(
+                commands::sessions::run(ctx, self.session.as_deref()),
+                json,
+                &mut json_out,
+            ),
             ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
                 Ok(s) => {
                     let text = format!("new session {}\n", s.id);
@@ -367,15 +522,18 @@ impl<'a> Console<'a> {
                     Err(e) => format!("error: {e}\n"),
                 },
             },
-            ConsoleCommand::Runs => match &self.session {
+            ConsoleCommand::Runs { session, json } => match session.or(self.session.clone()) {
                 None => "no session yet: send a message, or /session switch ID\n".into(),
-                Some(id) => match crate::agent::owner::recover_dead_runs(kernel.store())
-                    .and_then(|_| kernel.store().runs(id))
-                {
-                    Ok(r) => format_runs(&r),
-                    Err(e) => format!("error: {e}\n"),
-                },
+                Some(id) => shown(commands::runs::run(ctx, &id), json, &mut json_out),
             },
+            ConsoleCommand::Approvals { all, json } => {
+                shown(commands::approvals::run(ctx, all), json, &mut json_out)
+            }
+            ConsoleCommand::Approve { id, answer } => shown(
+                commands::approve::run(ctx, &id, &answer),
+                false,
+                &mut json_out,
+            ),
             ConsoleCommand::Cancel => {
                 let mine: Vec<String> = self
                     .agent
@@ -405,11 +563,15 @@ impl<'a> Console<'a> {
             }
             ConsoleCommand::Message(text) => return self.message(&text, ask),
         };
-        // Advice in errors names the console's commands; a tool's own
-        // result is shown as it is.
-        match Outcome::of(text) {
-            Outcome::Failed(t) => Outcome::Failed(in_console_words(&t)),
-            other => other,
+        if let Some(json) = json_out {
+            return Outcome::Text(json);
+        }
+        // Advice names the console's commands; a tool's own result is
+        // shown as it is.
+        if verbatim {
+            Outcome::of(text)
+        } else {
+            Outcome::of(in_console_words(&text))
         }
     }
 
@@ -454,135 +616,6 @@ impl<'a> Console<'a> {
             Err(e) => format!("error: {e}\n"),
         })
     }
-}
-
-/// Sessions, oldest first, the current one marked.
-pub fn format_sessions(list: &[crate::store::SessionSummary], current: Option<&str>) -> String {
-    if list.is_empty() {
-        return "no sessions yet\n".into();
-    }
-    let mut s = String::new();
-    for x in list {
-        let mark = if Some(x.id.as_str()) == current {
-            "*"
-        } else {
-            " "
-        };
-        let state = match &x.last_state {
-            Some(state) => format!(
-                "{} run{}, last {state}",
-                x.runs,
-                if x.runs == 1 { "" } else { "s" }
-            ),
-            None => "no runs".into(),
-        };
-        s.push_str(&format!(
-            "{mark} {}  {}  {:<22}  {}\n",
-            x.id,
-            format::format_time(x.last_active_ms),
-            state,
-            crate::text::escape_control(&chat::one_line(&x.title, 60))
-        ));
-    }
-    s
-}
-
-/// Approval requests, oldest first.
-pub fn format_approvals(list: &[crate::store::ApprovalRecord]) -> String {
-    if list.is_empty() {
-        return "no approval requests waiting\n".into();
-    }
-    let mut s = String::new();
-    for a in list {
-        let esc = crate::text::escape_control;
-        s.push_str(&format!(
-            "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}; {}\n",
-            esc(&a.id),
-            esc(a.state.name()),
-            esc(&a.skill),
-            esc(&a.capability),
-            if a.target.is_empty() {
-                String::new()
-            } else {
-                format!(" on `{}`", esc(&a.target))
-            },
-            esc(&a.tool),
-            esc(&a.run_id),
-            a.answer
-                .map(|x| format!(": {}", x.name()))
-                .unwrap_or_default(),
-            chat::always_grants(a)
-        ));
-    }
-    s
-}
-
-/// Runs, oldest first.
-pub fn format_runs(list: &[crate::store::RunRecord]) -> String {
-    if list.is_empty() {
-        return "no runs yet\n".into();
-    }
-    let mut s = String::new();
-    for r in list {
-        s.push_str(&format!(
-            "{}  {:<18}  {:>6} in / {:>5} out{}{}{}{}\n",
-            r.id,
-            r.state,
-            r.input_tokens,
-            r.output_tokens,
-            // What the latest model call was offered.
-            match r.offered_tools {
-                0 => String::new(),
-                n => format!("  offered {n} tools, {} B", r.offered_bytes),
-            },
-            match r.unreported_calls {
-                0 => String::new(),
-                n => format!(" (+{n} call(s) with no usage reported)"),
-            },
-            r.model
-                .as_deref()
-                .map(|m| format!("  {m}"))
-                .unwrap_or_default(),
-            r.reason
-                .as_deref()
-                .map(|m| format!("  ({})", crate::text::escape_control(m)))
-                .unwrap_or_default()
-        ));
-    }
-    s
-}
-
-fn grant_or_revoke(kernel: &Kernel, skill: &str, capability: &str, grant: bool) -> String {
-    let rule =
-        match CapabilityRule::parse(capability, &crate::paths::scope_base(kernel.workspace())) {
-            Ok(r) => r,
-            Err(e) => return format!("error: {e}\n"),
-        };
-    let ws = kernel.workspace();
-    let r = if grant {
-        kernel.store().grant(ws, skill, &rule.text)
-    } else {
-        revoke_here_or_legacy(kernel.store(), ws, skill, &rule.text)
-    };
-    match (r, grant) {
-        (Ok(_), true) => format!("granted {skill} {}\n", rule.text),
-        (Ok(true), false) => format!("revoked {skill} {}\n", rule.text),
-        (Ok(false), false) => format!("`{skill}` has no grant `{}`\n", rule.text),
-        (Err(e), _) => format!("error: {e}\n"),
-    }
-}
-
-/// Revokes a grant in `workspace`, or else the same grant left from before
-/// grants were per workspace (it applies nowhere; revoking clears it).
-pub fn revoke_here_or_legacy(
-    store: &crate::store::Store,
-    workspace: &std::path::Path,
-    skill: &str,
-    capability: &str,
-) -> Result<bool, crate::store::StoreError> {
-    let ws = workspace.to_string_lossy();
-    Ok(store.revoke(&ws, skill, capability)?
-        || store.revoke(crate::store::LEGACY_WORKSPACE, skill, capability)?)
 }
 
 /// Renders a kernel event for the console. Reload reports quote skill
@@ -933,8 +966,32 @@ mod tests {
         );
         assert_eq!(
             parse("/audit 5").unwrap(),
-            Some(ConsoleCommand::Audit { limit: 5 })
+            Some(ConsoleCommand::Audit {
+                limit: 5,
+                json: false
+            })
         );
+        assert_eq!(
+            parse("/audit --json 0").unwrap(),
+            Some(ConsoleCommand::Audit {
+                limit: 0,
+                json: true
+            })
+        );
+        assert_eq!(
+            parse("/runs s_1 --json").unwrap(),
+            Some(ConsoleCommand::Runs {
+                session: Some("s_1".into()),
+                json: true
+            })
+        );
+        assert!(
+            parse("/skills --jsn")
+                .unwrap_err()
+                .contains("no option `--jsn`")
+        );
+        assert!(parse("/tools extra").unwrap_err().contains("only --json"));
+        assert!(parse("/audit ten").unwrap_err().contains("usage: /audit"));
         assert_eq!(
             parse("hello").unwrap(),
             Some(ConsoleCommand::Message("hello".into()))

@@ -1,0 +1,48 @@
+//! `keel approvals` and `/approvals`: approval requests waiting for an
+//! answer (`--all`: answered ones too), oldest first.
+
+use super::{CommandError, Ctx, Render};
+use crate::store::ApprovalRecord;
+
+/// The approval requests.
+pub struct Approvals(pub Vec<ApprovalRecord>);
+
+pub fn run(ctx: Ctx<'_>, all: bool) -> Result<Approvals, CommandError> {
+    super::settle_dead_runs(ctx.kernel);
+    Ok(Approvals(ctx.kernel.store().approvals(!all)?))
+}
+
+impl Render for Approvals {
+    fn text(&self) -> String {
+        if self.0.is_empty() {
+            return "no approval requests waiting\n".into();
+        }
+        let esc = crate::text::escape_control;
+        let mut s = String::new();
+        for a in &self.0 {
+            s.push_str(&format!(
+                "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}; {}\n",
+                esc(&a.id),
+                esc(a.state.name()),
+                esc(&a.skill),
+                esc(&a.capability),
+                if a.target.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on `{}`", esc(&a.target))
+                },
+                esc(&a.tool),
+                esc(&a.run_id),
+                a.answer
+                    .map(|x| format!(": {}", x.name()))
+                    .unwrap_or_default(),
+                crate::repl::chat::always_grants(a)
+            ));
+        }
+        s
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(&self.0)
+    }
+}
