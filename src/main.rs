@@ -420,11 +420,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // is an object with the error too (and the same exit status).
             match result {
                 Err(e) if json => {
-                    let error = format!("{e:#}");
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&json!({"state": "error", "error": error}))?
-                    );
+                    print_json_error(&format!("{e:#}"))?;
                     Err(e)
                 }
                 other => other,
@@ -491,13 +487,7 @@ fn ask(
         Err(keel::agent::AgentError::NoModel) => {
             eprint!("{}", chat::no_model_text());
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "state": "error",
-                        "error": "no model is configured (see the message on standard error)",
-                    }))?
-                );
+                print_json_error("no model is configured (see the message on standard error)")?;
             }
             return Ok(ExitCode::from(2));
         }
@@ -567,6 +557,15 @@ fn ask(
             ExitCode::from(1)
         }
     })
+}
+
+/// What `keel ask --json` prints when there is no run to show.
+fn print_json_error(error: &str) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({"state": "error", "error": error}))?
+    );
+    Ok(())
 }
 
 /// `keel skill accept NAME --origin PATH`: the operator names which copy

@@ -210,6 +210,24 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// An outcome with no stored record behind it (keel stopped first, or
+    /// the record could not be read back): the run's ids, state and why.
+    fn unrecorded(id: String, session_id: String, state: RunState, reason: String) -> Self {
+        Self {
+            id,
+            session_id,
+            state,
+            answer: String::new(),
+            reason: Some(reason),
+            model: None,
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+            unreported_calls: 0,
+            offered_tools: 0,
+            offered_bytes: 0,
+        }
+    }
+
     /// Reads a run back from the store.
     pub fn load(store: &crate::store::Store, run_id: &str) -> Result<Self, AgentError> {
         let run = store
@@ -287,19 +305,12 @@ impl RunHandle {
             }
         }
         // The run task ended without a Finished event: only on shutdown.
-        RunOutcome {
-            id: self.run_id,
-            session_id: self.session_id,
-            state: RunState::Failed,
-            answer: String::new(),
-            reason: Some("keel stopped before the run finished".into()),
-            model: None,
-            tool_calls: Vec::new(),
-            usage: Usage::default(),
-            unreported_calls: 0,
-            offered_tools: 0,
-            offered_bytes: 0,
-        }
+        RunOutcome::unrecorded(
+            self.run_id,
+            self.session_id,
+            RunState::Failed,
+            "keel stopped before the run finished".into(),
+        )
     }
 
     pub async fn wait(self) -> RunOutcome {
@@ -603,21 +614,16 @@ impl Agent {
             Ok(r) => r,
             Err(e) => Err(AgentError::Store(e)),
         };
-        let outcome = loaded.unwrap_or_else(|e| RunOutcome {
-            id: run_id.clone(),
-            session_id: ctl.session_id.clone(),
-            state,
-            answer: String::new(),
-            reason: Some(format!(
-                "{} (and the run could not be read back: {e})",
-                reason.unwrap_or_default()
-            )),
-            model: None,
-            tool_calls: Vec::new(),
-            usage: Usage::default(),
-            unreported_calls: 0,
-            offered_tools: 0,
-            offered_bytes: 0,
+        let outcome = loaded.unwrap_or_else(|e| {
+            RunOutcome::unrecorded(
+                run_id.clone(),
+                ctl.session_id.clone(),
+                state,
+                format!(
+                    "{} (and the run could not be read back: {e})",
+                    reason.unwrap_or_default()
+                ),
+            )
         });
         ctl.emit(RunEvent::State(state));
         ctl.emit(RunEvent::Finished(outcome));

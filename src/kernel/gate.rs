@@ -233,6 +233,24 @@ fn grant_hint(skill: &str, exact: Option<&str>, declared: &str) -> String {
     }
 }
 
+/// Whether the operator's own word for `skill` — a grant, or an allow rule
+/// in the skill's own policy section (not the default nor the global rules,
+/// written before the skill asked) — passes `says`. What a capability
+/// declared since the skill was first seen needs: checked per effect by
+/// the gate (`covers` the target) and per rule by listings (`includes`).
+fn operator_says_so(
+    grants: &[CapabilityRule],
+    policy: &Policy,
+    skill: &str,
+    says: impl Fn(&CapabilityRule) -> bool,
+) -> bool {
+    grants.iter().any(&says)
+        || policy
+            .skills
+            .get(skill)
+            .is_some_and(|set| set.allow.iter().any(&says))
+}
+
 /// For a non-public address: why `*` or a host name did not cover it.
 fn non_public_note(target: &Target<'_>) -> String {
     match target {
@@ -373,7 +391,6 @@ impl Gate {
         }
         let grants = self.grants(&skill.name);
         let policy = self.policy.load();
-        let own = policy.skills.get(&skill.name);
         skill
             .pending
             .iter()
@@ -381,8 +398,7 @@ impl Gate {
                 let Some(rule) = skill.declared.iter().find(|r| &r.text == *text) else {
                     return true;
                 };
-                !grants.iter().any(|g| g.includes(rule))
-                    && !own.is_some_and(|set| set.allow.iter().any(|a| a.includes(rule)))
+                !operator_says_so(&grants, &policy, &skill.name, |a| a.includes(rule))
             })
             .cloned()
             .collect()
@@ -483,11 +499,7 @@ impl Gate {
         // own policy section. The default and global rules were written
         // before the skill asked, so they do not count.
         if is_pending(&declared)
-            && !grants.iter().any(|g| g.covers(kind, target))
-            && !policy
-                .skills
-                .get(&skill.name)
-                .is_some_and(|set| set.allow.iter().any(|r| r.covers(kind, target)))
+            && !operator_says_so(&grants, &policy, &skill.name, |r| r.covers(kind, target))
         {
             return Err(GateError::NotApproved {
                 skill: skill.name.clone(),

@@ -80,13 +80,10 @@ fn touches(res: &DebounceEventResult, wanted: impl Fn(&Path) -> bool) -> bool {
 /// and the skills in it load.
 pub fn watch(kernel: &Kernel) -> Result<SkillWatcher, notify::Error> {
     let k = kernel.clone();
-    let (dirs, missing): (Vec<PathBuf>, Vec<PathBuf>) = kernel
-        .search_path()
-        .dirs
-        .into_iter()
-        .partition(|d| d.is_dir());
-    let config = kernel.config_path();
     let skill_dirs = kernel.search_path().dirs;
+    let (dirs, missing): (Vec<PathBuf>, Vec<PathBuf>) =
+        skill_dirs.iter().cloned().partition(|d| d.is_dir());
+    let config = kernel.config_path();
     let config_file = config.clone();
     let missing = Arc::new(Mutex::new(missing));
     let shared: Arc<Mutex<Option<Watcher>>> = Arc::new(Mutex::new(None));
