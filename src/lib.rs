@@ -26,6 +26,8 @@
 //! - [`store`] — SQLite: grants, audit log, key-value data, sessions, runs,
 //!   the transcript, approvals, token usage.
 //! - [`config`] — `keel.toml`.
+//! - [`gateway`] — `keel serve`: the HTTP API, event streams (SSE), the
+//!   token, `Host`/`Origin` checks and rate limits in front of them.
 //! - [`commands`] — one implementation per command shared by the CLI and
 //!   the console (`keel grant` and `/grant`), rendering text or JSON.
 //! - [`repl`] — the console and the terminal side of talking to the agent
@@ -45,6 +47,7 @@ pub mod capability;
 pub mod commands;
 pub mod config;
 pub mod docs;
+pub mod gateway;
 pub mod host;
 pub mod kernel;
 pub mod llm;

@@ -140,6 +140,24 @@ enum Command {
         #[command(subcommand)]
         command: SkillCommand,
     },
+    /// Serve the HTTP API and the web console until SIGINT/SIGTERM.
+    #[command(
+        after_help = "Example:\n  keel serve --listen 127.0.0.1:8080\n  curl -H \"Authorization: Bearer $(keel token)\" http://127.0.0.1:8080/v1/skills"
+    )]
+    Serve {
+        /// Address to listen on (default: [gateway] listen, else
+        /// 127.0.0.1:5335).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Print the gateway's access token (created on first use).
+    #[command(after_help = "Example:\n  keel token --rotate")]
+    Token {
+        /// Replace the token with a new one; the old one stops working at
+        /// once, also in a running `keel serve`.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Print the host API reference or editor definitions.
     #[command(after_help = "Example:\n  keel docs --format luau > keel.d.luau")]
     Docs {
@@ -348,6 +366,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
+        Some(Command::Token { rotate }) => {
+            let config = load_config(cli.config.as_deref())?;
+            return token(&config, &data_dir(cli.data_dir.clone()), *rotate);
+        }
         Some(Command::Skill {
             command: SkillCommand::New { name, lang },
         }) => {
@@ -435,8 +457,90 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Skill {
             command: SkillCommand::Accept { name, origin },
         }) => skill_accept(&kernel, &name, &origin),
-        Some(Command::Docs { .. } | Command::Skill { .. }) => Ok(ExitCode::SUCCESS),
+        Some(Command::Serve { listen }) => serve(&kernel, &rt, listen.as_deref()),
+        Some(Command::Docs { .. } | Command::Skill { .. } | Command::Token { .. }) => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `keel serve`: binds, says where, serves until SIGINT or SIGTERM.
+fn serve(kernel: &Kernel, rt: &tokio::runtime::Runtime, listen: Option<&str>) -> Result<ExitCode> {
+    let addr = match listen {
+        Some(l) => keel::config::parse_listen(l).map_err(|e| anyhow::anyhow!("--listen: {e}"))?,
+        None => kernel.config().gateway.listen,
+    };
+    let bound = rt.block_on(keel::gateway::Bound::bind(kernel.clone(), addr))?;
+    let addr = bound.local_addr();
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {addr}, which is reachable from other machines: the gateway speaks plain HTTP, so put TLS in front of it (a reverse proxy; see the README's gateway section)"
+        );
+    }
+    if !bound.has_model() {
+        tracing::warn!(
+            "no model is configured: /readyz answers 503 and messages are refused until one is"
+        );
+    }
+    let watcher = if kernel.config().watch {
+        match keel::skill::watch::watch(kernel) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("not watching skill folders for changes: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    eprintln!(
+        "keel serve: web console at http://{addr}/ — token: {}",
+        bound.token_source()
+    );
+    rt.block_on(bound.serve(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!("keel serve: stopping");
+    }));
+    drop(watcher);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keel token`: prints the gateway's token (`--rotate`: a new one).
+fn token(config: &Config, data_dir: &Path, rotate: bool) -> Result<ExitCode> {
+    use keel::gateway::auth;
+    let var = &config.gateway.token_env;
+    if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        if rotate {
+            return Err(auth::TokenError::FromEnv(var.clone()).into());
+        }
+        eprintln!("keel: the token comes from ${var}");
+        println!("{}", value.to_string_lossy());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = data_dir.join(auth::TOKEN_FILE);
+    let token = if rotate {
+        let t = auth::write_new(&path, true)?;
+        eprintln!(
+            "keel: new token written to {}; the old one no longer works",
+            path.display()
+        );
+        t
+    } else {
+        auth::read_or_create(&path)?.1
+    };
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a command's output: JSON, or the text (status words coloured on

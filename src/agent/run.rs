@@ -236,6 +236,11 @@ impl RunOutcome {
         Ok(Self::from_records(&run, &store.run_messages(run_id)?))
     }
 
+    /// A stored run's outcome, from its record and its messages.
+    pub fn from_record(store: &crate::store::Store, run: &RunRecord) -> Result<Self, StoreError> {
+        Ok(Self::from_records(run, &store.run_messages(&run.id)?))
+    }
+
     fn from_records(run: &RunRecord, messages: &[MessageRecord]) -> Self {
         let mut tool_calls: Vec<ToolCallOutcome> = Vec::new();
         let mut answer = String::new();

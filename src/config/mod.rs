@@ -108,6 +108,45 @@ pub struct Config {
     pub models: Option<ModelsConfig>,
     /// `[agent]`: the prompt and the limits of a run.
     pub agent: AgentConfig,
+    /// `[gateway]`: how `keel serve` listens and whom it lets in.
+    pub gateway: GatewayConfig,
+}
+
+/// `[gateway]`: the HTTP gateway of `keel serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Where to listen (`--listen` overrides it). Loopback by default: a
+    /// non-loopback address is served with a warning to put TLS in front.
+    pub listen: std::net::SocketAddr,
+    /// The environment variable holding the access token; when it is
+    /// unset, keel keeps a random token in the data dir (`keel token`).
+    pub token_env: String,
+    /// Browser origins allowed besides the gateway's own
+    /// (`https://ops.example.com`), exact matches.
+    pub allowed_origins: Vec<String>,
+    /// Host names the gateway answers to besides the address it listens
+    /// on (the name a reverse proxy forwards, e.g. `keel.example.com`).
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most event streams (SSE) open at once per token.
+    pub max_streams: usize,
+    /// How long runs in flight may finish after SIGTERM/SIGINT.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 5335)),
+            token_env: "KEEL_TOKEN".into(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_streams: 100,
+            shutdown_grace: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[agent]`: how runs are built and bounded.
@@ -261,6 +300,7 @@ impl Config {
             policy: Policy::default(),
             models: None,
             agent: AgentConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 
@@ -335,6 +375,9 @@ impl Config {
         }
         if let Some(a) = raw.agent {
             cfg.agent = a.apply().map_err(invalid)?;
+        }
+        if let Some(g) = raw.gateway {
+            cfg.gateway = g.apply().map_err(invalid)?;
         }
         if let Some(m) = raw.models {
             cfg.models = Some(parse_models(m).map_err(|(place, message)| {
@@ -491,6 +534,113 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     models: Option<toml::Table>,
     agent: Option<RawAgent>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<String>,
+    token_env: Option<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    max_body_bytes: Option<usize>,
+    max_streams: Option<usize>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+impl RawGateway {
+    fn apply(self) -> Result<GatewayConfig, String> {
+        let d = GatewayConfig::default();
+        let listen = match self.listen {
+            Some(l) => parse_listen(&l).map_err(|e| format!("[gateway] {e}"))?,
+            None => d.listen,
+        };
+        let token_env = self.token_env.unwrap_or(d.token_env);
+        if token_env.is_empty()
+            || !token_env
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "[gateway] token_env = {token_env:?} is not an environment variable name; use letters, digits and _ (e.g. \"KEEL_TOKEN\")"
+            ));
+        }
+        for o in &self.allowed_origins {
+            let ok = url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && !o.ends_with('/')
+            });
+            if !ok {
+                return Err(format!(
+                    "[gateway] allowed_origins: {o:?} is not an origin; write scheme, host and port only, e.g. \"https://ops.example.com\" (no path, no trailing /)"
+                ));
+            }
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty() || h.contains(['/', ' ', '@']) || h.contains("://") {
+                return Err(format!(
+                    "[gateway] allowed_hosts: {h:?} is not a host name; write the name (and port, if not the listening one), e.g. \"keel.example.com\""
+                ));
+            }
+        }
+        let max_body_bytes = self.max_body_bytes.unwrap_or(d.max_body_bytes);
+        if !(1024..=(1 << 30)).contains(&max_body_bytes) {
+            return Err(format!(
+                "[gateway] max_body_bytes = {max_body_bytes} is out of range; use 1024..=1073741824 (the default is 1048576)"
+            ));
+        }
+        let max_streams = self.max_streams.unwrap_or(d.max_streams);
+        if !(1..=100_000).contains(&max_streams) {
+            return Err(format!(
+                "[gateway] max_streams = {max_streams} is out of range; use 1..=100000 (the default is 100)"
+            ));
+        }
+        let shutdown_grace = match self.shutdown_grace_seconds {
+            Some(s) if s > 3600 => {
+                return Err(format!(
+                    "[gateway] shutdown_grace_seconds = {s} is too long; use at most 3600 (the default is 10)"
+                ));
+            }
+            Some(s) => std::time::Duration::from_secs(s),
+            None => d.shutdown_grace,
+        };
+        Ok(GatewayConfig {
+            listen,
+            token_env,
+            allowed_origins: self.allowed_origins,
+            allowed_hosts: self
+                .allowed_hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            max_body_bytes,
+            max_streams,
+            shutdown_grace,
+        })
+    }
+}
+
+/// Parses a listening address: `IP:PORT`, or `localhost:PORT` for the
+/// IPv4 loopback. Names other than `localhost` are refused rather than
+/// resolved: the address keel binds must be the one the operator read.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    if let Some(port) = text.strip_prefix("localhost:")
+        && let Ok(p) = port.parse::<u16>()
+    {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    Err(format!(
+        "listen = {text:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:5335\" (or \"0.0.0.0:5335\" for every interface, behind TLS)"
+    ))
 }
 
 #[derive(Deserialize)]

@@ -60,11 +60,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod approvals;
+mod events;
 mod sessions;
 mod transcript;
 pub mod types;
 
 pub use approvals::{AnswerError, ApprovalRecord, NewApproval};
+pub use events::{RUN_EVENTS_PAGE, RunEventRecord};
 pub use sessions::{INTERRUPTED, RunError, RunRecord, SessionRecord, SessionSummary};
 pub use transcript::{MessageRecord, NewMessage, UsageTotals};
 pub use types::{ApprovalAnswer, ApprovalState, MessageKind, RunState};
@@ -330,6 +332,16 @@ const MIGRATIONS: &[&str] = &[
     // bytes of system prompt plus tool definitions)
     "ALTER TABLE runs ADD COLUMN offered_tools INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN offered_bytes INTEGER NOT NULL DEFAULT 0;",
+    // 8: the events of runs started through the gateway, as its event
+    // streams sent them, so a client can resume after a restart
+    "CREATE TABLE run_events (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;",
 ];
 
 /// The workspace of grants and baselines recorded before they were kept
@@ -705,6 +717,11 @@ impl Store {
             dir: dir_or_memory(dir),
             detail: problems.join("; "),
         })
+    }
+
+    /// Whether the database answers (for readiness checks).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
 
     /// Runs `f` on the connection. Errors are classified: a full disk, a
