@@ -35,6 +35,7 @@
 mod api;
 pub mod auth;
 mod hub;
+mod openai;
 mod routes;
 mod runs;
 

@@ -38,6 +38,10 @@ pub fn router(gw: Gw) -> Router {
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/approvals/{id}", post(answer_approval))
         .route("/v1/events", get(operator_events))
+        .route(
+            "/v1/chat/completions",
+            post(super::openai::chat_completions),
+        )
         .route("/v1/skills", get(list_skills))
         .route("/v1/skills/{name}", get(get_skill))
         .route("/v1/skills/{name}/reload", post(reload_skill))
@@ -95,7 +99,7 @@ fn answer_error(e: AnswerError) -> ApiError {
     }
 }
 
-fn agent_error(e: AgentError) -> ApiError {
+pub(super) fn agent_error(e: AgentError) -> ApiError {
     match e {
         AgentError::Store(s) => s.into(),
         AgentError::Run(RunError::NoSession(_) | RunError::NoRun(_)) => {
@@ -107,7 +111,7 @@ fn agent_error(e: AgentError) -> ApiError {
     }
 }
 
-fn no_model() -> ApiError {
+pub(super) fn no_model() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "no_model",
@@ -116,7 +120,7 @@ fn no_model() -> ApiError {
 }
 
 /// Runs blocking work (SQLite, a skill listing) off the runtime's workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -596,6 +600,20 @@ async fn remove_grant(State(gw): State<Gw>, body: Body) -> ApiResult {
     })
     .await?;
     command_json(&out)
+}
+
+/// A message's first line, shortened, as a new session's title.
+pub(super) fn one_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let mut out: String = line.chars().take(60).collect();
+    if line.chars().count() > 60 {
+        out.push('…');
+    }
+    out
 }
 
 /// Splits `file:line: message` (as skill failures are written) into its

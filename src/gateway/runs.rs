@@ -244,13 +244,13 @@ fn event(seq: u64, name: &str, data: &str) -> Event {
 }
 
 /// The events of `run_id` after event `after`, live or stored, ending
-/// after `done` (or when the gateway closes).
-pub fn stream(
+/// after `done` (or when the gateway closes): `(seq, name, data)`.
+pub fn follow(
     gw: Gw,
     run_id: String,
     after: u64,
     guard: super::StreamGuard,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send {
+) -> impl futures_util::Stream<Item = (u64, String, String)> + Send {
     let source = match gw.runs.get(&run_id) {
         Some(log) => {
             let rx = log.latest.subscribe();
@@ -271,12 +271,23 @@ pub fn stream(
     };
     futures_util::stream::unfold(cursor, |mut c| async move {
         let e = c.next().await?;
-        Some((Ok(e), c))
+        Some((e, c))
     })
 }
 
+/// [`follow`] as server-sent events.
+pub fn stream(
+    gw: Gw,
+    run_id: String,
+    after: u64,
+    guard: super::StreamGuard,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send {
+    use futures_util::StreamExt;
+    follow(gw, run_id, after, guard).map(|(seq, name, data)| Ok(event(seq, &name, &data)))
+}
+
 impl Cursor {
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<(u64, String, String)> {
         loop {
             if self.ended || *self.closing.borrow() {
                 return None;
@@ -288,7 +299,7 @@ impl Cursor {
                         if e.name == "done" {
                             self.ended = true;
                         }
-                        return Some(event(e.seq, e.name, &e.data));
+                        return Some((e.seq, e.name.to_string(), e.data.clone()));
                     }
                     if log.done.load(Ordering::SeqCst) {
                         return None;
@@ -304,7 +315,7 @@ impl Cursor {
                         if e.event == "done" {
                             self.ended = true;
                         }
-                        return Some(event(e.seq, &e.event, &e.data));
+                        return Some((e.seq, e.event, e.data));
                     }
                     let (id, after) = (self.run_id.clone(), self.after);
                     let more = self

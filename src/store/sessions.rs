@@ -123,6 +123,18 @@ impl Store {
         })
     }
 
+    /// The newest session with exactly this title, if any.
+    pub fn latest_session_titled(&self, title: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id FROM sessions WHERE title = ?1 ORDER BY created_ms DESC, id DESC LIMIT 1",
+                params![title],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
     pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(

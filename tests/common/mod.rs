@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod gateway;
 pub mod leaky;
 pub mod model;
 pub mod pty;
