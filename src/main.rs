@@ -636,7 +636,7 @@ fn ask(
         let mut v = serde_json::to_value(&outcome)?;
         let model_id = outcome.model.as_deref().and_then(|name| {
             agent
-                .chain()
+                .chain()?
                 .models()
                 .iter()
                 .find(|m| m.name == name)

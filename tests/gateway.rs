@@ -841,3 +841,88 @@ fn the_openai_python_package_talks_to_keel_as_a_model() {
     let second = &model.requests()[1].body;
     assert!(second.to_string().contains("One answer."), "{second}");
 }
+
+#[test]
+fn keel_toml_edits_apply_live_and_say_what_needs_a_restart() {
+    let a = FakeModel::scripted(Wire::OpenAi, vec![Reply::text("from A")]);
+    let b = FakeModel::scripted(Wire::OpenAi, vec![Reply::text("from B")]);
+    let ws = notes_ws(&a, "");
+    let gw = Serve::start(&ws);
+    let mut ops = gw.events("/v1/events", None);
+    let s = session(&gw);
+    let run = message(&gw, &s, "one");
+    let done = gw
+        .events(&format!("/v1/runs/{run}/events"), None)
+        .until("done");
+    assert_eq!(done.last().unwrap().data["answer"], "from A");
+    gw.send(
+        "GET",
+        "/v1/sessions",
+        &[("Origin", "https://ops.example.com")],
+        None,
+    )
+    .expect_error(403, "forbidden", "allowed_origins");
+
+    // Another model, another origin, another skill folder, another port.
+    ws.write(
+        "more/echo/skill.toml",
+        "[skill]\nname = \"echo\"\nversion = \"1.0.0\"\ndescription = \"Echo\"\nentry = \"main.luau\"\n[[tools]]\nname = \"say\"\ndescription = \"Say\"\n",
+    );
+    ws.write(
+        "more/echo/main.luau",
+        "return { say = function() return 'hi' end }\n",
+    );
+    ws.write(
+        "keel.toml",
+        &format!(
+            "[skills]\npaths = [\"skills\", \"more\"]\n\n[policy]\nallow = [\"kv\"]\n\n{}\n[gateway]\nlisten = \"127.0.0.1:1\"\nallowed_origins = [\"https://ops.example.com\"]\n",
+            model_table("main", &b)
+        ),
+    );
+    let reloaded = ops.until("config.reloaded");
+    let summary = reloaded.last().unwrap().data["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(summary.contains("[models] and [agent]"), "{summary}");
+    assert!(summary.contains("[gateway] listen keep"), "{summary}");
+    gw.expect_log("keep their old value until a restart");
+    // The next run asks the new model; the listed origin is let in; the
+    // new folder's skill is there; the old address still serves.
+    let run = message(&gw, &s, "two");
+    let done = gw
+        .events(&format!("/v1/runs/{run}/events"), None)
+        .until("done");
+    assert_eq!(done.last().unwrap().data["answer"], "from B");
+    assert_eq!(a.request_count(), 1);
+    let r = gw.send(
+        "GET",
+        "/v1/sessions",
+        &[("Origin", "https://ops.example.com")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tools = gw.get("/v1/tools").expect(200).to_string();
+        if tools.contains("echo.say") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new folder's skill never loaded: {tools}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken edit keeps all of it and says where.
+    ws.write("keel.toml", "[gateway\n");
+    let failed = ops.until("config.failed");
+    assert_eq!(failed.last().unwrap().data["line"], 1);
+    let r = gw.send(
+        "GET",
+        "/v1/sessions",
+        &[("Origin", "https://ops.example.com")],
+        None,
+    );
+    assert_eq!(r.status, 200);
+}

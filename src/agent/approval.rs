@@ -94,7 +94,7 @@ impl Approver for CallApprover {
             self.ctl.emit(RunEvent::Approval(record.clone()));
             let _ = agent.0.approvals.send(record.clone());
         }
-        let until = Instant::now() + agent.0.config.approval_timeout;
+        let until = Instant::now() + agent.settings().approval_timeout;
         let mut answer = lock(&waiter.answer);
         let decided = loop {
             if let Some(a) = *answer {

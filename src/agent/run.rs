@@ -358,8 +358,6 @@ impl RunControl {
 
 pub(super) struct Inner {
     pub(super) kernel: Kernel,
-    pub(super) chain: Arc<ModelChain>,
-    pub(super) config: AgentConfig,
     pub(super) owner: Owner,
     /// Per session: woken when one of its runs ends here, so the next one
     /// starts at once (runs of other processes are polled for).
@@ -415,11 +413,9 @@ impl Agent {
                 "marked runs interrupted by a stop as failed"
             );
         }
-        let config = kernel.config().agent.clone();
+        drop(chain);
         Ok(Self(Arc::new(Inner {
             kernel,
-            chain,
-            config,
             owner,
             lanes: Mutex::default(),
             runs: Mutex::default(),
@@ -434,8 +430,23 @@ impl Agent {
         &self.0.kernel
     }
 
-    pub fn chain(&self) -> &Arc<ModelChain> {
-        &self.0.chain
+    /// The model chain in force (`None` once a reload removed every
+    /// model: runs then fail saying how to configure one).
+    pub fn chain(&self) -> Option<Arc<ModelChain>> {
+        self.0.kernel.models()
+    }
+
+    /// `[agent]` as it is now (a configuration reload replaces it).
+    pub(super) fn settings(&self) -> AgentConfig {
+        self.0.kernel.config().agent.clone()
+    }
+
+    /// The chain for the next model call, or why there is none.
+    fn chain_now(&self) -> Result<Arc<ModelChain>, Stop> {
+        self.0
+            .kernel
+            .models()
+            .ok_or_else(|| Stop::Failed(NO_MODEL_HELP.trim().to_string()))
     }
 
     pub fn new_session(&self, title: &str) -> Result<SessionRecord, AgentError> {
@@ -573,7 +584,7 @@ impl Agent {
                 .await;
             ctl.emit(RunEvent::State(RunState::Running));
             let mut cancel_rx = ctl.cancel_tx.subscribe();
-            let limit = self.0.config.max_run_time;
+            let limit = self.settings().max_run_time;
             let result = tokio::select! {
                 r = self.turns(&run_id, &ctl) => r,
                 _ = cancel_rx.wait_for(|c| *c) => Err(Stop::Cancelled),
@@ -637,14 +648,15 @@ impl Agent {
     /// The model/tool loop.
     async fn turns(&self, run_id: &str, ctl: &Arc<RunControl>) -> Result<(), Stop> {
         let kernel = &self.0.kernel;
-        let cfg = &self.0.config;
         let mut rounds = 0u32;
         let mut used = 0u64;
         let mut stream_retries = 0u32;
         let mut overflow_retried = false;
         loop {
-            // The skills as they are now: an edit between rounds is seen.
+            // The skills and [agent] as they are now: an edit between
+            // rounds is seen.
             let set = kernel.skills();
+            let cfg = self.settings();
             let records = self.records(run_id, ctl).await.map_err(fail_store)?;
             // What the session has activated and found so far (read from
             // every stored message, so compaction does not forget it).
@@ -705,8 +717,7 @@ impl Agent {
                 temperature: None,
             };
             let result = self
-                .0
-                .chain
+                .chain_now()?
                 .complete(&req, &mut |e| {
                     if let StreamEvent::Text(t) = e {
                         lock(&ctl.shown).push_str(&t);
@@ -896,9 +907,12 @@ impl Agent {
     /// The calibration of the model expected to answer next: the one that
     /// answered last, else the chain's first.
     fn calibration(&self) -> Option<f64> {
-        let model = lock(&self.0.last_model)
-            .clone()
-            .or_else(|| self.0.chain.models().first().map(|m| m.name.clone()))?;
+        let model = lock(&self.0.last_model).clone().or_else(|| {
+            self.0
+                .kernel
+                .models()
+                .and_then(|c| c.models().first().map(|m| m.name.clone()))
+        })?;
         lock(&self.0.calibration).get(&model).copied()
     }
 
@@ -947,11 +961,10 @@ impl Agent {
 
     fn context_window(&self) -> u32 {
         self.0
-            .chain
+            .kernel
             .models()
-            .first()
-            .and_then(|m| m.context_window)
-            .unwrap_or(self.0.config.context_window)
+            .and_then(|c| c.models().first().and_then(|m| m.context_window))
+            .unwrap_or(self.settings().context_window)
     }
 
     /// Runs one model turn's tool calls concurrently and stores their
@@ -1018,7 +1031,10 @@ impl Agent {
             // reach it; keel's own tools are always callable.
             let not_offered = !offered.contains(&name)
                 && !crate::tool::native::is_native(&name)
-                && !super::prompt::all_callable(&kernel.skills(), self.0.config.max_offered_tools)
+                && !super::prompt::all_callable(
+                    &kernel.skills(),
+                    self.settings().max_offered_tools,
+                )
                 && kernel.skills().tools.contains_key(&name);
             tasks.push(tokio::spawn(async move {
                 let started = Instant::now();
@@ -1128,7 +1144,11 @@ impl Agent {
         // A failed compaction loses nothing: the run goes on with the whole
         // conversation (a server that then finds it too long says so, and
         // that is reported), and the console is told.
-        let (completion, model) = match self.0.chain.complete(&req, &mut |_| {}).await {
+        let chain = match self.chain_now() {
+            Ok(c) => c,
+            Err(_) => return Ok(None),
+        };
+        let (completion, model) = match chain.complete(&req, &mut |_| {}).await {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("compacting the conversation failed: {e}");

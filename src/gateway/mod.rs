@@ -57,7 +57,6 @@ use runs::RunLogs;
 
 use crate::Kernel;
 use crate::agent::Agent;
-use crate::config::GatewayConfig;
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,7 +96,6 @@ pub struct GwInner {
     pub kernel: Kernel,
     /// `None` when no model is configured (`/readyz` says so).
     pub agent: Option<Agent>,
-    settings: GatewayConfig,
     token: TokenSource,
     limiter: Limiter,
     runs: RunLogs,
@@ -108,12 +106,20 @@ pub struct GwInner {
     requests: AtomicU64,
 }
 
+impl GwInner {
+    /// The configuration in force: `[gateway]`'s origins, hosts and bounds
+    /// apply live when keel.toml changes.
+    pub fn cfg(&self) -> Arc<crate::config::Config> {
+        self.kernel.config()
+    }
+}
+
 /// Counts an open event stream; refused past `max_streams`.
 pub struct StreamGuard(Gw);
 
 impl StreamGuard {
     fn open(gw: &Gw) -> Result<Self, ApiError> {
-        let max = gw.settings.max_streams;
+        let max = gw.cfg().gateway.max_streams;
         let n = gw.streams.fetch_add(1, Ordering::SeqCst);
         if n >= max {
             gw.streams.fetch_sub(1, Ordering::SeqCst);
@@ -157,8 +163,8 @@ impl Bound {
     /// Binds `addr` and reads (or creates) the token. Builds the agent if
     /// a model is configured (its chain stays lazy until the first run).
     pub async fn bind(kernel: Kernel, addr: SocketAddr) -> Result<Self, GatewayError> {
-        let settings = kernel.config().gateway.clone();
-        let token = TokenSource::new(kernel.data_dir(), &settings.token_env, kernel.env())?;
+        let token_env = kernel.config().gateway.token_env.clone();
+        let token = TokenSource::new(kernel.data_dir(), &token_env, kernel.env())?;
         let agent = match Agent::new(kernel.clone()) {
             Ok(a) => Some(a),
             Err(crate::agent::AgentError::NoModel) => None,
@@ -184,7 +190,6 @@ impl Bound {
         let gw = Gw(Arc::new(GwInner {
             kernel,
             agent,
-            settings,
             token,
             limiter: Limiter::default(),
             runs: RunLogs::default(),
@@ -270,7 +275,7 @@ impl Bound {
 async fn shut_down(gw: &Gw) {
     gw.closing.send_replace(true);
     let Some(agent) = &gw.agent else { return };
-    let grace = gw.settings.shutdown_grace;
+    let grace = gw.cfg().gateway.shutdown_grace;
     let deadline = Instant::now() + grace;
     while !agent.active_runs().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -394,7 +399,7 @@ fn admit(gw: &Gw, req: &Request) -> Result<Option<String>, ApiError> {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     if let Some(c) = conn
-        && !auth::host_allowed(host, c.local, &gw.settings.allowed_hosts)
+        && !auth::host_allowed(host, c.local, &gw.cfg().gateway.allowed_hosts)
     {
         return Err(forbidden(format!(
             "this gateway does not answer to the host {:?}; use http://{}/ or add the name to [gateway] allowed_hosts",
@@ -408,7 +413,7 @@ fn admit(gw: &Gw, req: &Request) -> Result<Option<String>, ApiError> {
         .map(|o| o.to_str().unwrap_or("?").to_string());
     let mut cors = None;
     if let Some(o) = &origin {
-        if !auth::origin_allowed(o, host, &gw.settings.allowed_origins) {
+        if !auth::origin_allowed(o, host, &gw.cfg().gateway.allowed_origins) {
             return Err(forbidden(format!(
                 "requests from the web origin {:?} are refused; list it in [gateway] allowed_origins to allow it",
                 crate::text::escape_control(o)

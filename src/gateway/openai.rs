@@ -73,7 +73,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: ChatRequest = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     let Some(last_user) = req.messages.iter().rev().find(|m| m.role == "user") else {
         return Err(ApiError::bad_request(
             "field `messages`: there is no message with role \"user\"; the last user message is what keel answers",

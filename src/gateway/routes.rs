@@ -22,7 +22,6 @@ use crate::store::{AnswerError, ApprovalAnswer, RunError};
 type ApiResult = Result<Response, ApiError>;
 
 pub fn router(gw: Gw) -> Router {
-    let limit = gw.settings.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -54,12 +53,12 @@ pub fn router(gw: Gw) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Handlers read their bodies with `json_body`, bounded by
+        // [gateway] max_body_bytes as it is at the time.
         .layer(axum::middleware::from_fn_with_state(
             gw.clone(),
             super::guard,
         ))
-        // The guard reads no body; handlers read theirs with this bound.
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(gw)
 }
 
@@ -192,7 +191,7 @@ struct NewSession {
 }
 
 async fn create_session(State(gw): State<Gw>, body: Body) -> ApiResult {
-    let req: NewSession = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: NewSession = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     let title = req.title.unwrap_or_default();
     let s = gw
         .kernel
@@ -260,7 +259,7 @@ struct NewMessage {
 }
 
 async fn post_message(State(gw): State<Gw>, Path(id): Path<String>, body: Body) -> ApiResult {
-    let req: NewMessage = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: NewMessage = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     if req.text.trim().is_empty() {
         return Err(ApiError::bad_request(
             "field `text`: the message is empty; write what you want the agent to do",
@@ -428,7 +427,7 @@ struct Answer {
 }
 
 async fn answer_approval(State(gw): State<Gw>, Path(id): Path<String>, body: Body) -> ApiResult {
-    let req: Answer = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: Answer = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     let Some(answer) = ApprovalAnswer::parse(&req.answer) else {
         return Err(ApiError::bad_request(format!(
             "field `answer`: `{}` is not an answer; use \"yes\", \"no\" or \"always\"",
@@ -523,7 +522,7 @@ struct ToolCall {
 }
 
 async fn call_tool(State(gw): State<Gw>, Path(name): Path<String>, body: Body) -> ApiResult {
-    let req: ToolCall = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: ToolCall = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     let args = req.args.unwrap_or_else(|| json!({}));
     if !args.is_object() {
         return Err(ApiError::bad_request(
@@ -581,7 +580,7 @@ struct GrantBody {
 }
 
 async fn add_grant(State(gw): State<Gw>, body: Body) -> ApiResult {
-    let req: GrantBody = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: GrantBody = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     let out = blocking(move || {
         commands::grant::run(Ctx::new(&gw.kernel), &req.skill, &req.capability)
             .map_err(command_error)
@@ -593,7 +592,7 @@ async fn add_grant(State(gw): State<Gw>, body: Body) -> ApiResult {
 }
 
 async fn remove_grant(State(gw): State<Gw>, body: Body) -> ApiResult {
-    let req: GrantBody = json_body(body, gw.settings.max_body_bytes).await?;
+    let req: GrantBody = json_body(body, gw.cfg().gateway.max_body_bytes).await?;
     let out = blocking(move || {
         commands::revoke::run(Ctx::new(&gw.kernel), &req.skill, &req.capability)
             .map_err(command_error)

@@ -309,8 +309,9 @@ pub struct Gate {
     audit: Arc<dyn AuditSink>,
     workspace: PathBuf,
     approver: ArcSwap<Option<Arc<dyn Approver>>>,
-    /// keel's own files: refused to every fs capability.
-    protected: ProtectedPaths,
+    /// keel's own files: refused to every fs capability. Swapped whole
+    /// when a configuration reload adds skill folders.
+    protected: ArcSwap<ProtectedPaths>,
 }
 
 impl Gate {
@@ -328,19 +329,24 @@ impl Gate {
             audit,
             workspace,
             approver: ArcSwap::from_pointee(None),
-            protected: ProtectedPaths::default(),
+            protected: ArcSwap::from_pointee(ProtectedPaths::default()),
         }
     }
 
     /// Sets the paths no fs capability reaches (see
     /// [`protected`](crate::capability::protected)).
-    pub fn with_protected(mut self, protected: ProtectedPaths) -> Self {
-        self.protected = protected;
+    pub fn with_protected(self, protected: ProtectedPaths) -> Self {
+        self.protected.store(Arc::new(protected));
         self
     }
 
-    pub fn protected(&self) -> &ProtectedPaths {
-        &self.protected
+    /// Replaces the protected paths (a reload that adds skill folders).
+    pub fn set_protected(&self, protected: ProtectedPaths) {
+        self.protected.store(Arc::new(protected));
+    }
+
+    pub fn protected(&self) -> Arc<ProtectedPaths> {
+        self.protected.load_full()
     }
 
     /// Replaces the policy (config reload).
@@ -461,7 +467,7 @@ impl Gate {
         target_text: &str,
         approver: Option<&dyn Approver>,
     ) -> Result<(Allowed, String, AuditDecision), GateError> {
-        if let Some(refusal) = self.protected.refuse(kind, target) {
+        if let Some(refusal) = self.protected.load().refuse(kind, target) {
             return Err(refusal.into());
         }
         // Prefer a covering declaration the skill already had when first
@@ -748,7 +754,7 @@ impl Gate {
         // keel's own files: the same list file capabilities are refused on.
         roots
             .excluded
-            .extend(self.protected.all_forms().map(Path::to_path_buf));
+            .extend(self.protected.load().all_forms().map(Path::to_path_buf));
         roots.network = skill.declared.iter().any(|r| {
             r.kind == CapabilityKind::NetHttp && !skill.pending.iter().any(|p| p == &r.text)
         });
@@ -784,7 +790,7 @@ impl Gate {
         kind: CapabilityKind,
         target: &Target<'_>,
     ) -> bool {
-        if self.protected.refuse(kind, target).is_some() {
+        if self.protected.load().refuse(kind, target).is_some() {
             return false;
         }
         let covering = |r: &&CapabilityRule| r.covers(kind, target);

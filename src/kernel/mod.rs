@@ -108,7 +108,11 @@ pub enum KernelEvent {
 pub struct Kernel(Arc<KernelInner>);
 
 struct KernelInner {
-    config: Config,
+    /// The configuration in force: swapped whole by a reload (see
+    /// [`Kernel::reload_config`] for what applies live).
+    config: ArcSwap<Config>,
+    /// The workspace, fixed for the kernel's life.
+    workspace: PathBuf,
     data_dir: PathBuf,
     store: Arc<Store>,
     gate: Gate,
@@ -118,8 +122,10 @@ struct KernelInner {
     skills: ArcSwap<SkillSet>,
     events: tokio::sync::broadcast::Sender<KernelEvent>,
     reload_lock: std::sync::Mutex<()>,
-    /// The model chain, built on first use (most commands never need it).
-    models: std::sync::OnceLock<Option<Arc<crate::llm::chain::ModelChain>>>,
+    /// The model chain, built on first use (most commands never need it):
+    /// `None` until then; built again after a reload changes `[models]`
+    /// or the model settings of `[agent]`.
+    models: std::sync::Mutex<Option<Option<Arc<crate::llm::chain::ModelChain>>>>,
 }
 
 /// Builds a [`Kernel`].
@@ -177,7 +183,8 @@ impl KernelBuilder {
         .with_protected(protected_paths(&self.config, &data_dir));
         let (events, _) = tokio::sync::broadcast::channel(64);
         let kernel = Kernel(Arc::new(KernelInner {
-            config: self.config,
+            workspace: self.config.workspace.clone(),
+            config: ArcSwap::from_pointee(self.config),
             data_dir,
             store,
             gate,
@@ -187,7 +194,7 @@ impl KernelBuilder {
             skills: ArcSwap::from_pointee(SkillSet::default()),
             events,
             reload_lock: std::sync::Mutex::new(()),
-            models: std::sync::OnceLock::new(),
+            models: std::sync::Mutex::new(None),
         }));
         let set = kernel.build_skill_set(None);
         kernel.0.skills.store(Arc::new(set));
@@ -239,12 +246,14 @@ impl Kernel {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.0.config
+    /// The configuration in force (a reload may replace it; hold the
+    /// `Arc` for one consistent view).
+    pub fn config(&self) -> Arc<Config> {
+        self.0.config.load_full()
     }
 
     pub fn workspace(&self) -> &Path {
-        &self.0.config.workspace
+        &self.0.workspace
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -274,40 +283,47 @@ impl Kernel {
 
     /// The configured model chain (`[models]` in keel.toml, else the usual
     /// environment variables), or `None` when no model is configured.
+    /// Built on first use, and again after a reload changed the models.
     pub fn models(&self) -> Option<Arc<crate::llm::chain::ModelChain>> {
-        self.0
-            .models
-            .get_or_init(|| {
-                use crate::llm::chain;
-                let agent = &self.0.config.agent;
-                let timeout = agent.model_timeout;
-                let limits = crate::llm::StreamLimits {
-                    max_answer_bytes: agent.max_answer_bytes,
-                    idle_timeout: agent.model_idle_timeout,
-                    first_token_timeout: agent.model_first_token_timeout,
-                };
-                let specs = match &self.0.config.models {
-                    Some(m) => chain::specs_from_config(m, &self.0.env, timeout, limits),
-                    None => chain::specs_from_env(&self.0.env, timeout, limits),
-                };
-                if specs.is_empty() {
-                    return None;
-                }
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let http = match chain::http_client(&specs) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot build the HTTP client for models");
-                        return None;
-                    }
-                };
-                Some(Arc::new(chain::ModelChain::new(
-                    specs,
-                    http,
-                    chain::RetryPolicy::default(),
-                )))
-            })
-            .clone()
+        let mut cell = self.0.models.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(built) = &*cell {
+            return built.clone();
+        }
+        let built = self.build_models();
+        *cell = Some(built.clone());
+        built
+    }
+
+    fn build_models(&self) -> Option<Arc<crate::llm::chain::ModelChain>> {
+        use crate::llm::chain;
+        let config = self.config();
+        let agent = &config.agent;
+        let timeout = agent.model_timeout;
+        let limits = crate::llm::StreamLimits {
+            max_answer_bytes: agent.max_answer_bytes,
+            idle_timeout: agent.model_idle_timeout,
+            first_token_timeout: agent.model_first_token_timeout,
+        };
+        let specs = match &config.models {
+            Some(m) => chain::specs_from_config(m, &self.0.env, timeout, limits),
+            None => chain::specs_from_env(&self.0.env, timeout, limits),
+        };
+        if specs.is_empty() {
+            return None;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = match chain::http_client(&specs) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client for models");
+                return None;
+            }
+        };
+        Some(Arc::new(chain::ModelChain::new(
+            specs,
+            http,
+            chain::RetryPolicy::default(),
+        )))
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<KernelEvent> {
@@ -317,63 +333,134 @@ impl Kernel {
     /// The configuration file reloads read: the one keel started with, or
     /// `keel.toml` in the workspace if it started without one.
     pub fn config_path(&self) -> PathBuf {
-        self.0
-            .config
+        self.config()
             .source
             .clone()
-            .unwrap_or_else(|| self.0.config.workspace.join("keel.toml"))
+            .unwrap_or_else(|| self.0.workspace.join("keel.toml"))
     }
 
-    /// Re-reads the configuration file and puts its policy in force: built
-    /// on the side, swapped only when the whole file is valid. Settings
-    /// that shape the loaded skills (`workspace`, `[skills]`, `[limits]`)
-    /// take effect at the next start, which the summary says.
+    /// Re-reads the configuration file and puts it in force, built on the
+    /// side and swapped only when the whole file is valid (else the old
+    /// one stays and the error names file and line). Live: the policy,
+    /// `[models]` and `[agent]` (from the next run; runs in flight keep
+    /// what they started with), `[skills]` folders and `[limits]` (the
+    /// skills reload under them; new folders are protected from fs
+    /// capabilities at once) and `[gateway]`'s origins, hosts and bounds.
+    /// Not live — the old value stays in force, and the summary and the log
+    /// say a restart applies it: `workspace`, `[skills] builtin` and
+    /// `watch`, `[gateway] listen` and `token_env`.
     pub fn reload_config(&self) -> Result<String, String> {
         let path = self.config_path();
         let result = if path.is_file() {
             crate::config::Config::load(&path).map_err(|e| e.to_string())
         } else {
-            Ok(crate::config::Config::default_for(&self.0.config.workspace))
+            Ok(crate::config::Config::default_for(&self.0.workspace))
         };
-        let result = result.map(|new| {
-            let old = &self.0.config;
-            let restart = new.workspace != old.workspace
-                || new.skill_paths != old.skill_paths
-                || new.builtin_skills != old.builtin_skills
+        let result = result.map(|mut new| {
+            let old = self.config();
+            let mut restart = Vec::new();
+            if new.workspace != old.workspace {
+                restart.push("workspace");
+                new.workspace = old.workspace.clone();
+            }
+            if new.builtin_skills != old.builtin_skills {
+                restart.push("[skills] builtin");
+                new.builtin_skills = old.builtin_skills;
+            }
+            if new.watch != old.watch {
+                restart.push("[skills] watch");
+                new.watch = old.watch;
+            }
+            if new.gateway.listen != old.gateway.listen {
+                restart.push("[gateway] listen");
+                new.gateway.listen = old.gateway.listen;
+            }
+            if new.gateway.token_env != old.gateway.token_env {
+                restart.push("[gateway] token_env");
+                new.gateway.token_env = old.gateway.token_env.clone();
+            }
+            let mut applied = vec!["policy reloaded"];
+            let models_changed = new.models != old.models || new.agent != old.agent;
+            let skills_changed = new.skill_paths != old.skill_paths
                 || new.limits != old.limits
                 || new.skill_limits != old.skill_limits;
-            self.0.gate.set_policy(new.policy);
-            if restart {
-                "policy reloaded; changes to workspace, [skills] or [limits] apply after a restart"
-                    .to_string()
-            } else {
-                "policy reloaded".to_string()
+            if new.gateway != old.gateway {
+                applied.push("[gateway] applied");
             }
+            if models_changed {
+                applied.push("[models] and [agent] apply from the next run");
+            }
+            if skills_changed {
+                applied.push("skills reloaded for the new [skills] folders and [limits]");
+            }
+            // New skill folders are keel's own files from now on; removed
+            // ones stay protected until a restart.
+            if new.skill_paths != old.skill_paths {
+                let mut both = new.clone();
+                for d in &old.skill_paths {
+                    if !both.skill_paths.contains(d) {
+                        both.skill_paths.push(d.clone());
+                    }
+                }
+                self.0
+                    .gate
+                    .set_protected(protected_paths(&both, &self.0.data_dir));
+            }
+            self.0.gate.set_policy(new.policy.clone());
+            self.0.config.store(Arc::new(new));
+            if models_changed {
+                *self.0.models.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            let mut summary = applied.join("; ");
+            if !restart.is_empty() {
+                summary.push_str(&format!(
+                    "; {} keep their old value until a restart",
+                    restart.join(", ")
+                ));
+            }
+            (summary, skills_changed, !restart.is_empty())
         });
-        match &result {
-            Ok(msg) => tracing::info!("{}: {msg}", path.display()),
-            Err(e) => tracing::info!("keeping the previous policy: {e}"),
-        }
-        let _ = self
-            .0
-            .events
-            .send(KernelEvent::ConfigReloaded(result.clone()));
+        let result = match result {
+            Ok((summary, skills_changed, needs_restart)) => {
+                if needs_restart {
+                    tracing::warn!("{}: {summary}", path.display());
+                } else {
+                    tracing::info!("{}: {summary}", path.display());
+                }
+                let _ = self
+                    .0
+                    .events
+                    .send(KernelEvent::ConfigReloaded(Ok(summary.clone())));
+                if skills_changed {
+                    self.reload();
+                }
+                Ok(summary)
+            }
+            Err(e) => {
+                tracing::warn!("keeping the previous configuration: {e}");
+                let _ = self
+                    .0
+                    .events
+                    .send(KernelEvent::ConfigReloaded(Err(e.clone())));
+                Err(e)
+            }
+        };
         result
     }
 
     /// Where skills are looked for: the configured folders, the user's data
     /// dir, then the built-in skills.
     pub fn search_path(&self) -> SearchPath {
-        let mut dirs = self.0.config.skill_paths.clone();
+        let mut dirs = self.config().skill_paths.clone();
         dirs.push(self.0.data_dir.join("skills"));
         SearchPath {
             dirs,
-            builtin: self.0.config.builtin_skills,
+            builtin: self.config().builtin_skills,
         }
     }
 
     fn scope_base(&self) -> ScopeBase<'_> {
-        crate::paths::scope_base(&self.0.config.workspace)
+        crate::paths::scope_base(&self.0.workspace)
     }
 
     /// Where each copy of skill `name` stands in this workspace: accepted
@@ -401,7 +488,7 @@ impl Kernel {
             .collect();
         self.0
             .store
-            .sight_skill(&self.0.config.workspace, name, &asked)
+            .sight_skill(&self.0.workspace, name, &asked)
             .unwrap_or_else(|e| {
                 tracing::warn!(skill = %name, error = %e, "could not read the skill name's accepted origins; not loading it");
                 vec![Standing::Claimant { owners: vec![] }; copies.len()]
@@ -423,7 +510,7 @@ impl Kernel {
             candidates,
             failures,
             previous,
-            &|name| self.0.config.limits_for(name),
+            &|name| self.0.config.load().limits_for(name),
             &|name, copies| self.sight_skill(name, copies),
         )
     }

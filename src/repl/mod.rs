@@ -768,8 +768,9 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<bool
     let mut console = Console::new(kernel, rt);
     match &console.agent {
         Some(a) => {
-            let m = &a.chain().models()[0];
-            println!("model: {} ({}) — type a message to talk", m.name, m.model);
+            if let Some(m) = a.chain().and_then(|c| c.models().first().cloned()) {
+                println!("model: {} ({}) — type a message to talk", m.name, m.model);
+            }
         }
         None => print!("{}", chat::no_model_text()),
     }
