@@ -38,88 +38,159 @@
 pub mod approvals;
 pub mod approve;
 pub mod audit;
+pub mod call;
 pub mod check;
 pub mod grant;
 pub mod grants;
+pub mod output;
 pub mod revoke;
 pub mod runs;
 pub mod sessions;
 pub mod skills;
 pub mod tools;
 
+pub use output::{Body, Command, CommandRef, Exit, Front, Output, Text};
+
 use crate::Kernel;
+use crate::text::Tone;
 
 /// What a command produced, for either front end.
 pub trait Render {
-    /// What a person reads: the same in the CLI and the console (which
-    /// names its own commands in advice). Escaped: nothing a skill wrote
-    /// can move the cursor or pretend to be another line.
-    fn text(&self) -> String;
+    /// What a person reads: the same in the CLI and the console, except
+    /// that each names its own commands in advice ([`CommandRef`]). Status
+    /// words are marked ([`Text::status`]) and coloured only on a terminal.
+    fn text(&self) -> Text;
 
     /// What `--json` prints: pretty JSON, fields in the records' own order
     /// (a `serde_json::Value` would sort them).
     fn json(&self) -> serde_json::Result<String>;
 
     /// The command worked but found problems (skills that failed to
-    /// load): `keel` exits 1 after printing the whole listing.
+    /// load): `keel` exits 1 after printing the whole listing, and the
+    /// console counts the command as failed.
     fn problems(&self) -> bool {
         false
     }
 
     /// Side remarks (a grant for a skill not loaded right now): standard
     /// error in the CLI, before the text in the console.
-    fn notes(&self) -> Vec<String> {
+    fn notes(&self) -> Vec<Text> {
         Vec::new()
-    }
-
-    /// Whether the text has status words (`ok`, `FAILED`, `DENY`, …) worth
-    /// colouring on a terminal ([`crate::text::colour_status`]).
-    fn coloured(&self) -> bool {
-        false
     }
 }
 
-/// Why a command failed. The messages name the CLI's commands; the console
-/// rewrites them into its own (`/grants`).
+/// Why a command failed. [`CommandError::text`] names each front end's own
+/// commands; `Display` is the CLI's words (for `anyhow` chains).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandError {
     /// The database could not be read or written.
-    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// A capability argument that does not parse.
-    #[error(transparent)]
     Capability(#[from] crate::capability::CapabilityError),
     /// A skill argument that cannot be a skill's name.
-    #[error("`{0}` is not a skill name (see `keel skills`)")]
     NotASkillName(String),
     /// `revoke` of a grant that is not there.
-    #[error("skill `{skill}` has no grant `{capability}` (see `keel grants`)")]
     NoSuchGrant { skill: String, capability: String },
     /// An answer to an approval that is not yes, no or always.
-    #[error("`{0}` is not an answer; use yes, no or always")]
     NotAnAnswer(String),
     /// An approval that cannot take the answer (none, expired, answered).
-    #[error(transparent)]
     Answer(#[from] crate::store::AnswerError),
     /// A path argument that is not there.
-    #[error("{} does not exist", .0.display())]
     NoSuchPath(std::path::PathBuf),
     /// `check` of a path this kernel does not load skills from.
-    #[error(
-        "{} is outside this workspace's skill folders; check it with `keel check {}` (it loads the skills there on their own)",
-        .0.display(), .0.display()
-    )]
     OutsideSearchPath(std::path::PathBuf),
     /// `check` found no skill (in the given path, or at all).
-    #[error(
-        "no skills found{}; a skill is a folder with skill.toml or SKILL.md, or a one-file script with its manifest in a leading comment",
-        check::where_(.0)
-    )]
     NothingToCheck(Option<std::path::PathBuf>),
     /// A session id that names no session.
-    #[error("no session `{0}` (see `keel sessions`)")]
     NoSuchSession(String),
+    /// `call` arguments that are not a JSON value.
+    BadArguments {
+        /// The arguments as given (escaped).
+        given: String,
+        /// What the JSON parser said.
+        error: String,
+    },
+    /// `call` arguments that could not be read (standard input).
+    ArgumentsUnreadable(String),
+    /// The tool call failed.
+    Tool(#[source] crate::tool::ToolError),
+}
+
+impl CommandError {
+    /// The message, with advice naming commands typed.
+    pub fn text(&self) -> Text {
+        use crate::text::escape_control as esc;
+        match self {
+            Self::Store(e) => Text::plain(e.to_string()),
+            Self::Capability(e) => Text::plain(e.to_string()),
+            Self::Answer(e) => Text::plain(e.to_string()),
+            Self::NotASkillName(name) => crate::text![
+                format!("`{name}` is not a skill name (see `"),
+                Command::Skills.bare(),
+                "`)"
+            ],
+            Self::NoSuchGrant { skill, capability } => crate::text![
+                format!("skill `{skill}` has no grant `{capability}` (see `"),
+                Command::Grants.bare(),
+                "`)"
+            ],
+            Self::NotAnAnswer(a) => {
+                Text::plain(format!("`{a}` is not an answer; use yes, no or always"))
+            }
+            Self::NoSuchPath(p) => Text::plain(format!("{} does not exist", p.display())),
+            // The console cannot check such a path: this names the CLI in
+            // both front ends.
+            Self::OutsideSearchPath(p) => Text::plain(format!(
+                "{} is outside this workspace's skill folders; check it with `keel check {}` (it loads the skills there on their own)",
+                p.display(),
+                p.display()
+            )),
+            Self::NothingToCheck(scope) => Text::plain(format!(
+                "no skills found{}; a skill is a folder with skill.toml or SKILL.md, or a one-file script with its manifest in a leading comment",
+                check::where_(scope)
+            )),
+            Self::NoSuchSession(id) => crate::text![
+                format!("no session `{id}` (see `"),
+                Command::Sessions.bare(),
+                "`)"
+            ],
+            Self::BadArguments { given, error } => Text::plain(format!(
+                "arguments are not valid JSON ({error}): {given}; pass an object like {{\"text\": \"hi\"}}"
+            )),
+            Self::ArgumentsUnreadable(e) => Text::plain(format!(
+                "cannot read the arguments from standard input: {}",
+                esc(e)
+            )),
+            Self::Tool(e) => call::tool_error_text(e),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text().render(Front::Cli, false))
+    }
+}
+
+/// A decision word of the audit log or a check (`allow`, `deny`, `DENY`,
+/// `ask:approved`, …) and how it reads.
+pub fn decision_tone(word: &str) -> Tone {
+    match word {
+        "allow" | "ask:approved" => Tone::Good,
+        "deny" | "DENY" | "ask:denied" => Tone::Bad,
+        _ => Tone::Warn,
+    }
+}
+
+/// A run's or approval's state (`done`, `failed`, `pending`, …) and how it
+/// reads.
+pub fn state_tone(state: &str) -> Tone {
+    match state {
+        "done" | "approved" => Tone::Good,
+        "failed" | "denied" => Tone::Bad,
+        _ => Tone::Warn,
+    }
 }
 
 /// `--json` text made safe to show on a terminal and still JSON: the
