@@ -334,3 +334,67 @@ fn put_to_person(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::Front;
+
+    /// The CLI's words for a tool error are the error's own `Display`
+    /// (what every other caller shows), for every variant that names a
+    /// command; the console's differ only in naming `/tools`, `/check`.
+    #[test]
+    fn tool_errors_read_the_same_in_the_cli_and_name_console_commands_there() {
+        let errors = [
+            ToolError::BadName { name: "x".into() },
+            ToolError::UnknownTool {
+                name: "notes.ad".into(),
+                suggestion: Some("notes.add".into()),
+            },
+            ToolError::UnknownTool {
+                name: "zz.top".into(),
+                suggestion: None,
+            },
+            ToolError::SkillNotLoaded {
+                name: "b.go".into(),
+                skill: "b@1.0.0".into(),
+                error: "main.luau:2: nope\n  traceback".into(),
+            },
+            ToolError::Internal("boom".into()),
+        ];
+        for e in &errors {
+            let t = tool_error_text(e);
+            assert_eq!(t.render(Front::Cli, false), e.to_string(), "{e:?}");
+            let console = t.render(Front::Console, false);
+            assert!(!console.contains("`keel "), "{console}");
+        }
+        assert!(
+            tool_error_text(&errors[1])
+                .render(Front::Console, false)
+                .ends_with("see `/tools`")
+        );
+        assert!(
+            tool_error_text(&errors[3])
+                .render(Front::Console, false)
+                .contains("(`/check` shows every problem)")
+        );
+    }
+
+    #[test]
+    fn arguments_default_to_an_object_and_bad_json_says_what_and_how() {
+        assert_eq!(arguments(None, None).unwrap(), serde_json::json!({}));
+        assert_eq!(arguments(Some("  "), None).unwrap(), serde_json::json!({}));
+        let mut input: &[u8] = br#"{"text": "from stdin"}"#;
+        assert_eq!(
+            arguments(Some("-"), Some(&mut input)).unwrap(),
+            serde_json::json!({"text": "from stdin"})
+        );
+        // No standard input to read (the console): `-` is just bad JSON.
+        let e = arguments(Some("-"), None).unwrap_err().to_string();
+        assert!(e.starts_with("arguments are not valid JSON"), "{e}");
+        let e = arguments(Some("{bad\u{1b}[2J"), None).unwrap_err();
+        let shown = e.text().render(Front::Console, false);
+        assert!(shown.contains("pass an object like"), "{shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown}");
+    }
+}

@@ -419,3 +419,30 @@ pub(super) fn where_(scope: &Option<PathBuf>) -> String {
         .map(|p| format!(" in {}", p.display()))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_split_into_file_line_and_message() {
+        assert_eq!(
+            split_location("/a:b/main.luau:12: Expected x: got y"),
+            Some(("/a:b/main.luau", 12, "Expected x: got y"))
+        );
+        assert_eq!(split_location("no location: here"), None);
+        assert_eq!(split_location(":3: starts with a colon"), None);
+        assert_eq!(
+            split_location("C:\\x.rhai:4:5: rhai"),
+            Some(("C:\\x.rhai", 4, "5: rhai"))
+        );
+        // A traceback's later lines belong to the problem above them; a
+        // SKILL.md's problems are one per line.
+        let p = Problem::from_error(Some("s@1.0.0"), "m.luau:2: bad\n  at m.luau:2\nSKILL.md:3: long");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].message, "bad\n  at m.luau:2");
+        assert_eq!((p[1].file.as_deref(), p[1].line), (Some("SKILL.md"), Some(3)));
+        let p = Problem::from_error(None, "cycle: a -> b -> a");
+        assert_eq!((p[0].file.as_deref(), p[0].message.as_str()), (None, "cycle: a -> b -> a"));
+    }
+}
