@@ -377,7 +377,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Some(Command::Skills { json }) => Ok(show(Output::of(Ok(commands::skills::run(ctx)), json))),
+        Some(Command::Skills { json }) => {
+            Ok(show(Output::of(Ok(commands::skills::run(ctx)), json)))
+        }
         Some(Command::Tools { json }) => Ok(show(Output::of(Ok(commands::tools::run(ctx)), json))),
         Some(Command::Call { tool, args }) => Ok(show(call(ctx, &rt, &tool, args.as_deref()))),
         Some(Command::Check { path, json }) => Ok(show(Output::of(
@@ -412,18 +414,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 other => other,
             }
         }
-        Some(Command::Sessions { json }) => Ok(show(Output::of(
-            commands::sessions::run(ctx, None),
-            json,
-        ))),
-        Some(Command::Runs { session, json }) => Ok(show(Output::of(
-            commands::runs::run(ctx, &session),
-            json,
-        ))),
-        Some(Command::Approvals { all, json }) => Ok(show(Output::of(
-            commands::approvals::run(ctx, all),
-            json,
-        ))),
+        Some(Command::Sessions { json }) => {
+            Ok(show(Output::of(commands::sessions::run(ctx, None), json)))
+        }
+        Some(Command::Runs { session, json }) => {
+            Ok(show(Output::of(commands::runs::run(ctx, &session), json)))
+        }
+        Some(Command::Approvals { all, json }) => {
+            Ok(show(Output::of(commands::approvals::run(ctx, all), json)))
+        }
         Some(Command::Approve { id, answer }) => Ok(show(Output::of(
             commands::approve::run(ctx, &id, &answer),
             false,
@@ -472,7 +471,7 @@ fn call(
     let mut ask = |_: &keel::store::ApprovalRecord, wanted: &dyn Fn() -> bool| {
         keel::repl::chat::read_terminal_line(wanted)
     };
-    let person = at_terminal.then(|| commands::call::Person {
+    let person = at_terminal.then_some(commands::call::Person {
         current: &current,
         notes: &mut stderr,
         ask: &mut ask,

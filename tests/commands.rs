@@ -81,8 +81,18 @@ fn console(ws: &Ws, setup: &str, lines: &str) -> Out {
 /// that the console names differently shows up as a difference).
 fn in_console_words(cli_text: &str) -> String {
     const BOTH: &[&str] = &[
-        "skills", "tools", "call", "check", "grants", "grant", "revoke", "audit", "sessions",
-        "runs", "approvals", "approve",
+        "skills",
+        "tools",
+        "call",
+        "check",
+        "grants",
+        "grant",
+        "revoke",
+        "audit",
+        "sessions",
+        "runs",
+        "approvals",
+        "approve",
     ];
     let mut out = cli_text.to_string();
     for name in BOTH {
@@ -208,11 +218,7 @@ fn the_console_and_the_cli_print_the_same_text_for_each_shared_command() {
     let k = console(&ws, "", "/check\n/tools\n");
     assert_eq!(k.status, 1);
     assert!(k.stdout.contains("notes.add(text: string)"), "{}", k.stdout);
-    assert!(
-        cli(&ws, &["check"])
-            .stdout
-            .contains("ok notes@1.0.0")
-    );
+    assert!(cli(&ws, &["check"]).stdout.contains("ok notes@1.0.0"));
     assert!(cli(&ws, &["check"]).stdout.contains("1 problem\n"));
     assert_eq!(cli(&ws, &["check", "skills/notes"]).status, 0);
     // A path that is not there fails alike; one outside the skill folders
@@ -474,17 +480,29 @@ fn call_and_check_json_are_the_same_in_both() {
     for (args, line) in [
         (&["call", "notes.ad"][..], "/call notes.ad\n"),
         (&["call", "broken.go"][..], "/call broken.go\n"),
-        (&["call", "notes.add", "{\"text\": 1}"][..], "/call notes.add {\"text\": 1}\n"),
+        (
+            &["call", "notes.add", "{\"text\": 1}"][..],
+            "/call notes.add {\"text\": 1}\n",
+        ),
     ] {
         let c = cli(&ws, args);
         let k = console(&ws, "", line);
         assert_eq!((c.status, k.status), (1, 1), "{line}");
-        assert!(c.stdout.is_empty() && k.stdout.is_empty(), "{}{}", c.stdout, k.stdout);
+        assert!(
+            c.stdout.is_empty() && k.stdout.is_empty(),
+            "{}{}",
+            c.stdout,
+            k.stdout
+        );
         let reason = c
             .stderr
             .strip_prefix("keel: ")
             .unwrap_or_else(|| panic!("{:?}", c.stderr));
-        assert_eq!(k.stderr, format!("error: {}", in_console_words(reason)), "{line}");
+        assert_eq!(
+            k.stderr,
+            format!("error: {}", in_console_words(reason)),
+            "{line}"
+        );
     }
     let k = console(&ws, "", "/call notes.ad\n");
     assert!(
@@ -493,7 +511,9 @@ fn call_and_check_json_are_the_same_in_both() {
         k.stderr
     );
     assert!(
-        cli(&ws, &["call", "notes.ad"]).stderr.ends_with("see `keel tools`\n"),
+        cli(&ws, &["call", "notes.ad"])
+            .stderr
+            .ends_with("see `keel tools`\n"),
         "the CLI names its own command"
     );
     // Bad JSON: the CLI's message and the console's parse error agree.
@@ -501,7 +521,10 @@ fn call_and_check_json_are_the_same_in_both() {
     let k = console(&ws, "", "/call notes.add {bad\n");
     assert_eq!((c.status, k.status), (1, 1));
     let reason = c.stderr.strip_prefix("keel: ").expect("keel: prefix");
-    assert!(reason.starts_with("arguments are not valid JSON ("), "{reason}");
+    assert!(
+        reason.starts_with("arguments are not valid JSON ("),
+        "{reason}"
+    );
     assert_eq!(k.stderr, reason);
 
     // check --json: one report, the compile error with file and line.
@@ -515,7 +538,9 @@ fn call_and_check_json_are_the_same_in_both() {
     let p = &problems[0];
     assert_eq!(p["skill"], "broken@0.1.0");
     assert!(
-        p["file"].as_str().is_some_and(|f| f.ends_with("skills/broken/main.luau")),
+        p["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("skills/broken/main.luau")),
         "{p}"
     );
     assert!(p["line"].as_u64().is_some_and(|l| l >= 1), "{p}");
@@ -533,7 +558,8 @@ fn call_and_check_json_are_the_same_in_both() {
         .expect("runner");
     assert_eq!(runner["capabilities"][0]["capability"], "exec:git");
     assert!(
-        ["allow", "ask", "deny"].contains(&runner["capabilities"][0]["decision"].as_str().unwrap_or("")),
+        ["allow", "ask", "deny"]
+            .contains(&runner["capabilities"][0]["decision"].as_str().unwrap_or("")),
         "{runner}"
     );
     // One skill that is fine: exit 0 both ways, no problems.

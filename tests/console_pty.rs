@@ -185,7 +185,11 @@ fn console_listings_are_coloured_on_a_terminal_but_not_with_no_color_or_in_a_pip
             ["expect", "DENY", deny],
             ["send", "/skills\r"],
             // The skill named `ok` is listed plainly either way.
-            ["expect", "a skill named ok is not a status", "[\r\n]ok {10,}md "],
+            [
+                "expect",
+                "a skill named ok is not a status",
+                "[\r\n]ok {10,}md "
+            ],
             ["expect", "FAILED", failed],
             ["send", "/call greet.hi\r"],
             ["expect", "denied", "denied"],
@@ -224,5 +228,8 @@ fn console_listings_are_coloured_on_a_terminal_but_not_with_no_color_or_in_a_pip
         stdout.contains("\nok greet@1.0.0") && stdout.contains("\nFAILED broken"),
         "{stdout}"
     );
-    assert!(!stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "{stdout}{stderr}"
+    );
 }

@@ -208,7 +208,9 @@ pub fn tool_error_text(e: &ToolError) -> Text {
             "`"
         ],
         ToolError::SkillNotLoaded { name, skill, error } => crate::text![
-            format!("no tool `{name}`: skill {skill} did not load: {error}; fix it and it reloads (`"),
+            format!(
+                "no tool `{name}`: skill {skill} did not load: {error}; fix it and it reloads (`"
+            ),
             Command::Check.bare(),
             "` shows every problem)"
         ],

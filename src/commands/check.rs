@@ -438,11 +438,20 @@ mod tests {
         );
         // A traceback's later lines belong to the problem above them; a
         // SKILL.md's problems are one per line.
-        let p = Problem::from_error(Some("s@1.0.0"), "m.luau:2: bad\n  at m.luau:2\nSKILL.md:3: long");
+        let p = Problem::from_error(
+            Some("s@1.0.0"),
+            "m.luau:2: bad\n  at m.luau:2\nSKILL.md:3: long",
+        );
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].message, "bad\n  at m.luau:2");
-        assert_eq!((p[1].file.as_deref(), p[1].line), (Some("SKILL.md"), Some(3)));
+        assert_eq!(
+            (p[1].file.as_deref(), p[1].line),
+            (Some("SKILL.md"), Some(3))
+        );
         let p = Problem::from_error(None, "cycle: a -> b -> a");
-        assert_eq!((p[0].file.as_deref(), p[0].message.as_str()), (None, "cycle: a -> b -> a"));
+        assert_eq!(
+            (p[0].file.as_deref(), p[0].message.as_str()),
+            (None, "cycle: a -> b -> a")
+        );
     }
 }

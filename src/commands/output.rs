@@ -184,7 +184,9 @@ impl Text {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|s| matches!(s, Span::Plain(p) if p.is_empty()))
+        self.0
+            .iter()
+            .all(|s| matches!(s, Span::Plain(p) if p.is_empty()))
     }
 
     /// The text for `front`, escaped, status words coloured when `colour`.
@@ -417,7 +419,7 @@ mod tests {
     fn only_marked_status_words_are_coloured_and_nothing_else_reaches_the_terminal() {
         let mut t = Text::new();
         t.status(Tone::Good, "ok");
-        let _ = write!(t, " ok FAILED \x1b[31mred\x1b[0m\n");
+        let _ = writeln!(t, " ok FAILED \x1b[31mred\x1b[0m");
         t.status_padded(Tone::Bad, "deny", 6);
         t.push("|");
         assert_eq!(

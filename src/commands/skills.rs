@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Command, Ctx, Front, Render, Text};
-use crate::text::Tone;
 use crate::skill::{SkillFailure, SkillSet};
+use crate::text::Tone;
 use crate::text::escape_control as esc;
 
 /// The listing: the skill set as loaded, plus what a check found.

@@ -194,7 +194,9 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         },
         "check" => {
             let (words, json) = listing(1).map_err(|_| {
-                format!("usage: /check [PATH] [--json] (a skill, or a folder of skills), got `{args}`")
+                format!(
+                    "usage: /check [PATH] [--json] (a skill, or a folder of skills), got `{args}`"
+                )
             })?;
             ConsoleCommand::Check {
                 path: words.first().map(std::path::PathBuf::from),
@@ -400,10 +402,9 @@ impl<'a> Console<'a> {
             ConsoleCommand::Audit { limit, json } => {
                 Output::of(commands::audit::run(ctx, limit), json)
             }
-            ConsoleCommand::Sessions { json } => Output::of(
-                commands::sessions::run(ctx, self.session.as_deref()),
-                json,
-            ),
+            ConsoleCommand::Sessions { json } => {
+                Output::of(commands::sessions::run(ctx, self.session.as_deref()), json)
+            }
             ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
                 Ok(s) => {
                     let text = format!("new session {}\n", s.id);
