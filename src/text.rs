@@ -22,6 +22,12 @@
 //! written. JSON output needs none of this (serde escapes control
 //! characters) and is left alone. The function is idempotent: its output
 //! holds no character it would escape.
+//!
+//! Colour is the other thing that reaches a terminal: [`paint`] wraps a
+//! status word in a colour code by its [`Tone`], and only
+//! `commands::Text::render` calls it, around a word it has escaped, when
+//! [`colour_stdout`] says so (a terminal, no `NO_COLOR`). Nothing scans
+//! printed text for words to colour.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

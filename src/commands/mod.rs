@@ -6,27 +6,40 @@
 //! A command is a file here with one `run` function: it takes the kernel
 //! (plus the command's typed arguments) and returns a typed output — the
 //! records it found, not text — or a [`CommandError`]. The output
-//! implements [`Render`]: the same [`Render::text`] for the CLI and the
-//! console, and [`Render::json`] for `--json`. Only presentation is left
-//! to each front end:
+//! implements [`Render`]: one [`Render::text`] for the CLI and the
+//! console, and [`Render::json`] for `--json`. [`Output::of`] turns either
+//! into what a front end prints: the body, notes, the error, and the exit
+//! status ([`Exit`]). The words stay typed until then ([`Text`], see
+//! [`output`]): status words (`ok`, `FAILED`, `DENY`, a run's state) are
+//! marked where they are produced, and advice that names a command is a
+//! [`CommandRef`]. Only presentation is left to each front end:
 //!
-//! - the CLI prints the text (status words coloured on a terminal, see
-//!   [`Render::coloured`]) or the JSON, prints [`Render::notes`] and
-//!   errors on standard error, and exits 1 when [`Render::problems`] says
-//!   the command found something wrong (a skill that failed to load) or
-//!   the command failed;
-//! - the console shows the text with advice in its own words
-//!   ([`crate::repl::in_console_words`]: `/grant` for `keel grant`), and an
-//!   error as a failed command (`error: …`: standard error and exit status
-//!   1 when fed from a pipe).
+//! - the CLI renders for [`Front::Cli`] (`keel grant …`), colours status
+//!   words when standard output is a terminal and `NO_COLOR` is unset,
+//!   prints notes and the error (`keel: …`) on standard error, and exits
+//!   with the output's status: 1 when the command failed or found
+//!   problems (a skill that failed to load, a check with errors);
+//! - the console renders for [`Front::Console`] (`/grant …`), coloured on
+//!   a terminal under the same rules, and counts a command whose CLI twin
+//!   would exit non-zero as failed: fed from a pipe, its error goes to
+//!   standard error and the console's own exit status is 1 at the end.
 //!
-//! Shared: skills, tools, check, grants, grant, revoke, audit, sessions,
-//! runs, approvals, approve. Left to one front end, because they are about
-//! that front end: `ask`, `call` (the console asks the person at it and
-//! cuts long results), `skill new|accept`, `docs`; the console's session,
-//! history, cancel, reload and last. `keel check PATH` outside the skill
-//! folders builds a kernel of its own for that path first (the console
-//! refuses such a path and says to use `keel check`).
+//! Shared: skills, tools, call, check, grants, grant, revoke, audit,
+//! sessions, runs, approvals, approve. `call` takes a person to answer an
+//! `ask` (the console, or `keel call` on a terminal) and renders its result
+//! as one JSON line for the CLI, pretty and cut for the console (which
+//! keeps it whole for `/last`). Left to one front end, because they are
+//! about that front end: `ask`, `skill new|accept`, `docs`; the console's
+//! session, history, cancel, reload and last. `keel check PATH` outside
+//! the skill folders builds a kernel of its own for that path first
+//! ([`check::outside_search_folder`] says which folder to search; the
+//! console refuses such a path and says to use `keel check`).
+//!
+//! Known limit: advice written below this layer as text — a gate's denial
+//! raised through a script ("grant it with `keel grant …`") — reaches
+//! the console as the script's error, in the CLI's words. Tool errors that
+//! are typed (no such tool, a skill that did not load) are rendered here
+//! with [`CommandRef`]s ([`call::tool_error_text`]).
 //!
 //! Before this layer each front end had its own copy of each command, and
 //! they had drifted: the console did not list skills that failed to
