@@ -10,7 +10,7 @@
 //! call` on a terminal), an `ask` decision is put to them, as in an agent
 //! run; and the console's Ctrl-C stops the call and leaves them in the
 //! console. The call runs on the runtime; the gate's question reaches the
-//! calling thread through a channel ([`PersonApprover`]), which shows it
+//! calling thread through a channel (`PersonApprover`), which shows it
 //! and reads the answer with the front end's own reader (the terminal, or
 //! the next line of a piped console). Nothing is stored as an approval
 //! request: there is no run to park; the audit log records how the ask
