@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use keel::Kernel;
-use keel::commands::{self, Render};
+use keel::commands::{self, Front, Output};
 use keel::config::Config;
 use keel::skill::{Origin, manifest::valid_skill_name};
 
@@ -61,11 +61,18 @@ enum Command {
     },
     /// Validate manifests, compile scripts, resolve dependencies, and show
     /// each capability against the policy.
-    #[command(after_help = "Example:\n  keel check\n  keel check skills/notes")]
+    #[command(
+        after_help = "Example:\n  keel check\n  keel check skills/notes\n  keel check --json | jq '.problems[]'"
+    )]
     Check {
         /// A skill folder, a one-file skill, or a folder of skills
         /// (default: the whole search path).
         path: Option<PathBuf>,
+        /// Print the report as JSON: the skills checked (with each
+        /// capability against the policy) and the problems, with file and
+        /// line where known.
+        #[arg(long)]
+        json: bool,
     },
     /// Grant a skill a capability (persisted).
     #[command(after_help = "Example:\n  keel grant notes fs.write:./notes")]
@@ -329,41 +336,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{text}");
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::Check { path: Some(path) }) => {
+        Some(Command::Check {
+            path: Some(path),
+            json,
+        }) => {
             // A path outside the workspace's skill folders is checked too:
             // its folder joins the search path, in a kernel whose state is
             // in memory, so checking a download accepts nothing here.
             let mut config = load_config(cli.config.as_deref())?;
-            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-            if !abs.exists() {
-                bail!("{} does not exist", abs.display());
-            }
-            if !commands::check::in_search_path(&config.skill_paths, &abs) {
-                // A skill (folder with a manifest or SKILL.md, or a one-file
-                // script) is found from its parent; a folder of skills is
-                // the search folder itself.
-                let is_skill = abs.is_file()
-                    || abs.join("skill.toml").exists()
-                    || abs.join("SKILL.md").exists();
-                let dir = match (is_skill, abs.parent()) {
-                    (true, Some(parent)) => parent.to_path_buf(),
-                    _ => abs.clone(),
-                };
-                config.skill_paths.push(dir);
-                let rt = runtime()?;
-                let kernel = Kernel::builder(config)
-                    .env(read_env())
-                    .runtime(rt.handle().clone())
-                    .in_memory()
-                    .build()?;
-                eprintln!(
-                    "keel: checking {} (outside the workspace's skill folders: grants and first-seen capabilities are not consulted)",
-                    abs.display()
-                );
-                return show(
-                    &commands::check::run(commands::Ctx::new(&kernel), Some(&abs))?,
-                    false,
-                );
+            match commands::check::outside_search_folder(&config.skill_paths, path) {
+                Err(e) => return Ok(show(Output::failed(e.text()))),
+                Ok(None) => {}
+                Ok(Some(dir)) => {
+                    config.skill_paths.push(dir);
+                    let rt = runtime()?;
+                    let kernel = Kernel::builder(config)
+                        .env(read_env())
+                        .runtime(rt.handle().clone())
+                        .in_memory()
+                        .build()?;
+                    eprintln!(
+                        "keel: checking {} (outside the workspace's skill folders: grants and first-seen capabilities are not consulted)",
+                        std::path::absolute(path)
+                            .unwrap_or_else(|_| path.clone())
+                            .display()
+                    );
+                    let checked = commands::check::run(commands::Ctx::new(&kernel), Some(path));
+                    return Ok(show(Output::of(checked, *json)));
+                }
             }
         }
         Some(Command::Token { rotate }) => {
@@ -399,39 +399,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Some(Command::Skills { json }) => show(&commands::skills::run(ctx), json),
-        Some(Command::Tools { json }) => show(&commands::tools::run(ctx), json),
-        Some(Command::Call { tool, args }) => {
-            let stdin;
-            let args = match args.as_deref() {
-                Some("-") => {
-                    let mut text = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                        .context("cannot read the arguments from standard input")?;
-                    stdin = text;
-                    Some(stdin.as_str())
-                }
-                other => other,
-            };
-            let args: Value = match args {
-                None => json!({}),
-                Some(a) => serde_json::from_str(a).with_context(|| {
-                    format!("arguments {a:?} are not valid JSON; pass an object like '{{\"text\": \"hi\"}}'")
-                })?,
-            };
-            let result = rt.block_on(kernel.call_tool(&tool, args))?;
-            println!("{}", serde_json::to_string(&result)?);
-            Ok(ExitCode::SUCCESS)
+        Some(Command::Skills { json }) => {
+            Ok(show(Output::of(Ok(commands::skills::run(ctx)), json)))
         }
-        Some(Command::Check { path }) => show(&commands::check::run(ctx, path.as_deref())?, false),
-        Some(Command::Grant { skill, capability }) => {
-            show(&commands::grant::run(ctx, &skill, &capability)?, false)
+        Some(Command::Tools { json }) => Ok(show(Output::of(Ok(commands::tools::run(ctx)), json))),
+        Some(Command::Call { tool, args }) => Ok(show(call(ctx, &rt, &tool, args.as_deref()))),
+        Some(Command::Check { path, json }) => Ok(show(Output::of(
+            commands::check::run(ctx, path.as_deref()),
+            json,
+        ))),
+        Some(Command::Grant { skill, capability }) => Ok(show(Output::of(
+            commands::grant::run(ctx, &skill, &capability),
+            false,
+        ))),
+        Some(Command::Revoke { skill, capability }) => Ok(show(Output::of(
+            commands::revoke::run(ctx, &skill, &capability),
+            false,
+        ))),
+        Some(Command::Grants { json }) => Ok(show(Output::of(commands::grants::run(ctx), json))),
+        Some(Command::Audit { json, limit }) => {
+            Ok(show(Output::of(commands::audit::run(ctx, limit), json)))
         }
-        Some(Command::Revoke { skill, capability }) => {
-            show(&commands::revoke::run(ctx, &skill, &capability)?, false)
-        }
-        Some(Command::Grants { json }) => show(&commands::grants::run(ctx)?, json),
-        Some(Command::Audit { json, limit }) => show(&commands::audit::run(ctx, limit)?, json),
         Some(Command::Ask {
             message,
             session,
@@ -448,12 +436,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 other => other,
             }
         }
-        Some(Command::Sessions { json }) => show(&commands::sessions::run(ctx, None)?, json),
-        Some(Command::Runs { session, json }) => show(&commands::runs::run(ctx, &session)?, json),
-        Some(Command::Approvals { all, json }) => show(&commands::approvals::run(ctx, all)?, json),
-        Some(Command::Approve { id, answer }) => {
-            show(&commands::approve::run(ctx, &id, &answer)?, false)
+        Some(Command::Sessions { json }) => {
+            Ok(show(Output::of(commands::sessions::run(ctx, None), json)))
         }
+        Some(Command::Runs { session, json }) => {
+            Ok(show(Output::of(commands::runs::run(ctx, &session), json)))
+        }
+        Some(Command::Approvals { all, json }) => {
+            Ok(show(Output::of(commands::approvals::run(ctx, all), json)))
+        }
+        Some(Command::Approve { id, answer }) => Ok(show(Output::of(
+            commands::approve::run(ctx, &id, &answer),
+            false,
+        ))),
         Some(Command::Skill {
             command: SkillCommand::Accept { name, origin },
         }) => skill_accept(&kernel, &name, &origin),
@@ -543,31 +538,49 @@ fn token(config: &Config, data_dir: &Path, rotate: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a command's output: JSON, or the text (status words coloured on
-/// a terminal) after its notes on standard error. Exit status 1 when the
-/// command found problems (skills that failed to load).
-fn show(out: &dyn Render, json: bool) -> Result<ExitCode> {
-    if json {
-        println!("{}", out.json()?);
-    } else {
-        for note in out.notes() {
-            eprintln!("note: {note}");
-        }
-        let text = out.text();
-        if out.coloured() {
-            print!(
-                "{}",
-                keel::text::colour_status(&text, keel::text::colour_stdout())
-            );
-        } else {
-            print!("{text}");
-        }
+/// Prints a command's output: its notes and error on standard error, the
+/// text (status words coloured on a terminal) or JSON on standard output;
+/// the exit status is the command's ([`commands::Exit`]).
+fn show(out: Output) -> ExitCode {
+    use std::io::Write;
+    for note in &out.notes {
+        eprintln!("note: {}", note.render(Front::Cli, false));
     }
-    Ok(if out.problems() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    print!("{}", out.body(Front::Cli, keel::text::colour_stdout()));
+    if let Some(e) = &out.error {
+        let _ = std::io::stdout().flush();
+        eprintln!("keel: {}", e.render(Front::Cli, false));
+    }
+    ExitCode::from(out.exit.code())
+}
+
+/// `keel call TOOL [ARGS|-]`: the shared call, with a person to answer
+/// `ask` when standard input is a terminal (and not the arguments).
+fn call(
+    ctx: commands::Ctx<'_>,
+    rt: &tokio::runtime::Runtime,
+    tool: &str,
+    args: Option<&str>,
+) -> Output {
+    use std::io::IsTerminal;
+    // Arguments read from standard input leave nothing there to answer.
+    let at_terminal = std::io::stdin().is_terminal() && args.map(str::trim) != Some("-");
+    let mut stdin = std::io::stdin();
+    let args = match commands::call::arguments(args, Some(&mut stdin)) {
+        Ok(a) => a,
+        Err(e) => return Output::failed(e.text()),
+    };
+    let current = commands::call::CurrentCall::default();
+    let mut stderr = std::io::stderr();
+    let mut ask = |_: &keel::store::ApprovalRecord, wanted: &dyn Fn() -> bool| {
+        keel::repl::chat::read_terminal_line(wanted)
+    };
+    let person = at_terminal.then_some(commands::call::Person {
+        current: &current,
+        notes: &mut stderr,
+        ask: &mut ask,
+    });
+    Output::of(commands::call::run(ctx, rt, tool, args, person), true)
 }
 
 /// `keel ask`: one run, streamed to stdout (tool calls and approvals on

@@ -22,6 +22,12 @@
 //! written. JSON output needs none of this (serde escapes control
 //! characters) and is left alone. The function is idempotent: its output
 //! holds no character it would escape.
+//!
+//! Colour is the other thing that reaches a terminal: [`paint`] wraps a
+//! status word in a colour code by its [`Tone`], and only
+//! `commands::Text::render` calls it, around a word it has escaped, when
+//! [`colour_stdout`] says so (a terminal, no `NO_COLOR`). Nothing scans
+//! printed text for words to colour.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -183,81 +189,25 @@ pub fn colour_stdout() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-/// Colours the status words of a listing keel printed (already escaped, so
-/// no colour code can come from a skill): `ok` at the start of a line green;
-/// `FAILED`, `DENY`, `deny` and `ask:denied` red; `ask`, `ask:…` and
-/// `held back` yellow. Unchanged when `on` is false.
-pub fn colour_status(text: &str, on: bool) -> String {
-    if !on {
-        return text.to_string();
-    }
-    const GREEN: &str = "\x1b[32m";
-    const RED: &str = "\x1b[31m";
-    const YELLOW: &str = "\x1b[33m";
-    const RESET: &str = "\x1b[0m";
-    let paint = |word: &str, colour: &str| format!("{colour}{word}{RESET}");
-    text.split_inclusive('\n')
-        .map(|line| {
-            if let Some(rest) = line.strip_prefix("ok ") {
-                return format!("{} {rest}", paint("ok", GREEN));
-            }
-            if let Some(rest) = line.strip_prefix("FAILED ") {
-                return format!("{} {rest}", paint("FAILED", RED));
-            }
-            if let Some(rest) = line.strip_prefix("held back") {
-                return format!("{}{rest}", paint("held back", YELLOW));
-            }
-            // A capability line of `keel check` (`    rule   DENY (…)`) or
-            // an audit line (`TIME deny …`): the first status word.
-            let first = [
-                (" DENY ", RED),
-                (" deny ", RED),
-                (" ask:denied ", RED),
-                (" ask:expired ", YELLOW),
-                (" ask:nobody ", YELLOW),
-                (" ask:cancelled ", YELLOW),
-                (" ask:approved ", GREEN),
-                (" ask ", YELLOW),
-                (" allow ", GREEN),
-            ]
-            .into_iter()
-            .filter_map(|(word, colour)| line.find(word).map(|i| (i, word, colour)))
-            .min_by_key(|(i, _, _)| *i);
-            match first {
-                Some((i, word, colour)) => format!(
-                    "{} {} {}",
-                    &line[..i],
-                    paint(word.trim(), colour),
-                    &line[i + word.len()..]
-                ),
-                None => line.to_string(),
-            }
-        })
-        .collect()
+/// How a status word reads, and so its colour on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// It worked, or is allowed (`ok`, `allow`, `done`): green.
+    Good,
+    /// It failed, or is refused (`FAILED`, `DENY`, `failed`): red.
+    Bad,
+    /// It waits on someone, or was held back (`ask`, `held back`): yellow.
+    Warn,
 }
 
-#[cfg(test)]
-mod colour_tests {
-    use super::colour_status;
-
-    #[test]
-    fn status_words_are_coloured_only_when_asked() {
-        let text = "ok notes@1.0.0 (luau, 1 tool)\n    kv                               DENY (policy)\nFAILED x: y\n";
-        assert_eq!(colour_status(text, false), text);
-        let c = colour_status(text, true);
-        assert!(c.starts_with("\x1b[32mok\x1b[0m notes@1.0.0"), "{c:?}");
-        assert!(c.contains("\x1b[31mDENY\x1b[0m (policy)"), "{c:?}");
-        assert!(c.contains("\x1b[31mFAILED\x1b[0m x: y"), "{c:?}");
-        // Nothing else changes: stripping the codes gives the text back.
-        let plain = c
-            .replace("\x1b[32m", "")
-            .replace("\x1b[31m", "")
-            .replace("\x1b[0m", "");
-        assert_eq!(plain, text);
-        // The first status word is coloured, not one in the reason.
-        let audit = "2026-11-30T00:00:00Z allow  s@1 t exec ls — allowed; a deny rule would win\n";
-        let c = colour_status(audit, true);
-        assert!(c.contains("\x1b[32mallow\x1b[0m"), "{c:?}");
-        assert!(!c.contains("\x1b[31m"), "{c:?}");
-    }
+/// `word` in `tone`'s colour. Only [`crate::commands::Text::render`]
+/// calls this, around a word it escaped: colour codes never come from
+/// what a skill wrote.
+pub fn paint(tone: Tone, word: &str) -> String {
+    let colour = match tone {
+        Tone::Good => "\x1b[32m",
+        Tone::Bad => "\x1b[31m",
+        Tone::Warn => "\x1b[33m",
+    };
+    format!("{colour}{word}\x1b[0m")
 }

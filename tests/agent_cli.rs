@@ -665,7 +665,7 @@ fn the_console_on_a_terminal_streams_and_ctrl_c_cancels_the_run() {
             [
                 "expect",
                 "runs",
-                r"r_\S+\s+done[^\n]*\n[^\n]*r_\S+\s+cancelled"
+                r"r_\S+\s+(\x1b\[\d+m)?done[^\n]*\n[^\n]*r_\S+\s+(\x1b\[\d+m)?cancelled"
             ],
             ["send", "/quit\r"],
             ["exit"],
@@ -754,7 +754,7 @@ fn ctrl_c_at_an_approval_prompt_cancels_the_run_without_waiting_for_enter() {
             [
                 "expect",
                 "runs",
-                r"r_\S+\s+cancelled[^\n]*\n[^\n]*r_\S+\s+done"
+                r"r_\S+\s+(\x1b\[\d+m)?cancelled[^\n]*\n[^\n]*r_\S+\s+(\x1b\[\d+m)?done"
             ],
             ["send", "/quit\r"],
             ["exit"],

@@ -75,9 +75,32 @@ fn console(ws: &Ws, setup: &str, lines: &str) -> Out {
     }
 }
 
-/// The CLI's text as the console words its advice.
+/// The CLI's text as the console words its advice: every command both
+/// have, named `/NAME` instead of `keel NAME` (the console's rendering of
+/// a typed command reference; this list is the test's own, so a command
+/// that the console names differently shows up as a difference).
 fn in_console_words(cli_text: &str) -> String {
-    keel::repl::in_console_words(cli_text)
+    const BOTH: &[&str] = &[
+        "skills",
+        "tools",
+        "call",
+        "check",
+        "grants",
+        "grant",
+        "revoke",
+        "audit",
+        "sessions",
+        "runs",
+        "approvals",
+        "approve",
+    ];
+    let mut out = cli_text.to_string();
+    for name in BOTH {
+        out = out.replace(&format!("`keel {name}"), &format!("`/{name}"));
+        // The skills listing's "(and 2 more problems: keel check)".
+        out = out.replace(&format!(": keel {name})"), &format!(": /{name})"));
+    }
+    out
 }
 
 const BROKEN: &str = r#"
@@ -141,8 +164,10 @@ fn the_console_and_the_cli_print_the_same_text_for_each_shared_command() {
     let session = sessions[0]["id"].as_str().expect("a session").to_string();
 
     let switch = format!("/session switch {session}\n");
-    let cases: [(&[&str], &str, &str); 7] = [
+    let cases: [(&[&str], &str, &str); 9] = [
         (&["skills"], "", "/skills\n"),
+        (&["check"], "", "/check\n"),
+        (&["check", "skills/notes"], "", "/check skills/notes\n"),
         (&["tools"], "", "/tools\n"),
         (&["grants"], "", "/grants\n"),
         (&["audit", "--limit", "5"], "", "/audit 5\n"),
@@ -165,7 +190,9 @@ fn the_console_and_the_cli_print_the_same_text_for_each_shared_command() {
             args.join(" "),
             line.trim()
         );
-        assert_eq!(k.status, 0, "{line}: {}", k.stderr);
+        // The same exit status: a listing that found problems (a skill
+        // that does not compile) fails in the piped console as in the CLI.
+        assert_eq!(k.status, c.status, "{line}: {}", k.stderr);
         // `--json` too: the same document, byte for byte.
         let mut json_args = args.to_vec();
         json_args.push("--json");
@@ -174,21 +201,24 @@ fn the_console_and_the_cli_print_the_same_text_for_each_shared_command() {
         serde_json::from_str::<Value>(&c.stdout)
             .unwrap_or_else(|e| panic!("keel {json_args:?}: not JSON ({e}): {}", c.stdout));
         assert_eq!(k.stdout, c.stdout, "{line} --json");
-        assert_eq!(k.status, 0, "{line} --json: {}", k.stderr);
+        assert_eq!(k.status, c.status, "{line} --json: {}", k.stderr);
     }
-
-    // `check`: the same report (the CLI exits 1 for the skill that does
-    // not compile; the console goes on), for all skills and for one.
-    for (args, line) in [
-        (&["check"][..], "/check\n"),
-        (&["check", "skills/notes"][..], "/check skills/notes\n"),
+    // Which of them found problems: the broken skill, in both front ends.
+    for (args, line, status) in [
+        (&["skills"][..], "/skills\n", 1),
+        (&["check"][..], "/check\n", 1),
+        (&["check", "skills/notes"][..], "/check skills/notes\n", 0),
+        (&["tools"][..], "/tools\n", 0),
     ] {
-        let c = cli(&ws, args);
-        let k = console(&ws, "", line);
-        assert!(c.stdout.contains("ok notes@1.0.0"), "{}", c.stdout);
-        assert_eq!(k.stdout, in_console_words(&c.stdout), "{line}");
+        assert_eq!(cli(&ws, args).status, status, "keel {args:?}");
+        assert_eq!(console(&ws, "", line).status, status, "{line}");
     }
-    assert_eq!(cli(&ws, &["check"]).status, 1);
+    // A failed listing does not stop the console: the next command runs,
+    // and the status still says one failed.
+    let k = console(&ws, "", "/check\n/tools\n");
+    assert_eq!(k.status, 1);
+    assert!(k.stdout.contains("notes.add(text: string)"), "{}", k.stdout);
+    assert!(cli(&ws, &["check"]).stdout.contains("ok notes@1.0.0"));
     assert!(cli(&ws, &["check"]).stdout.contains("1 problem\n"));
     assert_eq!(cli(&ws, &["check", "skills/notes"]).status, 0);
     // A path that is not there fails alike; one outside the skill folders
@@ -415,4 +445,127 @@ fn approvals_and_approve_are_the_same_in_both() {
         let reason = c.stderr.strip_prefix("keel: ").expect("keel: prefix");
         assert_eq!(k.stderr, format!("error: {reason}"), "{answer}");
     }
+}
+
+/// `keel call` and `/call` are one implementation: the same result (the
+/// CLI as one line of JSON, the console pretty with its time), the same
+/// errors in each front end's words, the same exit status; `keel check
+/// --json` and `/check --json` are the same report, with each problem's
+/// file and line.
+#[test]
+fn call_and_check_json_are_the_same_in_both() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![]);
+    let ws = workspace(&model);
+
+    let c = cli(&ws, &["call", "notes.add", r#"{"text": "milk"}"#]);
+    let k = console(&ws, "", "/call notes.add {\"text\": \"eggs\"}\n");
+    assert_eq!((c.status, k.status), (0, 0), "{}{}", c.stderr, k.stderr);
+    let c_value: Value = serde_json::from_str(&c.stdout).expect("keel call prints JSON");
+    assert_eq!(c.stdout.lines().count(), 1, "{}", c.stdout);
+    let (pretty, time) = k
+        .stdout
+        .rsplit_once("\n(")
+        .unwrap_or_else(|| panic!("no time line: {}", k.stdout));
+    assert!(time.ends_with(" ms)\n"), "{time}");
+    let k_value: Value = serde_json::from_str(pretty).expect("the console shows JSON");
+    // Each call appended its note: the same shape of result.
+    assert_eq!(
+        c_value.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+        k_value.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+        "{c_value} vs {k_value}"
+    );
+
+    // Failures, each both ways: no such tool, a tool whose skill does not
+    // compile, arguments that are not JSON, arguments the schema refuses.
+    for (args, line) in [
+        (&["call", "notes.ad"][..], "/call notes.ad\n"),
+        (&["call", "broken.go"][..], "/call broken.go\n"),
+        (
+            &["call", "notes.add", "{\"text\": 1}"][..],
+            "/call notes.add {\"text\": 1}\n",
+        ),
+    ] {
+        let c = cli(&ws, args);
+        let k = console(&ws, "", line);
+        assert_eq!((c.status, k.status), (1, 1), "{line}");
+        assert!(
+            c.stdout.is_empty() && k.stdout.is_empty(),
+            "{}{}",
+            c.stdout,
+            k.stdout
+        );
+        let reason = c
+            .stderr
+            .strip_prefix("keel: ")
+            .unwrap_or_else(|| panic!("{:?}", c.stderr));
+        assert_eq!(
+            k.stderr,
+            format!("error: {}", in_console_words(reason)),
+            "{line}"
+        );
+    }
+    let k = console(&ws, "", "/call notes.ad\n");
+    assert!(
+        k.stderr.contains("did you mean `notes.add`") && k.stderr.ends_with("see `/tools`\n"),
+        "{}",
+        k.stderr
+    );
+    assert!(
+        cli(&ws, &["call", "notes.ad"])
+            .stderr
+            .ends_with("see `keel tools`\n"),
+        "the CLI names its own command"
+    );
+    // Bad JSON: the CLI's message and the console's parse error agree.
+    let c = cli(&ws, &["call", "notes.add", "{bad"]);
+    let k = console(&ws, "", "/call notes.add {bad\n");
+    assert_eq!((c.status, k.status), (1, 1));
+    let reason = c.stderr.strip_prefix("keel: ").expect("keel: prefix");
+    assert!(
+        reason.starts_with("arguments are not valid JSON ("),
+        "{reason}"
+    );
+    assert_eq!(k.stderr, reason);
+
+    // check --json: one report, the compile error with file and line.
+    let c = cli(&ws, &["check", "--json"]);
+    let k = console(&ws, "", "/check --json\n");
+    assert_eq!(k.stdout, c.stdout);
+    assert_eq!((c.status, k.status), (1, 1));
+    let report: Value = serde_json::from_str(&c.stdout).expect("check --json is JSON");
+    let problems = report["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{report:#}");
+    let p = &problems[0];
+    assert_eq!(p["skill"], "broken@0.1.0");
+    assert!(
+        p["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("skills/broken/main.luau")),
+        "{p}"
+    );
+    assert!(p["line"].as_u64().is_some_and(|l| l >= 1), "{p}");
+    assert!(!p["message"].as_str().unwrap_or("").is_empty(), "{p}");
+    let skills = report["skills"].as_array().expect("skills");
+    assert_eq!(report["checked"].as_u64(), Some(skills.len() as u64));
+    let broken = skills
+        .iter()
+        .find(|s| s["skill"] == "broken@0.1.0")
+        .expect("the broken skill is listed");
+    assert_eq!(broken["ok"], false);
+    let runner = skills
+        .iter()
+        .find(|s| s["skill"] == "runner@0.1.0")
+        .expect("runner");
+    assert_eq!(runner["capabilities"][0]["capability"], "exec:git");
+    assert!(
+        ["allow", "ask", "deny"]
+            .contains(&runner["capabilities"][0]["decision"].as_str().unwrap_or("")),
+        "{runner}"
+    );
+    // One skill that is fine: exit 0 both ways, no problems.
+    let c = cli(&ws, &["check", "skills/notes", "--json"]);
+    assert_eq!(c.status, 0, "{}", c.stderr);
+    let report: Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(report["problems"], json!([]));
+    assert_eq!(report["checked"], 1);
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::Ws;
-use common::pty::keel_on_a_terminal;
+use common::pty::{keel_on_a_terminal, keel_on_a_terminal_with_env};
 use serde_json::json;
 
 #[test]
@@ -131,5 +131,105 @@ fn check_colours_status_words_on_a_terminal_only() {
         piped.stdout.starts_with("ok greet@1.0.0") && !piped.stdout.contains('\u{1b}'),
         "{}",
         piped.stdout
+    );
+}
+
+/// The console's listings colour their status words on a terminal — the
+/// `ok` and `DENY` of `/check`, the `FAILED` of `/skills`, the decision of
+/// `/audit` — and none with `NO_COLOR` set or fed from a pipe. The words
+/// are marked where they are produced: a skill named like a status word
+/// is not coloured.
+#[test]
+fn console_listings_are_coloured_on_a_terminal_but_not_with_no_color_or_in_a_pipe() {
+    let ws = Ws::new()
+        .skill(
+            "greet",
+            "[skill]\nname = \"greet\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[capabilities]\nkv = true\n[[tools]]\nname = \"hi\"\ndescription = \"says hi\"\n",
+            &[(
+                "main.luau",
+                "local M = {} function M.hi() keel.kv.set('k', 1) return 'one' end return M\n",
+            )],
+        )
+        .skill(
+            "broken",
+            "[skill]\nname = \"broken\"\nversion = \"1.0.0\"\nentry = \"main.luau\"\n[[tools]]\nname = \"go\"\ndescription = \"never\"\n",
+            &[("main.luau", "local M = {\n")],
+        )
+        .file(
+            "skills/ok/SKILL.md",
+            "---\nname: ok\ndescription: A skill named like a status word.\n---\nBody.\n",
+        )
+        .policy("[policy]\ndeny = [\"kv\"]\n");
+    let steps = |coloured: bool| {
+        // With colour, the word sits between colour codes; without, it
+        // follows the line start (or a space) directly.
+        let (ok, deny, failed, audit_deny) = if coloured {
+            (
+                "\u{1b}\\[32mok\u{1b}\\[0m greet@1\\.0\\.0",
+                "\u{1b}\\[31mDENY\u{1b}\\[0m \\(",
+                "\u{1b}\\[31mFAILED\u{1b}\\[0m broken",
+                "Z \u{1b}\\[31mdeny\u{1b}\\[0m  greet@1\\.0\\.0",
+            )
+        } else {
+            (
+                "[\r\n]ok greet@1\\.0\\.0",
+                " DENY \\(",
+                "[\r\n]FAILED broken",
+                "Z deny  greet@1\\.0\\.0",
+            )
+        };
+        json!([
+            ["expect", "banner", "Type /help"],
+            ["send", "/check\r"],
+            ["expect", "ok", ok],
+            ["expect", "DENY", deny],
+            ["send", "/skills\r"],
+            // The skill named `ok` is listed plainly either way.
+            [
+                "expect",
+                "a skill named ok is not a status",
+                "[\r\n]ok {10,}md "
+            ],
+            ["expect", "FAILED", failed],
+            ["send", "/call greet.hi\r"],
+            ["expect", "denied", "denied"],
+            ["send", "/audit 1\r"],
+            ["expect", "audit decision", audit_deny],
+            ["send", "/quit\r"],
+            ["exit"]
+        ])
+    };
+    let out = keel_on_a_terminal_with_env(&ws, &[], &[], steps(true));
+    assert!(out.contains("EXIT 0"), "{out}");
+    let out = keel_on_a_terminal_with_env(&ws, &[("NO_COLOR", "1")], &[], steps(false));
+    assert!(out.contains("EXIT 0"), "{out}");
+
+    // Fed from a pipe: the same listings, no colour code anywhere, and
+    // the failed `/check` and `/call` make the exit status 1.
+    let mut child = ws
+        .keel()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn console");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"/check\n/skills\n/call greet.hi\n/audit 1\n",
+    )
+    .expect("write");
+    let piped = child.wait_with_output().expect("console exits");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&piped.stdout),
+        String::from_utf8_lossy(&piped.stderr),
+    );
+    assert_eq!(piped.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("\nok greet@1.0.0") && stdout.contains("\nFAILED broken"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "{stdout}{stderr}"
     );
 }

@@ -1,7 +1,7 @@
 //! `keel approvals` and `/approvals`: approval requests waiting for an
 //! answer (`--all`: answered ones too), oldest first.
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::store::ApprovalRecord;
 
 /// The approval requests.
@@ -13,17 +13,17 @@ pub fn run(ctx: Ctx<'_>, all: bool) -> Result<Approvals, CommandError> {
 }
 
 impl Render for Approvals {
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         if self.0.is_empty() {
             return "no approval requests waiting\n".into();
         }
         let esc = crate::text::escape_control;
-        let mut s = String::new();
+        let mut s = Text::new();
         for a in &self.0 {
-            s.push_str(&format!(
-                "{}  {:<8}  {} wants `{}`{} (tool {}, run {}){}; {}\n",
-                esc(&a.id),
-                esc(a.state.name()),
+            s.push(format!("{}  ", esc(&a.id)));
+            s.status_padded(super::state_tone(a.state.name()), a.state.name(), 8);
+            s.push(format!(
+                "  {} wants `{}`{} (tool {}, run {}){}; {}\n",
                 esc(&a.skill),
                 esc(&a.capability),
                 if a.target.is_empty() {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::store::{ApprovalAnswer, ApprovalRecord};
 use crate::text::escape_control as esc;
 
@@ -31,9 +31,9 @@ pub fn run(ctx: Ctx<'_>, id: &str, answer: &str) -> Result<Approved, CommandErro
 }
 
 impl Render for Approved {
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         let rec = &self.record;
-        format!(
+        Text::plain(format!(
             "{} {}: {} `{}` on `{}` for {}{}\n",
             if self.changed {
                 "answered"
@@ -54,7 +54,7 @@ impl Render for Approved {
             } else {
                 String::new()
             }
-        )
+        ))
     }
 
     fn json(&self) -> serde_json::Result<String> {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::store::AuditRecord;
 use crate::text::escape_control as esc;
 
@@ -18,17 +18,17 @@ pub fn run(ctx: Ctx<'_>, limit: usize) -> Result<Audit, CommandError> {
 }
 
 impl Render for Audit {
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         if self.0.is_empty() {
             return "the audit log is empty\n".into();
         }
-        let mut s = String::new();
+        let mut s = Text::new();
         for r in &self.0 {
+            let _ = write!(s, "{} ", format_time(r.at_ms));
+            s.status_padded(super::decision_tone(&r.decision), &r.decision, 5);
             let _ = writeln!(
                 s,
-                "{} {:<5} {}@{} {} {} {} — {}",
-                format_time(r.at_ms),
-                esc(&r.decision),
+                " {}@{} {} {} {} — {}",
                 esc(&r.skill),
                 esc(&r.version),
                 esc(&r.tool),
@@ -42,10 +42,6 @@ impl Render for Audit {
 
     fn json(&self) -> serde_json::Result<String> {
         serde_json::to_string_pretty(&self.0)
-    }
-
-    fn coloured(&self) -> bool {
-        true
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::capability::CapabilityRule;
 use crate::skill::manifest::valid_skill_name;
 use crate::text::escape_control as esc;
@@ -42,8 +42,10 @@ pub(super) fn parse(ctx: Ctx<'_>, skill: &str, capability: &str) -> Result<Targe
 }
 
 /// The note for a grant or revoke of a skill that is not loaded.
-pub(super) fn not_loaded_note(skill: &str) -> String {
-    format!("no skill named `{skill}` is loaded right now; the grant applies when it is")
+pub(super) fn not_loaded_note(skill: &str) -> Text {
+    Text::plain(format!(
+        "no skill named `{skill}` is loaded right now; the grant applies when it is"
+    ))
 }
 
 pub fn run(ctx: Ctx<'_>, skill: &str, capability: &str) -> Result<Granted, CommandError> {
@@ -62,8 +64,8 @@ pub fn run(ctx: Ctx<'_>, skill: &str, capability: &str) -> Result<Granted, Comma
 }
 
 impl Render for Granted {
-    fn text(&self) -> String {
-        format!(
+    fn text(&self) -> Text {
+        Text::plain(format!(
             "{} {} {} in workspace {}\n",
             if self.new {
                 "granted"
@@ -73,7 +75,7 @@ impl Render for Granted {
             self.skill,
             esc(&self.rule.text),
             esc(&self.workspace)
-        )
+        ))
     }
 
     fn json(&self) -> serde_json::Result<String> {
@@ -85,7 +87,7 @@ impl Render for Granted {
         }))
     }
 
-    fn notes(&self) -> Vec<String> {
+    fn notes(&self) -> Vec<Text> {
         if self.not_loaded {
             vec![not_loaded_note(&self.skill)]
         } else {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{CommandError, Ctx, Render};
+use super::{Command, CommandError, Ctx, Render, Text};
 use crate::store::GrantRecord;
 use crate::text::escape_control as esc;
 
@@ -17,12 +17,16 @@ impl Render for Grants {
     /// Grants grouped by workspace (a grant applies only in its own); those
     /// from before grants were per workspace are listed last, with what to
     /// do.
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         let grants = &self.0;
         if grants.is_empty() {
-            return "no grants (grant with `keel grant SKILL CAPABILITY`)\n".into();
+            return crate::text![
+                "no grants (grant with `",
+                Command::Grant.with("SKILL CAPABILITY"),
+                "`)\n"
+            ];
         }
-        let mut s = String::new();
+        let mut s = Text::new();
         let mut current: Option<&str> = None;
         let (legacy, scoped): (Vec<_>, Vec<_>) = grants
             .iter()
@@ -35,10 +39,13 @@ impl Render for Grants {
             let _ = writeln!(s, "  {:<20} {}", esc(&g.skill), esc(&g.capability));
         }
         if !legacy.is_empty() {
-            let _ = writeln!(
-                s,
-                "from before grants were per workspace (they apply nowhere; grant again with `keel grant` in the workspace where each is meant, then `keel revoke` these):"
-            );
+            s.append(crate::text![
+                "from before grants were per workspace (they apply nowhere; grant again with `",
+                Command::Grant.bare(),
+                "` in the workspace where each is meant, then `",
+                Command::Revoke.bare(),
+                "` these):\n"
+            ]);
             for g in &legacy {
                 let _ = writeln!(s, "  {:<20} {}", esc(&g.skill), esc(&g.capability));
             }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::capability::CapabilityRule;
 use crate::text::escape_control as esc;
 
@@ -44,8 +44,8 @@ pub fn revoke_here_or_legacy(
 }
 
 impl Render for Revoked {
-    fn text(&self) -> String {
-        format!("revoked {} {}\n", self.skill, esc(&self.rule.text))
+    fn text(&self) -> Text {
+        Text::plain(format!("revoked {} {}\n", self.skill, esc(&self.rule.text)))
     }
 
     fn json(&self) -> serde_json::Result<String> {
@@ -56,7 +56,7 @@ impl Render for Revoked {
         }))
     }
 
-    fn notes(&self) -> Vec<String> {
+    fn notes(&self) -> Vec<Text> {
         if self.not_loaded {
             vec![super::grant::not_loaded_note(&self.skill)]
         } else {

@@ -1,7 +1,7 @@
 //! `keel runs SESSION` and `/runs` (the console's current session): a
 //! session's runs with their state, tokens, what the model was offered.
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::store::RunRecord;
 
 /// A session's runs, oldest first.
@@ -19,16 +19,17 @@ pub fn run(ctx: Ctx<'_>, session: &str) -> Result<Runs, CommandError> {
 }
 
 impl Render for Runs {
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         if self.0.is_empty() {
             return "no runs yet\n".into();
         }
-        let mut s = String::new();
+        let mut s = Text::new();
         for r in &self.0 {
-            s.push_str(&format!(
-                "{}  {:<18}  {:>6} in / {:>5} out{}{}{}{}\n",
-                r.id,
-                r.state,
+            s.push(format!("{}  ", r.id));
+            // Unpadded, as before: `RunState`'s Display ignores widths.
+            s.status(super::state_tone(r.state.name()), r.state.name());
+            s.push(format!(
+                "  {:>6} in / {:>5} out{}{}{}{}\n",
                 r.input_tokens,
                 r.output_tokens,
                 // What the latest model call was offered.

@@ -1,7 +1,7 @@
 //! `keel sessions` and `/sessions`: sessions, most recently active first,
 //! with their runs' state; the console marks its current one.
 
-use super::{CommandError, Ctx, Render};
+use super::{CommandError, Ctx, Render, Text};
 use crate::store::SessionSummary;
 
 /// The sessions, and which one is current (the console's).
@@ -19,30 +19,43 @@ pub fn run(ctx: Ctx<'_>, current: Option<&str>) -> Result<Sessions, CommandError
 }
 
 impl Render for Sessions {
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         if self.list.is_empty() {
             return "no sessions yet\n".into();
         }
-        let mut s = String::new();
+        let mut s = Text::new();
         for x in &self.list {
             let mark = if Some(&x.id) == self.current.as_ref() {
                 "*"
             } else {
                 " "
             };
-            let state = match &x.last_state {
-                Some(state) => format!(
-                    "{} run{}, last {state}",
-                    x.runs,
-                    if x.runs == 1 { "" } else { "s" }
-                ),
-                None => "no runs".into(),
-            };
-            s.push_str(&format!(
-                "{mark} {}  {}  {:<22}  {}\n",
+            s.push(format!(
+                "{mark} {}  {}  ",
                 x.id,
                 super::audit::format_time(x.last_active_ms),
-                state,
+            ));
+            // `N runs, last STATE`, padded to 22 as one column.
+            let shown = match &x.last_state {
+                Some(state) => {
+                    let lead = format!(
+                        "{} run{}, last ",
+                        x.runs,
+                        if x.runs == 1 { "" } else { "s" }
+                    );
+                    s.push(lead.as_str());
+                    let state = state.to_string();
+                    s.status(super::state_tone(&state), state.as_str());
+                    lead.chars().count() + state.chars().count()
+                }
+                None => {
+                    s.push("no runs");
+                    "no runs".len()
+                }
+            };
+            s.push(" ".repeat(22usize.saturating_sub(shown)));
+            s.push(format!(
+                "  {}\n",
                 crate::text::escape_control(&crate::repl::chat::one_line(&x.title, 60))
             ));
         }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, Render};
+use super::{Command, Ctx, Front, Render, Text};
 use crate::skill::{SkillFailure, SkillSet};
+use crate::text::Tone;
 use crate::text::escape_control as esc;
 
 /// The listing: the skill set as loaded, plus what a check found.
@@ -53,7 +54,7 @@ pub fn run(ctx: Ctx<'_>) -> Skills {
 }
 
 impl Render for Skills {
-    fn text(&self) -> String {
+    fn text(&self) -> Text {
         let mut s = listing(&self.set, &self.broken, &|sk| {
             self.blocked
                 .get(&sk.id.to_string())
@@ -73,10 +74,6 @@ impl Render for Skills {
     fn problems(&self) -> bool {
         !(self.set.failures.is_empty() && self.broken.is_empty() && self.set.claimants.is_empty())
     }
-
-    fn coloured(&self) -> bool {
-        true
-    }
 }
 
 /// Skills and failures; `broken` lists loaded skills found not to compile
@@ -88,17 +85,17 @@ pub fn format_skills(
     broken: &[SkillFailure],
     blocked: &dyn Fn(&crate::skill::SkillIdentity) -> Vec<String>,
 ) -> String {
-    listing(set, broken, &|sk| blocked(&sk.identity))
+    listing(set, broken, &|sk| blocked(&sk.identity)).render(Front::Cli, false)
 }
 
 fn listing(
     set: &SkillSet,
     broken: &[SkillFailure],
     blocked: &dyn Fn(&crate::skill::LoadedSkill) -> Vec<String>,
-) -> String {
-    let mut s = String::new();
+) -> Text {
+    let mut s = Text::new();
     if set.skills.is_empty() {
-        s.push_str("no skills loaded\n");
+        s.push("no skills loaded\n");
     }
     let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
     for sk in set
@@ -132,24 +129,28 @@ fn listing(
             );
             continue;
         }
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "{:<24} {:<6} {:>2} tool{} {}{}{allowed}",
+            "{:<24} {:<6} {:>2} tool{} {}",
             sk.id.to_string(),
             m.language.name(),
             m.tools.len(),
             if m.tools.len() == 1 { " " } else { "s" },
             sk.source.origin,
-            match blocked(sk) {
-                b if b.is_empty() => String::new(),
-                b => format!("  (not granted yet: {})", b.join(", ")),
-            }
         );
+        let b = blocked(sk);
+        if !b.is_empty() {
+            s.push("  (");
+            s.status(Tone::Warn, "not granted yet");
+            let _ = write!(s, ": {})", b.join(", "));
+        }
+        let _ = writeln!(s, "{allowed}");
     }
     for c in &set.claimants {
+        s.status(Tone::Warn, "CLAIMANT");
         let _ = writeln!(
             s,
-            "CLAIMANT {} from {}: {}",
+            " {} from {}: {}",
             esc(&c.skill),
             esc(&c.origin.to_string()),
             esc(&c.reason)
@@ -161,21 +162,27 @@ fn listing(
         let error = match f.error.split_once('\n') {
             Some((first, rest)) if first.contains("SKILL.md:") => {
                 let more = rest.lines().count();
-                format!(
-                    "{first} (and {more} more problem{}: keel check)",
-                    if more == 1 { "" } else { "s" }
-                )
+                crate::text![
+                    format!(
+                        "{first} (and {more} more problem{}: ",
+                        if more == 1 { "" } else { "s" }
+                    ),
+                    Command::Check.bare(),
+                    ")"
+                ]
             }
-            _ => f.error.clone(),
+            _ => Text::plain(f.error.clone()),
         };
         // An error can span lines (a traceback); a line inside it cannot
-        // pretend to be something else.
-        let _ = writeln!(
+        // pretend to be something else (rendering escapes it).
+        s.status(Tone::Bad, "FAILED");
+        let _ = write!(
             s,
-            "FAILED {}: {}",
+            " {}: ",
             esc(&f.skill.clone().unwrap_or_else(|| f.origin.to_string())),
-            crate::text::escape_control_keep_lines(&error)
         );
+        s.append(error);
+        s.push("\n");
     }
     s
 }

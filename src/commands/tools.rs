@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, Render};
+use super::{Ctx, Render, Text};
 use crate::skill::SkillSet;
 use crate::text::escape_control as esc;
 
@@ -22,10 +22,10 @@ pub fn run(ctx: Ctx<'_>) -> Tools {
 }
 
 impl Render for Tools {
-    fn text(&self) -> String {
-        let mut s = String::new();
+    fn text(&self) -> Text {
+        let mut s = Text::new();
         if self.set.tools.is_empty() {
-            s.push_str("no tools\n");
+            s.push("no tools\n");
         }
         for (name, e) in &self.set.tools {
             let spec = e.spec();

@@ -65,7 +65,7 @@ pub fn install_console_ctrl_c(
     rt: &tokio::runtime::Runtime,
     agent: Option<Agent>,
     current: &CurrentRun,
-    call: &super::call::CurrentCall,
+    call: &crate::commands::call::CurrentCall,
 ) {
     let (current, call) = (current.clone(), call.clone());
     rt.spawn(async move {

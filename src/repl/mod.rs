@@ -7,18 +7,14 @@
 //! by [`Console::execute`]; a line without `/` is a message to the agent
 //! ([`chat`]), in the current session (made on the first message).
 
-mod call;
 pub mod chat;
-mod format;
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::Value;
 
-pub use format::decision_for_rule;
-
 use crate::agent::Agent;
-use crate::commands::{self, Render};
+use crate::commands::{self, Front, Output};
 use crate::kernel::{Kernel, KernelEvent};
 
 /// A parsed console command.
@@ -43,6 +39,7 @@ pub enum ConsoleCommand {
     /// Checks every skill, or those under a path in the skill folders.
     Check {
         path: Option<std::path::PathBuf>,
+        json: bool,
     },
     Grants {
         json: bool,
@@ -99,7 +96,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "/check",
-        "[PATH]  compile skills, show capabilities vs the policy",
+        "[PATH] [--json]  compile skills, show capabilities vs the policy",
     ),
     ("/grants", "[--json]  list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
@@ -183,13 +180,10 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
                     "usage: /call TOOL {json} (e.g. /call notes.add {\"text\": \"hi\"})".into(),
                 );
             }
-            let json = json.trim();
-            let args = if json.is_empty() {
-                Value::Object(Default::default())
-            } else {
-                serde_json::from_str(json)
-                    .map_err(|e| format!("arguments are not valid JSON: {e}"))?
-            };
+            // The CLI's reading, without `-` (standard input is the
+            // console's own).
+            let args = commands::call::arguments(Some(json), None)
+                .map_err(|e| e.text().render(Front::Console, false))?;
             ConsoleCommand::Call {
                 tool: tool.to_string(),
                 args,
@@ -199,12 +193,14 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             skill: (!args.is_empty()).then(|| args.to_string()),
         },
         "check" => {
-            let mut it = args.split_whitespace();
-            match (it.next(), it.next()) {
-                (path, None) => ConsoleCommand::Check {
-                    path: path.map(std::path::PathBuf::from),
-                },
-                _ => return Err("usage: /check [PATH] (a skill, or a folder of skills)".into()),
+            let (words, json) = listing(1).map_err(|_| {
+                format!(
+                    "usage: /check [PATH] [--json] (a skill, or a folder of skills), got `{args}`"
+                )
+            })?;
+            ConsoleCommand::Check {
+                path: words.first().map(std::path::PathBuf::from),
+                json,
             }
         }
         "grants" => ConsoleCommand::Grants {
@@ -284,72 +280,31 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
     Ok(Some(cmd))
 }
 
-/// Advice written for the command line, in the console's words: where the
-/// console has the command (`/grant`, `/tools`, …), that is what it names.
-pub fn in_console_words(text: &str) -> String {
-    const SAME: &[(&str, &str)] = &[
-        ("keel grant ", "/grant "),
-        ("keel revoke ", "/revoke "),
-        ("keel grants", "/grants"),
-        ("keel tools", "/tools"),
-        ("keel skills", "/skills"),
-        ("keel audit", "/audit"),
-        ("keel sessions", "/sessions"),
-        ("keel approvals", "/approvals"),
-        ("keel approve ", "/approve "),
-    ];
-    let mut out = text.to_string();
-    for (cli, console) in SAME {
-        out = out.replace(&format!("`{cli}"), &format!("`{console}"));
-        out = out.replace(&format!(": {cli}"), &format!(": {console}"));
-    }
-    out
-}
-
-/// A shared command's output as the console shows it: notes first, then
-/// the text (or the JSON); an error as a failed command. The caller puts
-/// advice in the console's words.
-/// With `json`, the JSON goes to `json_out` as is (no advice rewritten
-/// inside it) and the text returned is empty.
-fn shown<R: Render>(
-    result: Result<R, commands::CommandError>,
-    json: bool,
-    json_out: &mut Option<String>,
-) -> String {
-    match result {
-        Ok(out) if json => match out.json() {
-            Ok(j) => {
-                *json_out = Some(format!("{}\n", commands::json_for_terminal(&j)));
-                String::new()
-            }
-            Err(e) => format!("error: cannot write JSON: {e}\n"),
-        },
-        Ok(out) => {
-            let mut s: String = out.notes().iter().map(|n| format!("note: {n}\n")).collect();
-            s.push_str(&out.text());
-            s
-        }
-        Err(e) => format!("error: {e}\n"),
-    }
-}
-
 /// What a command produced.
 pub enum Outcome {
-    Text(String),
-    /// The command failed; the text says why (standard error in a pipe).
-    Failed(String),
+    /// Its output: standard output, notes, the error and whether it
+    /// failed ([`Output::exit`]; fed from a pipe, the console's exit
+    /// status says a command failed as the CLI's would).
+    Done(Output),
     Quit,
 }
 
 impl Outcome {
-    /// A command's text, as failed when it is an error (every command's
-    /// error reads `error: …`; a failed agent run `[run failed] …`).
-    fn of(text: String) -> Self {
-        if text.starts_with("error: ") || text.starts_with("[run failed]") {
-            Self::Failed(text)
-        } else {
-            Self::Text(text)
-        }
+    /// The console's words for `out` (advice names `/grant`, not `keel
+    /// grant`): what goes to the screen and what is the error, both
+    /// coloured when `colour`.
+    pub fn render(out: &Output, colour: bool) -> (String, Option<String>) {
+        let mut text: String = out
+            .notes
+            .iter()
+            .map(|n| format!("note: {}\n", n.render(Front::Console, colour)))
+            .collect();
+        text.push_str(&out.body(Front::Console, colour));
+        let error = out
+            .error
+            .as_ref()
+            .map(|e| format!("error: {}\n", e.render(Front::Console, colour)));
+        (text, error)
     }
 }
 
@@ -363,40 +318,9 @@ pub struct Console<'a> {
     pub session: Option<String>,
     pub current: chat::CurrentRun,
     /// The `/call` in flight (Ctrl-C stops it).
-    pub call: call::CurrentCall,
+    pub call: commands::call::CurrentCall,
     /// The last `/call` result, whole (`/last`).
     pub last: Option<String>,
-}
-
-/// Lines of a `/call` result shown before it is cut (`/last` shows all).
-const SHOWN_LINES: usize = 40;
-
-/// Bytes of a `/call` result shown before it is cut (one long line).
-const SHOWN_BYTES: usize = 8 * 1024;
-
-/// A long result's first [`SHOWN_LINES`] lines (at most [`SHOWN_BYTES`]),
-/// and how to see the rest.
-fn shorten(whole: &str) -> String {
-    let total = whole.lines().count();
-    if total <= SHOWN_LINES && whole.len() <= SHOWN_BYTES {
-        return whole.to_string();
-    }
-    let mut head: String = whole
-        .lines()
-        .take(SHOWN_LINES)
-        .collect::<Vec<_>>()
-        .join("\n");
-    if head.len() > SHOWN_BYTES {
-        let mut end = SHOWN_BYTES;
-        while !head.is_char_boundary(end) {
-            end -= 1;
-        }
-        head.truncate(end);
-    }
-    format!(
-        "{head}\n… cut: {} bytes, {total} lines in all; /last shows it whole",
-        whole.len()
-    )
 }
 
 impl<'a> Console<'a> {
@@ -425,41 +349,33 @@ impl<'a> Console<'a> {
     pub fn execute(&mut self, cmd: ConsoleCommand, ask: chat::AskPerson<'_>) -> Outcome {
         let kernel = self.kernel;
         let ctx = commands::Ctx::new(kernel);
-        // A shared listing's `--json`, shown exactly as the CLI prints it.
-        let mut json_out = None;
-        // A `/call` result: the tool's words, not rewritten.
-        let mut verbatim = false;
-        let text = match cmd {
+        let no_session = || Output::text("no session yet: send a message, or /session switch ID\n");
+        let out = match cmd {
             ConsoleCommand::Quit => return Outcome::Quit,
-            // As `keel skills` shows them: scripts that do not compile or
-            // load too, with file and line.
-            ConsoleCommand::Last => match &self.last {
+            ConsoleCommand::Last => Output::text(match &self.last {
                 Some(whole) => format!("{whole}\n"),
                 None => "no /call result yet\n".into(),
-            },
-            ConsoleCommand::Skills { json } => {
-                shown(Ok(commands::skills::run(ctx)), json, &mut json_out)
-            }
-            ConsoleCommand::Tools { json } => {
-                shown(Ok(commands::tools::run(ctx)), json, &mut json_out)
-            }
+            }),
+            // As `keel skills` shows them: scripts that do not compile or
+            // load too, with file and line.
+            ConsoleCommand::Skills { json } => Output::of(Ok(commands::skills::run(ctx)), json),
+            ConsoleCommand::Tools { json } => Output::of(Ok(commands::tools::run(ctx)), json),
             ConsoleCommand::Call { tool, args } => {
-                let started = std::time::Instant::now();
-                let mut out = std::io::stdout();
-                match call::call(kernel, self.rt, &tool, args, &self.call, &mut out, ask) {
-                    Ok(v) => {
-                        let whole = serde_json::to_string_pretty(&v).unwrap_or_default();
-                        let shown = shorten(&whole);
-                        self.last = Some(whole);
-                        verbatim = true;
-                        format!("{shown}\n({} ms)\n", started.elapsed().as_millis())
-                    }
-                    Err(e) => format!("error: {e}\n"),
+                let mut screen = std::io::stdout();
+                let person = commands::call::Person {
+                    current: &self.call,
+                    notes: &mut screen,
+                    ask,
+                };
+                let called = commands::call::run(ctx, self.rt, &tool, args, Some(person));
+                if let Ok(c) = &called {
+                    self.last = Some(c.whole());
                 }
+                Output::of(called, false)
             }
             ConsoleCommand::Reload { skill } => {
                 let report = kernel.reload();
-                if let Some(name) = &skill {
+                Output::text(if let Some(name) = &skill {
                     match kernel.skills().latest(name) {
                         Some(s) => {
                             s.pool.clear_idle();
@@ -471,69 +387,57 @@ impl<'a> Console<'a> {
                     "no changes\n".into()
                 } else {
                     String::new()
-                }
+                })
             }
-            ConsoleCommand::Check { path } => shown(
-                commands::check::run(ctx, path.as_deref()),
-                false,
-                &mut json_out,
-            ),
-            ConsoleCommand::Grants { json } => {
-                shown(commands::grants::run(ctx), json, &mut json_out)
+            ConsoleCommand::Check { path, json } => {
+                Output::of(commands::check::run(ctx, path.as_deref()), json)
             }
-            ConsoleCommand::Grant { skill, capability } => shown(
-                commands::grant::run(ctx, &skill, &capability),
-                false,
-                &mut json_out,
-            ),
-            ConsoleCommand::Revoke { skill, capability } => shown(
-                commands::revoke::run(ctx, &skill, &capability),
-                false,
-                &mut json_out,
-            ),
+            ConsoleCommand::Grants { json } => Output::of(commands::grants::run(ctx), json),
+            ConsoleCommand::Grant { skill, capability } => {
+                Output::of(commands::grant::run(ctx, &skill, &capability), false)
+            }
+            ConsoleCommand::Revoke { skill, capability } => {
+                Output::of(commands::revoke::run(ctx, &skill, &capability), false)
+            }
             ConsoleCommand::Audit { limit, json } => {
-                shown(commands::audit::run(ctx, limit), json, &mut json_out)
+                Output::of(commands::audit::run(ctx, limit), json)
             }
-            ConsoleCommand::Sessions { json } => shown(
-                commands::sessions::run(ctx, self.session.as_deref()),
-                json,
-                &mut json_out,
-            ),
+            ConsoleCommand::Sessions { json } => {
+                Output::of(commands::sessions::run(ctx, self.session.as_deref()), json)
+            }
             ConsoleCommand::SessionNew => match kernel.store().create_session("console") {
                 Ok(s) => {
                     let text = format!("new session {}\n", s.id);
                     self.session = Some(s.id);
-                    text
+                    Output::text(text)
                 }
-                Err(e) => format!("error: {e}\n"),
+                Err(e) => Output::failed(e.to_string()),
             },
             ConsoleCommand::SessionSwitch(id) => match kernel.store().session(&id) {
                 Ok(Some(s)) => {
                     self.session = Some(s.id.clone());
-                    format!("switched to session {} ({})\n", s.id, s.title)
+                    Output::text(format!("switched to session {} ({})\n", s.id, s.title))
                 }
-                Ok(None) => format!("no session `{id}` (see /sessions)\n"),
-                Err(e) => format!("error: {e}\n"),
+                Ok(None) => Output::text(format!("no session `{id}` (see /sessions)\n")),
+                Err(e) => Output::failed(e.to_string()),
             },
             ConsoleCommand::History => match &self.session {
-                None => "no session yet: send a message, or /session switch ID\n".into(),
+                None => no_session(),
                 Some(id) => match kernel.store().messages(id) {
-                    Ok(m) => chat::format_history(&m),
-                    Err(e) => format!("error: {e}\n"),
+                    Ok(m) => Output::text(chat::format_history(&m)),
+                    Err(e) => Output::failed(e.to_string()),
                 },
             },
             ConsoleCommand::Runs { session, json } => match session.or(self.session.clone()) {
-                None => "no session yet: send a message, or /session switch ID\n".into(),
-                Some(id) => shown(commands::runs::run(ctx, &id), json, &mut json_out),
+                None => no_session(),
+                Some(id) => Output::of(commands::runs::run(ctx, &id), json),
             },
             ConsoleCommand::Approvals { all, json } => {
-                shown(commands::approvals::run(ctx, all), json, &mut json_out)
+                Output::of(commands::approvals::run(ctx, all), json)
             }
-            ConsoleCommand::Approve { id, answer } => shown(
-                commands::approve::run(ctx, &id, &answer),
-                false,
-                &mut json_out,
-            ),
+            ConsoleCommand::Approve { id, answer } => {
+                Output::of(commands::approve::run(ctx, &id, &answer), false)
+            }
             ConsoleCommand::Cancel => {
                 let mine: Vec<String> = self
                     .agent
@@ -543,14 +447,14 @@ impl<'a> Console<'a> {
                     .map(|(r, _)| r)
                     .collect();
                 if mine.is_empty() {
-                    "no run in flight in this session\n".into()
+                    Output::text("no run in flight in this session\n")
                 } else {
                     for r in &mine {
                         if let Some(a) = &self.agent {
                             a.cancel(r);
                         }
                     }
-                    format!("cancelled {}\n", mine.join(", "))
+                    Output::text(format!("cancelled {}\n", mine.join(", ")))
                 }
             }
             ConsoleCommand::Help => {
@@ -559,25 +463,16 @@ impl<'a> Console<'a> {
                 for (c, d) in COMMANDS {
                     s.push_str(&format!("  {c:<10} {d}\n"));
                 }
-                s
+                Output::text(s)
             }
-            ConsoleCommand::Message(text) => return self.message(&text, ask),
+            ConsoleCommand::Message(text) => self.message(&text, ask),
         };
-        if let Some(json) = json_out {
-            return Outcome::Text(json);
-        }
-        // Advice names the console's commands; a tool's own result is
-        // shown as it is.
-        if verbatim {
-            Outcome::of(text)
-        } else {
-            Outcome::of(in_console_words(&text))
-        }
+        Outcome::Done(out)
     }
 
-    fn message(&mut self, text: &str, ask: chat::AskPerson<'_>) -> Outcome {
+    fn message(&mut self, text: &str, ask: chat::AskPerson<'_>) -> Output {
         let Some(agent) = self.agent.clone() else {
-            return Outcome::Text(format!(
+            return Output::text(format!(
                 "{}(meanwhile, /call TOOL {{json}} runs tools; type /help)\n",
                 chat::no_model_text()
             ));
@@ -589,7 +484,7 @@ impl<'a> Console<'a> {
                     self.session = Some(s.id.clone());
                     s.id
                 }
-                Err(e) => return Outcome::of(format!("error: {e}\n")),
+                Err(e) => return Output::failed(e.to_string()),
             },
         };
         let mut out = std::io::stdout();
@@ -607,14 +502,18 @@ impl<'a> Console<'a> {
             },
             Some(ask),
         );
-        Outcome::of(match result {
+        match result {
             Ok(o) => match o.state.name() {
-                "done" => String::new(),
-                "cancelled" => "[cancelled]\n".into(),
-                _ => format!("[run failed] {}\n", o.reason.unwrap_or_default()),
+                "done" => Output::text(""),
+                "cancelled" => Output::text("[cancelled]\n"),
+                // The words of `keel ask`'s failure.
+                _ => Output::failed(format!(
+                    "the run failed: {}",
+                    o.reason.as_deref().unwrap_or("no reason recorded")
+                )),
             },
-            Err(e) => format!("error: {e}\n"),
-        })
+            Err(e) => Output::failed(e.to_string()),
+        }
     }
 }
 
@@ -803,16 +702,19 @@ pub fn run(kernel: &Kernel, rt: &tokio::runtime::Runtime) -> anyhow::Result<bool
                 Ok(None) => continue,
                 Ok(Some(cmd)) => match console.execute(cmd, &mut ask) {
                     Outcome::Quit => break,
-                    Outcome::Text(t) => {
-                        let _ = write!(out, "{}", crate::text::escape_control_keep_lines(&t));
-                    }
-                    // Errors go to standard error, and the console's exit
-                    // status says a command failed (as a shell script's
-                    // would with `set -e` in mind).
-                    Outcome::Failed(t) => {
-                        failed = true;
-                        let _ = out.flush();
-                        eprint!("{}", crate::text::escape_control_keep_lines(&t));
+                    // What the CLI prints to standard output goes there;
+                    // errors go to standard error; and the console's exit
+                    // status says a command failed where the CLI's would
+                    // (a check that found problems too), as a shell
+                    // script's would with `set -e` in mind.
+                    Outcome::Done(o) => {
+                        let (text, error) = Outcome::render(&o, false);
+                        let _ = write!(out, "{text}");
+                        if let Some(e) = error {
+                            let _ = out.flush();
+                            eprint!("{e}");
+                        }
+                        failed |= !o.exit.is_success();
                     }
                 },
                 Err(e) => {
@@ -866,6 +768,7 @@ fn run_reedline(
     if let Ok(h) = FileBackedHistory::with_file(1000, kernel.data_dir().join("history.txt")) {
         editor = editor.with_history(Box::new(h));
     }
+    let colour = crate::text::colour_stdout();
     let prompt = DefaultPrompt::new(
         DefaultPromptSegment::Basic("keel".into()),
         DefaultPromptSegment::Empty,
@@ -878,9 +781,11 @@ fn run_reedline(
                     match console.execute(cmd, &mut |_, wanted| chat::read_terminal_line(wanted)) {
                         Outcome::Quit => break,
                         // On a terminal a failure is shown where the person
-                        // looks, and the console goes on.
-                        Outcome::Text(t) | Outcome::Failed(t) => {
-                            print!("{}", crate::text::escape_control_keep_lines(&t))
+                        // looks, and the console goes on; status words in
+                        // colour unless NO_COLOR says otherwise.
+                        Outcome::Done(o) => {
+                            let (text, error) = Outcome::render(&o, colour);
+                            print!("{text}{}", error.unwrap_or_default());
                         }
                     }
                 }

@@ -92,7 +92,21 @@ for step in steps:
 /// Runs `keel ARGS` on a terminal over `ws`, typing `steps`; asserts that
 /// every `expect` step was met and returns what the driver printed.
 pub fn keel_on_a_terminal(ws: &Ws, args: &[&str], steps: Value) -> String {
+    keel_on_a_terminal_with_env(ws, &[], args, steps)
+}
+
+/// [`keel_on_a_terminal`] with `env` set for keel (e.g. `NO_COLOR`; the
+/// test's own `NO_COLOR` is not passed on, so colour tests see a plain
+/// terminal).
+pub fn keel_on_a_terminal_with_env(
+    ws: &Ws,
+    env: &[(&str, &str)],
+    args: &[&str],
+    steps: Value,
+) -> String {
     let mut child = Command::new("python3")
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
         .args([
             "-c",
             PTY_DRIVER,
