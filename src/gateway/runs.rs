@@ -7,7 +7,11 @@
 //! from memory while the run lives and from the store after it ended or
 //! after a restart. A run whose stored events have no `done` — keel was
 //! killed mid-run, or another keel process ran it — gets one made from its
-//! record once it is final, stored too, so every reader sees the same ids.
+//! record once it is final, stored too (numbered [`SETTLED_DONE_SEQ`], past
+//! any event a client may have seen live but keel had not stored yet), so
+//! every reader sees the same ids. Events of a killed keel that were sent
+//! but not yet stored are not replayed; the transcript and the `done` say
+//! how the run ended.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -25,6 +29,11 @@ use crate::store::RunEventRecord;
 
 /// How long a finished run's events stay in memory after they are stored.
 const KEEP_FINISHED: Duration = Duration::from_secs(30);
+/// The number of a `done` made from a run's record. Above any number a
+/// live run reaches, so a client that saw events keel had not stored yet
+/// when it was killed still gets it after the number it saw.
+pub const SETTLED_DONE_SEQ: u64 = u32::MAX as u64;
+
 /// How often a stream of a run that is not live here looks at its record.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -382,7 +391,7 @@ fn settle_done(s: &crate::store::Store, run_id: &str) -> Result<bool, crate::sto
         s.append_run_events(
             run_id,
             &[RunEventRecord {
-                seq: last + 1,
+                seq: SETTLED_DONE_SEQ.max(last + 1),
                 event: "done".into(),
                 data: done_data(&outcome).to_string(),
             }],
