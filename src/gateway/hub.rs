@@ -4,7 +4,8 @@
 //! with an id `BOOT-SEQ` (`BOOT` is random per start), so a client that
 //! reconnects with `Last-Event-ID` gets what it missed while it was away;
 //! after a restart (another `BOOT`) or a gap longer than the ring, it gets
-//! the whole ring. These events describe the live process; what must
+//! the whole ring. A new client (no `Last-Event-ID`) gets what happens from
+//! now on. These events describe the live process; what must
 //! survive a restart (runs, approvals, skills' state) is in the store and
 //! the other routes.
 
@@ -60,10 +61,15 @@ impl Hub {
         format!("{}-{seq}", self.boot)
     }
 
-    /// Where a client resumes: after the event its `Last-Event-ID` names,
-    /// if that id is of this start; else from the oldest event kept.
+    /// Where a client resumes: a new client (no `Last-Event-ID`) from now
+    /// on; one that names an event of this start, right after it; one
+    /// that names anything else (an event of an earlier start), from the
+    /// oldest event kept.
     pub fn resume_after(&self, last_event_id: Option<&str>) -> u64 {
-        let Some((boot, seq)) = last_event_id.and_then(|id| id.rsplit_once('-')) else {
+        let Some(id) = last_event_id else {
+            return *self.latest.borrow();
+        };
+        let Some((boot, seq)) = id.rsplit_once('-') else {
             return 0;
         };
         if boot != self.boot {
@@ -102,6 +108,9 @@ mod tests {
         assert_eq!(hub.next_after(after).unwrap().seq, 501);
         assert_eq!(hub.resume_after(Some("other-500")), 0);
         assert_eq!(hub.resume_after(Some("garbage")), 0);
+        // A new client starts from now.
+        let now = hub.resume_after(None);
+        assert!(hub.next_after(now).is_none());
         assert!(hub.next_after((HUB_KEEP + 10) as u64).is_none());
     }
 }
