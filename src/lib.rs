@@ -26,6 +26,8 @@
 //! - [`store`] — SQLite: grants, audit log, key-value data, sessions, runs,
 //!   the transcript, approvals, token usage.
 //! - [`config`] — `keel.toml`.
+//! - [`telemetry`] — per-skill call figures, Prometheus metrics, and the
+//!   log subscriber (text or JSON lines with the ids in scope).
 //! - [`commands`] — one implementation per command shared by the CLI and
 //!   the console (`keel grant` and `/grant`), rendering text or JSON.
 //! - [`repl`] — the console and the terminal side of talking to the agent
@@ -54,6 +56,7 @@ pub mod sandbox;
 pub mod script;
 pub mod skill;
 pub mod store;
+pub mod telemetry;
 pub mod text;
 pub mod tool;
 

@@ -44,6 +44,7 @@ pub mod grants;
 pub mod revoke;
 pub mod runs;
 pub mod sessions;
+pub mod skill_state;
 pub mod skills;
 pub mod tools;
 
@@ -120,6 +121,9 @@ pub enum CommandError {
     /// A session id that names no session.
     #[error("no session `{0}` (see `keel sessions`)")]
     NoSuchSession(String),
+    /// A skill that cannot be disabled or enabled (unknown, reserved).
+    #[error(transparent)]
+    SkillState(#[from] crate::kernel::SkillStateError),
 }
 
 /// `--json` text made safe to show on a terminal and still JSON: the

@@ -1,8 +1,9 @@
 //! `keel skills` and `/skills`: the loaded skills, with the ones that failed
 //! to load (or that load but do not compile) and the reason, and claimants
-//! held back.
+//! held back. A disabled skill is listed with `disabled` and how to enable
+//! it (`"enabled": false` in `--json`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub struct Skills {
     blocked: BTreeMap<String, Vec<String>>,
     /// How programs are confined, when a skill may run one.
     sandbox: Option<String>,
+    /// Skills disabled in this workspace (`keel skill disable`).
+    disabled: BTreeSet<String>,
 }
 
 /// Lists the skills. A listing in another terminal shows what the console
@@ -44,8 +47,13 @@ pub fn run(ctx: Ctx<'_>) -> Skills {
             .iter()
             .any(|c| c.kind == crate::capability::CapabilityKind::Exec)
     });
+    let disabled = kernel.disabled_skills().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read which skills are disabled");
+        BTreeSet::new()
+    });
     Skills {
         sandbox: runs_programs.then(crate::sandbox::status),
+        disabled,
         set,
         broken,
         blocked,
@@ -54,12 +62,17 @@ pub fn run(ctx: Ctx<'_>) -> Skills {
 
 impl Render for Skills {
     fn text(&self) -> String {
-        let mut s = listing(&self.set, &self.broken, &|sk| {
-            self.blocked
-                .get(&sk.id.to_string())
-                .cloned()
-                .unwrap_or_default()
-        });
+        let mut s = listing(
+            &self.set,
+            &self.broken,
+            &|sk| {
+                self.blocked
+                    .get(&sk.id.to_string())
+                    .cloned()
+                    .unwrap_or_default()
+            },
+            &self.disabled,
+        );
         if let Some(status) = &self.sandbox {
             let _ = writeln!(s, "{status}");
         }
@@ -67,7 +80,7 @@ impl Render for Skills {
     }
 
     fn json(&self) -> serde_json::Result<String> {
-        serde_json::to_string_pretty(&skills_json(&self.set, &self.broken))
+        serde_json::to_string_pretty(&skills_json(&self.set, &self.broken, &self.disabled))
     }
 
     fn problems(&self) -> bool {
@@ -88,13 +101,23 @@ pub fn format_skills(
     broken: &[SkillFailure],
     blocked: &dyn Fn(&crate::skill::SkillIdentity) -> Vec<String>,
 ) -> String {
-    listing(set, broken, &|sk| blocked(&sk.identity))
+    listing(set, broken, &|sk| blocked(&sk.identity), &BTreeSet::new())
+}
+
+/// After a disabled skill's line.
+fn disabled_mark(disabled: &BTreeSet<String>, name: &str) -> String {
+    if disabled.contains(name) {
+        format!("  disabled: no tools offered (`keel skill enable {name}`)")
+    } else {
+        String::new()
+    }
 }
 
 fn listing(
     set: &SkillSet,
     broken: &[SkillFailure],
     blocked: &dyn Fn(&crate::skill::LoadedSkill) -> Vec<String>,
+    disabled: &BTreeSet<String>,
 ) -> String {
     let mut s = String::new();
     if set.skills.is_empty() {
@@ -123,18 +146,19 @@ fn listing(
             let n = sk.source.resources.len();
             let _ = writeln!(
                 s,
-                "{:<24} {:<6} {:>2} file{} {}{allowed}",
+                "{:<24} {:<6} {:>2} file{} {}{allowed}{}",
                 esc(&sk.label()),
                 "md",
                 n,
                 if n == 1 { " " } else { "s" },
                 sk.source.origin,
+                disabled_mark(disabled, &m.name),
             );
             continue;
         }
         let _ = writeln!(
             s,
-            "{:<24} {:<6} {:>2} tool{} {}{}{allowed}",
+            "{:<24} {:<6} {:>2} tool{} {}{}{allowed}{}",
             sk.id.to_string(),
             m.language.name(),
             m.tools.len(),
@@ -143,7 +167,8 @@ fn listing(
             match blocked(sk) {
                 b if b.is_empty() => String::new(),
                 b => format!("  (not granted yet: {})", b.join(", ")),
-            }
+            },
+            disabled_mark(disabled, &m.name),
         );
     }
     for c in &set.claimants {
@@ -182,7 +207,7 @@ fn listing(
 
 /// `keel skills --json`: skills (instructions skills with their format's
 /// fields), failures and claimants.
-fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
+fn skills_json(set: &SkillSet, broken: &[SkillFailure], disabled: &BTreeSet<String>) -> Value {
     let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
     let skills: Vec<Value> = set
         .skills
@@ -203,6 +228,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
                     "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
                     "files": s.source.resources,
                     "tools": Vec::<String>::new(),
+                    "enabled": !disabled.contains(&m.name),
                 });
             }
             json!({
@@ -217,6 +243,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
                 "capabilities": m.capabilities.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
                 "pending_capabilities": s.identity.pending,
                 "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
+                "enabled": !disabled.contains(&m.name),
             })
         })
         .collect();

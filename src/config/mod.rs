@@ -108,6 +108,15 @@ pub struct Config {
     pub models: Option<ModelsConfig>,
     /// `[agent]`: the prompt and the limits of a run.
     pub agent: AgentConfig,
+    /// `[telemetry]`: how keel reports on itself.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]` in keel.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `log_format = "text" | "json"` (the `--log-format` flag wins).
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// `[agent]`: how runs are built and bounded.
@@ -261,6 +270,7 @@ impl Config {
             policy: Policy::default(),
             models: None,
             agent: AgentConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 
@@ -335,6 +345,9 @@ impl Config {
         }
         if let Some(a) = raw.agent {
             cfg.agent = a.apply().map_err(invalid)?;
+        }
+        if let Some(t) = raw.telemetry {
+            cfg.telemetry.log_format = t.log_format.unwrap_or_default();
         }
         if let Some(m) = raw.models {
             cfg.models = Some(parse_models(m).map_err(|(place, message)| {
@@ -491,6 +504,13 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     models: Option<toml::Table>,
     agent: Option<RawAgent>,
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    log_format: Option<crate::telemetry::LogFormat>,
 }
 
 #[derive(Deserialize)]
@@ -838,6 +858,25 @@ mod tests {
         let r = Config::parse(text, &dir.join("keel.toml"), &dir);
         drop(d);
         r
+    }
+
+    #[test]
+    fn telemetry_log_format_parses_and_bad_values_name_the_choices() {
+        use crate::telemetry::LogFormat;
+        assert_eq!(parse("").unwrap().telemetry.log_format, LogFormat::Text);
+        let cfg = parse("[telemetry]\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(cfg.telemetry.log_format, LogFormat::Json);
+        let e = parse("[telemetry]\nlog_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":2:") && e.contains("`text`") && e.contains("`json`"),
+            "{e}"
+        );
+        let e = parse("[telemetry]\nlog_fromat = \"json\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `log_format`"), "{e}");
     }
 
     #[test]

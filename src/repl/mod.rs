@@ -55,6 +55,11 @@ pub enum ConsoleCommand {
         skill: String,
         capability: String,
     },
+    /// `/disable NAME`, `/enable NAME`.
+    SkillState {
+        skill: String,
+        enabled: bool,
+    },
     Audit {
         limit: usize,
         json: bool,
@@ -104,6 +109,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/grants", "[--json]  list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
     ("/revoke", "SKILL CAPABILITY  remove a grant"),
+    ("/disable", "SKILL  offer none of its tools (kept)"),
+    ("/enable", "SKILL  offer its tools again"),
     (
         "/audit",
         "[N] [--json]  the newest N audit entries (0: all)",
@@ -218,6 +225,16 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
             let (skill, capability) = two("revoke")?;
             ConsoleCommand::Revoke { skill, capability }
         }
+        "disable" | "enable" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next()) {
+                (Some(skill), None) => ConsoleCommand::SkillState {
+                    skill: skill.to_string(),
+                    enabled: cmd == "enable",
+                },
+                _ => return Err(format!("usage: /{cmd} SKILL (see /skills)")),
+            }
+        }
         "audit" => {
             let usage = || format!("usage: /audit [N] [--json], got `{args}`");
             let (words, json) = listing(1).map_err(|_| usage())?;
@@ -297,6 +314,8 @@ pub fn in_console_words(text: &str) -> String {
         ("keel sessions", "/sessions"),
         ("keel approvals", "/approvals"),
         ("keel approve ", "/approve "),
+        ("keel skill enable ", "/enable "),
+        ("keel skill disable ", "/disable "),
     ];
     let mut out = text.to_string();
     for (cli, console) in SAME {
@@ -491,6 +510,11 @@ impl<'a> Console<'a> {
                 false,
                 &mut json_out,
             ),
+            ConsoleCommand::SkillState { skill, enabled } => shown(
+                commands::skill_state::run(ctx, &skill, enabled),
+                false,
+                &mut json_out,
+            ),
             ConsoleCommand::Audit { limit, json } => {
                 shown(commands::audit::run(ctx, limit), json, &mut json_out)
             }
@@ -634,6 +658,9 @@ fn render_event_raw(e: &KernelEvent) -> String {
             .join("\n"),
         KernelEvent::ConfigReloaded(Ok(msg)) => format!("[config] {msg}"),
         KernelEvent::ConfigReloaded(Err(e)) => format!("[config] keeping the previous policy: {e}"),
+        // Only this process's own `/disable` or `/enable` makes one here,
+        // and that command already said what it did.
+        KernelEvent::SkillState(_) => String::new(),
     }
 }
 
