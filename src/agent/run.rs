@@ -811,11 +811,12 @@ impl Agent {
                 let resolved = tools.resolve(&c.name).to_string();
                 // A tool that exists but was not offered has no wire name
                 // in this request: read its plain wire form back, so the
-                // call is refused with the way to reach it.
+                // call is refused with the way to reach it (or, for a
+                // disabled skill's tool, with how to enable it).
                 let plain = super::prompt::tool_name(&resolved);
                 c.name = if resolved == c.name
                     && !tools.offers(&resolved)
-                    && set.tools.contains_key(&plain)
+                    && kernel.skills().tools.contains_key(&plain)
                 {
                     plain
                 } else {
@@ -992,17 +993,23 @@ impl Agent {
         // early, and their results are stored (see `tools_done`).
         ctl.tools_done.send_replace(false);
         let (agent, run, c) = (self.clone(), run_id.to_string(), ctl.clone());
-        let batch = tokio::spawn(async move {
-            // Set however the batch ends, a panic included.
-            struct Done(Arc<RunControl>);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0.tools_done.send_replace(true);
+        // Spawned tasks do not inherit the run's span: hand it on, so the
+        // tool calls' log lines carry the run's ids.
+        let span = tracing::Span::current();
+        let batch = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // Set however the batch ends, a panic included.
+                struct Done(Arc<RunControl>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.tools_done.send_replace(true);
+                    }
                 }
-            }
-            let _done = Done(c.clone());
-            agent.tool_batch(&run, &c, calls, &offered, &set).await
-        });
+                let _done = Done(c.clone());
+                agent.tool_batch(&run, &c, calls, &offered, &set).await
+            },
+            span,
+        ));
         batch
             .await
             .map_err(|e| Stop::Failed(format!("a tool task failed: {e}")))?
@@ -1047,26 +1054,28 @@ impl Agent {
                 && !crate::tool::native::is_native(&name)
                 && !super::prompt::all_callable(set, self.0.config.max_offered_tools)
                 && set.tools.contains_key(&name);
-            tasks.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let result = match parse_arguments(&call.arguments) {
-                    _ if not_offered => Err(crate::tool::ToolError::NotOffered {
-                        skill: name.split('.').next().unwrap_or_default().to_string(),
-                        name: name.clone(),
-                    }
-                    .to_string()),
-                    Ok(args) => kernel
-                        .call_tool_for(&name, args, Some(link))
-                        .await
-                        .map(|v| match v {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        })
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                (call, name, result, started.elapsed())
-            }));
+            tasks.push(tokio::spawn(tracing::Instrument::in_current_span(
+                async move {
+                    let started = Instant::now();
+                    let result = match parse_arguments(&call.arguments) {
+                        _ if not_offered => Err(crate::tool::ToolError::NotOffered {
+                            skill: name.split('.').next().unwrap_or_default().to_string(),
+                            name: name.clone(),
+                        }
+                        .to_string()),
+                        Ok(args) => kernel
+                            .call_tool_for(&name, args, Some(link))
+                            .await
+                            .map(|v| match v {
+                                Value::String(s) => s,
+                                other => other.to_string(),
+                            })
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    (call, name, result, started.elapsed())
+                },
+            )));
         }
         let mut rows = Vec::with_capacity(tasks.len());
         for t in tasks {

@@ -208,7 +208,7 @@ impl Metrics {
         // dashboard's rate() has something to work on before the first
         // failure (a family with no series is not rendered at all).
         for state in ["done", "failed", "cancelled"] {
-            runs.get_or_create(&StateLabels { state });
+            let _ = runs.get_or_create(&StateLabels { state });
         }
         for outcome in [
             "added",
@@ -218,10 +218,10 @@ impl Metrics {
             "held_back",
             "fixed",
         ] {
-            reloads.get_or_create(&OutcomeLabels { outcome });
+            let _ = reloads.get_or_create(&OutcomeLabels { outcome });
         }
         for outcome in ["ok", "failed"] {
-            config_reloads.get_or_create(&OutcomeLabels { outcome });
+            let _ = config_reloads.get_or_create(&OutcomeLabels { outcome });
         }
         Self {
             registry,
