@@ -5,10 +5,16 @@
 //! gateway), and lent to host functions only for the duration of a call,
 //! inside a `CallCtx`. Tool calls run on blocking threads (engines never run
 //! on a runtime worker), so a slow script never stalls the runtime.
+//!
+//! Every tool call, whoever makes it, passes through one function
+//! (`call_tool_inner`): there a disabled skill's tool is refused
+//! ([`skill_state`]), the call gets its `tool_call` log span, and it is
+//! counted in the kernel's per-skill figures and Prometheus metrics
+//! ([`crate::telemetry`]).
 
 pub mod gate;
 mod reload;
-mod skill_state;
+pub mod skill_state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +25,7 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 pub use reload::{ReloadOutcome, ReloadReport};
-pub use skill_state::{SkillStateChange, SkillStateError, without_disabled};
+pub use skill_state::{SkillStateChange, SkillStateError};
 
 use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
@@ -594,8 +600,9 @@ impl Kernel {
         if installed {
             let outcome = crate::telemetry::CallOutcome::of(&result);
             let took = started.elapsed();
-            self.0.stats.record(skill, name, outcome, took);
-            self.0.metrics.tool_call(skill, name, outcome, took);
+            self.0
+                .stats
+                .record(skill, name, outcome, took, Some(&self.0.metrics));
         }
         result
     }

@@ -114,6 +114,39 @@ fn tool_histogram() -> Histogram {
     Histogram::new(TOOL_SECONDS_BUCKETS.iter().copied())
 }
 
+/// The series of one tool: its latency histogram, and its call counter
+/// per outcome, each made on the outcome's first count (so the text shows
+/// only outcomes that happened). Counting on it takes no lock and makes no
+/// allocation once the outcome's counter exists.
+pub struct ToolSeries {
+    calls: Family<ToolCallLabels, Counter>,
+    skill: String,
+    tool: String,
+    by_outcome: [std::sync::OnceLock<Counter>; CallOutcome::ALL.len()],
+    seconds: Histogram,
+}
+
+impl ToolSeries {
+    pub fn record(&self, outcome: CallOutcome, took: Duration) {
+        let i = CallOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        self.by_outcome[i]
+            .get_or_init(|| {
+                self.calls
+                    .get_or_create(&ToolCallLabels {
+                        skill: self.skill.clone(),
+                        tool: self.tool.clone(),
+                        outcome: outcome.name(),
+                    })
+                    .clone()
+            })
+            .inc();
+        self.seconds.observe(took.as_secs_f64());
+    }
+}
+
 /// keel's metrics (see the module docs for the list).
 pub struct Metrics {
     registry: Registry,
@@ -250,19 +283,25 @@ impl Metrics {
 
     /// A call of `tool` (`skill.tool`) of an installed skill ended.
     pub fn tool_call(&self, skill: &str, tool: &str, outcome: CallOutcome, took: Duration) {
-        self.tool_calls
-            .get_or_create(&ToolCallLabels {
-                skill: skill.to_string(),
-                tool: tool.to_string(),
-                outcome: outcome.name(),
-            })
-            .inc();
-        self.tool_seconds
-            .get_or_create(&ToolLabels {
-                skill: skill.to_string(),
-                tool: tool.to_string(),
-            })
-            .observe(took.as_secs_f64());
+        self.tool_series(skill, tool).record(outcome, took);
+    }
+
+    /// The series of one tool, to keep and count on without looking the
+    /// labels up again (the per-call path keeps one per tool).
+    pub fn tool_series(&self, skill: &str, tool: &str) -> ToolSeries {
+        ToolSeries {
+            calls: self.tool_calls.clone(),
+            skill: skill.to_string(),
+            tool: tool.to_string(),
+            by_outcome: Default::default(),
+            seconds: self
+                .tool_seconds
+                .get_or_create(&ToolLabels {
+                    skill: skill.to_string(),
+                    tool: tool.to_string(),
+                })
+                .clone(),
+        }
     }
 
     /// One request to a provider ended; `tokens` are what it reported

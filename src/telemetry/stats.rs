@@ -203,11 +203,11 @@ impl LatencyHistogram {
     }
 }
 
-/// One tool's tally.
-#[derive(Default, Debug, Clone)]
+/// One tool's tally, and its Prometheus series (looked up once).
 struct ToolTally {
     outcomes: BTreeMap<CallOutcome, u64>,
     latency: LatencyHistogram,
+    series: Option<super::metrics::ToolSeries>,
 }
 
 /// A tool's figures, as the API shows them.
@@ -259,8 +259,16 @@ pub struct CallStats {
 }
 
 impl CallStats {
-    /// Counts one call of `tool` (`skill.tool`) of `skill`.
-    pub fn record(&self, skill: &str, tool: &str, outcome: CallOutcome, latency: Duration) {
+    /// Counts one call of `tool` (`skill.tool`) of `skill`, here and (when
+    /// given) in the Prometheus metrics.
+    pub fn record(
+        &self,
+        skill: &str,
+        tool: &str,
+        outcome: CallOutcome,
+        latency: Duration,
+        metrics: Option<&super::Metrics>,
+    ) {
         let mut skills = self.skills.lock().unwrap_or_else(|p| p.into_inner());
         let tools = match skills.get_mut(skill) {
             Some(t) => t,
@@ -268,10 +276,17 @@ impl CallStats {
         };
         let tally = match tools.get_mut(tool) {
             Some(t) => t,
-            None => tools.entry(tool.to_string()).or_default(),
+            None => tools.entry(tool.to_string()).or_insert_with(|| ToolTally {
+                outcomes: BTreeMap::new(),
+                latency: LatencyHistogram::default(),
+                series: metrics.map(|m| m.tool_series(skill, tool)),
+            }),
         };
         *tally.outcomes.entry(outcome).or_default() += 1;
         tally.latency.record(latency);
+        if let Some(series) = &tally.series {
+            series.record(outcome, latency);
+        }
     }
 
     /// The figures of skill `name` (all zero if it was never called).
@@ -378,6 +393,7 @@ mod tests {
                 "notes.add",
                 CallOutcome::Ok,
                 Duration::from_micros(100 + i),
+                None,
             );
         }
         for _ in 0..10 {
@@ -386,9 +402,16 @@ mod tests {
                 "notes.list",
                 CallOutcome::Error,
                 Duration::from_millis(50),
+                None,
             );
         }
-        s.record("notes", "notes.add", CallOutcome::Disabled, Duration::ZERO);
+        s.record(
+            "notes",
+            "notes.add",
+            CallOutcome::Disabled,
+            Duration::ZERO,
+            None,
+        );
         let st = s.skill("notes");
         assert_eq!((st.calls, st.errors), (101, 11));
         assert_eq!(st.tools["notes.add"].calls, 91);
