@@ -28,6 +28,8 @@
 //! - [`config`] — `keel.toml`.
 //! - [`gateway`] — `keel serve`: the HTTP API, event streams (SSE), the
 //!   token, `Host`/`Origin` checks and rate limits in front of them.
+//! - [`telemetry`] — per-skill call figures, Prometheus metrics, and the
+//!   log subscriber (text or JSON lines with the ids in scope).
 //! - [`commands`] — one implementation per command shared by the CLI and
 //!   the console (`keel grant` and `/grant`), rendering text or JSON.
 //! - [`repl`] — the console and the terminal side of talking to the agent
@@ -57,6 +59,7 @@ pub mod sandbox;
 pub mod script;
 pub mod skill;
 pub mod store;
+pub mod telemetry;
 pub mod text;
 pub mod tool;
 

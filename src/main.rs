@@ -12,6 +12,7 @@ use keel::Kernel;
 use keel::commands::{self, Front, Output};
 use keel::config::Config;
 use keel::skill::{Origin, manifest::valid_skill_name};
+use keel::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,11 @@ struct Cli {
     /// Where keel keeps its SQLite database and user skills.
     #[arg(long, global = true, value_name = "PATH", env = "KEEL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// How log lines on standard error are written: text, or one JSON
+    /// object per line (default: `[telemetry] log_format` in keel.toml,
+    /// else text). `KEEL_LOG` sets the level (e.g. KEEL_LOG=debug).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -142,7 +148,9 @@ enum Command {
         answer: String,
     },
     /// Skill scaffolding.
-    #[command(after_help = "Example:\n  keel skill new notes --lang rhai")]
+    #[command(
+        after_help = "Example:\n  keel skill new notes --lang rhai\n  keel skill disable notes\n  keel skill enable notes"
+    )]
     Skill {
         #[command(subcommand)]
         command: SkillCommand,
@@ -187,6 +195,20 @@ enum SkillCommand {
         #[arg(long, value_name = "PATH")]
         origin: String,
     },
+    /// Disable skill NAME in this workspace: it keeps its files, grants
+    /// and data, but offers no tools (not to the model, not to calls)
+    /// until `keel skill enable NAME`. Survives restarts and reloads.
+    Disable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable skill NAME again in this workspace.
+    Enable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a working skill in ./skills/NAME.
     New {
         name: String,
@@ -199,6 +221,21 @@ enum SkillCommand {
 enum Lang {
     Luau,
     Rhai,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -229,36 +266,51 @@ fn main() -> ExitCode {
     // A one-shot `keel ask` prints its answer where the person reads: its
     // own failures say everything the warnings would, so only errors are
     // logged there unless KEEL_LOG asks for more.
-    let quiet = matches!(cli.command, Some(Command::Ask { .. }));
-    init_logging(if quiet { "error" } else { "warn" });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // Errors quote skill names, targets and script messages.
-            eprintln!(
-                "keel: {}",
-                keel::text::escape_control_keep_lines(&format!("{e:#}"))
-            );
+            let message = format!("{e:#}");
+            if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+                // A log collector reading JSON lines gets the failure as
+                // one of them (serde escapes it).
+                tracing::error!(error = %message, "keel failed");
+            } else {
+                // Errors quote skill names, targets and script messages.
+                eprintln!("keel: {}", keel::text::escape_control_keep_lines(&message));
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(default_level: &str) {
+/// The log format in force, once logging is set up.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Sets up logging once the configuration is known: `--log-format`, else
+/// `[telemetry] log_format`, else text. A one-shot `keel ask` prints its
+/// answer where the person reads: its own failures say everything the
+/// warnings would, so only errors are logged there unless KEEL_LOG asks
+/// for more.
+fn init_logging(cli: &Cli, config: Option<&Config>) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colour codes only for a person at a terminal: in a pipe, a file or a
-    // log collector they are noise (and `NO_COLOR` turns them off anyway).
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Skills put text in log fields; a log line stays one true line.
-        .fmt_fields(keel::text::EscapedFields)
-        .try_init();
+    let format = cli
+        .log_format
+        .map(LogFormat::from)
+        .or(config.map(|c| c.telemetry.log_format))
+        .unwrap_or_default();
+    if LOG_FORMAT.set(format).is_err() {
+        return;
+    }
+    let quiet = matches!(cli.command, Some(Command::Ask { .. }));
+    keel::telemetry::logging::init(&keel::telemetry::logging::LogSettings {
+        format,
+        default_level: if quiet { "error" } else { "warn" }.to_string(),
+        filter: std::env::var("KEEL_LOG").ok(),
+        // Colour codes only for a person at a terminal: in a pipe, a file
+        // or a log collector they are noise (and `NO_COLOR` turns them off
+        // anyway).
+        colour: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    });
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -328,6 +380,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match &cli.command {
         Some(Command::Docs { format }) => {
+            init_logging(&cli, None);
             let text = match format {
                 DocsFormat::Markdown => keel::docs::reference_markdown(),
                 DocsFormat::Luau => keel::docs::luau_definitions(),
@@ -344,6 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // its folder joins the search path, in a kernel whose state is
             // in memory, so checking a download accepts nothing here.
             let mut config = load_config(cli.config.as_deref())?;
+            init_logging(&cli, Some(&config));
             match commands::check::outside_search_folder(&config.skill_paths, path) {
                 Err(e) => return Ok(show(Output::failed(e.text()))),
                 Ok(None) => {}
@@ -376,6 +430,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Into the workspace's first skill folder, wherever in the
             // workspace keel runs (not `skills/skills/…`).
             let config = load_config(cli.config.as_deref())?;
+            init_logging(&cli, Some(&config));
             let folder = config
                 .skill_paths
                 .first()
@@ -385,7 +440,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let config = load_config(cli.config.as_deref())?;
+    let config = load_config(cli.config.as_deref());
+    // A keel.toml that does not load is reported as the error, in the
+    // format the flag asked for.
+    init_logging(&cli, config.as_ref().ok());
+    let config = config?;
     let rt = runtime()?;
     let kernel = build_kernel(&cli, config, &rt)?;
     let ctx = commands::Ctx::new(&kernel);
@@ -453,6 +512,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: SkillCommand::Accept { name, origin },
         }) => skill_accept(&kernel, &name, &origin),
         Some(Command::Serve { listen }) => serve(&kernel, &rt, listen.as_deref()),
+        Some(Command::Skill {
+            command: SkillCommand::Disable { name, json },
+        }) => Ok(show(Output::of(
+            commands::skill_state::run(ctx, &name, false),
+            json,
+        ))),
+        Some(Command::Skill {
+            command: SkillCommand::Enable { name, json },
+        }) => Ok(show(Output::of(
+            commands::skill_state::run(ctx, &name, true),
+            json,
+        ))),
         Some(Command::Docs { .. } | Command::Skill { .. } | Command::Token { .. }) => {
             Ok(ExitCode::SUCCESS)
         }

@@ -365,7 +365,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         );
         assert!(!r.body.contains("root:"), "{p}: {}", r.body);
     }
-    gw.get(&format!("/v1/runs/r_x/events"))
+    gw.get("/v1/runs/r_x/events")
         .expect_error(404, "not_found", "r_x");
     gw.send(
         "GET",
@@ -925,4 +925,92 @@ fn keel_toml_edits_apply_live_and_say_what_needs_a_restart() {
         None,
     );
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn skills_are_disabled_over_http_across_a_restart_and_metrics_pass_promtool() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![]);
+    let ws = notes_ws(&model, "");
+    let gw = Serve::start(&ws);
+    let mut ops = gw.events("/v1/events", None);
+    let r = gw.post("/v1/tools/notes.add/call", &json!({"args": {"text": "a"}}));
+    assert_eq!(r.expect(200)["ok"], true);
+    gw.post("/v1/tools/notes.nope/call", &json!({"args": {}}))
+        .expect_error(404, "not_found", "notes.nope");
+    let one = gw.get("/v1/skills/notes").expect(200);
+    assert_eq!(one["state"], "loaded");
+    assert_eq!(one["telemetry"]["calls"], 1);
+    assert!(one["telemetry"]["p50_ms"].is_number(), "{one}");
+    gw.post("/v1/skills/notse/disable", &json!({}))
+        .expect_error(404, "not_found", "did you mean `notes`");
+    let d = gw.post("/v1/skills/notes/disable", &json!({})).expect(200);
+    assert_eq!(
+        (d["enabled"].as_bool(), d["changed"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(
+        ops.until("skill.disabled").last().unwrap().data["skill"],
+        "notes"
+    );
+    let r = gw.post("/v1/tools/notes.add/call", &json!({"args": {"text": "b"}}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("disabled"), "{}", r.body);
+
+    // The state survives a restart, and shows in `keel skills`.
+    assert!(gw.terminate(Duration::from_secs(20)).success());
+    let listing = ws.run(&["skills"]);
+    assert!(listing.stdout.contains("disabled"), "{}", listing.stdout);
+    let gw = Serve::start(&ws);
+    assert_eq!(gw.get("/v1/skills/notes").expect(200)["state"], "disabled");
+    gw.post("/v1/skills/notes/enable", &json!({})).expect(200);
+    assert_eq!(
+        gw.post("/v1/tools/notes.add/call", &json!({"args": {"text": "c"}}))
+            .status,
+        200
+    );
+
+    // Metrics: the real promtool accepts them.
+    let m = gw.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(m.body.contains("keel_tool_calls_total{"), "{}", m.body);
+    assert!(
+        m.body.contains("process_resident_memory_bytes"),
+        "{}",
+        m.body
+    );
+    std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(&m.body);
+}
+
+/// `Command::output` with bytes written to standard input first.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &str) -> std::process::Output;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run promtool ({e}): install it with apt-get install prometheus (scripts/test and .ci/run do)"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
 }

@@ -483,9 +483,19 @@ impl Agent {
         lock(&self.0.runs).insert(run.id.clone(), ctl.clone());
         let agent = self.clone();
         let run_id = run.id.clone();
-        self.0.kernel.runtime().spawn(async move {
-            agent.execute(run_id, ctl).await;
-        });
+        // Every log line of the run (its tool calls' included, see
+        // `Kernel::call_tool_for`) carries its ids. At ERROR level so the
+        // ids are there whenever anything is logged.
+        let span = tracing::error_span!("run", run_id = %run.id, session_id = %session_id);
+        self.0
+            .kernel
+            .runtime()
+            .spawn(tracing::Instrument::instrument(
+                async move {
+                    agent.execute(run_id, ctl).await;
+                },
+                span,
+            ));
         Ok(RunHandle {
             run_id: run.id,
             session_id: session_id.to_string(),
@@ -623,6 +633,7 @@ impl Agent {
             }
         };
         self.transition_async(&run_id, state, reason.clone()).await;
+        self.0.kernel.metrics().run_finished(state);
         lane.notify_waiters();
         lock(&self.0.runs).remove(&run_id);
         let run = run_id.clone();
@@ -654,8 +665,9 @@ impl Agent {
         let mut overflow_retried = false;
         loop {
             // The skills and [agent] as they are now: an edit between
-            // rounds is seen.
-            let set = kernel.skills();
+            // rounds is seen, and so is a skill disabled since (from any
+            // process).
+            let set = self.offered_set().await;
             let cfg = self.settings();
             let records = self.records(run_id, ctl).await.map_err(fail_store)?;
             // What the session has activated and found so far (read from
@@ -815,11 +827,12 @@ impl Agent {
                 let resolved = tools.resolve(&c.name).to_string();
                 // A tool that exists but was not offered has no wire name
                 // in this request: read its plain wire form back, so the
-                // call is refused with the way to reach it.
+                // call is refused with the way to reach it (or, for a
+                // disabled skill's tool, with how to enable it).
                 let plain = super::prompt::tool_name(&resolved);
                 c.name = if resolved == c.name
                     && !tools.offers(&resolved)
-                    && set.tools.contains_key(&plain)
+                    && kernel.skills().tools.contains_key(&plain)
                 {
                     plain
                 } else {
@@ -899,9 +912,25 @@ impl Agent {
             rounds += 1;
             // Only whole calls run; the cut ones already have their result
             // telling the model to try again.
-            self.run_tools(run_id, ctl, calls, Arc::new(offered))
+            self.run_tools(run_id, ctl, calls, Arc::new(offered), set)
                 .await?;
         }
+    }
+
+    /// The skill set without the disabled skills, read on the store's
+    /// thread. If that fails, every skill is offered (with a warning): the
+    /// kernel still refuses a disabled skill's tools when called.
+    async fn offered_set(&self) -> Arc<crate::skill::SkillSet> {
+        let kernel = &self.0.kernel;
+        let ws = kernel.workspace().to_path_buf();
+        let disabled = self
+            .db(move |s| s.disabled_skills(&ws))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read which skills are disabled; offering all");
+                Default::default()
+            });
+        kernel.offered_skills_given(&disabled)
     }
 
     /// The calibration of the model expected to answer next: the one that
@@ -975,23 +1004,30 @@ impl Agent {
         ctl: &Arc<RunControl>,
         calls: Vec<ToolCall>,
         offered: Arc<Vec<String>>,
+        set: Arc<crate::skill::SkillSet>,
     ) -> Result<(), Stop> {
         // In a task of its own: if this future is dropped (the run was
         // cancelled or ran out of time), the calls still finish, stopping
         // early, and their results are stored (see `tools_done`).
         ctl.tools_done.send_replace(false);
         let (agent, run, c) = (self.clone(), run_id.to_string(), ctl.clone());
-        let batch = tokio::spawn(async move {
-            // Set however the batch ends, a panic included.
-            struct Done(Arc<RunControl>);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0.tools_done.send_replace(true);
+        // Spawned tasks do not inherit the run's span: hand it on, so the
+        // tool calls' log lines carry the run's ids.
+        let span = tracing::Span::current();
+        let batch = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // Set however the batch ends, a panic included.
+                struct Done(Arc<RunControl>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.tools_done.send_replace(true);
+                    }
                 }
-            }
-            let _done = Done(c.clone());
-            agent.tool_batch(&run, &c, calls, &offered).await
-        });
+                let _done = Done(c.clone());
+                agent.tool_batch(&run, &c, calls, &offered, &set).await
+            },
+            span,
+        ));
         batch
             .await
             .map_err(|e| Stop::Failed(format!("a tool task failed: {e}")))?
@@ -1005,6 +1041,7 @@ impl Agent {
         ctl: &Arc<RunControl>,
         calls: Vec<ToolCall>,
         offered: &[String],
+        set: &crate::skill::SkillSet,
     ) -> Result<(), Stop> {
         lock(&ctl.asked).clear();
         let mut tasks = Vec::with_capacity(calls.len());
@@ -1028,34 +1065,35 @@ impl Agent {
             let kernel = self.0.kernel.clone();
             // A tool that exists but was not offered (more are installed
             // than [agent] max_offered_tools) is refused with the way to
-            // reach it; keel's own tools are always callable.
+            // reach it; keel's own tools are always callable. A disabled
+            // skill's tool is not in `set`: the kernel refuses it, saying
+            // it is disabled.
             let not_offered = !offered.contains(&name)
                 && !crate::tool::native::is_native(&name)
-                && !super::prompt::all_callable(
-                    &kernel.skills(),
-                    self.settings().max_offered_tools,
-                )
-                && kernel.skills().tools.contains_key(&name);
-            tasks.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let result = match parse_arguments(&call.arguments) {
-                    _ if not_offered => Err(crate::tool::ToolError::NotOffered {
-                        skill: name.split('.').next().unwrap_or_default().to_string(),
-                        name: name.clone(),
-                    }
-                    .to_string()),
-                    Ok(args) => kernel
-                        .call_tool_for(&name, args, Some(link))
-                        .await
-                        .map(|v| match v {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        })
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                (call, name, result, started.elapsed())
-            }));
+                && !super::prompt::all_callable(set, self.settings().max_offered_tools)
+                && set.tools.contains_key(&name);
+            tasks.push(tokio::spawn(tracing::Instrument::in_current_span(
+                async move {
+                    let started = Instant::now();
+                    let result = match parse_arguments(&call.arguments) {
+                        _ if not_offered => Err(crate::tool::ToolError::NotOffered {
+                            skill: name.split('.').next().unwrap_or_default().to_string(),
+                            name: name.clone(),
+                        }
+                        .to_string()),
+                        Ok(args) => kernel
+                            .call_tool_for(&name, args, Some(link))
+                            .await
+                            .map(|v| match v {
+                                Value::String(s) => s,
+                                other => other.to_string(),
+                            })
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    (call, name, result, started.elapsed())
+                },
+            )));
         }
         let mut rows = Vec::with_capacity(tasks.len());
         for t in tasks {

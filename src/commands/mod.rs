@@ -59,6 +59,7 @@ pub mod output;
 pub mod revoke;
 pub mod runs;
 pub mod sessions;
+pub mod skill_state;
 pub mod skills;
 pub mod tools;
 
@@ -128,6 +129,8 @@ pub enum CommandError {
     ArgumentsUnreadable(String),
     /// The tool call failed.
     Tool(#[source] crate::tool::ToolError),
+    /// A skill that cannot be disabled or enabled (unknown, reserved).
+    SkillState(#[from] crate::kernel::SkillStateError),
 }
 
 impl CommandError {
@@ -176,6 +179,7 @@ impl CommandError {
                 esc(e)
             )),
             Self::Tool(e) => call::tool_error_text(e),
+            Self::SkillState(e) => Text::plain(e.to_string()),
         }
     }
 }

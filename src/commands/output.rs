@@ -51,6 +51,10 @@ pub enum Command {
     Runs,
     Approvals,
     Approve,
+    /// `keel skill enable` / `/enable`.
+    Enable,
+    /// `keel skill disable` / `/disable`.
+    Disable,
 }
 
 impl Command {
@@ -69,6 +73,8 @@ impl Command {
             Self::Runs => "runs",
             Self::Approvals => "approvals",
             Self::Approve => "approve",
+            Self::Enable => "enable",
+            Self::Disable => "disable",
         }
     }
 
@@ -100,9 +106,13 @@ pub struct CommandRef {
 impl CommandRef {
     /// `keel grant notes kv` or `/grant notes kv`.
     pub fn render(&self, front: Front) -> String {
-        let name = match front {
-            Front::Cli => format!("keel {}", self.command.name()),
-            Front::Console => format!("/{}", self.command.name()),
+        let name = match (front, self.command) {
+            // Subcommands of `keel skill` in the CLI.
+            (Front::Cli, Command::Enable | Command::Disable) => {
+                format!("keel skill {}", self.command.name())
+            }
+            (Front::Cli, c) => format!("keel {}", c.name()),
+            (Front::Console, c) => format!("/{}", c.name()),
         };
         if self.args.is_empty() {
             name

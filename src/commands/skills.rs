@@ -1,8 +1,9 @@
 //! `keel skills` and `/skills`: the loaded skills, with the ones that failed
 //! to load (or that load but do not compile) and the reason, and claimants
-//! held back.
+//! held back. A disabled skill is listed with `disabled` and how to enable
+//! it (`"enabled": false` in `--json`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct Skills {
     blocked: BTreeMap<String, Vec<String>>,
     /// How programs are confined, when a skill may run one.
     sandbox: Option<String>,
+    /// Skills disabled in this workspace (`keel skill disable`).
+    disabled: BTreeSet<String>,
 }
 
 /// Lists the skills. A listing in another terminal shows what the console
@@ -45,8 +48,13 @@ pub fn run(ctx: Ctx<'_>) -> Skills {
             .iter()
             .any(|c| c.kind == crate::capability::CapabilityKind::Exec)
     });
+    let disabled = kernel.disabled_skills().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read which skills are disabled");
+        BTreeSet::new()
+    });
     Skills {
         sandbox: runs_programs.then(crate::sandbox::status),
+        disabled,
         set,
         broken,
         blocked,
@@ -55,12 +63,17 @@ pub fn run(ctx: Ctx<'_>) -> Skills {
 
 impl Render for Skills {
     fn text(&self) -> Text {
-        let mut s = listing(&self.set, &self.broken, &|sk| {
-            self.blocked
-                .get(&sk.id.to_string())
-                .cloned()
-                .unwrap_or_default()
-        });
+        let mut s = listing(
+            &self.set,
+            &self.broken,
+            &|sk| {
+                self.blocked
+                    .get(&sk.id.to_string())
+                    .cloned()
+                    .unwrap_or_default()
+            },
+            &self.disabled,
+        );
         if let Some(status) = &self.sandbox {
             let _ = writeln!(s, "{status}");
         }
@@ -68,7 +81,7 @@ impl Render for Skills {
     }
 
     fn json(&self) -> serde_json::Result<String> {
-        serde_json::to_string_pretty(&skills_json(&self.set, &self.broken))
+        serde_json::to_string_pretty(&skills_json(&self.set, &self.broken, &self.disabled))
     }
 
     fn problems(&self) -> bool {
@@ -85,13 +98,25 @@ pub fn format_skills(
     broken: &[SkillFailure],
     blocked: &dyn Fn(&crate::skill::SkillIdentity) -> Vec<String>,
 ) -> String {
-    listing(set, broken, &|sk| blocked(&sk.identity)).render(Front::Cli, false)
+    listing(set, broken, &|sk| blocked(&sk.identity), &BTreeSet::new()).render(Front::Cli, false)
+}
+
+/// After a disabled skill's line: that it is, and how to enable it.
+fn disabled_mark(s: &mut Text, disabled: &BTreeSet<String>, name: &str) {
+    if disabled.contains(name) {
+        s.push("  ");
+        s.status(Tone::Warn, "disabled");
+        s.push(": no tools offered (`");
+        s.command(Command::Enable.with(esc(name).into_owned()));
+        s.push("`)");
+    }
 }
 
 fn listing(
     set: &SkillSet,
     broken: &[SkillFailure],
     blocked: &dyn Fn(&crate::skill::LoadedSkill) -> Vec<String>,
+    disabled: &BTreeSet<String>,
 ) -> Text {
     let mut s = Text::new();
     if set.skills.is_empty() {
@@ -118,7 +143,7 @@ fn listing(
             .unwrap_or_default();
         if sk.is_instructions() {
             let n = sk.source.resources.len();
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "{:<24} {:<6} {:>2} file{} {}{allowed}",
                 esc(&sk.label()),
@@ -127,6 +152,8 @@ fn listing(
                 if n == 1 { " " } else { "s" },
                 sk.source.origin,
             );
+            disabled_mark(&mut s, disabled, &m.name);
+            s.push("\n");
             continue;
         }
         let _ = write!(
@@ -144,7 +171,9 @@ fn listing(
             s.status(Tone::Warn, "not granted yet");
             let _ = write!(s, ": {})", b.join(", "));
         }
-        let _ = writeln!(s, "{allowed}");
+        let _ = write!(s, "{allowed}");
+        disabled_mark(&mut s, disabled, &m.name);
+        s.push("\n");
     }
     for c in &set.claimants {
         s.status(Tone::Warn, "CLAIMANT");
@@ -189,7 +218,7 @@ fn listing(
 
 /// `keel skills --json`: skills (instructions skills with their format's
 /// fields), failures and claimants.
-fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
+fn skills_json(set: &SkillSet, broken: &[SkillFailure], disabled: &BTreeSet<String>) -> Value {
     let is_broken = |id: &str| broken.iter().any(|f| f.skill.as_deref() == Some(id));
     let skills: Vec<Value> = set
         .skills
@@ -210,6 +239,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
                     "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
                     "files": s.source.resources,
                     "tools": Vec::<String>::new(),
+                    "enabled": !disabled.contains(&m.name),
                 });
             }
             json!({
@@ -224,6 +254,7 @@ fn skills_json(set: &SkillSet, broken: &[SkillFailure]) -> Value {
                 "capabilities": m.capabilities.iter().map(|c| c.text.clone()).collect::<Vec<_>>(),
                 "pending_capabilities": s.identity.pending,
                 "allowed_tools": md.map(|i| i.allowed_tools.clone()).unwrap_or_default(),
+                "enabled": !disabled.contains(&m.name),
             })
         })
         .collect();

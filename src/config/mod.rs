@@ -110,6 +110,15 @@ pub struct Config {
     pub agent: AgentConfig,
     /// `[gateway]`: how `keel serve` listens and whom it lets in.
     pub gateway: GatewayConfig,
+    /// `[telemetry]`: how keel reports on itself.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]` in keel.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `log_format = "text" | "json"` (the `--log-format` flag wins).
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// `[gateway]`: the HTTP gateway of `keel serve`.
@@ -301,6 +310,7 @@ impl Config {
             models: None,
             agent: AgentConfig::default(),
             gateway: GatewayConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 
@@ -378,6 +388,9 @@ impl Config {
         }
         if let Some(g) = raw.gateway {
             cfg.gateway = g.apply().map_err(invalid)?;
+        }
+        if let Some(t) = raw.telemetry {
+            cfg.telemetry.log_format = t.log_format.unwrap_or_default();
         }
         if let Some(m) = raw.models {
             cfg.models = Some(parse_models(m).map_err(|(place, message)| {
@@ -535,6 +548,7 @@ struct RawConfig {
     models: Option<toml::Table>,
     agent: Option<RawAgent>,
     gateway: Option<RawGateway>,
+    telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Deserialize)]
@@ -641,6 +655,12 @@ pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
     Err(format!(
         "listen = {text:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:5335\" (or \"0.0.0.0:5335\" for every interface, behind TLS)"
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    log_format: Option<crate::telemetry::LogFormat>,
 }
 
 #[derive(Deserialize)]
@@ -988,6 +1008,25 @@ mod tests {
         let r = Config::parse(text, &dir.join("keel.toml"), &dir);
         drop(d);
         r
+    }
+
+    #[test]
+    fn telemetry_log_format_parses_and_bad_values_name_the_choices() {
+        use crate::telemetry::LogFormat;
+        assert_eq!(parse("").unwrap().telemetry.log_format, LogFormat::Text);
+        let cfg = parse("[telemetry]\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(cfg.telemetry.log_format, LogFormat::Json);
+        let e = parse("[telemetry]\nlog_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":2:") && e.contains("`text`") && e.contains("`json`"),
+            "{e}"
+        );
+        let e = parse("[telemetry]\nlog_fromat = \"json\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `log_format`"), "{e}");
     }
 
     #[test]

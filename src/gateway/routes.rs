@@ -44,6 +44,9 @@ pub fn router(gw: Gw) -> Router {
         .route("/v1/skills", get(list_skills))
         .route("/v1/skills/{name}", get(get_skill))
         .route("/v1/skills/{name}/reload", post(reload_skill))
+        .route("/v1/skills/{name}/disable", post(disable_skill))
+        .route("/v1/skills/{name}/enable", post(enable_skill))
+        .route("/metrics", get(metrics))
         .route("/v1/tools", get(list_tools))
         .route("/v1/tools/{name}/call", post(call_tool))
         .route("/v1/audit", get(audit))
@@ -465,6 +468,9 @@ async fn list_skills(State(gw): State<Gw>) -> ApiResult {
 
 async fn get_skill(State(gw): State<Gw>, Path(name): Path<String>) -> ApiResult {
     let set = gw.kernel.skills();
+    let (k, n) = (gw.kernel.clone(), name.clone());
+    let enabled = blocking(move || Ok(k.skill_enabled(&n)?)).await?;
+    let stats = gw.kernel.skill_stats(&name);
     let versions: Vec<Value> = set
         .skills
         .values()
@@ -496,12 +502,55 @@ async fn get_skill(State(gw): State<Gw>, Path(name): Path<String>) -> ApiResult 
         StatusCode::OK,
         json!({
             "name": name,
-            "state": if versions.is_empty() { "failed" } else if failures.is_empty() { "loaded" } else { "loaded_with_errors" },
+            "state": if !enabled { "disabled" } else if versions.is_empty() { "failed" } else if failures.is_empty() { "loaded" } else { "loaded_with_errors" },
+            "enabled": enabled,
+            "telemetry": stats,
             "versions": versions,
             "last_error": failures.last().map(|f| &f.error),
             "errors": failures,
         }),
     )
+}
+
+async fn disable_skill(State(gw): State<Gw>, Path(name): Path<String>) -> ApiResult {
+    set_skill_enabled(gw, name, false).await
+}
+
+async fn enable_skill(State(gw): State<Gw>, Path(name): Path<String>) -> ApiResult {
+    set_skill_enabled(gw, name, true).await
+}
+
+/// `keel skill disable|enable` over HTTP: the same rules, the same state.
+async fn set_skill_enabled(gw: Gw, name: String, enabled: bool) -> ApiResult {
+    use crate::kernel::SkillStateError;
+    let change = blocking(move || {
+        gw.kernel
+            .set_skill_enabled(&name, enabled)
+            .map_err(|e| match e {
+                SkillStateError::UnknownSkill { .. } => ApiError::not_found(e.to_string()),
+                SkillStateError::Store(s) => s.into(),
+                other => ApiError::bad_request(other.to_string()),
+            })
+    })
+    .await?;
+    ok(
+        StatusCode::OK,
+        serde_json::to_value(&change).unwrap_or_default(),
+    )
+}
+
+/// Prometheus text (`promtool check metrics` clean).
+async fn metrics(State(gw): State<Gw>) -> ApiResult {
+    let text = gw.kernel.metrics_text().await;
+    Ok((
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn reload_skill(State(gw): State<Gw>, Path(name): Path<String>) -> ApiResult {
@@ -665,6 +714,14 @@ pub fn publish_kernel_event(gw: &Gw, e: &KernelEvent) {
                 json!({"file": file, "line": line, "message": message, "error": error}),
             )
         }
+        KernelEvent::SkillState(change) => gw.hub.publish(
+            if change.enabled {
+                "skill.enabled"
+            } else {
+                "skill.disabled"
+            },
+            serde_json::to_value(change).unwrap_or_default(),
+        ),
         #[allow(unreachable_patterns)]
         _ => {}
     }

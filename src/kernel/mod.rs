@@ -5,9 +5,16 @@
 //! gateway), and lent to host functions only for the duration of a call,
 //! inside a `CallCtx`. Tool calls run on blocking threads (engines never run
 //! on a runtime worker), so a slow script never stalls the runtime.
+//!
+//! Every tool call, whoever makes it, passes through one function
+//! (`call_tool_inner`): there a disabled skill's tool is refused
+//! ([`skill_state`]), the call gets its `tool_call` log span, and it is
+//! counted in the kernel's per-skill figures and Prometheus metrics
+//! ([`crate::telemetry`]).
 
 pub mod gate;
 mod reload;
+pub mod skill_state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +25,7 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 pub use reload::{ReloadOutcome, ReloadReport};
+pub use skill_state::{SkillStateChange, SkillStateError};
 
 use crate::capability::{ScopeBase, did_you_mean};
 use crate::config::Config;
@@ -101,6 +109,9 @@ pub enum KernelEvent {
     /// `keel.toml` changed: `Ok` with a summary once the new policy is in
     /// force, `Err` with `file:line: message` when the old one stays.
     ConfigReloaded(Result<String, String>),
+    /// A skill was disabled or enabled in this process
+    /// ([`Kernel::set_skill_enabled`]).
+    SkillState(SkillStateChange),
 }
 
 /// The kernel handle.
@@ -126,6 +137,10 @@ struct KernelInner {
     /// `None` until then; built again after a reload changes `[models]`
     /// or the model settings of `[agent]`.
     models: std::sync::Mutex<Option<Option<Arc<crate::llm::chain::ModelChain>>>>,
+    /// Prometheus metrics ([`crate::telemetry::metrics`]).
+    metrics: Arc<crate::telemetry::Metrics>,
+    /// Per-skill call figures ([`crate::telemetry::stats`]).
+    stats: crate::telemetry::CallStats,
 }
 
 /// Builds a [`Kernel`].
@@ -195,6 +210,8 @@ impl KernelBuilder {
             events,
             reload_lock: std::sync::Mutex::new(()),
             models: std::sync::Mutex::new(None),
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
+            stats: crate::telemetry::CallStats::default(),
         }));
         let set = kernel.build_skill_set(None);
         kernel.0.skills.store(Arc::new(set));
@@ -319,15 +336,50 @@ impl Kernel {
                 return None;
             }
         };
-        Some(Arc::new(chain::ModelChain::new(
-            specs,
-            http,
-            chain::RetryPolicy::default(),
-        )))
+        Some(Arc::new(
+            chain::ModelChain::new(specs, http, chain::RetryPolicy::default())
+                .with_metrics(self.0.metrics.clone()),
+        ))
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<KernelEvent> {
         self.0.events.subscribe()
+    }
+
+    /// The kernel's Prometheus metrics, for the parts that count (the
+    /// agent counts runs here).
+    pub fn metrics(&self) -> &Arc<crate::telemetry::Metrics> {
+        &self.0.metrics
+    }
+
+    /// The metrics in the Prometheus text format (`GET /metrics`): reads
+    /// the approvals waiting on the store's thread, then renders. If the
+    /// store cannot be read, the gauge keeps its last value and the rest
+    /// is rendered anyway.
+    pub async fn metrics_text(&self) -> String {
+        match self.0.store.call(|s| s.pending_approval_count()).await {
+            Ok(n) => self.0.metrics.set_approvals_pending(n),
+            Err(e) => tracing::warn!(error = %e, "cannot count the approvals waiting"),
+        }
+        self.0.metrics.render()
+    }
+
+    /// Calls, errors and latency percentiles of skill `name`'s tools since
+    /// this process started (all zero when it was never called). Kept per
+    /// skill name, across reloads; see [`crate::telemetry::stats`].
+    pub fn skill_stats(&self, name: &str) -> crate::telemetry::SkillStats {
+        self.0.stats.skill(name)
+    }
+
+    /// [`skill_stats`](Self::skill_stats) of every skill called since
+    /// this process started (keel's own tools under `skills` and `tools`).
+    pub fn all_skill_stats(&self) -> Vec<crate::telemetry::SkillStats> {
+        self.0
+            .stats
+            .skills()
+            .iter()
+            .map(|n| self.0.stats.skill(n))
+            .collect()
     }
 
     /// The configuration file reloads read: the one keel started with, or
@@ -420,7 +472,8 @@ impl Kernel {
             }
             (summary, skills_changed, !restart.is_empty())
         });
-        let result = match result {
+        self.0.metrics.config_reloaded(result.is_ok());
+        match result {
             Ok((summary, skills_changed, needs_restart)) => {
                 if needs_restart {
                     tracing::warn!("{}: {summary}", path.display());
@@ -444,8 +497,7 @@ impl Kernel {
                     .send(KernelEvent::ConfigReloaded(Err(e.clone())));
                 Err(e)
             }
-        };
-        result
+        }
     }
 
     /// Where skills are looked for: the configured folders, the user's data
@@ -588,8 +640,11 @@ impl Kernel {
         let k = self.clone();
         let name = name.to_string();
         let engines = self.0.engines.handle()?;
+        // The caller's span (an agent run's) follows the call to its
+        // engine thread, so the call's logs carry the run's ids.
+        let span = tracing::Span::current();
         engines
-            .spawn_blocking(move || k.call_tool_inner(&name, args, None, run))
+            .spawn_blocking(move || span.in_scope(|| k.call_tool_inner(&name, args, None, run)))
             .await
             .map_err(|e| ToolError::Internal(format!("tool call task failed: {e}")))?
     }
@@ -606,6 +661,12 @@ impl Kernel {
         self.call_tool_inner(name, args, parent, None)
     }
 
+    /// Every tool call, whoever makes it, goes through here: it runs in a
+    /// `tool_call` span (`skill`, `tool`: the ids in its log lines) and is
+    /// counted in the per-skill figures and the metrics when the tool is
+    /// one keel has (a name that resolves to nothing is not: it is
+    /// whatever the caller typed, and counting it would make label
+    /// cardinality unbounded).
     fn call_tool_inner(
         &self,
         name: &str,
@@ -613,12 +674,54 @@ impl Kernel {
         parent: Option<&CallCtx>,
         run: Option<Arc<crate::host::RunLink>>,
     ) -> Result<Value, ToolError> {
+        let started = Instant::now();
+        let skill = name.split('.').next().unwrap_or_default();
+        // At ERROR level so the span (and its ids) is there whenever
+        // anything is logged at all: a warning inside a tool call must
+        // still say which tool.
+        let span = tracing::error_span!("tool_call", skill, tool = name);
+        let _entered = span.enter();
+        let mut installed = false;
+        let result = self.dispatch_tool(name, args, parent, run, &mut installed);
+        if installed {
+            let outcome = crate::telemetry::CallOutcome::of(&result);
+            let took = started.elapsed();
+            self.0
+                .stats
+                .record(skill, name, outcome, took, Some(&self.0.metrics));
+        }
+        result
+    }
+
+    /// Resolves `name` and runs it; sets `installed` once `name` is known
+    /// to be one of keel's tools or an installed skill's.
+    fn dispatch_tool(
+        &self,
+        name: &str,
+        args: Value,
+        parent: Option<&CallCtx>,
+        run: Option<Arc<crate::host::RunLink>>,
+        installed: &mut bool,
+    ) -> Result<Value, ToolError> {
         let set = self.skills();
         // keel's own tools read only what skills publish about themselves:
-        // no capability, no engine.
+        // no capability, no engine. They see only enabled skills.
         if let Some(spec) = crate::tool::native::spec(name) {
+            *installed = true;
             validate_args(name, spec, &args)?;
-            return crate::tool::native::call(&set, name, &args);
+            use crate::tool::native::{ACTIVATE, READ};
+            let target = match name {
+                ACTIVATE => args.get("name"),
+                READ => args.get("skill"),
+                _ => None,
+            }
+            .and_then(Value::as_str);
+            if let Some(target) = target
+                && set.latest(target).is_some()
+            {
+                self.check_enabled(target, target)?;
+            }
+            return crate::tool::native::call(&self.offered_skills(), name, &args);
         }
         let parsed = ToolName::parse(name)?;
         let Some(entry) = set.tools.get(name) else {
@@ -654,6 +757,10 @@ impl Kernel {
                 suggestion: did_you_mean(name, set.tools.keys().map(String::as_str)),
             });
         };
+        *installed = true;
+        // Before the arguments: a disabled skill's tool says so whatever
+        // it was given.
+        self.check_enabled(name, &parsed.skill)?;
         validate_args(name, entry.spec(), &args)?;
         let depth = parent.map_or(0, |p| p.depth + 1);
         if depth > MAX_TOOL_DEPTH {

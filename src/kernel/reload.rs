@@ -319,6 +319,7 @@ impl Kernel {
             }
         }
         self.0.skills.store(Arc::new(set));
+        self.0.metrics.reloaded(&report);
         let report = Arc::new(report);
         // A report with only `incomplete` is sent too (front ends show
         // nothing for it): whoever waits on the watcher can see it looked.

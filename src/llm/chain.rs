@@ -259,6 +259,40 @@ pub struct ModelChain {
     http: reqwest::Client,
     policy: RetryPolicy,
     cooling: Mutex<HashMap<String, Instant>>,
+    /// Where each provider request is counted (`keel_model_requests_total`,
+    /// `keel_model_tokens_total`), when the chain belongs to a kernel.
+    metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
+}
+
+/// Counts one provider request when it ends; one dropped before it ended
+/// (the run was cancelled or ran out of time) counts as cancelled.
+struct RequestTally<'a> {
+    metrics: Option<&'a crate::telemetry::Metrics>,
+    model: &'a str,
+    done: bool,
+}
+
+impl RequestTally<'_> {
+    fn end(mut self, outcome: crate::telemetry::metrics::ModelOutcome, tokens: Option<(u64, u64)>) {
+        self.done = true;
+        if let Some(m) = self.metrics {
+            m.model_request(self.model, outcome, tokens);
+        }
+    }
+}
+
+impl Drop for RequestTally<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(m) = self.metrics
+        {
+            m.model_request(
+                self.model,
+                crate::telemetry::metrics::ModelOutcome::Cancelled,
+                None,
+            );
+        }
+    }
 }
 
 impl ChainError {
@@ -279,7 +313,14 @@ impl ModelChain {
             http,
             policy,
             cooling: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// Counts every provider request in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn models(&self) -> &[ModelSpec] {
@@ -329,6 +370,11 @@ impl ModelChain {
             loop {
                 attempt += 1;
                 let mut started = false;
+                let tally = RequestTally {
+                    metrics: self.metrics.as_deref(),
+                    model: &spec.name,
+                    done: false,
+                };
                 let result = {
                     let mut forward = |e: StreamEvent| {
                         started = true;
@@ -344,9 +390,17 @@ impl ModelChain {
                         }
                     }
                 };
+                use crate::telemetry::metrics::ModelOutcome;
                 let error = match result {
-                    Ok(c) => return Ok((c, spec.name.clone())),
-                    Err(e) => e,
+                    Ok(c) => {
+                        let tokens = c.usage.as_ref().map(|u| (u.input_tokens, u.output_tokens));
+                        tally.end(ModelOutcome::Ok, tokens);
+                        return Ok((c, spec.name.clone()));
+                    }
+                    Err(e) => {
+                        tally.end(ModelOutcome::Error, None);
+                        e
+                    }
                 };
                 match next_step(&error, attempt, started, &self.policy) {
                     Step::Retry(wait) => {

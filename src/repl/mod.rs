@@ -52,6 +52,11 @@ pub enum ConsoleCommand {
         skill: String,
         capability: String,
     },
+    /// `/disable NAME`, `/enable NAME`.
+    SkillState {
+        skill: String,
+        enabled: bool,
+    },
     Audit {
         limit: usize,
         json: bool,
@@ -101,6 +106,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/grants", "[--json]  list grants"),
     ("/grant", "SKILL CAPABILITY  grant a capability"),
     ("/revoke", "SKILL CAPABILITY  remove a grant"),
+    ("/disable", "SKILL  offer none of its tools (kept)"),
+    ("/enable", "SKILL  offer its tools again"),
     (
         "/audit",
         "[N] [--json]  the newest N audit entries (0: all)",
@@ -213,6 +220,16 @@ pub fn parse(line: &str) -> Result<Option<ConsoleCommand>, String> {
         "revoke" => {
             let (skill, capability) = two("revoke")?;
             ConsoleCommand::Revoke { skill, capability }
+        }
+        "disable" | "enable" => {
+            let mut it = args.split_whitespace();
+            match (it.next(), it.next()) {
+                (Some(skill), None) => ConsoleCommand::SkillState {
+                    skill: skill.to_string(),
+                    enabled: cmd == "enable",
+                },
+                _ => return Err(format!("usage: /{cmd} SKILL (see /skills)")),
+            }
         }
         "audit" => {
             let usage = || format!("usage: /audit [N] [--json], got `{args}`");
@@ -399,6 +416,9 @@ impl<'a> Console<'a> {
             ConsoleCommand::Revoke { skill, capability } => {
                 Output::of(commands::revoke::run(ctx, &skill, &capability), false)
             }
+            ConsoleCommand::SkillState { skill, enabled } => {
+                Output::of(commands::skill_state::run(ctx, &skill, enabled), false)
+            }
             ConsoleCommand::Audit { limit, json } => {
                 Output::of(commands::audit::run(ctx, limit), json)
             }
@@ -533,6 +553,9 @@ fn render_event_raw(e: &KernelEvent) -> String {
             .join("\n"),
         KernelEvent::ConfigReloaded(Ok(msg)) => format!("[config] {msg}"),
         KernelEvent::ConfigReloaded(Err(e)) => format!("[config] keeping the previous policy: {e}"),
+        // Only this process's own `/disable` or `/enable` makes one here,
+        // and that command already said what it did.
+        KernelEvent::SkillState(_) => String::new(),
     }
 }
 

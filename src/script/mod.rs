@@ -322,8 +322,49 @@ pub fn instantiate(skill: &Arc<LoadedSkill>) -> Result<Box<dyn Instance>, Script
         });
     }
     match skill.manifest.language {
-        Language::Luau => Ok(Box::new(lua::LuaInstance::new(skill)?)),
-        Language::Rhai => Ok(Box::new(rhai::RhaiInstance::new(skill)?)),
+        Language::Luau => Ok(Box::new(Counted::new(lua::LuaInstance::new(skill)?))),
+        Language::Rhai => Ok(Box::new(Counted::new(rhai::RhaiInstance::new(skill)?))),
+    }
+}
+
+/// Engine states alive in this process (see [`live_instances`]).
+static LIVE_INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Engine states alive in this process now, pooled or not (a reload's
+/// validation run, `keel check`): every state [`instantiate`] made and not
+/// yet dropped. A fact about the process, like its memory, so it is kept
+/// here rather than per kernel (the `keel_engine_instances` gauge).
+pub fn live_instances() -> usize {
+    LIVE_INSTANCES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An engine state, counted in [`live_instances`] while it lives.
+struct Counted<I>(I);
+
+impl<I> Counted<I> {
+    fn new(instance: I) -> Self {
+        LIVE_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(instance)
+    }
+}
+
+impl<I> Drop for Counted<I> {
+    fn drop(&mut self) {
+        LIVE_INSTANCES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<I: Instance> Instance for Counted<I> {
+    fn call(&mut self, tool: &str, args: Value, ctx: &CallCtx) -> Result<Value, ScriptError> {
+        self.0.call(tool, args, ctx)
+    }
+
+    fn memory_used(&self) -> usize {
+        self.0.memory_used()
+    }
+
+    fn reusable(&self) -> bool {
+        self.0.reusable()
     }
 }
 

@@ -135,6 +135,16 @@ impl Store {
         })
     }
 
+    /// How many approval requests are waiting for an answer (the
+    /// `keel_approvals_pending` gauge).
+    pub fn pending_approval_count(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT count(*) FROM approvals WHERE state = ?1")?
+                .query_row(params![ApprovalState::Pending], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+        })
+    }
+
     /// Answers a pending request; `always` also stores the grant, in the
     /// same transaction. Answering again with the same answer changes
     /// nothing and succeeds (`Ok((record, false))`); a different answer to

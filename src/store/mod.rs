@@ -342,6 +342,14 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL,
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;",
+    // 9: skills the operator disabled, per workspace (`keel skill
+    // disable`); a skill with no row is enabled
+    "CREATE TABLE skill_disabled (
+        workspace TEXT NOT NULL,
+        skill TEXT NOT NULL,
+        disabled_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, skill)
+    );",
 ];
 
 /// The workspace of grants and baselines recorded before they were kept
@@ -991,6 +999,58 @@ impl Store {
                 params![ws_key(workspace), name, origin, now_ms()],
             )?;
             Ok(n > 0)
+        })
+    }
+
+    // --- skills disabled ---------------------------------------------------
+
+    /// Disables (`enabled = false`) or enables skill `name` in `workspace`.
+    /// Returns whether that changed anything (disabling a disabled skill
+    /// is not an error).
+    pub fn set_skill_enabled(
+        &self,
+        workspace: &Path,
+        name: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = if enabled {
+                c.execute(
+                    "DELETE FROM skill_disabled WHERE workspace = ?1 AND skill = ?2",
+                    params![ws_key(workspace), name],
+                )?
+            } else {
+                c.execute(
+                    "INSERT OR IGNORE INTO skill_disabled (workspace, skill, disabled_ms)
+                     VALUES (?1, ?2, ?3)",
+                    params![ws_key(workspace), name, now_ms()],
+                )?
+            };
+            Ok(n > 0)
+        })
+    }
+
+    /// Whether skill `name` is disabled in `workspace`.
+    pub fn skill_disabled(&self, workspace: &Path, name: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM skill_disabled WHERE workspace = ?1 AND skill = ?2)",
+            )?
+            .query_row(params![ws_key(workspace), name], |r| r.get(0))
+        })
+    }
+
+    /// The skills disabled in `workspace`, by name.
+    pub fn disabled_skills(
+        &self,
+        workspace: &Path,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT skill FROM skill_disabled WHERE workspace = ?1 ORDER BY skill",
+            )?;
+            let rows = st.query_map(params![ws_key(workspace)], |r| r.get(0))?;
+            rows.collect()
         })
     }
 

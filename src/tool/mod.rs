@@ -98,6 +98,12 @@ pub enum ToolError {
         "`{name}` is not offered in this session: activate its skill first with skills.activate {{\"name\": \"{skill}\"}}, or find it with tools.search, then call it again"
     )]
     NotOffered { name: String, skill: String },
+    /// The tool's skill is disabled in this workspace: it keeps its files
+    /// and grants but offers no tools until it is enabled again.
+    #[error(
+        "`{name}` is not available: skill `{skill}` is disabled in this workspace; enable it with `keel skill enable {skill}`"
+    )]
+    SkillDisabled { name: String, skill: String },
     /// keel itself failed (a bug or a shutdown).
     #[error("internal error: {0}")]
     Internal(String),
