@@ -270,25 +270,43 @@ const PUNCT = '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~';
 /** How far a link's label and URL may reach. */
 const LINK_REACH = 2000;
 
+/**
+ * A search for closing delimiters over one text. Each delimiter has one
+ * test of where it may close, so the answer for a position holds for every
+ * position up to it: the outer scan only moves forward, and the text is
+ * read about once per delimiter however hostile it is.
+ */
+function closers(text) {
+  const memo = new Map();
+  return (delim, from, ok) => {
+    const m = memo.get(delim);
+    if (m && m.from <= from && (m.j < 0 || m.j >= from)) return m.j;
+    let j = text.indexOf(delim, from);
+    while (j >= 0 && !ok(j)) j = text.indexOf(delim, j + 1);
+    memo.set(delim, { from, j });
+    return j;
+  };
+}
+
+const WORD = /[\p{L}\p{N}]/u;
+const SPACE = /\s/;
+
 /** Appends `text`'s inline markdown to `el`; returns `el`. */
 function inline(el, text, depth) {
   if (depth > MAX_DEPTH) {
     el.append(text);
     return el;
   }
-  // Delimiters with no closer after some position have none after any
-  // later position either: remember them, so each is looked for once.
-  const dead = new Set();
+  const find = closers(text);
   let plain = '';
   const flush = () => {
     if (plain) el.append(plain);
     plain = '';
   };
-  const closing = (delim, from) => {
-    if (dead.has(delim)) return -1;
-    const j = text.indexOf(delim, from);
-    if (j < 0) dead.add(delim);
-    return j;
+  const runAt = (k, c) => {
+    let n = 0;
+    while (text[k + n] === c) n++;
+    return n;
   };
   let i = 0;
   while (i < text.length) {
@@ -299,16 +317,10 @@ function inline(el, text, depth) {
       continue;
     }
     if (c === '`') {
-      let n = 1;
-      while (text[i + n] === '`') n++;
+      const n = runAt(i, '`');
       const ticks = '`'.repeat(n);
-      let j = closing(ticks, i + n);
       // The closer is a run of exactly n backticks.
-      while (j >= 0 && (text[j + n] === '`' || text[j - 1] === '`')) {
-        let k = j;
-        while (text[k] === '`') k++;
-        j = closing(ticks, k);
-      }
+      const j = find(ticks, i + n, (k) => text[k - 1] !== '`' && text[k + n] !== '`');
       if (j >= 0) {
         flush();
         let code = text.slice(i + n, j);
@@ -322,39 +334,33 @@ function inline(el, text, depth) {
       continue;
     }
     if (c === '*' || c === '_' || c === '~') {
-      const two = text[i + 1] === c;
-      if (c === '~' && !two) {
-        plain += c;
-        i++;
-        continue;
-      }
-      const delim = two ? c + c : c;
-      // `_` inside a word (snake_case) is not emphasis.
-      const wordBefore = i > 0 && /[\p{L}\p{N}]/u.test(text[i - 1]);
-      const opens = text[i + delim.length] !== undefined && !/\s/.test(text[i + delim.length]);
-      if (opens && !(c === '_' && wordBefore)) {
-        let j = closing(delim, i + delim.length + 1);
-        // Skip a closer that is really the start of a longer run (`**` as
-        // the end of `*text**`), or preceded by a space.
-        while (j >= 0 && (/\s/.test(text[j - 1]) || (!two && text[j + 1] === c))) {
-          j = closing(delim, j + delim.length + (text[j + 1] === c ? 1 : 0));
-        }
-        if (j >= 0 && !(c === '_' && /[\p{L}\p{N}]/u.test(text[j + delim.length] ?? ''))) {
+      const n = runAt(i, c);
+      // `*a*`, `**a**`, `~~a~~`; longer runs (`***`, a line of stars) are
+      // text, and so is `_` inside a word (snake_case).
+      const usable = (c === '~' ? n === 2 : n <= 2)
+        && text[i + n] !== undefined && !SPACE.test(text[i + n])
+        && !(c === '_' && WORD.test(text[i - 1] ?? ''));
+      if (usable) {
+        const delim = c.repeat(n);
+        const j = find(delim, i + n + 1, (k) =>
+          text[k - 1] !== c && text[k + n] !== c && !SPACE.test(text[k - 1])
+          && !(c === '_' && WORD.test(text[k + n] ?? '')));
+        if (j >= 0) {
           flush();
-          const tag = c === '~' ? 'del' : two ? 'strong' : 'em';
-          el.append(inline(h(tag), text.slice(i + delim.length, j), depth + 1));
-          i = j + delim.length;
+          const tag = c === '~' ? 'del' : n === 2 ? 'strong' : 'em';
+          el.append(inline(h(tag), text.slice(i + n, j), depth + 1));
+          i = j + n;
           continue;
         }
       }
-      plain += delim;
-      i += delim.length;
+      plain += c.repeat(n);
+      i += n;
       continue;
     }
     if (c === '[') {
-      const end = text.indexOf(']', i + 1);
+      const end = find(']', i + 1, () => true);
       if (end > 0 && end - i < LINK_REACH && text[end + 1] === '(') {
-        const close = text.indexOf(')', end + 2);
+        const close = find(')', end + 2, () => true);
         if (close > 0 && close - end < LINK_REACH) {
           const label = text.slice(i + 1, end);
           const url = text.slice(end + 2, close).trim().split(/\s+/)[0] ?? '';
@@ -373,7 +379,7 @@ function inline(el, text, depth) {
       i++;
       continue;
     }
-    if ((c === 'h' || c === 'H') && /^https?:\/\//i.test(text.slice(i, i + 8)) && !/[\p{L}\p{N}]/u.test(text[i - 1] ?? '')) {
+    if ((c === 'h' || c === 'H') && /^https?:\/\//i.test(text.slice(i, i + 8)) && !WORD.test(text[i - 1] ?? '')) {
       const m = /^https?:\/\/[^\s<>"'`]+/i.exec(text.slice(i, i + LINK_REACH));
       let url = m ? m[0] : '';
       // Trailing punctuation ends the sentence, not the URL.
@@ -669,7 +675,7 @@ function route() {
   for (const a of document.querySelectorAll('.tabs a')) a.classList.toggle('active', a.dataset.view === view);
   if (view === 'chat') {
     const id = parts[1] ? decodeURIComponent(parts[1]) : null;
-    if (id !== state.sessionId || !$('#transcript').hasChildNodes()) openSession(id);
+    if (id !== state.sessionId || !$('#transcript').children.length) openSession(id);
     $('#input').focus();
   } else if (view === 'skills') {
     refreshSkills();
@@ -898,6 +904,13 @@ function userMessage(text) {
   return h('div', { class: 'msg-user' }, h('div', { class: 'bubble' }, text));
 }
 
+/** Arguments on one line when they fit, else indented. */
+function argsText(args) {
+  if (typeof args === 'string') return args;
+  const line = JSON.stringify(args) ?? String(args);
+  return line.length <= 100 ? line : json(args);
+}
+
 /** A tool call's card; `result()` fills in how it went. */
 function toolCard(name, args) {
   const status = h('span', { class: 'chip chip-running' }, 'running…');
@@ -907,7 +920,7 @@ function toolCard(name, args) {
     'div',
     { class: 'tool', dataset: { tool: name } },
     h('div', { class: 'tool-head' }, h('span', { class: 'tool-icon', 'aria-hidden': 'true' }, '⚙'), h('span', { class: 'tool-name' }, name), status, ms),
-    args === undefined ? null : h('pre', { class: 'tool-args' }, typeof args === 'string' ? args : json(args)),
+    args === undefined ? null : h('pre', { class: 'tool-args' }, argsText(args)),
     result,
   );
   return {
