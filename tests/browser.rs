@@ -58,6 +58,10 @@ See [the docs](https://example.com/docs) and [not a link](javascript:window.__pw
 const XSS: &str = "Sure: <img src=x onerror=\"window.__pwned=2\"> and <script>window.__pwned=3</script> \
 and <a href=\"javascript:window.__pwned=4\">click</a> and ![x](javascript:window.__pwned=5)";
 
+/// An answer keel is stopped in the middle of (its first delta, then a
+/// hold far longer than it takes to send the stop), and restarted.
+const SLOW: &str = "Hello there: this answer was cut by a restart and resumed.";
+
 fn console_ws(model: &FakeModel) -> Ws {
     Ws::new()
         .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
@@ -98,7 +102,10 @@ fn console_files_are_served_with_strict_headers_and_nothing_else_is() {
             "frame-ancestors 'none'",
             "require-trusted-types-for 'script'",
         ] {
-            assert!(csp.contains(directive), "{path}: CSP lacks {directive}: {csp}");
+            assert!(
+                csp.contains(directive),
+                "{path}: CSP lacks {directive}: {csp}"
+            );
         }
         assert!(!csp.contains("unsafe-"), "{path}: {csp}");
         assert!(r.header("x-request-id").is_some());
@@ -209,6 +216,11 @@ fn the_console_works_in_a_real_browser() {
             Reply::text(XSS),
             // "hello again", in a new session.
             Reply::text("Hi again."),
+            // "a slow one": keel is stopped during the hold and restarted.
+            Reply::Stall {
+                text: SLOW.into(),
+                hold_ms: 5000,
+            },
             // "still there?", after keel restarted.
             Reply::text("Back after the restart."),
         ],
@@ -227,6 +239,7 @@ fn the_console_works_in_a_real_browser() {
         .env("KEEL_TOKEN", &token)
         .env("KEEL_WORKSPACE", &ws.root)
         .env("KEEL_SHOTS", &shots)
+        .env("KEEL_SLOW_ANSWER", SLOW)
         .env("KEEL_CHROMIUM", &browser.chromium)
         .env("KEEL_NODE_MODULES", &browser.modules)
         .stdin(Stdio::piped())
@@ -328,13 +341,28 @@ fn the_console_works_in_a_real_browser() {
     if let Some(to) = std::env::var_os("KEEL_CONSOLE_SCREENSHOT") {
         std::fs::write(&to, &png).expect("write KEEL_CONSOLE_SCREENSHOT");
     }
+    // All the pages, for a look (KEEL_CONSOLE_SHOTS=DIR).
+    if let Some(dir) = std::env::var_os("KEEL_CONSOLE_SHOTS") {
+        for e in std::fs::read_dir(&shots)
+            .expect("the screenshots")
+            .flatten()
+        {
+            let _ = std::fs::copy(e.path(), Path::new(&dir).join(e.file_name()));
+        }
+    }
     // The approval was answered in the browser, and the gate logged it.
     let gw = gw.expect("keel serve runs again after the restart");
     let audit = gw.get("/v1/audit?limit=0").expect(200);
     let logged = audit.as_array().into_iter().flatten().any(|r| {
-        r["skill"] == "notes" && r["capability"].as_str().is_some_and(|c| c.starts_with("kv"))
+        r["skill"] == "notes"
+            && r["capability"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("kv"))
     });
-    assert!(logged, "no kv decision for notes in the audit log: {audit:#}");
+    assert!(
+        logged,
+        "no kv decision for notes in the audit log: {audit:#}"
+    );
     assert_eq!(model.remaining(), 0, "every scripted reply was asked for");
     assert!(model.refusals().is_empty(), "{:?}", model.refusals());
 }

@@ -8,6 +8,7 @@
 //   KEEL_TOKEN         the gateway's token
 //   KEEL_WORKSPACE     the workspace keel serves (skills/ is in it)
 //   KEEL_SHOTS         a folder for screenshots (console.png goes there)
+//   KEEL_SLOW_ANSWER   the answer keel is restarted in the middle of
 //   KEEL_CHROMIUM      the browser (default /usr/bin/chromium)
 //   KEEL_NODE_MODULES  where playwright-core is installed (default: the
 //                      node_modules beside this file; scripts/browser-deps)
@@ -29,6 +30,7 @@ const URL_ = need('KEEL_URL');
 const TOKEN = need('KEEL_TOKEN');
 const WS = need('KEEL_WORKSPACE');
 const SHOTS = need('KEEL_SHOTS');
+const SLOW = need('KEEL_SLOW_ANSWER');
 const CHROMIUM = process.env.KEEL_CHROMIUM || '/usr/bin/chromium';
 /** The longest any one thing may take to show. */
 const WAIT = 20_000;
@@ -161,6 +163,7 @@ try {
   await toolCard.waitFor({ timeout: WAIT });
   check((await toolCard.locator('.tool-args').textContent()).includes('"milk"'), 'the call shows its arguments');
   await second.locator('.run-foot .chip-waiting_permission').waitFor({ timeout: WAIT });
+  await page.screenshot({ path: path.join(SHOTS, 'approval.png') });
   await inlineCard.locator('button[data-answer="yes"]').click();
   await runsFinished(2);
   await toolCard.locator('.chip-done').waitFor({ timeout: WAIT });
@@ -274,6 +277,7 @@ try {
   check((await notes.locator('.skill-error .message').textContent()).length > 0, 'with the message');
   await page.locator('#activity li.bad').first().waitFor({ timeout: WAIT });
   check((await page.textContent('#failures-badge')) === '1', 'the Skills tab counts the failure');
+  await page.screenshot({ path: path.join(SHOTS, 'skills-broken.png') });
   check((await page.locator('img:not([src="/assets/icon.svg"])').count()) === 0, 'the error is shown as text');
   fs.writeFileSync(src, good);
   await page.locator('.card[data-skill="notes"][data-state="loaded"]').waitFor({ timeout: WAIT });
@@ -316,21 +320,36 @@ try {
   await page.locator('#tool-detail .error-box:not([hidden])').waitFor({ timeout: WAIT });
   await page.waitForFunction(() => !document.querySelector('#tool-detail .error-box').textContent.includes('not JSON'), null, { timeout: WAIT });
   check((await page.textContent('#tool-detail .error-box')).length > 0, 'the server\'s refusal of a wrong type shows');
+  await page.screenshot({ path: path.join(SHOTS, 'tools.png') });
 
   // ---- Audit.
   step('the audit log');
   await page.click('a[data-view="audit"]');
   await page.locator('#audit-rows tr', { hasText: 'notes@1.0.0' }).first().waitFor({ timeout: WAIT });
   check((await page.locator('#audit-rows tr', { hasText: 'kv' }).count()) > 0, 'the kv decisions are logged');
+  await page.screenshot({ path: path.join(SHOTS, 'audit.png') });
 
-  // ---- keel restarts: the console says so and picks up again by itself.
-  step('keel restarts; the console reconnects by itself');
+  // ---- keel restarts in the middle of an answer: the console says so,
+  // picks up again by itself, and the answer resumes where it broke off
+  // (Last-Event-ID), with nothing lost or repeated.
+  step('keel restarts mid-answer; the console reconnects and resumes');
   await page.click('a[data-view="chat"]');
+  check((await page.textContent('#transcript')).includes('remember milk'), 'Chat comes back to the session that was open');
+  const before = await page.locator('.run').count();
+  await page.fill('#input', 'a slow one');
+  await page.press('#input', 'Enter');
+  const slow = page.locator('.run').nth(before);
+  await slow.locator('.md').waitFor({ timeout: WAIT });
+  check((await slow.locator('.md').textContent()) !== SLOW, 'the answer is still coming when keel stops');
   await ask('stop');
   await page.locator('#conn[data-state="reconnecting"]').waitFor({ timeout: WAIT });
   check((await page.textContent('#conn-text')) === 'reconnecting…', 'a visible reconnecting state');
+  await slow.locator('.reconnect:not([hidden])').waitFor({ timeout: WAIT });
   await ask('start');
   await page.locator('#conn[data-state="open"]').waitFor({ timeout: WAIT });
+  await page.locator('.run.finished', { hasText: SLOW }).waitFor({ timeout: WAIT });
+  check((await slow.locator('.md').textContent()) === SLOW, `resumed with nothing lost or repeated: ${await slow.locator('.md').textContent()}`);
+  check(await slow.locator('.reconnect').isHidden(), 'no longer reconnecting');
   await page.fill('#input', 'still there?');
   await page.press('#input', 'Enter');
   await page.locator('.run.finished', { hasText: 'Back after the restart.' }).waitFor({ timeout: WAIT });

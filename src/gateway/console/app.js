@@ -106,7 +106,12 @@ function timeText(ms) {
 }
 
 function toast(message, kind = 'error') {
-  const el = h('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, message);
+  const el = h('div', {
+    class: `toast toast-${kind}`,
+    role: kind === 'error' ? 'alert' : 'status',
+    title: 'click to dismiss',
+    onclick: () => el.remove(),
+  }, message);
   $('#toasts').append(el);
   setTimeout(() => el.remove(), kind === 'error' ? 9000 : 5000);
 }
@@ -674,7 +679,13 @@ function route() {
   for (const v of ['chat', 'skills', 'tools', 'audit']) $(`#view-${v}`).hidden = v !== view;
   for (const a of document.querySelectorAll('.tabs a')) a.classList.toggle('active', a.dataset.view === view);
   if (view === 'chat') {
-    const id = parts[1] ? decodeURIComponent(parts[1]) : null;
+    let id = parts[1] ? decodeURIComponent(parts[1]) : null;
+    // Back to Chat from another page: the session that was open.
+    if (!id && !state.newChat && state.sessionId) {
+      id = state.sessionId;
+      history.replaceState(null, '', `#/chat/${encodeURIComponent(id)}`);
+    }
+    state.newChat = false;
     if (id !== state.sessionId || !$('#transcript').children.length) openSession(id);
     $('#input').focus();
   } else if (view === 'skills') {
@@ -722,8 +733,13 @@ let skillsTimer = null;
 function operatorEvent(name, data) {
   if (name.startsWith('skill.') || name.startsWith('config.')) {
     addActivity(name, data);
-    clearTimeout(skillsTimer);
-    skillsTimer = setTimeout(refreshSkills, 100);
+    // A reload sends an event per skill: one listing for them all.
+    if (!skillsTimer) {
+      skillsTimer = setTimeout(() => {
+        skillsTimer = null;
+        refreshSkills();
+      }, 100);
+    }
     if (name === 'skill.failed') {
       const where = data.file ? `${shortPath(data.file)}${data.line ? `:${data.line}` : ''}: ` : '';
       toast(`skill failed to load — ${where}${data.message || data.error || ''}`);
@@ -769,10 +785,15 @@ function renderActivity() {
 // ---------------------------------------------------------------------------
 // Sessions.
 
+// At most one refresh waits at a time, and it is not put off by later
+// events (a busy stream would otherwise postpone it for ever).
 let sessionsTimer = null;
 function refreshSessionsSoon() {
-  clearTimeout(sessionsTimer);
-  sessionsTimer = setTimeout(refreshSessions, 150);
+  if (sessionsTimer) return;
+  sessionsTimer = setTimeout(() => {
+    sessionsTimer = null;
+    refreshSessions();
+  }, 150);
 }
 
 async function refreshSessions() {
@@ -1295,7 +1316,7 @@ function skillCard(e) {
   const pending = s?.pending_capabilities || [];
   return h(
     'div',
-    { class: `card skill skill-${st}`, dataset: { skill: e.name, state: st } },
+    { class: `card skill state-${st}`, dataset: { skill: e.name, state: st } },
     h(
       'div',
       { class: 'card-head' },
@@ -1424,6 +1445,14 @@ function showTool(name) {
 // ---------------------------------------------------------------------------
 // Audit.
 
+/** `allow`, `ask:approved` look good; `deny`, `ask:denied`, `ask:timeout` bad. */
+function decisionClass(decision) {
+  const d = String(decision);
+  if (/^allow|approved|always/.test(d)) return 'chip-done';
+  if (/deny|denied|refused|timeout|expired|no$/.test(d)) return 'chip-failed';
+  return 'chip-waiting_permission';
+}
+
 async function refreshAudit() {
   const limit = $('#audit-limit').value;
   let rows;
@@ -1442,7 +1471,7 @@ async function refreshAudit() {
     tb.append(
       h('tr', { class: `decision-${r.decision}` },
         h('td', { class: 'nowrap' }, timeText(r.at_ms)),
-        h('td', {}, h('span', { class: `chip chip-decision-${r.decision}` }, r.decision)),
+        h('td', {}, h('span', { class: `chip ${decisionClass(r.decision)}` }, r.decision)),
         h('td', {}, `${r.skill}@${r.version}`),
         h('td', {}, r.tool),
         h('td', {}, h('code', {}, r.capability)),
@@ -1476,9 +1505,9 @@ function init() {
   });
   input.addEventListener('input', autosize);
   $('#new-chat').addEventListener('click', () => {
-    if (location.hash === '#/chat') openSession(null);
+    state.newChat = true;
+    if (location.hash === '#/chat') route();
     else location.hash = '#/chat';
-    input.focus();
   });
   $('#skills-refresh').addEventListener('click', refreshSkills);
   $('#tools-refresh').addEventListener('click', refreshTools);
