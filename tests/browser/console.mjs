@@ -276,6 +276,7 @@ try {
   check(['error', 'failed'].includes(await notes.getAttribute('data-state')), 'the card shows the failure');
   check((await notes.locator('.skill-error .message').textContent()).length > 0, 'with the message');
   await page.locator('#activity li.bad').first().waitFor({ timeout: WAIT });
+  await page.locator('.toast-error', { hasText: 'main.luau:2' }).waitFor({ timeout: WAIT });
   check((await page.textContent('#failures-badge')) === '1', 'the Skills tab counts the failure');
   await page.screenshot({ path: path.join(SHOTS, 'skills-broken.png') });
   check((await page.locator('img:not([src="/assets/icon.svg"])').count()) === 0, 'the error is shown as text');
@@ -329,12 +330,25 @@ try {
   check((await page.locator('#audit-rows tr', { hasText: 'kv' }).count()) > 0, 'the kv decisions are logged');
   await page.screenshot({ path: path.join(SHOTS, 'audit.png') });
 
+  // ---- A reload: still signed in (sessionStorage), and the operator
+  // stream's replayed history (the failure above, long fixed) fills the
+  // feed without raising an alarm.
+  step('a reload keeps the sign-in; replayed history raises no alarm');
+  await page.reload();
+  await page.locator('#conn[data-state="open"]').waitFor({ timeout: WAIT });
+  check(await page.locator('#login').isHidden(), 'still signed in after a reload');
+  await page.click('a[data-view="skills"]');
+  await page.locator('.card[data-skill="notes"][data-state="loaded"]').waitFor({ timeout: WAIT });
+  await page.locator('#activity li.bad', { hasText: 'main.luau:2' }).waitFor({ timeout: WAIT });
+  check((await page.locator('.toast-error').count()) === 0, 'no error toast for a failure that is history');
+
   // ---- keel restarts in the middle of an answer: the console says so,
   // picks up again by itself, and the answer resumes where it broke off
   // (Last-Event-ID), with nothing lost or repeated.
   step('keel restarts mid-answer; the console reconnects and resumes');
   await page.click('a[data-view="chat"]');
-  check((await page.textContent('#transcript')).includes('remember milk'), 'Chat comes back to the session that was open');
+  // (after the reload too: the session open last is in sessionStorage)
+  await page.locator('#transcript .msg-user', { hasText: 'remember milk' }).waitFor({ timeout: WAIT });
   const before = await page.locator('.run').count();
   await page.fill('#input', 'a slow one');
   await page.press('#input', 'Enter');

@@ -18,6 +18,8 @@
 'use strict';
 
 const TOKEN_KEY = 'keel.token';
+/** The session open last, to come back to after a reload. */
+const SESSION_KEY = 'keel.session';
 /** Longest SSE line or event kept; a stream past this is broken off. */
 const MAX_SSE_BUFFER = 4 * 1024 * 1024;
 /** Longest text the markdown renderer parses; longer text shows as is. */
@@ -610,16 +612,24 @@ const state = {
   approvalCards: new Map(),
   ops: null,
   opsConnected: false,
+  everConnected: false,
+  replayUntil: 0,
+  /** Failures in the last skills listing (null before the first). */
+  failureKeys: null,
+  newChat: false,
+  sending: false,
   activity: [],
 };
 
 function signedOut(message) {
   auth.token = '';
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(SESSION_KEY);
   state.ops?.close();
   state.ops = null;
   for (const r of state.runs.values()) r.close();
   state.runs.clear();
+  state.failureKeys = null;
   $('#app').hidden = true;
   $('#login').hidden = false;
   const err = $('#login-error');
@@ -681,8 +691,9 @@ function route() {
   if (view === 'chat') {
     let id = parts[1] ? decodeURIComponent(parts[1]) : null;
     // Back to Chat from another page: the session that was open.
-    if (!id && !state.newChat && state.sessionId) {
-      id = state.sessionId;
+    const last = state.sessionId || sessionStorage.getItem(SESSION_KEY);
+    if (!id && !state.newChat && last) {
+      id = last;
       history.replaceState(null, '', `#/chat/${encodeURIComponent(id)}`);
     }
     state.newChat = false;
@@ -723,7 +734,11 @@ function connectOperatorStream() {
         if (state.view === 'tools') refreshTools();
         if (state.view === 'audit') refreshAudit();
       }
-      if (s === 'open') state.everConnected = true;
+      if (s === 'open') {
+        state.everConnected = true;
+        // What the server replays at once on connecting is history.
+        state.replayUntil = performance.now() + 500;
+      }
     },
     onEvent: operatorEvent,
   });
@@ -740,10 +755,10 @@ function operatorEvent(name, data) {
         refreshSkills();
       }, 100);
     }
-    if (name === 'skill.failed') {
-      const where = data.file ? `${shortPath(data.file)}${data.line ? `:${data.line}` : ''}: ` : '';
-      toast(`skill failed to load — ${where}${data.message || data.error || ''}`);
-    } else if (name === 'config.failed') {
+    // Skill failures are toasted from the listing (renderSkills), which
+    // knows whether they still stand; a config failure only from the live
+    // part of the stream, not from the history replayed on connecting.
+    if (name === 'config.failed' && performance.now() > state.replayUntil) {
       toast(`keel.toml was not applied — ${data.error || ''}`);
     }
   } else if (name.startsWith('approval.')) {
@@ -833,6 +848,8 @@ async function openSession(id) {
   state.runs.clear();
   state.approvalCards.clear();
   state.sessionId = id;
+  if (id) sessionStorage.setItem(SESSION_KEY, id);
+  else sessionStorage.removeItem(SESSION_KEY);
   renderSessions();
   const t = clear($('#transcript'));
   if (!id) {
@@ -849,6 +866,7 @@ async function openSession(id) {
     ]);
   } catch (e) {
     if (state.sessionId !== id) return;
+    if (e.status === 404) sessionStorage.removeItem(SESSION_KEY);
     clear(t).append(h('div', { class: 'error-box' }, e.message));
     return;
   }
@@ -977,7 +995,8 @@ async function send(ev) {
   ev?.preventDefault();
   const input = $('#input');
   const text = input.value;
-  if (!text.trim()) return;
+  if (!text.trim() || state.sending) return;
+  state.sending = true;
   const button = $('#send');
   button.disabled = true;
   try {
@@ -986,6 +1005,7 @@ async function send(ev) {
       const s = await api('POST', '/v1/sessions', { title: oneLine(text) });
       id = s.id;
       state.sessionId = id;
+      sessionStorage.setItem(SESSION_KEY, id);
       // Not a navigation: the (empty) transcript stays.
       history.replaceState(null, '', `#/chat/${encodeURIComponent(id)}`);
       clear($('#transcript'));
@@ -1002,6 +1022,7 @@ async function send(ev) {
   } catch (e) {
     toast(`not sent: ${e.message}`);
   } finally {
+    state.sending = false;
     button.disabled = false;
     input.focus();
   }
@@ -1247,11 +1268,30 @@ function renderSkills() {
     return byName.get(name);
   };
   for (const s of skills) entry(s.name).skill = s;
+  // Disabled skills, wherever the listing puts them.
+  for (const d of Array.isArray(r.disabled) ? r.disabled : []) {
+    const name = typeof d === 'string' ? d : d && d.name;
+    if (!name) continue;
+    const e = entry(name);
+    e.skill = { ...(typeof d === 'object' ? d : {}), ...(e.skill || {}), name, disabled: true };
+  }
   for (const f of failures) {
     // By name where the manifest got that far, else by where it is.
     const name = f.skill ? f.skill.split('@')[0] : shortPath(f.origin?.path || '?');
     entry(name).failures.push(f);
   }
+  // Toast the failures that are new since the last listing: they stand
+  // now, unlike events replayed from before the page was opened.
+  const keys = new Set(failures.map((f) => `${f.origin?.path}\n${f.error}`));
+  if (state.failureKeys) {
+    for (const f of failures) {
+      if (state.failureKeys.has(`${f.origin?.path}\n${f.error}`)) continue;
+      const l = located(f.error);
+      const where = l.file ? `${shortPath(l.file)}:${l.line}: ` : '';
+      toast(`${f.skill || shortPath(f.origin?.path)} failed to load — ${where}${l.message}`);
+    }
+  }
+  state.failureKeys = keys;
   const list = clear($('#skill-list'));
   const names = [...byName.keys()].sort();
   const failed = [...byName.values()].filter((e) => e.failures.length).length;
