@@ -216,6 +216,17 @@ fn the_console_works_in_a_real_browser() {
             Reply::text(XSS),
             // "hello again", in a new session.
             Reply::text("Hi again."),
+            // "quick 1" … "quick 6", sent faster than they are answered.
+            // The first holds, so the others wait in the lane meanwhile.
+            Reply::Stall {
+                text: "Answer 1.".into(),
+                hold_ms: 1500,
+            },
+            Reply::text("Answer 2."),
+            Reply::text("Answer 3."),
+            Reply::text("Answer 4."),
+            Reply::text("Answer 5."),
+            Reply::text("Answer 6."),
             // "a slow one": keel is stopped during the hold and restarted.
             Reply::Stall {
                 text: SLOW.into(),

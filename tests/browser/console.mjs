@@ -249,6 +249,27 @@ try {
   await page.press('#input', 'Enter');
   await runsFinished(1);
   check((await page.locator('.run .md').textContent()).includes('Hi again.'), 'the new session answered');
+  // Messages faster than answers: they queue in the session's lane, and
+  // the console follows at most a few run streams at once (a browser has
+  // about six connections per server): every answer still arrives, in order.
+  await page.evaluate(() => {
+    window.__mostStreams = 0;
+    new MutationObserver(() => {
+      const n = document.querySelectorAll('.run[data-stream="open"]').length;
+      window.__mostStreams = Math.max(window.__mostStreams, n);
+    }).observe(document.querySelector('#transcript'), { subtree: true, childList: true, attributes: true, attributeFilter: ['data-stream'] });
+  });
+  for (let k = 1; k <= 6; k++) {
+    await page.fill('#input', `quick ${k}`);
+    await page.press('#input', 'Enter');
+    await page.locator('.msg-user', { hasText: `quick ${k}` }).waitFor({ timeout: WAIT });
+  }
+  await runsFinished(7);
+  const most = await page.evaluate(() => window.__mostStreams);
+  console.log(`  run streams open at once, at most: ${most}`);
+  check(most >= 1 && most <= 3, `at most 3 run streams open at once (saw ${most})`);
+  const quick = await page.locator('.run .md').allTextContents();
+  check(JSON.stringify(quick.slice(1)) === JSON.stringify([1, 2, 3, 4, 5, 6].map((k) => `Answer ${k}.`)), `every queued answer, in order: ${quick}`);
   await page.locator('#session-list li').nth(1).waitFor({ timeout: WAIT });
   check((await page.locator('#session-list li').count()) === 2, 'two sessions listed');
   await page.locator('#session-list li', { hasText: 'Show me some markdown' }).locator('button').click();

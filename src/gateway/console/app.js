@@ -28,6 +28,8 @@ const MAX_MARKDOWN = 200_000;
 const MAX_DEPTH = 8;
 /** Reconnect delays grow from the first to the last, then stay. */
 const BACKOFF_MS = [300, 700, 1500, 3000, 5000];
+/** Run event streams open at once (see nextRun). */
+const MAX_RUN_STREAMS = 3;
 /** Entries kept in the skills page's live feed. */
 const MAX_ACTIVITY = 50;
 
@@ -608,6 +610,8 @@ const state = {
   tools: null,
   /** Run views of the shown session, by run id. */
   runs: new Map(),
+  /** Runs waiting for a stream of their own, oldest first. */
+  runQueue: [],
   /** Approval cards in the chat, by approval id: functions to mark them. */
   approvalCards: new Map(),
   ops: null,
@@ -627,7 +631,8 @@ function signedOut(message) {
   sessionStorage.removeItem(SESSION_KEY);
   state.ops?.close();
   state.ops = null;
-  for (const r of state.runs.values()) r.close();
+  state.runQueue = [];
+  for (const r of [...state.runs.values()]) r.close();
   state.runs.clear();
   state.failureKeys = null;
   $('#app').hidden = true;
@@ -844,7 +849,8 @@ function renderSessions() {
 }
 
 async function openSession(id) {
-  for (const r of state.runs.values()) r.close();
+  state.runQueue = [];
+  for (const r of [...state.runs.values()]) r.close();
   state.runs.clear();
   state.approvalCards.clear();
   state.sessionId = id;
@@ -1102,12 +1108,11 @@ function followRun(runId) {
       cancel.remove();
       foot.querySelector('.reconnect').hidden = true;
       el.classList.add('finished');
-      stream.close();
-      state.runs.delete(runId);
+      follower.close();
       refreshSessionsSoon();
     }
   };
-  const stream = new EventStream(`/v1/runs/${encodeURIComponent(runId)}/events`, {
+  const open = () => new EventStream(`/v1/runs/${encodeURIComponent(runId)}/events`, {
     onEvent,
     isDone: () => finished,
     onState: (s, detail) => {
@@ -1124,7 +1129,41 @@ function followRun(runId) {
       }
     },
   });
-  state.runs.set(runId, stream);
+  // data-stream: queued (waiting for a connection), open, closed.
+  el.dataset.stream = 'queued';
+  const follower = {
+    stream: null,
+    open() {
+      el.dataset.stream = 'open';
+      this.stream = open();
+    },
+    close() {
+      el.dataset.stream = 'closed';
+      this.stream?.close();
+      if (state.runs.get(runId) === this) state.runs.delete(runId);
+      const i = state.runQueue.indexOf(this);
+      if (i >= 0) state.runQueue.splice(i, 1);
+      nextRun();
+    },
+  };
+  state.runs.set(runId, follower);
+  state.runQueue.push(follower);
+  nextRun();
+}
+
+/**
+ * Opens queued run streams while fewer than MAX_RUN_STREAMS are open. A
+ * browser keeps about six connections to one server; each stream holds
+ * one, and the API calls need some left. Runs of a session go one at a
+ * time anyway, so a queued run's stream misses nothing by waiting.
+ */
+function nextRun() {
+  let open = 0;
+  for (const f of state.runs.values()) if (f.stream) open++;
+  while (open < MAX_RUN_STREAMS && state.runQueue.length) {
+    state.runQueue.shift().open();
+    open++;
+  }
 }
 
 async function cancelRun(runId, button) {
