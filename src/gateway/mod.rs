@@ -34,6 +34,7 @@
 
 mod api;
 pub mod auth;
+mod console;
 mod hub;
 mod openai;
 mod routes;

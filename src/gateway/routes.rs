@@ -25,6 +25,8 @@ pub fn router(gw: Gw) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(super::console::index))
+        .route("/assets/{file}", get(super::console::asset))
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route("/v1/sessions/{id}", get(get_session))
         .route(

@@ -29,8 +29,13 @@ impl Serve {
     }
 
     pub fn start_with(ws: &Ws, env: &[(&str, &str)]) -> Self {
+        Self::start_at(ws, "127.0.0.1:0", env)
+    }
+
+    /// Starts it on `listen` (a restart on the address it had before).
+    pub fn start_at(ws: &Ws, listen: &str, env: &[(&str, &str)]) -> Self {
         let mut cmd = ws.keel();
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
