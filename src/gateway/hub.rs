@@ -4,8 +4,7 @@
 //! with an id `BOOT-SEQ` (`BOOT` is random per start), so a client that
 //! reconnects with `Last-Event-ID` gets what it missed while it was away;
 //! after a restart (another `BOOT`) or a gap longer than the ring, it gets
-//! the whole ring. A new client (no `Last-Event-ID`) gets what happens from
-//! now on. These events describe the live process; what must
+//! the whole ring, as a new client (no `Last-Event-ID`) does. These events describe the live process; what must
 //! survive a restart (runs, approvals, skills' state) is in the store and
 //! the other routes.
 
@@ -61,15 +60,12 @@ impl Hub {
         format!("{}-{seq}", self.boot)
     }
 
-    /// Where a client resumes: a new client (no `Last-Event-ID`) from now
-    /// on; one that names an event of this start, right after it; one
-    /// that names anything else (an event of an earlier start), from the
-    /// oldest event kept.
+    /// Where a client resumes: right after the event its `Last-Event-ID`
+    /// names, if that is an event of this start; else (a new client, or
+    /// one that saw an earlier start) from the oldest event kept, so a
+    /// page opened now still shows what just happened.
     pub fn resume_after(&self, last_event_id: Option<&str>) -> u64 {
-        let Some(id) = last_event_id else {
-            return *self.latest.borrow();
-        };
-        let Some((boot, seq)) = id.rsplit_once('-') else {
+        let Some((boot, seq)) = last_event_id.and_then(|id| id.rsplit_once('-')) else {
             return 0;
         };
         if boot != self.boot {
@@ -108,9 +104,8 @@ mod tests {
         assert_eq!(hub.next_after(after).unwrap().seq, 501);
         assert_eq!(hub.resume_after(Some("other-500")), 0);
         assert_eq!(hub.resume_after(Some("garbage")), 0);
-        // A new client starts from now.
-        let now = hub.resume_after(None);
-        assert!(hub.next_after(now).is_none());
+        // A new client gets everything kept.
+        assert_eq!(hub.resume_after(None), 0);
         assert!(hub.next_after((HUB_KEEP + 10) as u64).is_none());
     }
 }

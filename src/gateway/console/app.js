@@ -1347,7 +1347,8 @@ function renderSkills() {
 
 function skillState(e) {
   const s = e.skill;
-  if (s && (s.disabled === true || s.state === 'disabled')) return 'disabled';
+  // `keel skills --json` marks each skill `"enabled": true|false`.
+  if (s && (s.enabled === false || s.disabled === true || s.state === 'disabled')) return 'disabled';
   if (e.failures.length && !s) return 'failed';
   if (e.failures.length) return 'error';
   return 'loaded';
