@@ -369,6 +369,7 @@ impl Kernel {
         SearchPath {
             dirs,
             builtin: self.0.config.builtin_skills,
+            checked_schemas: Some(self.0.data_dir.join("tool-schemas.checked")),
         }
     }
 
