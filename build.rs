@@ -27,12 +27,18 @@
 //! `KEEL_SYMBOL_ORDER=0` turns it off; `KEEL_LINK_MAP=FILE` also writes the
 //! linker's map (for `scripts/order-symbols`, which reads the profile's
 //! symbol names from it: a stripped binary has none).
+//!
+//! The decision is a pure function ([`plan`]) that `tests/build_script.rs`
+//! includes and tests, with a real link.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The folder, not a file: a list that does not exist yet would make
+    // cargo rerun this script (and relink) at every build.
+    println!("cargo:rerun-if-changed=build");
     for var in [
         "KEEL_SYMBOL_ORDER",
         "KEEL_LINK_MAP",
@@ -42,81 +48,145 @@ fn main() {
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    let Some(profile) = profile() else {
+    let env = |k: &str| std::env::var(k).ok();
+    let Some(out_dir) = env("OUT_DIR").map(PathBuf::from) else {
         return;
     };
-    // The folder, not the file: a file that does not exist yet would make
-    // cargo rerun this script (and relink) at every build.
-    println!("cargo:rerun-if-changed=build");
-    let list = Path::new("build").join(format!("symbol-order-{profile}.txt"));
-    if let Err(why) = lld_applies() {
-        note(&profile, &why);
-        return;
-    }
-    if let Some(map) = std::env::var_os("KEEL_LINK_MAP") {
-        println!(
-            "cargo:rustc-link-arg-bin=keel=-Wl,-Map={}",
-            PathBuf::from(map).display()
-        );
-        println!("cargo:rustc-link-arg-bin=keel=-Wl,--no-demangle");
-    }
-    if std::env::var("KEEL_SYMBOL_ORDER").as_deref() == Ok("0") {
-        return;
-    }
-    let Ok(text) = std::fs::read_to_string(&list) else {
+    let Some(profile) = profile(
+        &out_dir,
+        env("OPT_LEVEL").as_deref(),
+        env("DEBUG").as_deref(),
+    ) else {
         return;
     };
-    let made_with = text
+    let list_path = Path::new("build").join(format!("symbol-order-{profile}.txt"));
+    let rustc = rustc_version();
+    let build = Build {
+        profile: &profile,
+        target: env("TARGET").unwrap_or_default(),
+        rustc: rustc.as_deref(),
+        linker_env: [
+            "RUSTC_LINKER",
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
+        ]
+        .into_iter()
+        .filter(|k| env(k).is_some_and(|v| !v.is_empty()))
+        .collect(),
+        rustflags: env("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default(),
+        disabled: env("KEEL_SYMBOL_ORDER").as_deref() == Some("0"),
+        link_map: env("KEEL_LINK_MAP").map(PathBuf::from),
+    };
+    // A copy in OUT_DIR is what the linker reads: the checked-in file may
+    // change or vanish (a checkout, the script rewriting it) before the
+    // link, and a missing file would fail it.
+    let list = std::fs::read_to_string(&list_path).ok();
+    let copy = out_dir.join("symbol-order.txt");
+    let plan = plan(&build, list.as_deref(), &list_path, &copy);
+    if let Some(why) = &plan.note
+        && profile == "dist"
+    {
+        // Only for the build that ships: a warning at every release build
+        // of every user on another toolchain would be noise.
+        println!("cargo:warning=function order not applied: {why}");
+    }
+    if plan
+        .args
+        .iter()
+        .any(|a| a.contains("--symbol-ordering-file"))
+        && std::fs::write(&copy, list.unwrap_or_default()).is_err()
+    {
+        return;
+    }
+    for arg in plan.args {
+        println!("cargo:rustc-link-arg-bin=keel={arg}");
+    }
+}
+
+/// What is being built, as build.rs sees it.
+pub struct Build<'a> {
+    /// `bench`, `release` or `dist`.
+    pub profile: &'a str,
+    /// The target triple.
+    pub target: String,
+    /// `rustc --version`.
+    pub rustc: Option<&'a str>,
+    /// Variables set that choose a linker.
+    pub linker_env: Vec<&'static str>,
+    /// `CARGO_ENCODED_RUSTFLAGS`.
+    pub rustflags: String,
+    /// `KEEL_SYMBOL_ORDER=0`.
+    pub disabled: bool,
+    /// `KEEL_LINK_MAP`.
+    pub link_map: Option<PathBuf>,
+}
+
+/// The linker arguments for the keel binary, and why the order was left
+/// out (when it was).
+pub struct Plan {
+    pub args: Vec<String>,
+    pub note: Option<String>,
+}
+
+/// Decides, from what is built and the list's text (`None`: no list for
+/// this profile), what to pass to the linker. `copy` is where the list
+/// will be for the linker.
+pub fn plan(b: &Build<'_>, list: Option<&str>, list_path: &Path, copy: &Path) -> Plan {
+    let mut args = Vec::new();
+    if let Err(why) = lld_applies(b) {
+        return Plan {
+            args,
+            note: Some(why),
+        };
+    }
+    if let Some(map) = &b.link_map {
+        args.push(format!("-Wl,-Map={}", map.display()));
+        args.push("-Wl,--no-demangle".to_string());
+    }
+    if b.disabled {
+        return Plan { args, note: None };
+    }
+    let Some(list) = list else {
+        let note = format!("no {}", list_path.display());
+        return Plan {
+            args,
+            note: Some(note),
+        };
+    };
+    let made_with = list
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("# made with "))
         .map(str::trim);
-    let rustc = rustc_version();
-    if made_with != rustc.as_deref() {
-        note(
-            &profile,
-            &format!(
-                "{} was made with {}, this build uses {}; not used (regenerate it with scripts/order-symbols {profile})",
-                list.display(),
-                made_with.unwrap_or("an unknown rustc"),
-                rustc.as_deref().unwrap_or("an unknown rustc")
-            ),
+    if made_with.is_none() || made_with != b.rustc {
+        let note = format!(
+            "{} was made with {}, this build uses {}; regenerate it with scripts/order-symbols {}",
+            list_path.display(),
+            made_with.unwrap_or("an unknown rustc"),
+            b.rustc.unwrap_or("an unknown rustc"),
+            b.profile
         );
-        return;
+        return Plan {
+            args,
+            note: Some(note),
+        };
     }
-    let Ok(abs) = std::path::absolute(&list) else {
-        return;
-    };
-    println!(
-        "cargo:rustc-link-arg-bin=keel=-Wl,--symbol-ordering-file={}",
-        abs.display()
-    );
-    println!("cargo:rustc-link-arg-bin=keel=-Wl,--no-warn-symbol-ordering");
-}
-
-/// Says why the list was left out, when someone is likely to care: only
-/// for `dist`, the build that ships (a warning on every release build of
-/// every user on another toolchain would be noise).
-fn note(profile: &str, why: &str) {
-    if profile == "dist" {
-        println!("cargo:warning=function order not applied: {why}");
-    }
+    args.push(format!("-Wl,--symbol-ordering-file={}", copy.display()));
+    // Names the code no longer has are skipped without a word.
+    args.push("-Wl,--no-warn-symbol-ordering".to_string());
+    Plan { args, note: None }
 }
 
 /// The profile being built, when it is one of the optimised ones. Cargo
 /// does not tell build scripts its name: `OUT_DIR` is under
 /// `<target>/<profile dir>/build/`, and `bench` shares `release`'s folder,
 /// told apart by its line tables (`DEBUG`).
-fn profile() -> Option<String> {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR")?);
-    let dir = out.ancestors().nth(3)?.file_name()?.to_str()?.to_string();
-    let opt = std::env::var("OPT_LEVEL").ok()?;
-    if opt == "0" {
+pub fn profile(out_dir: &Path, opt_level: Option<&str>, debug: Option<&str>) -> Option<String> {
+    let dir = out_dir.ancestors().nth(3)?.file_name()?.to_str()?;
+    if opt_level.is_none_or(|o| o == "0") {
         return None;
     }
-    let debug = std::env::var("DEBUG").is_ok_and(|d| d == "true");
-    match dir.as_str() {
-        "release" if debug => Some("bench".into()),
+    match dir {
+        "release" if debug == Some("true") => Some("bench".into()),
         "release" => Some("release".into()),
         "dist" => Some("dist".into()),
         _ => None,
@@ -125,33 +195,32 @@ fn profile() -> Option<String> {
 
 /// Whether the link surely goes through rustc's own lld: x86_64 Linux
 /// (GNU), rustc ≥ 1.90, and nothing that picks another linker.
-fn lld_applies() -> Result<(), String> {
-    let target = std::env::var("TARGET").unwrap_or_default();
-    if target != "x86_64-unknown-linux-gnu" {
+pub fn lld_applies(b: &Build<'_>) -> Result<(), String> {
+    if b.target != "x86_64-unknown-linux-gnu" {
         return Err(format!(
-            "target {target} (only x86_64-unknown-linux-gnu links with rust-lld by default)"
+            "target {} (only x86_64-unknown-linux-gnu links with rust-lld by default)",
+            b.target
         ));
     }
-    for var in [
-        "RUSTC_LINKER",
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
-    ] {
-        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-            return Err(format!("{var} chooses the linker"));
-        }
+    if let Some(var) = b.linker_env.first() {
+        return Err(format!("{var} chooses the linker"));
     }
-    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("link") {
+    // `-C linker=…`, `-C link-arg…`, `-C linker-features=…`,
+    // `-C link-self-contained=…`: any of them may mean another linker.
+    if b.rustflags.contains("link") {
         return Err("RUSTFLAGS has linker settings".into());
     }
-    let minor = rustc_version()
-        .as_deref()
+    let minor = b
+        .rustc
         .and_then(|v| v.strip_prefix("rustc 1."))
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.parse::<u32>().ok());
     match minor {
         Some(m) if m >= 90 => Ok(()),
-        _ => Err("rustc before 1.90 links with the system linker".into()),
+        _ => Err(format!(
+            "{} links with the system linker (rust-lld is the default from 1.90)",
+            b.rustc.unwrap_or("this rustc")
+        )),
     }
 }
 
