@@ -22,7 +22,37 @@ fn build() -> Build<'static> {
         rustflags: String::new(),
         disabled: false,
         link_map: None,
+        host: "x86_64-unknown-linux-gnu".into(),
+        glibc: Some((2, 36)),
     }
+}
+
+fn packed(b: &Build<'_>) -> bool {
+    plan(b, None, Path::new("x"), Path::new("y"))
+        .args
+        .iter()
+        .any(|a| a == "-Wl,-z,pack-relative-relocs")
+}
+
+#[test]
+fn relocations_are_packed_only_for_this_machine_with_glibc_2_36_or_newer() {
+    assert!(packed(&build()));
+    let mut b = build();
+    b.glibc = Some((2, 35));
+    assert!(!packed(&b), "older glibc cannot load DT_RELR");
+    b.glibc = Some((3, 0));
+    assert!(packed(&b));
+    b.glibc = None;
+    assert!(!packed(&b), "glibc unknown (musl, no getconf)");
+    let mut b = build();
+    b.profile = "dist";
+    assert!(!packed(&b), "dist ships to other machines");
+    let mut b = build();
+    b.host = "aarch64-unknown-linux-gnu".into();
+    assert!(!packed(&b), "cross-built: not for this machine");
+    let mut b = build();
+    b.linker_env = vec!["RUSTC_LINKER"];
+    assert!(!packed(&b), "another linker");
 }
 
 fn list() -> String {
@@ -123,6 +153,8 @@ fn the_link_map_is_asked_for_only_where_the_option_exists() {
     let mut b = build();
     b.link_map = Some(PathBuf::from("/tmp/k.map"));
     let p = plan(&b, None, Path::new("x"), Path::new("y"));
+    b.glibc = None;
+    let p = plan(&b, None, Path::new("x"), Path::new("y"));
     assert_eq!(p.args, ["-Wl,-Map=/tmp/k.map", "-Wl,--no-demangle"]);
     b.target = "x86_64-apple-darwin".into();
     assert!(
@@ -165,7 +197,7 @@ fn the_profile_is_read_from_the_output_folder() {
 /// Links a small program with rustc's default linker and the given list;
 /// returns the addresses of its two marked functions, or `None` where the
 /// list does not apply (not rust-lld).
-fn link_with(dir: &Path, list: &str) -> Option<(u64, u64)> {
+fn link_with(dir: &Path, list: &str, pack: bool) -> Option<(u64, u64)> {
     let version = Command::new("rustc").arg("--version").output().ok()?;
     let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
     let b = Build {
@@ -199,6 +231,7 @@ fn link_with(dir: &Path, list: &str) -> Option<(u64, u64)> {
             file.display()
         ))
         .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering")
+        .args(pack.then_some("-Clink-arg=-Wl,-z,pack-relative-relocs"))
         .arg("-o")
         .arg(&exe)
         .arg(&src)
@@ -209,6 +242,7 @@ fn link_with(dir: &Path, list: &str) -> Option<(u64, u64)> {
         "the link failed with list {list:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It loads and runs (packed relocations applied by this glibc).
     let ran = Command::new(&exe).output().expect("run");
     assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "3");
     let nm = Command::new("nm").arg(&exe).output().expect("nm");
@@ -227,13 +261,20 @@ fn the_linker_follows_the_list_and_stale_or_garbage_names_never_break_the_link()
     let dir = tempfile::tempdir().expect("tempdir");
     let header = format!("# made with {RUSTC}\n# a comment\n");
     // The order is the list's, whichever way round.
-    let Some((a, b)) = link_with(dir.path(), &format!("{header}keel_order_b\nkeel_order_a\n"))
-    else {
+    let Some((a, b)) = link_with(
+        dir.path(),
+        &format!("{header}keel_order_b\nkeel_order_a\n"),
+        false,
+    ) else {
         return;
     };
     assert!(b < a, "b listed first, yet a={a:#x} b={b:#x}");
-    let (a, b) = link_with(dir.path(), &format!("{header}keel_order_a\nkeel_order_b\n"))
-        .expect("linked before");
+    let (a, b) = link_with(
+        dir.path(),
+        &format!("{header}keel_order_a\nkeel_order_b\n"),
+        false,
+    )
+    .expect("linked before");
     assert!(a < b, "a listed first, yet a={a:#x} b={b:#x}");
     // Stale names, garbage, a data symbol, a name listed twice, a very long
     // line, blank lines, no final newline: still a working program.
@@ -241,7 +282,39 @@ fn the_linker_follows_the_list_and_stale_or_garbage_names_never_break_the_link()
         "{header}_ZN4keel4gone17h0000000000000000E\n\n   \n\u{fffd}\u{1}\t*\n{}\nkeel_order_b\nkeel_order_b\n_DYNAMIC\n__bss_start\nkeel_order_a",
         "x".repeat(100_000)
     );
-    let (a, b) = link_with(dir.path(), &junk).expect("linked before");
+    let (a, b) = link_with(dir.path(), &junk, false).expect("linked before");
     assert!(b < a, "the good names still order: a={a:#x} b={b:#x}");
-    link_with(dir.path(), "").expect("an empty list");
+    link_with(dir.path(), "", false).expect("an empty list");
+}
+
+#[test]
+fn a_binary_with_packed_relocations_runs_where_build_rs_would_pack_them() {
+    let here = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let newer = here
+        .strip_prefix("glibc 2.")
+        .and_then(|m| m.split('.').next()?.parse::<u32>().ok())
+        .is_some_and(|m| m >= 36);
+    if !newer {
+        eprintln!("skipped: {here:?} is older than 2.36 or not glibc");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = format!("# made with {RUSTC}\nkeel_order_b\nkeel_order_a\n");
+    if let Some((a, b)) = link_with(dir.path(), &list, true) {
+        assert!(b < a);
+        let elf = Command::new("readelf")
+            .args(["-S", "-W"])
+            .arg(dir.path().join("p"))
+            .output()
+            .expect("readelf");
+        assert!(
+            String::from_utf8_lossy(&elf.stdout).contains(".relr.dyn"),
+            "no packed relocations"
+        );
+    }
 }
