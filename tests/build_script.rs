@@ -152,7 +152,6 @@ fn the_list_is_passed_only_when_rust_lld_surely_links_and_the_list_is_this_rustc
 fn the_link_map_is_asked_for_only_where_the_option_exists() {
     let mut b = build();
     b.link_map = Some(PathBuf::from("/tmp/k.map"));
-    let p = plan(&b, None, Path::new("x"), Path::new("y"));
     b.glibc = None;
     let p = plan(&b, None, Path::new("x"), Path::new("y"));
     assert_eq!(p.args, ["-Wl,-Map=/tmp/k.map", "-Wl,--no-demangle"]);
