@@ -225,6 +225,13 @@ pub fn run(ctx: Ctx<'_>, scope: Option<&Path>) -> Result<Check, CommandError> {
             checked.push(entry);
             continue;
         }
+        // Every schema afresh: discovery may have taken one as checked
+        // from the data directory's record (`skill::checked_schemas`).
+        if let Err(e) = s.manifest.check_schemas(&s.source.manifest_path) {
+            lines.push(crate::text::escape_control_keep_lines(&e.to_string()).into_owned());
+            problems += 1;
+            continue;
+        }
         match kernel.instantiate(s) {
             Ok(_) => {
                 let mut t = Text::new();

@@ -508,6 +508,7 @@ impl Kernel {
         SearchPath {
             dirs,
             builtin: self.config().builtin_skills,
+            checked_schemas: Some(self.0.data_dir.join("tool-schemas.checked")),
         }
     }
 

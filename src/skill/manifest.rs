@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::capability::{CapabilityError, CapabilityKind, CapabilityRule, ScopeBase, ScopeKind};
 use crate::config::toml_error_line;
+use crate::skill::checked_schemas::CheckedSchemas;
 
 /// The language of a script, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -53,6 +54,9 @@ pub struct ToolSpec {
     /// The compiled schema, built on first use: listing tools never pays
     /// for it (a compiled validator costs far more memory than the text).
     validator: Arc<OnceLock<Result<jsonschema::Validator, String>>>,
+    /// The manifest line that declares the tool (1 for tools built in
+    /// code), for errors found after parsing.
+    line: usize,
 }
 
 impl ToolSpec {
@@ -63,11 +67,13 @@ impl ToolSpec {
             description: description.to_string(),
             parameters,
             validator: Arc::default(),
+            line: 1,
         }
     }
 
     /// The compiled argument schema. The schema passed meta-validation when
-    /// the manifest was parsed; what only compiling finds (an unresolvable
+    /// the manifest was parsed (or an identical text did before: see
+    /// [`CheckedSchemas`]); what only compiling finds (an unresolvable
     /// `$ref`, a bad regex) is reported here, naming the tool.
     pub fn validator(&self) -> Result<&jsonschema::Validator, String> {
         self.validator
@@ -193,7 +199,28 @@ impl SkillManifest {
         default_entry: Option<&Path>,
         base: &ScopeBase<'_>,
     ) -> Result<Self, ManifestError> {
-        Self::parse_checked(text, file, default_entry, base, true)
+        Self::parse_checked(
+            text,
+            file,
+            default_entry,
+            base,
+            Some(&mut CheckedSchemas::new()),
+        )
+    }
+
+    /// [`parse`](Self::parse), taking each tool schema whose exact text is
+    /// in `schemas` as already checked against the meta-schema (and adding
+    /// those it checks now). Discovery passes the set kept in the data
+    /// directory, so a start checks only new or edited schemas; the errors
+    /// are the same as `parse`'s.
+    pub fn parse_with(
+        text: &str,
+        file: &Path,
+        default_entry: Option<&Path>,
+        base: &ScopeBase<'_>,
+        schemas: &mut CheckedSchemas,
+    ) -> Result<Self, ManifestError> {
+        Self::parse_checked(text, file, default_entry, base, Some(schemas))
     }
 
     /// A built-in skill's manifest: the same parse, without checking each
@@ -207,7 +234,23 @@ impl SkillManifest {
         file: &Path,
         base: &ScopeBase<'_>,
     ) -> Result<Self, ManifestError> {
-        Self::parse_checked(text, file, None, base, false)
+        Self::parse_checked(text, file, None, base, None)
+    }
+
+    /// Checks every tool's schema against the JSON Schema meta-schema
+    /// afresh, whatever was checked before: `keel check`'s guarantee that
+    /// it judges the schemas themselves, not a record of an earlier check.
+    /// `file` is the manifest's path, for the error (the same error as a
+    /// parse gives).
+    pub fn check_schemas(&self, file: &Path) -> Result<(), ManifestError> {
+        for t in &self.tools {
+            jsonschema::meta::validate(&t.parameters).map_err(|e| ManifestError {
+                file: file.to_path_buf(),
+                line: t.line,
+                message: schema_error(&t.name, &e),
+            })?;
+        }
+        Ok(())
     }
 
     fn parse_checked(
@@ -215,7 +258,7 @@ impl SkillManifest {
         file: &Path,
         default_entry: Option<&Path>,
         base: &ScopeBase<'_>,
-        check_schemas: bool,
+        mut schemas: Option<&mut CheckedSchemas>,
     ) -> Result<Self, ManifestError> {
         let err = |line: usize, message: String| ManifestError {
             file: file.to_path_buf(),
@@ -377,22 +420,17 @@ impl SkillManifest {
                     ),
                 ));
             }
-            if check_schemas {
-                jsonschema::meta::validate(&parameters).map_err(|e| {
-                    err(
-                        line,
-                        format!(
-                            "tool `{}`: parameters is not a valid JSON Schema: {e}",
-                            t.name
-                        ),
-                    )
-                })?;
+            if let Some(schemas) = schemas.as_deref_mut() {
+                schemas
+                    .check(&parameters)
+                    .map_err(|e| err(line, schema_error(&t.name, &e)))?;
             }
             tools.push(ToolSpec {
                 name: t.name,
                 description: t.description,
                 parameters,
                 validator: Arc::new(OnceLock::new()),
+                line,
             });
         }
 
@@ -407,6 +445,11 @@ impl SkillManifest {
             tools,
         })
     }
+}
+
+/// The message for a tool schema the meta-schema refuses.
+fn schema_error(tool: &str, e: &dyn std::fmt::Display) -> String {
+    format!("tool `{tool}`: parameters is not a valid JSON Schema: {e}")
 }
 
 /// Lifts the manifest out of a one-file skill's leading comment block: the

@@ -20,6 +20,7 @@
 //! half-written one) never changes what an existing version runs.
 
 pub mod builtin;
+pub mod checked_schemas;
 pub mod files;
 pub mod instructions;
 pub mod manifest;
@@ -36,6 +37,7 @@ use semver::Version;
 use crate::capability::{CapabilityRule, ScopeBase};
 use crate::config::Limits;
 use crate::script::InstancePool;
+pub use checked_schemas::CheckedSchemas;
 pub use instructions::Instructions;
 pub use manifest::{Language, ManifestError, SkillManifest, ToolSpec};
 pub use resolve::{NodeId, ResolveError};
@@ -578,6 +580,9 @@ impl SkillSet {
 pub struct SearchPath {
     pub dirs: Vec<PathBuf>,
     pub builtin: bool,
+    /// The file that keeps the tool schemas already found valid (see
+    /// [`checked_schemas`]); `None` checks every schema at every discovery.
+    pub checked_schemas: Option<PathBuf>,
 }
 
 /// Finds every skill in the search path. Each bad one is a failure; every
@@ -585,6 +590,11 @@ pub struct SearchPath {
 pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, Vec<SkillFailure>) {
     let mut candidates = Vec::new();
     let mut failures = Vec::new();
+    let mut schemas = search
+        .checked_schemas
+        .as_deref()
+        .map(CheckedSchemas::load)
+        .unwrap_or_default();
     let mut push = |r: Result<Candidate, SkillFailure>| {
         match r {
         Ok(c) if crate::tool::native::RESERVED_SKILL_NAMES.contains(&c.manifest.name.as_str()) => {
@@ -625,13 +635,13 @@ pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, V
                 // Any `skill.toml` makes a skill folder, even one that is a
                 // link or a FIFO: loading it then says what is wrong.
                 if std::fs::symlink_metadata(path.join("skill.toml")).is_ok() {
-                    push(load_folder(&path, base));
+                    push(load_folder(&path, base, &mut schemas));
                 } else if std::fs::symlink_metadata(path.join("SKILL.md")).is_ok() {
                     // An Agent Skills folder: instructions, no code.
                     push(load_instructions(&path));
                 }
             } else if Language::from_path(&path).is_some()
-                && let Some(r) = load_file(&path, base)
+                && let Some(r) = load_file(&path, base, &mut schemas)
             {
                 push(r);
             }
@@ -641,6 +651,12 @@ pub fn discover(search: &SearchPath, base: &ScopeBase<'_>) -> (Vec<Candidate>, V
         for b in builtin::SKILLS {
             push(load_builtin(b, base));
         }
+    }
+    if let Some(path) = &search.checked_schemas
+        && let Err(e) = schemas.save(path)
+    {
+        // Only the next start's speed depends on it.
+        tracing::debug!(path = %path.display(), error = %e, "could not keep the checked tool schemas");
     }
     (candidates, failures)
 }
@@ -663,8 +679,13 @@ fn fingerprint(
 }
 
 /// Loads a folder skill: its manifest and every script file beneath it,
-/// each read beneath the folder (see [`files`]).
-pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillFailure> {
+/// each read beneath the folder (see [`files`]). Tool schemas whose text
+/// is in `schemas` are taken as checked.
+pub fn load_folder(
+    dir: &Path,
+    base: &ScopeBase<'_>,
+    schemas: &mut CheckedSchemas,
+) -> Result<Candidate, SkillFailure> {
     let origin = Origin::Folder(dir.to_path_buf());
     let fail = |skill: Option<String>, error: String| SkillFailure {
         skill,
@@ -676,7 +697,7 @@ pub fn load_folder(dir: &Path, base: &ScopeBase<'_>) -> Result<Candidate, SkillF
     let text = folder
         .read(Path::new("skill.toml"))
         .map_err(|e| fail(None, e.to_string()))?;
-    let manifest = SkillManifest::parse(&text, &manifest_path, None, base)
+    let manifest = SkillManifest::parse_with(&text, &manifest_path, None, base, schemas)
         .map_err(|e| fail(None, e.to_string()))?;
     let id = format!("{}@{}", manifest.name, manifest.version);
     let mut files = BTreeMap::new();
@@ -899,7 +920,11 @@ fn collect_scripts(
 
 /// Loads a one-file skill; `None` when the script has no manifest comment
 /// (a helper file, not a skill).
-pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, SkillFailure>> {
+pub fn load_file(
+    path: &Path,
+    base: &ScopeBase<'_>,
+    schemas: &mut CheckedSchemas,
+) -> Option<Result<Candidate, SkillFailure>> {
     let origin = Origin::File(path.to_path_buf());
     let text = match files::read_file(path) {
         Ok(t) => t,
@@ -915,7 +940,7 @@ pub fn load_file(path: &Path, base: &ScopeBase<'_>) -> Option<Result<Candidate, 
     let manifest_text = manifest::extract_comment_manifest(&text, language)?;
     let file_name = PathBuf::from(path.file_name()?);
     Some(
-        SkillManifest::parse(&manifest_text, path, Some(&file_name), base)
+        SkillManifest::parse_with(&manifest_text, path, Some(&file_name), base, schemas)
             .map_err(|e| SkillFailure {
                 skill: None,
                 origin: origin.clone(),
