@@ -20,16 +20,19 @@
 //! The machine is shared: CPU time and RSS are the robust figures; wall
 //! time is printed with the load average it was taken under.
 
+#[path = "common/keel.rs"]
+mod common;
 #[path = "common/console.rs"]
 mod console;
 #[path = "../tests/common/model.rs"]
 mod model;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{fake_model_process, keel, load, mb, median, ms, proc_status_kb, workspace};
 use model::{FakeModel, Reply, Wire};
 
 /// Runs per binary and figure (the issue's figures are medians of 15).
@@ -64,54 +67,6 @@ fn reap(child: &Child, started: Instant) -> Finished {
         max_rss_kb: usage.ru_maxrss,
         success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
     }
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-/// A workspace with the model configured and the built-in skills, plus
-/// `skills` small Luau skills of one tool each.
-fn workspace(base_url: &str, skills: usize) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().canonicalize().expect("canonical");
-    write(
-        &root,
-        "keel.toml",
-        &format!(
-            "[models.main]\nprovider = \"openai\"\nbase_url = \"{base_url}\"\nmodel = \"fake\"\n"
-        ),
-    );
-    for i in 0..skills {
-        let name = format!("skill{i:02}");
-        write(
-            &root,
-            &format!("skills/{name}/skill.toml"),
-            &format!(
-                "[skill]\nname = \"{name}\"\nversion = \"1.0.0\"\ndescription = \"Echoes its text back ({i})\"\nentry = \"main.luau\"\n\n\
-                 [[tools]]\nname = \"echo\"\ndescription = \"Returns the text it is given\"\n\
-                 parameters = {{ type = \"object\", properties = {{ text = {{ type = \"string\" }} }}, required = [\"text\"] }}\n"
-            ),
-        );
-        write(
-            &root,
-            &format!("skills/{name}/main.luau"),
-            "local M = {}\nfunction M.echo(a) return { text = a.text } end\nreturn M\n",
-        );
-    }
-    (dir, root)
-}
-
-fn keel(bin: &Path, root: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(root)
-        .env("KEEL_DATA_DIR", root.join(".data"))
-        .env_remove("KEEL_LOG")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY");
-    cmd
 }
 
 /// One `keel ask hello`, answer to /dev/null.
@@ -171,38 +126,6 @@ fn console(bin: &Path, root: &Path) -> Console {
     }
 }
 
-fn proc_status_kb(pid: u32, field: &str) -> i64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or(-1)
-}
-
-fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn mb(kb: i64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Median wall, CPU and peak RSS over runs, and their ranges.
 fn summary(runs: &[Finished]) -> String {
     let wall: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
@@ -217,21 +140,6 @@ fn summary(runs: &[Finished]) -> String {
         mb(median(rss.clone())),
         mb(*rss.iter().max().expect("runs")),
     )
-}
-
-/// Starts the fake model in a child process; returns it and its base URL.
-fn fake_model_process() -> (Child, String) {
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .arg("--fake-model")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("fake model process");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("base url");
-    (child, line.trim().to_string())
 }
 
 fn main() {
@@ -249,8 +157,8 @@ fn main() {
         None => vec![PathBuf::from(env!("CARGO_BIN_EXE_keel"))],
     };
     let (mut server, base_url) = fake_model_process();
-    let (_d0, plain) = workspace(&base_url, 0);
-    let (_d1, many) = workspace(&base_url, SKILLS);
+    let (_d0, plain) = workspace(&base_url, 0, "");
+    let (_d1, many) = workspace(&base_url, SKILLS, "");
 
     // The answer arrives, and the run is done (exit 0), with every binary.
     for bin in &bins {

@@ -310,20 +310,20 @@ fn main() {
             println!("   error: {e}");
         }
         // S3: message posted → first text event.
-        let (_, body) = request(&*srv, "POST", "/v1/sessions", Some("{}"));
+        let (_, body) = request(&srv, "POST", "/v1/sessions", Some("{}"));
         let session = json_field(&body, "id");
         let mut first = Vec::new();
         for _ in 0..MESSAGES {
             let t = Instant::now();
             let (status, body) = request(
-                &*srv,
+                &srv,
                 "POST",
                 &format!("/v1/sessions/{session}/messages"),
                 Some(r#"{"text": "hello"}"#),
             );
             assert_eq!(status, 202, "{body}");
             let run = json_field(&body, "run_id");
-            let mut r = open_stream(&*srv, &format!("/v1/runs/{run}/events"));
+            let mut r = open_stream(&srv, &format!("/v1/runs/{run}/events"));
             assert!(read_until(&mut r, "text"), "no text event");
             first.push(t.elapsed());
             read_until(&mut r, "done");

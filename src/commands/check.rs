@@ -228,8 +228,11 @@ pub fn run(ctx: Ctx<'_>, scope: Option<&Path>) -> Result<Check, CommandError> {
         // Every schema afresh: discovery may have taken one as checked
         // from the data directory's record (`skill::checked_schemas`).
         if let Err(e) = s.manifest.check_schemas(&s.source.manifest_path) {
-            lines.push(crate::text::escape_control_keep_lines(&e.to_string()).into_owned());
-            problems += 1;
+            let e = e.to_string();
+            lines.push(Text::plain(e.clone()));
+            problems.extend(Problem::from_error(Some(&s.id.to_string()), &e));
+            entry.ok = false;
+            checked.push(entry);
             continue;
         }
         match kernel.instantiate(s) {
