@@ -214,6 +214,13 @@ pub fn tool_error_text(e: &ToolError) -> Text {
             Command::Check.bare(),
             "` shows every problem)"
         ],
+        ToolError::SkillDisabled { name, skill } => crate::text![
+            format!(
+                "`{name}` is not available: skill `{skill}` is disabled in this workspace; enable it with `"
+            ),
+            Command::Enable.with(skill.clone()),
+            "`"
+        ],
         other => Text::plain(other.to_string()),
     }
 }
