@@ -27,8 +27,8 @@ mod console;
 #[path = "../tests/common/model.rs"]
 mod model;
 
-use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,19 +143,15 @@ fn summary(runs: &[Finished]) -> String {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--fake-model") {
+    if common::serve_fake_model_if_child(|| {
         let model = FakeModel::with_handler(Wire::OpenAi, |_| Reply::text(ANSWER));
-        println!("{}", model.base_url());
-        let _ = std::io::stdout().flush();
-        // Serve until the parent closes stdin.
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let url = model.base_url();
+        (model, url)
+    }) {
         return;
     }
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let bins: Vec<PathBuf> = match std::env::var_os("KEEL_BENCH_BINS") {
-        Some(list) => std::env::split_paths(&list).collect(),
-        None => vec![PathBuf::from(env!("CARGO_BIN_EXE_keel"))],
-    };
+    let bins = common::bins(env!("CARGO_BIN_EXE_keel"));
     let (mut server, base_url) = fake_model_process();
     let (_d0, plain) = workspace(&base_url, 0, "");
     let (_d1, many) = workspace(&base_url, SKILLS, "");

@@ -20,7 +20,7 @@ mod model;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -171,18 +171,15 @@ fn read_until(r: &mut BufReader<TcpStream>, name: &str) -> bool {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--fake-model") {
+    if common::serve_fake_model_if_child(|| {
         let model =
             FakeModel::with_handler(Wire::OpenAi, |_| Reply::text("Hello! How can I help?"));
-        println!("{}", model.base_url());
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let url = model.base_url();
+        (model, url)
+    }) {
         return;
     }
-    let bins: Vec<PathBuf> = match std::env::var_os("KEEL_BENCH_BINS") {
-        Some(list) => std::env::split_paths(&list).collect(),
-        None => vec![PathBuf::from(env!("CARGO_BIN_EXE_keel"))],
-    };
+    let bins = common::bins(env!("CARGO_BIN_EXE_keel"));
     let (mut model, base_url) = fake_model_process();
     let (_d, root) = workspace(&base_url, SKILLS, "\n[gateway]\nmax_streams = 1000\n");
     println!("load average before: {}", load());

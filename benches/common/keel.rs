@@ -115,3 +115,27 @@ pub fn fake_model_process() -> (Child, String) {
         .expect("base url");
     (child, line.trim().to_string())
 }
+
+/// In the child [`fake_model_process`] starts: serves the model `start`
+/// makes (it returns the model, kept alive, and its base URL) until the
+/// parent closes standard input. True if this process was that child.
+pub fn serve_fake_model_if_child<M>(start: impl FnOnce() -> (M, String)) -> bool {
+    use std::io::{Read, Write};
+    if !std::env::args().any(|a| a == "--fake-model") {
+        return false;
+    }
+    let (_model, url) = start();
+    println!("{url}");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    true
+}
+
+/// The binaries to measure: `KEEL_BENCH_BINS` (a PATH-style list), else
+/// `built` (the one cargo built for the bench).
+pub fn bins(built: &str) -> Vec<PathBuf> {
+    match std::env::var_os("KEEL_BENCH_BINS") {
+        Some(list) => std::env::split_paths(&list).collect(),
+        None => vec![PathBuf::from(built)],
+    }
+}
