@@ -1014,3 +1014,66 @@ impl OutputWithStdin for std::process::Command {
         out
     }
 }
+
+#[test]
+fn a_direct_tool_call_that_asks_parks_as_an_approval() {
+    let model = FakeModel::scripted(Wire::OpenAi, vec![]);
+    let ws = Ws::new()
+        .skill("notes", NOTES, &[("main.luau", NOTES_SRC)])
+        .policy(&format!(
+            "[policy]\nask = [\"kv\"]\n\n{}",
+            model_table("main", &model)
+        ));
+    let gw = Serve::start(&ws);
+    let mut ops = gw.events("/v1/events", None);
+    // The call waits in a thread of its own, as a client would.
+    let call_in_background = |text: &str| {
+        let (addr, auth) = (gw.addr, format!("Bearer {}", gw.token));
+        let body = json!({"args": {"text": text}}).to_string();
+        std::thread::spawn(move || {
+            let host = addr.to_string();
+            raw_request(
+                addr,
+                "POST",
+                "/v1/tools/notes.add/call",
+                &[("Host", &host), ("Authorization", &auth)],
+                Some(&body),
+            )
+        })
+    };
+    // Yes, from the API: the waiting call goes on and succeeds.
+    let call = call_in_background("a");
+    let asked = ops.until("approval.requested");
+    let id = asked.last().unwrap().data["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        asked.last().unwrap().data["run_id"],
+        serde_json::Value::Null
+    );
+    let pending = gw.get("/v1/approvals").expect(200);
+    assert_eq!(pending["approvals"][0]["id"], id.as_str());
+    assert_eq!(pending["approvals"][0]["run_id"], "");
+    gw.post(&format!("/v1/approvals/{id}"), &json!({"answer": "yes"}))
+        .expect(200);
+    let r = call.join().unwrap();
+    assert_eq!(r.expect(200)["ok"], true);
+    // No, from another process (`keel approve`): refused, nothing written.
+    let call = call_in_background("b");
+    let asked = ops.until("approval.requested");
+    let id = asked.last().unwrap().data["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = ws.run(&["approve", &id, "no"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let r = call.join().unwrap();
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("denied"), "{}", r.body);
+    assert_eq!(
+        ws.call("notes.list", json!({})).stdout.trim(),
+        "",
+        "a denied call must not run its kv write"
+    );
+}

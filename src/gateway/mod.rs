@@ -34,6 +34,7 @@
 
 mod api;
 pub mod auth;
+mod calls;
 mod console;
 mod hub;
 mod openai;

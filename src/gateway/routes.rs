@@ -581,7 +581,20 @@ async fn call_tool(State(gw): State<Gw>, Path(name): Path<String>, body: Body) -
         ));
     }
     let started = std::time::Instant::now();
-    match gw.kernel.call_tool(&name, args).await {
+    // `ask` parks as an approval request (super::calls); a client that
+    // leaves cancels the call.
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _cancel = super::calls::CancelOnDrop(cancelled.clone());
+    let link = std::sync::Arc::new(crate::host::RunLink {
+        run_id: None,
+        cancelled: cancelled.clone(),
+        approver: std::sync::Arc::new(super::calls::HttpApprover::new(
+            gw.clone(),
+            args.to_string(),
+            cancelled,
+        )),
+    });
+    match gw.kernel.call_tool_for(&name, args, Some(link)).await {
         Ok(result) => ok(
             StatusCode::OK,
             json!({"ok": true, "result": result, "ms": started.elapsed().as_millis() as u64}),

@@ -68,7 +68,8 @@ const COLUMNS: &str = "id, run_id, skill, tool, capability, target, rule, argume
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
     Ok(ApprovalRecord {
         id: r.get(0)?,
-        run_id: r.get(1)?,
+        // NULL for a direct tool call's request (no run).
+        run_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
         skill: r.get(2)?,
         tool: r.get(3)?,
         capability: r.get(4)?,
@@ -96,7 +97,8 @@ impl Store {
                      RETURNING {COLUMNS}"
                 ),
                 params![
-                    a.run_id,
+                    // An empty run id: a direct call's request, no run.
+                    (!a.run_id.is_empty()).then_some(a.run_id),
                     a.skill,
                     a.tool,
                     a.capability,

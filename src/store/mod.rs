@@ -350,6 +350,30 @@ const MIGRATIONS: &[&str] = &[
         disabled_ms INTEGER NOT NULL,
         PRIMARY KEY (workspace, skill)
     );",
+    // 10: an approval request may have no run (a tool called directly
+    // over HTTP): `run_id` may be NULL
+    "CREATE TABLE approvals_v10 (
+        id TEXT PRIMARY KEY,
+        run_id TEXT REFERENCES runs (id),
+        skill TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        capability TEXT NOT NULL,
+        target TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        state TEXT NOT NULL,
+        answer TEXT,
+        created_ms INTEGER NOT NULL,
+        answered_ms INTEGER,
+        workspace TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO approvals_v10 (id, run_id, skill, tool, capability, target, rule,
+            arguments, state, answer, created_ms, answered_ms, workspace)
+        SELECT id, run_id, skill, tool, capability, target, rule,
+            arguments, state, answer, created_ms, answered_ms, workspace FROM approvals;
+    DROP TABLE approvals;
+    ALTER TABLE approvals_v10 RENAME TO approvals;
+    CREATE INDEX approvals_by_state ON approvals (state);",
 ];
 
 /// The workspace of grants and baselines recorded before they were kept
