@@ -1591,6 +1591,45 @@ mod tests {
     }
 
     #[test]
+    fn approvals_keep_their_rows_when_run_ids_become_optional() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            // A database at schema 9, with a run and its pending approval.
+            let c = Connection::open(d.path().join("keel.db")).unwrap();
+            for sql in &MIGRATIONS[..9] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 9).unwrap();
+            c.execute_batch(
+                "INSERT INTO sessions VALUES ('s1', 't', 1);
+                 INSERT INTO runs (id, session_id, state, created_ms, updated_ms) VALUES ('r1', 's1', 'waiting_permission', 1, 1);
+                 INSERT INTO approvals (id, run_id, skill, tool, capability, target, rule, arguments, state, created_ms, workspace)
+                     VALUES ('a1', 'r1', 'notes', 'notes.add', 'kv', '', 'kv', '{}', 'pending', 5, '/ws');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        let a = s.approval("a1").unwrap().unwrap();
+        assert_eq!((a.run_id.as_str(), a.workspace.as_str()), ("r1", "/ws"));
+        assert_eq!(a.state, ApprovalState::Pending);
+        // A request with no run is stored (and read back with an empty id).
+        let direct = s
+            .create_approval(&NewApproval {
+                run_id: "",
+                skill: "notes",
+                tool: "notes.add",
+                capability: "kv",
+                target: "",
+                rule: "kv",
+                workspace: Path::new("/ws"),
+                arguments: "{}",
+            })
+            .unwrap();
+        assert_eq!(direct.run_id, "");
+        assert_eq!(s.approvals(true).unwrap().len(), 2);
+    }
+
+    #[test]
     fn processes_opening_a_fresh_directory_at_once_and_writing_all_succeed() {
         // Each thread has its own connection, as each process would.
         let d = tempfile::tempdir().unwrap();
