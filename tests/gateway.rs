@@ -955,6 +955,25 @@ fn skills_are_disabled_over_http_across_a_restart_and_metrics_pass_promtool() {
     let r = gw.post("/v1/tools/notes.add/call", &json!({"args": {"text": "b"}}));
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("disabled"), "{}", r.body);
+    // Listed, marked: there, and refused until enabled.
+    let tools = gw.get("/v1/tools").expect(200);
+    let add = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "notes.add")
+        .unwrap();
+    assert_eq!(add["enabled"], false);
+    let listing = ws.run(&["tools"]);
+    let line = listing
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("notes.add"))
+        .unwrap();
+    assert!(
+        line.contains("(disabled: `keel skill enable notes`)"),
+        "{line}"
+    );
 
     // The state survives a restart, and shows in `keel skills`.
     assert!(gw.terminate(Duration::from_secs(20)).success());

@@ -1,23 +1,34 @@
 //! `keel tools` and `/tools`: every tool with its parameters and
-//! description, keel's own tools last.
+//! description, keel's own tools last. The tools of a disabled skill are
+//! listed marked `disabled` (`"enabled": false` in JSON): they are there,
+//! and refused until the skill is enabled.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, Render, Text};
+use super::{Command, Ctx, Render, Text};
 use crate::skill::SkillSet;
+use crate::text::Tone;
 use crate::text::escape_control as esc;
 
 /// The tools of the skill set as loaded.
 pub struct Tools {
     set: Arc<SkillSet>,
+    /// Skills disabled in this workspace.
+    disabled: BTreeSet<String>,
 }
 
 pub fn run(ctx: Ctx<'_>) -> Tools {
+    let disabled = ctx.kernel.disabled_skills().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read which skills are disabled");
+        BTreeSet::new()
+    });
     Tools {
         set: ctx.kernel.skills(),
+        disabled,
     }
 }
 
@@ -29,12 +40,21 @@ impl Render for Tools {
         }
         for (name, e) in &self.set.tools {
             let spec = e.spec();
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "{}  {}",
                 esc(&format!("{name}({})", param_signature(&spec.parameters))),
                 esc(&spec.description)
             );
+            let skill = &e.skill.manifest.name;
+            if self.disabled.contains(skill) {
+                s.push("  (");
+                s.status(Tone::Warn, "disabled");
+                s.push(": `");
+                s.command(Command::Enable.with(esc(skill).into_owned()));
+                s.push("`)");
+            }
+            s.push("\n");
         }
         // keel's own tools, offered to the model with every request.
         for t in crate::tool::native::specs() {
@@ -55,6 +75,7 @@ impl Render for Tools {
                         "description": spec.description,
                         "parameters": spec.parameters,
                         "skill": e.skill.id.to_string(),
+                        "enabled": !self.disabled.contains(&e.skill.manifest.name),
                     })
                 })
                 // keel's own tools (no skill behind them).
@@ -64,6 +85,7 @@ impl Render for Tools {
                         "description": t.description,
                         "parameters": t.parameters,
                         "skill": "keel",
+                        "enabled": true,
                     })
                 }))
                 .collect(),
