@@ -998,40 +998,8 @@ fn skills_are_disabled_over_http_across_a_restart_and_metrics_pass_promtool() {
         "{}",
         m.body
     );
-    std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .output_with_stdin(&m.body);
-}
-
-/// `Command::output` with bytes written to standard input first.
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &str) -> std::process::Output;
-}
-
-impl OutputWithStdin for std::process::Command {
-    fn output_with_stdin(&mut self, input: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run promtool ({e}): install it with apt-get install prometheus (scripts/test and .ci/run do)"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
+    let (status, out) = common::promtool_check(&m.body);
+    assert_eq!(status, 0, "promtool check metrics: {out}");
 }
 
 #[test]

@@ -4,47 +4,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use common::Ws;
 use common::agent::{Harness, model_table, notes_ws};
 use common::model::{FakeModel, Reply, Wire};
+use common::{Ws, promtool_check};
 use keel::telemetry::CallOutcome;
 use serde_json::{Value, json};
-
-/// `promtool check metrics` over `text`: its exit status and output. A
-/// missing promtool fails the test with how to install it (never a skip).
-fn promtool_check(text: &str) -> (i32, String) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("promtool is not installed; install it: apt-get install prometheus")
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool exits");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// The value of the sample `series` (name with labels, exactly as
 /// rendered) in the text, if present.

@@ -233,7 +233,7 @@ impl RunOutcome {
         let run = store
             .run(run_id)?
             .ok_or_else(|| RunError::NoRun(run_id.to_string()))?;
-        Ok(Self::from_records(&run, &store.run_messages(run_id)?))
+        Ok(Self::from_record(store, &run)?)
     }
 
     /// A stored run's outcome, from its record and its messages.

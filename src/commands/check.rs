@@ -104,7 +104,7 @@ impl Problem {
 
 /// `path:12: message` as (`path`, 12, `message`): the first `:N:` with
 /// digits only between the colons (a path may hold colons of its own).
-fn split_location(line: &str) -> Option<(&str, usize, &str)> {
+pub fn split_location(line: &str) -> Option<(&str, usize, &str)> {
     let bytes = line.as_bytes();
     let mut from = 0;
     while let Some(i) = line[from..].find(':').map(|i| i + from) {
@@ -227,37 +227,29 @@ pub fn run(ctx: Ctx<'_>, scope: Option<&Path>) -> Result<Check, CommandError> {
         }
         // Every schema afresh: discovery may have taken one as checked
         // from the data directory's record (`skill::checked_schemas`).
-        if let Err(e) = s.manifest.check_schemas(&s.source.manifest_path) {
-            let e = e.to_string();
+        let loaded = s
+            .manifest
+            .check_schemas(&s.source.manifest_path)
+            .map_err(|e| e.to_string())
+            .and_then(|()| kernel.instantiate(s).map(|_| ()).map_err(|e| e.to_string()));
+        if let Err(e) = loaded {
             lines.push(Text::plain(e.clone()));
             problems.extend(Problem::from_error(Some(&s.id.to_string()), &e));
             entry.ok = false;
             checked.push(entry);
             continue;
         }
-        match kernel.instantiate(s) {
-            Ok(_) => {
-                let mut t = Text::new();
-                t.status(Tone::Good, "ok");
-                t.push(format!(
-                    " {} ({}, {} tool{}) {}",
-                    s.id,
-                    s.manifest.language.name(),
-                    s.manifest.tools.len(),
-                    if s.manifest.tools.len() == 1 { "" } else { "s" },
-                    s.source.origin
-                ));
-                lines.push(t);
-            }
-            Err(e) => {
-                let e = e.to_string();
-                lines.push(Text::plain(e.clone()));
-                problems.extend(Problem::from_error(Some(&s.id.to_string()), &e));
-                entry.ok = false;
-                checked.push(entry);
-                continue;
-            }
-        }
+        let mut t = Text::new();
+        t.status(Tone::Good, "ok");
+        t.push(format!(
+            " {} ({}, {} tool{}) {}",
+            s.id,
+            s.manifest.language.name(),
+            s.manifest.tools.len(),
+            if s.manifest.tools.len() == 1 { "" } else { "s" },
+            s.source.origin
+        ));
+        lines.push(t);
         md_notes(s, &mut lines, &mut warnings);
         let grants = kernel.gate().grants(&s.manifest.name);
         for c in &s.manifest.capabilities {

@@ -156,13 +156,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn file_id(path: &Path) -> std::io::Result<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(path)?;
-    Ok(FileId {
-        dev: m.dev(),
-        ino: m.ino(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    })
+    Ok(FileId::of(&std::fs::symlink_metadata(path)?))
+}
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
 }
 
 /// Reads the token file: a regular file of ours, not readable by others,
@@ -213,12 +218,7 @@ fn read(path: &Path) -> Result<(FileId, String), TokenError> {
     if token.len() < 32 || !token.chars().all(|c| c.is_ascii_graphic()) {
         return Err(TokenError::Malformed(path.to_path_buf()));
     }
-    let id = FileId {
-        dev: m.dev(),
-        ino: m.ino(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    };
-    Ok((id, token.to_string()))
+    Ok((FileId::of(&m), token.to_string()))
 }
 
 /// Reads the token file, creating it first if there is none.

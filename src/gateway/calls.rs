@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::Gw;
 use crate::kernel::gate::{ApprovalRequest, Approver, AskOutcome};
 use crate::store::{ApprovalState, NewApproval};
@@ -94,10 +92,7 @@ impl HttpApprover {
                 return AskOutcome::Nobody;
             }
         };
-        self.gw.hub.publish(
-            "approval.requested",
-            json!({"id": record.id, "run_id": null, "skill": record.skill, "tool": record.tool, "capability": record.capability, "target": record.target}),
-        );
+        super::announce_approval(&self.gw, &record);
         let until = Instant::now() + kernel.config().agent.approval_timeout;
         loop {
             match store.approval(&record.id) {

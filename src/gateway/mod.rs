@@ -339,16 +339,23 @@ fn forward_kernel_events(gw: &Gw) {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match asked.recv().await {
-                    Ok(a) => g.hub.publish(
-                        "approval.requested",
-                        serde_json::json!({"id": a.id, "run_id": a.run_id, "skill": a.skill, "tool": a.tool, "capability": a.capability, "target": a.target}),
-                    ),
+                    Ok(a) => announce_approval(&g, &a),
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
                 }
             }
         });
     }
+}
+
+/// `approval.requested` on `/v1/events`, for a run's request or a direct
+/// call's (whose `run_id` is null).
+fn announce_approval(gw: &Gw, a: &crate::store::ApprovalRecord) {
+    let run_id = (!a.run_id.is_empty()).then_some(&a.run_id);
+    gw.hub.publish(
+        "approval.requested",
+        serde_json::json!({"id": a.id, "run_id": run_id, "skill": a.skill, "tool": a.tool, "capability": a.capability, "target": a.target}),
+    );
 }
 
 /// Routes anyone may call: liveness, readiness, the web console's files.

@@ -96,7 +96,8 @@ pub async fn chat_completions(
         .transpose()
         .map_err(|_| ApiError::bad_request("X-Keel-Session is not text"))?;
     let user = req.user.clone();
-    let title = super::routes::one_line(&text);
+    // Titled as `keel ask` titles its sessions.
+    let title = crate::repl::chat::one_line(&text, 60);
     let g = gw.clone();
     let (run_id, session_id) = super::routes::blocking(move || {
         let store = g.kernel.store();

@@ -665,30 +665,14 @@ async fn remove_grant(State(gw): State<Gw>, body: Body) -> ApiResult {
     command_json(&out)
 }
 
-/// A message's first line, shortened, as a new session's title.
-pub(super) fn one_line(text: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    let mut out: String = line.chars().take(60).collect();
-    if line.chars().count() > 60 {
-        out.push('…');
-    }
-    out
-}
-
 /// Splits `file:line: message` (as skill failures are written) into its
-/// parts; `None`s when the error names no place.
-fn located(error: &str) -> (Option<&str>, Option<u64>, &str) {
-    if let Some((head, message)) = error.split_once(": ")
-        && let Some((file, line)) = head.rsplit_once(':')
-        && let Ok(line) = line.parse::<u64>()
-    {
-        return (Some(file), Some(line), message);
+/// parts, as `keel check --json` does; `None`s when the error names no
+/// place.
+fn located(error: &str) -> (Option<&str>, Option<usize>, &str) {
+    match crate::commands::check::split_location(error) {
+        Some((file, line, message)) => (Some(file), Some(line), message),
+        None => (None, None, error),
     }
-    (None, None, error)
 }
 
 /// A kernel event as operator events on `/v1/events`.
